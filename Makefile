@@ -1,0 +1,50 @@
+# yahaml-voice: `make run` serves the embedded default, `make test` runs everything.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-fast bench natlab deploy-test turn lint typecheck system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+## Serve the embedded default on 127.0.0.1:8080 (in-memory state, open auth, SFU workers as children).
+run: $(STAMP)
+	$(BIN)/yahaml-voice serve --host 127.0.0.1 --port 8080 $(if $(CONFIG),--config $(CONFIG))
+
+## Install what the tests need (Debian packages when root) and run the whole suite.
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not browser and not natlab and not deploy" $(PYTEST_ARGS)
+
+system-deps:
+	bash .ci/system-deps
+
+bench: $(STAMP) system-deps
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+natlab: $(STAMP) system-deps
+	$(BIN)/python -m tests.natlab.matrix
+
+deploy-test: $(STAMP) system-deps
+	bash tests/deploy/run.sh
+
+## coturn next to `make run`, rendered from the same config.
+turn: $(STAMP)
+	$(BIN)/yahaml-voice turn --run $(if $(CONFIG),--config $(CONFIG))
+
+lint: $(STAMP)
+	$(BIN)/ruff check server sfu tests bench
+	$(BIN)/ruff format --check server sfu tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy server sfu
+
+clean:
+	rm -rf $(VENV) build *.egg-info

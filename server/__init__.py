@@ -1,0 +1,1 @@
+"""yahaml-voice signaling server."""

@@ -1,0 +1,149 @@
+"""Identity and credentials: JWT session tokens, TURN REST credentials, ICE config.
+
+Tokens are HS256 JWTs (PyJWT) so that a host application sharing the secret can mint
+them, and any server process of a deployment can check them without shared state.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import jwt
+
+from .config import Config
+from .protocol import IceConfigAnswer, IceServer, Role
+
+ALGORITHM = "HS256"
+WORKER_ROLE = "sfu"
+ROLES: tuple[Role, ...] = ("ncs", "operator", "listener")
+
+
+class AuthError(Exception):
+    """Missing, malformed, forged or expired credentials (401)."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a verified token speaks for."""
+
+    participant_id: str
+    callsign: str
+    role: str
+    rooms: tuple[str, ...] | Literal["*"]
+    expires_at: float
+    session_id: str
+
+    def may_enter(self, room_id: str) -> bool:
+        return self.rooms == "*" or room_id in self.rooms
+
+    @property
+    def can_publish(self) -> bool:
+        return self.role != "listener"
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def new_participant_id() -> str:
+    return "p-" + uuid.uuid4().hex[:20]
+
+
+def issue_token(
+    config: Config,
+    callsign: str,
+    role: str = "operator",
+    rooms: list[str] | Literal["*"] = "*",
+    ttl: float | None = None,
+    participant_id: str | None = None,
+    now: float | None = None,
+) -> tuple[str, Identity]:
+    """Sign a token for a (fresh unless given) participant id."""
+    if role not in (*ROLES, WORKER_ROLE):
+        raise ValueError(f"unknown role {role!r}")
+    now = time.time() if now is None else now
+    ttl = config.auth.session_ttl if ttl is None else ttl
+    pid = participant_id or new_participant_id()
+    session_id = uuid.uuid4().hex
+    exp = int(now + ttl)
+    claims: dict[str, Any] = {
+        "sub": pid,
+        "name": callsign,
+        "role": role,
+        "rooms": rooms,
+        "iat": int(now),
+        "exp": exp,
+        "jti": session_id,
+        "iss": config.auth.issuer,
+    }
+    token = jwt.encode(claims, config.token_secret(), algorithm=ALGORITHM)
+    room_claim: tuple[str, ...] | Literal["*"] = "*" if rooms == "*" else tuple(rooms)
+    return token, Identity(pid, callsign, role, room_claim, float(exp), session_id)
+
+
+def verify_token(config: Config, token: str | None) -> Identity:
+    """Check signature, expiry and claim shapes; AuthError says what is wrong."""
+    if not token:
+        raise AuthError("missing token")
+    try:
+        claims = jwt.decode(
+            token,
+            config.token_secret(),
+            algorithms=[ALGORITHM],
+            issuer=config.auth.issuer,
+            options={"require": ["sub", "exp", "name", "role", "rooms"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise AuthError("token expired") from exc
+    except jwt.PyJWTError as exc:
+        raise AuthError(f"invalid token: {exc}") from exc
+    sub, name, role, rooms = claims["sub"], claims["name"], claims["role"], claims["rooms"]
+    if not isinstance(sub, str) or not isinstance(name, str) or not sub or len(sub) > 64:
+        raise AuthError("invalid token: bad sub or name")
+    if role not in (*ROLES, WORKER_ROLE):
+        raise AuthError(f"invalid token: unknown role {role!r}")
+    if rooms != "*" and not (isinstance(rooms, list) and all(isinstance(r, str) for r in rooms)):
+        raise AuthError("invalid token: rooms must be a list or '*'")
+    room_claim: tuple[str, ...] | Literal["*"] = "*" if rooms == "*" else tuple(rooms)
+    return Identity(sub, name, role, room_claim, float(claims["exp"]), str(claims.get("jti", "")))
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer ...` header."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def turn_credentials(secret: str, user: str, ttl: float, now: float | None = None) -> tuple[str, str]:
+    """TURN REST API credentials (coturn `use-auth-secret`): expiry:user, base64(HMAC-SHA1)."""
+    expiry = int((time.time() if now is None else now) + ttl)
+    username = f"{expiry}:{user}"
+    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(digest).decode()
+
+
+def ice_config(config: Config, participant_id: str) -> IceConfigAnswer:
+    """ICE servers for one participant, with fresh time-limited TURN credentials."""
+    servers: list[IceServer] = []
+    if config.ice.stun_urls:
+        servers.append(IceServer(urls=list(config.ice.stun_urls)))
+    turn = config.ice.turn
+    if turn.urls and turn.secret:
+        username, credential = turn_credentials(turn.secret, participant_id, turn.ttl)
+        servers.append(IceServer(urls=list(turn.urls), username=username, credential=credential))
+    return IceConfigAnswer(
+        iceServers=servers,
+        iceTransportPolicy="relay" if config.ice.force_relay else "all",
+        ttl=int(turn.ttl) if turn.urls else None,
+    )

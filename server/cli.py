@@ -1,0 +1,129 @@
+"""`yahaml-voice` command line: serve, token, sfu, turn.
+
+Each subcommand loads the same config (file from --config or YAHAML_VOICE_CONFIG, then
+YAHAML_VOICE_* env) so a secret or a realm is never typed twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .config import Config, ConfigError, load_config, parse_duration
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .app import serve
+
+    config = _load(args)
+    if args.host:
+        config.server.host = args.host
+    if args.port is not None:
+        config.server.port = args.port
+    if args.workers is not None:
+        config.sfu.workers = args.workers
+    serve(config)
+    return 0
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from .auth import issue_token
+    from .callsign import CallsignError, normalize_callsign
+
+    config = _load(args)
+    if not config.auth.secret:
+        print("error: auth.secret is not set; tokens would not verify anywhere", file=sys.stderr)
+        return 2
+    try:
+        callsign = normalize_callsign(args.callsign)
+    except CallsignError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rooms: list[str] | str = "*" if "*" in args.room or not args.room else list(args.room)
+    for room_id in rooms if isinstance(rooms, list) else []:
+        if config.room(room_id) is None:
+            print(f"error: no room {room_id!r} in the configuration", file=sys.stderr)
+            return 2
+    token, identity = issue_token(
+        config,
+        callsign,
+        role=args.role,
+        rooms=rooms,  # type: ignore[arg-type]
+        ttl=parse_duration(args.ttl),
+        participant_id=args.id,
+    )
+    base = (config.server.public_url or f"http://{config.server.host}:{config.server.port}").rstrip("/")
+    print(token)
+    print(f"{base}/#token={token}")
+    print(
+        f"# {identity.callsign} ({identity.role}) id={identity.participant_id} "
+        f"rooms={','.join(rooms) if isinstance(rooms, list) else '*'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_sfu(args: argparse.Namespace) -> int:
+    from sfu.worker import main as worker_main
+
+    return worker_main(_load(args), server_url=args.server, worker_id=args.id)
+
+
+def _cmd_turn(args: argparse.Namespace) -> int:
+    from .turn import main as turn_main
+
+    return turn_main(_load(args), output=args.output, run=args.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="yahaml-voice", description=__doc__)
+    parser.add_argument("--config", help="YAML config file (default: $YAHAML_VOICE_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the signaling server (and child SFU workers)")
+    serve.add_argument("--config", default=argparse.SUPPRESS)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="child SFU workers (0: none)")
+    serve.set_defaults(func=_cmd_serve)
+
+    token = sub.add_parser("token", help="mint an invite token (token auth mode)")
+    token.add_argument("--config", default=argparse.SUPPRESS)
+    token.add_argument("--callsign", required=True)
+    token.add_argument("--room", action="append", default=[], help="room id (repeat; * = all)")
+    token.add_argument("--role", choices=["ncs", "operator", "listener"], default="operator")
+    token.add_argument("--ttl", default="12h", help="lifetime, e.g. 90m, 12h, 7d")
+    token.add_argument("--id", help="participant id (default: a fresh one)")
+    token.set_defaults(func=_cmd_token)
+
+    sfu = sub.add_parser("sfu", help="run one SFU worker process")
+    sfu.add_argument("--config", default=argparse.SUPPRESS)
+    sfu.add_argument("--server", help="server URL to register with (default: sfu.server_url)")
+    sfu.add_argument("--id", help="worker id (default: host-pid)")
+    sfu.set_defaults(func=_cmd_sfu)
+
+    turn = sub.add_parser("turn", help="render coturn's turnserver.conf from this config")
+    turn.add_argument("--config", default=argparse.SUPPRESS)
+    turn.add_argument("--output", "-o", help="write here instead of stdout")
+    turn.add_argument("--run", action="store_true", help="render and run turnserver in foreground")
+    turn.set_defaults(func=_cmd_turn)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""The one configuration loader: a YAML file plus YAHAML_VOICE_* environment overrides.
+
+Parsed strictly: an unknown key is an error that names it, so a typo in a sysadmin's file
+never silently falls back to a default. The embedded default needs no file at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import secrets
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+ENV_PREFIX = "YAHAML_VOICE_"
+CONFIG_ENV = "YAHAML_VOICE_CONFIG"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names it."""
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from `90`, `"90s"`, `"15m"`, `"12h"`, `"2d"` or `"250ms"`."""
+    if isinstance(value, bool):
+        raise ConfigError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ConfigError(f"not a duration: {value!r} (use e.g. 30s, 15m, 12h)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+class Duration(float):
+    """Seconds; accepts the strings parse_duration reads."""
+
+
+@dataclass
+class RoomConfig:
+    id: str
+    name: str = ""
+    description: str = ""
+    max_participants: int = 50
+    # At this many participants the room moves onto an SFU worker.
+    sfu_threshold: int = 8
+    # At or below this many it may return to mesh (hysteresis); default threshold // 2.
+    mesh_threshold: int | None = None
+    # Push-to-talk by default for this room's clients.
+    ptt: bool = False
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", self.id):
+            raise ConfigError(f"rooms: bad room id {self.id!r} (lowercase letters, digits, - and _)")
+        if not self.name:
+            self.name = self.id.replace("-", " ").title()
+        if self.max_participants < 1:
+            raise ConfigError(f"rooms.{self.id}.max_participants must be >= 1")
+        if self.sfu_threshold < 2:
+            raise ConfigError(f"rooms.{self.id}.sfu_threshold must be >= 2")
+        if self.mesh_threshold is None:
+            self.mesh_threshold = max(1, self.sfu_threshold // 2)
+        if self.mesh_threshold >= self.sfu_threshold:
+            raise ConfigError(f"rooms.{self.id}.mesh_threshold must be below sfu_threshold")
+
+
+def _default_rooms() -> list[RoomConfig]:
+    return [
+        RoomConfig(
+            id="shack",
+            name="Shack",
+            description="Intercom for the operators in the shack",
+            max_participants=100,
+        )
+    ]
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Base URL that invite links point at, e.g. https://voice.example.org
+    public_url: str | None = None
+    # Origins allowed to open the WebSocket and call the API from a browser. Empty: same
+    # origin only. "*" allows any (not recommended).
+    allowed_origins: list[str] = field(default_factory=list)
+    # Seconds a participant keeps its seat after its last socket closed.
+    grace_period: Duration = Duration(15.0)
+    # Largest request body accepted (bytes); SDPs are further limited to 64 KiB.
+    max_body_bytes: int = 128 * 1024
+    # Directory of the browser client; empty = the client/ beside the package.
+    client_dir: str | None = None
+    log_level: str = "info"
+    # Log one JSON object per line (for journald / log shippers) instead of text.
+    log_json: bool = False
+
+
+@dataclass
+class AuthConfig:
+    mode: Literal["open", "token"] = "open"
+    # HS256 secret. Open mode generates one per start when empty; token mode requires it
+    # (and every server process of a deployment must share it).
+    secret: str | None = None
+    # Lifetime of tokens issued by POST /api/sessions.
+    session_ttl: Duration = Duration(12 * 3600.0)
+    issuer: str = "yahaml-voice"
+
+
+@dataclass
+class TurnConfig:
+    # e.g. ["turn:turn.example.org:3478?transport=udp", "turn:turn.example.org:3478?transport=tcp",
+    #       "turns:turn.example.org:5349?transport=tcp"]
+    urls: list[str] = field(default_factory=list)
+    # coturn's static-auth-secret (use-auth-secret / TURN REST credentials).
+    secret: str | None = None
+    # Lifetime of issued TURN credentials.
+    ttl: Duration = Duration(3600.0)
+    realm: str = "yahaml-voice"
+    # Settings used to render coturn's turnserver.conf (`yahaml-voice turn`).
+    listen_ip: str = "127.0.0.1"
+    listening_port: int = 3478
+    tls_listening_port: int = 5349
+    # Also listen for TURN/TLS on 443 (networks that only let HTTPS out).
+    alt_tls_443: bool = False
+    external_ip: str | None = None
+    relay_ip: str | None = None
+    min_port: int = 49160
+    max_port: int = 49999
+    cert: str | None = None
+    pkey: str | None = None
+    user_quota: int = 12
+    total_quota: int = 1200
+    # Loopback peers allowed: only for test labs on one machine.
+    allow_loopback_peers: bool = False
+    # Extra allowed-peer-ip entries (e.g. the relay's own address, a lab segment).
+    allowed_peer_ips: list[str] = field(default_factory=list)
+    log_file: str = "stdout"
+
+
+@dataclass
+class IceConfig:
+    # STUN URLs handed to clients. None by default: this is self-hosted, no third party.
+    stun_urls: list[str] = field(default_factory=list)
+    turn: TurnConfig = field(default_factory=TurnConfig)
+    # Clients use relay candidates only (hides operators' addresses; needs TURN).
+    force_relay: bool = False
+
+
+@dataclass
+class SfuConfig:
+    # Worker processes the server spawns as children: "auto" = one per core, 0 = none
+    # (workers run elsewhere with `yahaml-voice sfu`).
+    workers: int | Literal["auto"] = "auto"
+    # Speaker slots per subscriber: the loudest N speakers are forwarded.
+    slots: int = 3
+    # Hold a speaker in its slot at least this long after it fell silent.
+    slot_hold: Duration = Duration(1.5)
+    # A worker that sent no heartbeat for this long is dead.
+    heartbeat_timeout: Duration = Duration(3.0)
+    # Server URL a worker connects to (ws://host:port); default: this server.
+    server_url: str | None = None
+    # Interfaces/addresses the worker's ICE gathers on (empty: all of aioice's choice).
+    ice_addresses: list[str] = field(default_factory=list)
+    # Use the configured TURN servers from the worker too.
+    use_turn: bool = True
+
+
+@dataclass
+class RedisConfig:
+    # redis://[:password@]host:port/db or rediss:// for TLS. Empty: in-memory (one process).
+    url: str | None = None
+    # Prefix of every key and channel (several deployments on one Redis).
+    prefix: str = "yv:"
+
+
+@dataclass
+class MetricsConfig:
+    # Expose Prometheus metrics at /metrics.
+    enabled: bool = True
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    ice: IceConfig = field(default_factory=IceConfig)
+    sfu: SfuConfig = field(default_factory=SfuConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    rooms: list[RoomConfig] = field(default_factory=_default_rooms)
+
+    def __post_init__(self) -> None:
+        ids = [room.id for room in self.rooms]
+        duplicates = {i for i in ids if ids.count(i) > 1}
+        if duplicates:
+            raise ConfigError(f"rooms: duplicate id {sorted(duplicates)[0]!r}")
+        if self.auth.mode == "token" and not self.auth.secret:
+            raise ConfigError("auth.secret is required in token mode")
+        if self.auth.secret is not None and len(self.auth.secret) < 16:
+            raise ConfigError("auth.secret must be at least 16 characters")
+        if self.ice.turn.urls and not self.ice.turn.secret:
+            raise ConfigError("ice.turn.secret is required when ice.turn.urls is set")
+        if self.ice.force_relay and not self.ice.turn.urls:
+            raise ConfigError("ice.force_relay needs ice.turn.urls")
+        if self.sfu.slots < 1 or self.sfu.slots > 16:
+            raise ConfigError("sfu.slots must be between 1 and 16")
+
+    def room(self, room_id: str) -> RoomConfig | None:
+        for room in self.rooms:
+            if room.id == room_id:
+                return room
+        return None
+
+    def token_secret(self) -> str:
+        """The HS256 secret; open mode without one gets a random secret once per process."""
+        if not self.auth.secret:
+            self.auth.secret = secrets.token_urlsafe(32)
+        return self.auth.secret
+
+    def worker_count(self) -> int:
+        if self.sfu.workers == "auto":
+            return max(1, os.cpu_count() or 1)
+        return int(self.sfu.workers)
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    """Build `tp` from plain YAML data, strictly."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[-1] if errors else f"{path}: bad value {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            allowed = ", ".join(repr(a) for a in typing.get_args(tp))
+            raise ConfigError(f"{path}: {value!r} is not one of {allowed}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        kwargs = {}
+        for key, item in value.items():
+            if key not in names:
+                where = f"{path}." if path else ""
+                raise ConfigError(f"unknown configuration key {where}{key}")
+            kwargs[key] = _convert(hints[key], item, f"{path}.{key}" if path else key)
+        try:
+            return tp(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"{path or 'config'}: {exc}") from exc
+    if tp is Duration:
+        try:
+            return Duration(parse_duration(value))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{path}: expected a string, got {value!r}")
+    raise ConfigError(f"{path}: unsupported type {tp!r}")
+
+
+def _env_overrides(data: dict[str, Any], environ: typing.Mapping[str, str]) -> None:
+    """Apply YAHAML_VOICE_SECTION__KEY=value (value parsed as JSON, else a plain string)."""
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    environ: typing.Mapping[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Read the file (if any), apply env overrides, then `overrides`, and validate."""
+    environ = os.environ if environ is None else environ
+    if path is None:
+        path = environ.get(CONFIG_ENV) or None
+    data: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        data = loaded
+    _env_overrides(data, environ)
+    for dotted, value in (overrides or {}).items():
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    config = _convert(Config, data, "")
+    assert isinstance(config, Config)
+    return config

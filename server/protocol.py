@@ -1,0 +1,301 @@
+"""Every message that crosses a process boundary, as strict pydantic models.
+
+Shared by the signaling server and the SFU worker; imports nothing of ours. Unknown
+fields are rejected so that a client's typo gets a clear 400 instead of being ignored.
+Field names follow YAHAML's camelCase wire format.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+PROTOCOL_VERSION = 1
+CHANNEL = "voice"
+SFU_PEER = "sfu"
+# The largest SDP we accept; real audio-only SDPs are 2-6 KiB.
+MAX_SDP_BYTES = 64 * 1024
+MAX_CANDIDATE_BYTES = 2048
+
+Role = Literal["ncs", "operator", "listener"]
+Mode = Literal["mesh", "sfu"]
+SignalType = Literal["offer", "answer", "ice-candidate"]
+AudioSource = Literal["microphone", "radio", "janus", "http-stream", "system"]
+PeerId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+RoomId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# ---------------------------------------------------------------- REST request bodies
+
+
+class SessionRequest(Strict):
+    callsign: str = Field(min_length=1, max_length=32)
+    # Accepted for YAHAML compatibility; the server never reuses ids a client names.
+    stationId: str | None = Field(default=None, max_length=64)
+    browserId: str | None = Field(default=None, max_length=128)
+    sourceType: str | None = Field(default=None, max_length=32)
+    sourceInfo: Any = None
+
+
+class JoinRequest(Strict):
+    audioSourceType: AudioSource = "microphone"
+    joinMode: Literal["operator", "listener"] = "operator"
+
+
+class SessionDescription(Strict):
+    """RTCSessionDescriptionInit."""
+
+    type: Literal["offer", "answer", "pranswer", "rollback"]
+    sdp: str = Field(default="", max_length=MAX_SDP_BYTES)
+
+
+class IceCandidate(Strict):
+    """RTCIceCandidateInit (an empty candidate string marks end of candidates)."""
+
+    candidate: str = Field(default="", max_length=MAX_CANDIDATE_BYTES)
+    sdpMid: str | None = Field(default=None, max_length=32)
+    sdpMLineIndex: int | None = Field(default=None, ge=0, le=1024)
+    usernameFragment: str | None = Field(default=None, max_length=256)
+
+
+class SignalRequest(Strict):
+    type: SignalType
+    to: PeerId | None = None
+    data: SessionDescription | IceCandidate | None = None
+    # Ignored: the server stamps `from` itself (kept so YAHAML clients validate).
+    from_: str | None = Field(default=None, alias="from", max_length=64)
+
+    def check_payload(self) -> str | None:
+        """A message describing what is wrong with data for this type, or None."""
+        if self.type in ("offer", "answer"):
+            if not isinstance(self.data, SessionDescription):
+                return f"data must be an RTCSessionDescriptionInit for {self.type}"
+            if self.data.type != self.type:
+                return f"data.type is {self.data.type!r} but the signal is {self.type!r}"
+            if not self.data.sdp:
+                return "data.sdp is empty"
+        elif self.data is not None and not isinstance(self.data, IceCandidate):
+            return "data must be an RTCIceCandidateInit or null for ice-candidate"
+        return None
+
+
+class MuteRequest(Strict):
+    isMuted: bool
+
+
+class VolumeRequest(Strict):
+    volume: int = Field(ge=0, le=100)
+
+
+# ---------------------------------------------------------------- REST answers
+
+
+class IceServer(BaseModel):
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class IceConfigAnswer(BaseModel):
+    iceServers: list[IceServer]
+    iceTransportPolicy: Literal["all", "relay"] = "all"
+    ttl: int | None = None
+
+
+class SessionAnswer(BaseModel):
+    token: str
+    expiresAt: str
+    sessionId: str
+    participantId: str
+    callsign: str
+    role: Role
+
+
+class Participant(BaseModel):
+    id: str
+    displayName: str
+    role: Role = "operator"
+    joinedAt: str
+    isActive: bool = True
+    isMuted: bool = False
+    volume: int = 100
+    audioSourceType: AudioSource = "microphone"
+    canPublish: bool = True
+
+
+class Peer(BaseModel):
+    id: str
+    displayName: str
+    audioSourceType: AudioSource = "microphone"
+    role: Role = "operator"
+    isMuted: bool = False
+
+
+class RoomSummary(BaseModel):
+    id: str
+    name: str
+    description: str
+    radioId: str | None = None
+    participantCount: int
+    maxParticipants: int
+    createdAt: str
+    isActive: bool
+    mode: Mode
+    sfuThreshold: int
+    ptt: bool
+
+
+class RoomDetail(RoomSummary):
+    participants: list[Participant]
+
+
+class SfuInfo(BaseModel):
+    slots: int
+
+
+class JoinAnswer(BaseModel):
+    success: bool = True
+    participant: Participant
+    peers: list[Peer]
+    mode: Mode
+    iceServers: list[IceServer]
+    iceTransportPolicy: Literal["all", "relay"] = "all"
+    sfu: SfuInfo
+    gracePeriod: float
+
+
+class Success(BaseModel):
+    success: bool = True
+
+
+class SignalAnswer(BaseModel):
+    success: bool = True
+    delivered: int
+
+
+class ErrorAnswer(BaseModel):
+    error: str
+    message: str
+
+
+# ---------------------------------------------------------------- relayed messages
+
+
+class SignalMessage(BaseModel):
+    """A signal as delivered to a peer: {type, from, to, data, timestamp}."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    type: SignalType
+    from_: str = Field(alias="from")
+    to: str | None = None
+    data: dict[str, Any] | None = None
+    timestamp: str
+
+
+# ---------------------------------------------------------------- client WebSocket
+
+
+class WsClientFrame(Strict):
+    """What a client may send on /ws."""
+
+    type: Literal["subscribe", "unsubscribe", "ping"]
+    channel: str | None = None
+    filters: dict[str, Any] | None = None
+    data: Any = None
+
+
+# ---------------------------------------------------------------- SFU control plane
+
+
+class SlotAssignment(Strict):
+    index: int = Field(ge=0, le=15)
+    participantId: str | None = None
+
+
+class WorkerHello(Strict):
+    workerId: PeerId
+    slots: int = Field(ge=1, le=16)
+    pid: int | None = None
+    host: str | None = None
+
+
+class WorkerLoad(Strict):
+    rooms: int = Field(ge=0)
+    peers: int = Field(ge=0)
+    streams: int = Field(ge=0)
+    cpu: float = Field(ge=0)
+
+
+class WorkerSignal(Strict):
+    """worker -> server: an answer or candidate for participant `to`."""
+
+    roomId: RoomId
+    to: PeerId
+    type: SignalType
+    data: dict[str, Any] | None = None
+
+
+class WorkerSlots(Strict):
+    roomId: RoomId
+    slots: list[SlotAssignment]
+    speaking: list[str] = Field(default_factory=list)
+
+
+class WorkerRoomState(Strict):
+    """worker -> server: the publishers a room's peer connections carry audio from."""
+
+    roomId: RoomId
+    audioFrom: list[str]
+
+
+class WorkerFrame(Strict):
+    type: Literal["hello", "load", "signal", "slots", "roomState"]
+    data: dict[str, Any]
+
+
+class ToWorkerSignal(Strict):
+    """server -> worker: an offer/candidate from a participant to 'sfu'."""
+
+    roomId: RoomId
+    # `from` on the wire.
+    from_: PeerId = Field(alias="from")
+    role: Role
+    canPublish: bool
+    callsign: str
+    type: SignalType
+    data: dict[str, Any] | None = None
+
+
+class ToWorkerParticipantLeft(Strict):
+    roomId: RoomId
+    participantId: PeerId
+
+
+class ToWorkerRoomClosed(Strict):
+    roomId: RoomId
+
+
+WORKER_FRAMES: dict[str, type[Strict]] = {
+    "hello": WorkerHello,
+    "load": WorkerLoad,
+    "signal": WorkerSignal,
+    "slots": WorkerSlots,
+    "roomState": WorkerRoomState,
+}
+
+TO_WORKER_FRAMES: dict[str, type[Strict]] = {
+    "signal": ToWorkerSignal,
+    "participantLeft": ToWorkerParticipantLeft,
+    "roomClosed": ToWorkerRoomClosed,
+}
+
+
+def envelope(type_: str, data: Any, channel: str = CHANNEL) -> dict[str, Any]:
+    """The YAHAML WebSocket envelope."""
+    return {"type": type_, "channel": channel, "data": data}

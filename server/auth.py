@@ -125,7 +125,9 @@ def bearer(header: str | None) -> str | None:
     return value.strip()
 
 
-def turn_credentials(secret: str, user: str, ttl: float, now: float | None = None) -> tuple[str, str]:
+def turn_credentials(
+    secret: str, user: str, ttl: float, now: float | None = None
+) -> tuple[str, str]:
     """TURN REST API credentials (coturn `use-auth-secret`): expiry:user, base64(HMAC-SHA1)."""
     expiry = int((time.time() if now is None else now) + ttl)
     username = f"{expiry}:{user}"

@@ -57,7 +57,9 @@ def _cmd_token(args: argparse.Namespace) -> int:
         ttl=parse_duration(args.ttl),
         participant_id=args.id,
     )
-    base = (config.server.public_url or f"http://{config.server.host}:{config.server.port}").rstrip("/")
+    base = (config.server.public_url or f"http://{config.server.host}:{config.server.port}").rstrip(
+        "/"
+    )
     print(token)
     print(f"{base}/#token={token}")
     print(

@@ -61,7 +61,9 @@ class RoomConfig:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", self.id):
-            raise ConfigError(f"rooms: bad room id {self.id!r} (lowercase letters, digits, - and _)")
+            raise ConfigError(
+                f"rooms: bad room id {self.id!r} (lowercase letters, digits, - and _)"
+            )
         if not self.name:
             self.name = self.id.replace("-", " ").title()
         if self.max_participants < 1:
@@ -103,6 +105,8 @@ class ServerConfig:
     log_level: str = "info"
     # Log one JSON object per line (for journald / log shippers) instead of text.
     log_json: bool = False
+    # Test-only routes (e.g. drop a participant's sockets). Never enable in production.
+    test_hooks: bool = False
 
 
 @dataclass
@@ -166,7 +170,7 @@ class SfuConfig:
     # Hold a speaker in its slot at least this long after it fell silent.
     slot_hold: Duration = Duration(1.5)
     # A worker that sent no heartbeat for this long is dead.
-    heartbeat_timeout: Duration = Duration(3.0)
+    heartbeat_timeout: Duration = Duration(2.5)
     # Server URL a worker connects to (ws://host:port); default: this server.
     server_url: str | None = None
     # Interfaces/addresses the worker's ICE gathers on (empty: all of aioice's choice).
@@ -273,7 +277,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 raise ConfigError(f"unknown configuration key {where}{key}")
             kwargs[key] = _convert(hints[key], item, f"{path}.{key}" if path else key)
         try:
-            return tp(**kwargs)
+            return tp(**kwargs)  # type: ignore[operator]
         except TypeError as exc:
             raise ConfigError(f"{path or 'config'}: {exc}") from exc
     if tp is Duration:

@@ -22,8 +22,12 @@ Role = Literal["ncs", "operator", "listener"]
 Mode = Literal["mesh", "sfu"]
 SignalType = Literal["offer", "answer", "ice-candidate"]
 AudioSource = Literal["microphone", "radio", "janus", "http-stream", "system"]
-PeerId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-RoomId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+PeerId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+]
+RoomId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+]
 
 
 class Strict(BaseModel):
@@ -51,7 +55,8 @@ class SessionDescription(Strict):
     """RTCSessionDescriptionInit."""
 
     type: Literal["offer", "answer", "pranswer", "rollback"]
-    sdp: str = Field(default="", max_length=MAX_SDP_BYTES)
+    # Length is checked by the handler: more than MAX_SDP_BYTES is a 413, not a 400.
+    sdp: str = ""
 
 
 class IceCandidate(Strict):
@@ -163,6 +168,8 @@ class JoinAnswer(BaseModel):
     participant: Participant
     peers: list[Peer]
     mode: Mode
+    # Increases whenever the room is (re)placed on an SFU worker.
+    epoch: int = 0
     iceServers: list[IceServer]
     iceTransportPolicy: Literal["all", "relay"] = "all"
     sfu: SfuInfo

@@ -1,0 +1,304 @@
+"""REST routes: YAHAML's voice-room API (same paths and shapes) plus sessions and ICE."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from quart import Blueprint, g, request
+from quart_schema import (
+    document_headers,
+    document_request,
+    tag,
+    validate_request,
+    validate_response,
+)
+
+from .auth import (
+    WORKER_ROLE,
+    AuthError,
+    Identity,
+    bearer,
+    ice_config,
+    iso,
+    issue_token,
+    verify_token,
+)
+from .callsign import CallsignError, normalize_callsign
+from .context import services
+from .protocol import (
+    ErrorAnswer,
+    IceConfigAnswer,
+    JoinAnswer,
+    JoinRequest,
+    MuteRequest,
+    RoomDetail,
+    RoomSummary,
+    SessionAnswer,
+    SessionRequest,
+    SfuInfo,
+    SignalAnswer,
+    SignalRequest,
+    Success,
+    VolumeRequest,
+)
+from .rooms import RoomError, participant_view, peer_view
+
+blueprint = Blueprint("api", __name__, url_prefix="/api")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class AuthHeaders(BaseModel):
+    authorization: str
+
+
+class ApiError(Exception):
+    """Answered as {error, message} with the given status (see app.py)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def authenticated(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Require `Authorization: Bearer <token>` (or `?token=` as YAHAML allows)."""
+
+    @wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        svc = services()
+        token = bearer(request.headers.get("Authorization")) or request.args.get("token")
+        try:
+            identity = verify_token(svc.config, token)
+        except AuthError as exc:
+            code = "token_expired" if "expired" in str(exc) else "unauthorized"
+            raise ApiError(401, code, str(exc)) from exc
+        if identity.role == WORKER_ROLE:
+            raise ApiError(403, "forbidden", "SFU worker tokens cannot use the participant API")
+        g.identity = identity
+        return await func(*args, **kwargs)
+
+    return wrapper
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def optional_body(model: type[M]) -> M:
+    """Validate a JSON body that may be left out entirely."""
+    raw = await request.get_data()
+    if not raw.strip():
+        return model()
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        where = ".".join(str(p) for p in errors[0]["loc"]) or "body"
+        raise ApiError(400, "bad_request", f"{where}: {errors[0]['msg']}") from exc
+
+
+def identity() -> Identity:
+    found = g.identity
+    assert isinstance(found, Identity)
+    return found
+
+
+def _rooms_call(exc: RoomError) -> ApiError:
+    return ApiError(exc.status, exc.code, exc.message)
+
+
+# ---------------------------------------------------------------------------- sessions
+
+
+@blueprint.post("/sessions")
+@tag(["sessions"])
+@validate_request(SessionRequest)
+@validate_response(SessionAnswer, 201)
+async def create_session(data: SessionRequest) -> tuple[SessionAnswer, int]:
+    """Open mode: a fresh participant id and a signed token for a callsign."""
+    svc = services()
+    if svc.config.auth.mode != "open":
+        raise ApiError(
+            403,
+            "sessions_disabled",
+            "this server issues tokens by invitation only; ask your net control for an invite link",
+        )
+    try:
+        callsign = normalize_callsign(data.callsign)
+    except CallsignError as exc:
+        raise ApiError(400, "bad_callsign", str(exc)) from exc
+    token, ident = issue_token(svc.config, callsign, role="operator", rooms="*")
+    answer = SessionAnswer(
+        token=token,
+        expiresAt=iso(ident.expires_at),
+        sessionId=ident.session_id,
+        participantId=ident.participant_id,
+        callsign=ident.callsign,
+        role=ident.role,  # type: ignore[arg-type]
+    )
+    return answer, 201
+
+
+@blueprint.get("/sessions/me")
+@tag(["sessions"])
+@document_headers(AuthHeaders)
+@authenticated
+async def whoami() -> dict[str, Any]:
+    """Who the presented token speaks for (an invite link's page uses it)."""
+    ident = identity()
+    return {
+        "participantId": ident.participant_id,
+        "callsign": ident.callsign,
+        "role": ident.role,
+        "rooms": ident.rooms if ident.rooms == "*" else list(ident.rooms),
+        "expiresAt": iso(ident.expires_at),
+        "sessionId": ident.session_id,
+    }
+
+
+# ---------------------------------------------------------------------------- ICE
+
+
+@blueprint.get("/ice-servers")
+@tag(["ice"])
+@document_headers(AuthHeaders)
+@validate_response(IceConfigAnswer)
+@authenticated
+async def ice_servers() -> IceConfigAnswer:
+    """STUN/TURN servers with fresh time-limited TURN credentials."""
+    return ice_config(services().config, identity().participant_id)
+
+
+# ---------------------------------------------------------------------------- voice rooms
+
+
+@blueprint.get("/voice-rooms")
+@tag(["voice-rooms"])
+@document_headers(AuthHeaders)
+@authenticated
+async def list_rooms() -> list[dict[str, Any]]:
+    rooms: list[RoomSummary] = await services().rooms.list_rooms(identity())
+    return [r.model_dump() for r in rooms]
+
+
+@blueprint.get("/voice-rooms/<room_id>")
+@tag(["voice-rooms"])
+@document_headers(AuthHeaders)
+@validate_response(RoomDetail)
+@authenticated
+async def get_room(room_id: str) -> RoomDetail:
+    try:
+        return await services().rooms.detail(identity(), room_id)
+    except RoomError as exc:
+        raise _rooms_call(exc) from exc
+
+
+@blueprint.post("/voice-rooms/<room_id>/join")
+@tag(["voice-rooms"])
+@document_headers(AuthHeaders)
+@document_request(JoinRequest)
+@validate_response(JoinAnswer)
+@authenticated
+async def join_room(room_id: str) -> JoinAnswer:
+    """Join (or rejoin within the grace period); returns peers, mode and ICE servers.
+
+    The body is optional (all its fields have defaults), as in YAHAML.
+    """
+    svc = services()
+    ident = identity()
+    data = await optional_body(JoinRequest)
+    try:
+        joined = await svc.rooms.join(ident, room_id, data.audioSourceType, data.joinMode)
+    except RoomError as exc:
+        raise _rooms_call(exc) from exc
+    ice = ice_config(svc.config, ident.participant_id)
+    return JoinAnswer(
+        participant=participant_view(joined.participant),
+        peers=[peer_view(p) for p in joined.peers],
+        mode=joined.state.mode,  # type: ignore[arg-type]
+        epoch=joined.state.epoch,
+        iceServers=ice.iceServers,
+        iceTransportPolicy=ice.iceTransportPolicy,
+        sfu=SfuInfo(slots=svc.config.sfu.slots),
+        gracePeriod=svc.config.server.grace_period,
+    )
+
+
+@blueprint.post("/voice-rooms/<room_id>/leave")
+@tag(["voice-rooms"])
+@document_headers(AuthHeaders)
+@validate_response(Success)
+@authenticated
+async def leave_room(room_id: str) -> Success:
+    try:
+        await services().rooms.leave(identity(), room_id)
+    except RoomError as exc:
+        raise _rooms_call(exc) from exc
+    return Success()
+
+
+@blueprint.post("/voice-rooms/<room_id>/signal")
+@tag(["voice-rooms"])
+@document_headers(AuthHeaders)
+@validate_request(SignalRequest)
+@validate_response(SignalAnswer)
+@authenticated
+async def signal(room_id: str, data: SignalRequest) -> SignalAnswer:
+    """Relay an offer/answer/candidate to one peer (`to`), the room, or `sfu`."""
+    try:
+        delivered = await services().rooms.signal(identity(), room_id, data)
+    except RoomError as exc:
+        raise _rooms_call(exc) from exc
+    return SignalAnswer(delivered=delivered)
+
+
+@blueprint.post("/voice-rooms/<room_id>/mute")
+@tag(["voice-rooms"])
+@document_headers(AuthHeaders)
+@validate_request(MuteRequest)
+@validate_response(Success)
+@authenticated
+async def mute(room_id: str, data: MuteRequest) -> Success:
+    try:
+        await services().rooms.set_muted(identity(), room_id, data.isMuted)
+    except RoomError as exc:
+        raise _rooms_call(exc) from exc
+    return Success()
+
+
+@blueprint.post("/voice-rooms/<room_id>/volume")
+@tag(["voice-rooms"])
+@document_headers(AuthHeaders)
+@validate_request(VolumeRequest)
+@validate_response(Success)
+@authenticated
+async def volume(room_id: str, data: VolumeRequest) -> Success:
+    try:
+        await services().rooms.set_volume(identity(), room_id, data.volume)
+    except RoomError as exc:
+        raise _rooms_call(exc) from exc
+    return Success()
+
+
+# ---------------------------------------------------------------------------- test hooks
+
+test_blueprint = Blueprint("test_hooks", __name__, url_prefix="/api/test")
+
+
+@test_blueprint.post("/drop-sockets/<participant_id>")
+@tag(["test"])
+async def drop_sockets(participant_id: str) -> dict[str, Any]:
+    """Close every socket of a participant (only when server.test_hooks is on)."""
+    from .rooms import participant_channel
+
+    await services().bus.publish(participant_channel(participant_id), {"type": "_drop"})
+    return {"success": True, "at": time.time()}
+
+
+__all__ = ["ApiError", "ErrorAnswer", "blueprint", "test_blueprint"]

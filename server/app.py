@@ -1,0 +1,211 @@
+"""Wiring: create_app(config) builds the Quart app; serve(config) runs it under hypercorn
+with the embedded SFU workers as children."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from pydantic import ValidationError
+from quart import Quart, Response, jsonify, request
+from quart_schema import QuartSchema, RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException
+
+from .api import ApiError, test_blueprint
+from .api import blueprint as api_blueprint
+from .config import Config
+from .context import EXTENSION, Services
+from .logs import setup_logging
+from .metrics import metrics_blueprint
+from .origins import origin_allowed
+from .rooms import RoomService
+from .static import static_blueprint
+from .stores import make_store
+from .ws import blueprint as ws_blueprint
+
+log = logging.getLogger(__name__)
+
+WATCH_INTERVAL = 0.5
+
+
+def _error(status: int, code: str, message: str) -> tuple[Response, int]:
+    return jsonify({"error": code, "message": message}), status
+
+
+def _validation_message(exc: RequestSchemaValidationError) -> str:
+    inner = exc.validation_error
+    if isinstance(inner, ValidationError):
+        parts = []
+        for err in inner.errors()[:5]:
+            where = ".".join(str(p) for p in err["loc"]) or "body"
+            parts.append(f"{where}: {err['msg']}")
+        return "; ".join(parts)
+    if isinstance(inner, TypeError | ValueError):
+        return f"the body must be a JSON object matching the schema ({inner})"
+    return str(inner)
+
+
+def create_app(config: Config) -> Quart:
+    """A ready app; its store, bus and room service start with the server."""
+    app = Quart(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
+    app.config["QUART_SCHEMA_CONVERT_CASING"] = False
+    QuartSchema(
+        app,
+        info={"title": "yahaml-voice", "version": "1"},
+        openapi_path="/openapi.json",
+        swagger_ui_path="/docs",
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+    )
+    config.token_secret()
+    store, bus = make_store(config)
+    rooms = RoomService(config, store, bus)
+    svc = Services(config=config, store=store, bus=bus, rooms=rooms, node_id=uuid.uuid4().hex[:12])
+    app.extensions[EXTENSION] = svc
+
+    app.register_blueprint(api_blueprint)
+    app.register_blueprint(ws_blueprint)
+    if config.server.test_hooks:
+        app.register_blueprint(test_blueprint)
+    if config.metrics.enabled:
+        app.register_blueprint(metrics_blueprint)
+    app.register_blueprint(static_blueprint(config))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        workers = await store.workers()
+        return {
+            "status": "ok",
+            "store": store.name,
+            "node": svc.node_id,
+            "sockets": len(svc.local_sockets),
+            "workers": len(workers),
+            "authMode": config.auth.mode,
+        }
+
+    @app.errorhandler(ApiError)
+    async def api_error(exc: ApiError) -> tuple[Response, int]:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def schema_error(exc: RequestSchemaValidationError) -> tuple[Response, int]:
+        return _error(400, "bad_request", _validation_message(exc))
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> tuple[Response, int]:
+        status = exc.code or 500
+        names = {413: "too_large", 404: "not_found", 405: "method_not_allowed"}
+        message = exc.description or exc.name
+        if status == 400:
+            message = "the request body is not valid JSON"
+        if status == 413:
+            message = f"the request body is larger than {config.server.max_body_bytes} bytes"
+        return _error(status, names.get(status, exc.name.lower().replace(" ", "_")), message)
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error(500, "internal", "internal error; it has been logged")
+
+    @app.after_request
+    async def cors(response: Response) -> Response:
+        origin = request.headers.get("Origin")
+        if origin and origin_allowed(origin, None, config.server.allowed_origins):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        return response
+
+    @app.while_serving
+    async def lifecycle() -> AsyncGenerator[None, None]:
+        await store.start()
+        await bus.start()
+        await rooms.start()
+        watcher = asyncio.create_task(_watch(svc), name="watch-workers")
+        log.info("serving: store=%s auth=%s node=%s", store.name, config.auth.mode, svc.node_id)
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await rooms.stop()
+            await bus.stop()
+            await store.stop()
+
+    return app
+
+
+async def _watch(svc: Services) -> None:
+    """Heartbeat this node and re-place rooms of silent workers."""
+    while True:
+        try:
+            await svc.store.node_alive(
+                svc.node_id, ttl=max(5.0, svc.config.sfu.heartbeat_timeout * 2)
+            )
+            await svc.rooms.check_workers()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("worker watch failed; retrying")
+        await asyncio.sleep(WATCH_INTERVAL)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def serve(config: Config) -> None:
+    """Run hypercorn until SIGINT/SIGTERM; spawn and reap the embedded SFU workers."""
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config as HypercornConfig
+
+    setup_logging(config)
+    if not _port_free(config.server.host, config.server.port):
+        raise SystemExit(f"error: {config.server.host}:{config.server.port} is already in use")
+    app = create_app(config)
+    hconf = HypercornConfig()
+    hconf.bind = [
+        f"[{config.server.host}]:{config.server.port}"
+        if ":" in config.server.host
+        else f"{config.server.host}:{config.server.port}"
+    ]
+    hconf.accesslog = None
+    hconf.websocket_ping_interval = 20.0
+    hconf.graceful_timeout = 3.0
+    hconf.include_server_header = False
+    base = f"http://{config.server.host}:{config.server.port}"
+    log.info("yahaml-voice on %s (open %s/ in a browser)", base, base)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        supervisor = None
+        if config.worker_count() > 0:
+            from sfu.supervisor import Supervisor
+
+            url = config.sfu.server_url or base.replace("http", "ws", 1)
+            supervisor = Supervisor(config, server_url=url)
+            await supervisor.start()
+        try:
+            await hypercorn_serve(app, hconf, shutdown_trigger=stop.wait)
+        finally:
+            if supervisor is not None:
+                await supervisor.stop()
+
+    asyncio.run(main())

@@ -1,0 +1,224 @@
+"""One object per open WebSocket: a reader, a writer draining a bounded queue, and a pump
+from the bus. A slow client can only hurt itself: when its queue overflows it is closed
+and reconnects (its seat survives the grace period)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from .auth import Identity
+from .protocol import CHANNEL, PROTOCOL_VERSION, WsClientFrame, envelope
+from .store import Subscription
+
+log = logging.getLogger(__name__)
+
+SEND_QUEUE = 256
+MAX_FRAME_BYTES = 64 * 1024
+
+
+class Socket(Protocol):
+    """What we need of quart's websocket object (and nothing else)."""
+
+    async def receive(self) -> str | bytes: ...
+
+    async def send(self, data: str | bytes) -> None: ...
+
+    async def close(self, code: int, reason: str = "") -> None: ...
+
+
+class Closing(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def error_frame(code: str, message: str, channel: str = CHANNEL) -> dict[str, Any]:
+    return envelope("error", {"code": code, "message": message}, channel)
+
+
+class Connection:
+    """Shared machinery of client and worker sockets."""
+
+    def __init__(self, socket: Socket) -> None:
+        self.socket = socket
+        self.id = uuid.uuid4().hex
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SEND_QUEUE)
+        self._closing: Closing | None = None
+        self._done = asyncio.Event()
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue a frame; a client that cannot keep up is closed, never waited for."""
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.close(1013, "too slow: send queue overflowed; reconnect")
+
+    def close(self, code: int, reason: str) -> None:
+        if self._closing is None:
+            self._closing = Closing(code, reason)
+            self._done.set()
+
+    async def _writer(self) -> None:
+        while True:
+            message = await self.queue.get()
+            await self.socket.send(json.dumps(message, separators=(",", ":")))
+
+    async def _pump(self, subscription: Subscription) -> None:
+        async for message in subscription:
+            self.deliver(message)
+        self.close(1012, "server going away")
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        self.send(message)
+
+    async def _reader(self) -> None:
+        while True:
+            raw = await self.socket.receive()
+            if len(raw) > MAX_FRAME_BYTES:
+                self.send(self.error("too_large", "frame larger than 64 KiB"))
+                continue
+            try:
+                frame = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                self.send(self.error("bad_json", "frames must be JSON objects"))
+                continue
+            if not isinstance(frame, dict):
+                self.send(self.error("bad_frame", "frames must be JSON objects"))
+                continue
+            await self.handle(frame)
+
+    def error(self, code: str, message: str) -> dict[str, Any]:
+        return error_frame(code, message)
+
+    async def handle(self, frame: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def serve(self, subscription: Subscription, deadline: float | None) -> None:
+        """Run until the peer goes, the server closes us, or `deadline` (unix time) passes."""
+        tasks = [
+            asyncio.create_task(self._reader()),
+            asyncio.create_task(self._writer()),
+            asyncio.create_task(self._pump(subscription)),
+        ]
+        waiter = asyncio.create_task(self._done.wait())
+        timeout = None if deadline is None else max(0.0, deadline - time.time())
+        try:
+            done, _ = await asyncio.wait(
+                [*tasks, waiter], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                self.close(4401, "token expired")
+            for task in done:
+                if task is not waiter and not task.cancelled() and task.exception():
+                    exc = task.exception()
+                    if not isinstance(exc, ConnectionError | asyncio.CancelledError):
+                        log.debug("socket %s ended: %r", self.id, exc)
+        finally:
+            for task in [*tasks, waiter]:
+                task.cancel()
+            for task in [*tasks, waiter]:
+                with contextlib.suppress(BaseException):
+                    await task
+            await subscription.close()
+        if self._closing is not None:
+            with contextlib.suppress(Exception):
+                # Flush what was queued before the close (e.g. an error frame).
+                while not self.queue.empty():
+                    await self.socket.send(json.dumps(self.queue.get_nowait()))
+                await self.socket.close(self._closing.code, self._closing.reason)
+
+
+class ClientConnection(Connection):
+    """A participant's socket on /ws."""
+
+    def __init__(self, socket: Socket, identity: Identity) -> None:
+        super().__init__(socket)
+        self.identity = identity
+        self.subscribed = True
+        self.room_filter: str | None = None
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "_drop":
+            self.close(4000, "dropped by the server")
+            return
+        if not self.subscribed and message.get("channel") == CHANNEL:
+            return
+        data = message.get("data")
+        if (
+            self.room_filter
+            and isinstance(data, dict)
+            and data.get("roomId")
+            not in (
+                None,
+                self.room_filter,
+            )
+        ):
+            return
+        self.send(message)
+
+    def hello(self) -> dict[str, Any]:
+        return {
+            "type": "connected",
+            "channel": CHANNEL,
+            "data": {
+                "participantId": self.identity.participant_id,
+                "callsign": self.identity.callsign,
+                "role": self.identity.role,
+                "protocolVersion": PROTOCOL_VERSION,
+                "expiresAt": self.identity.expires_at,
+            },
+        }
+
+    async def handle(self, frame: dict[str, Any]) -> None:
+        try:
+            msg = WsClientFrame.model_validate(frame)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "frame"
+            self.send(self.error("bad_frame", f"{where}: {first['msg']}"))
+            return
+        if msg.type == "ping":
+            self.send({"type": "pong", "channel": msg.channel or CHANNEL, "data": msg.data})
+        elif msg.type == "subscribe":
+            if msg.channel not in (None, CHANNEL):
+                self.send(self.error("bad_channel", f"unknown channel {msg.channel!r}"))
+                return
+            self.subscribed = True
+            room = (msg.filters or {}).get("roomId")
+            self.room_filter = room if isinstance(room, str) else None
+            self.send(envelope("subscribed", {"filters": msg.filters or {}}))
+        elif msg.type == "unsubscribe":
+            self.subscribed = False
+            self.send(envelope("unsubscribed", {}))
+
+
+FrameHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class WorkerConnection(Connection):
+    """An SFU worker's control socket on /sfu/ws."""
+
+    def __init__(self, socket: Socket, handler: FrameHandler) -> None:
+        super().__init__(socket)
+        self._handler = handler
+
+    def error(self, code: str, message: str) -> dict[str, Any]:
+        return {"type": "error", "data": {"code": code, "message": message}}
+
+    async def handle(self, frame: dict[str, Any]) -> None:
+        type_ = frame.get("type")
+        data = frame.get("data")
+        if not isinstance(type_, str) or not isinstance(data, dict):
+            self.send(self.error("bad_frame", "frames are {type, data}"))
+            return
+        await self._handler(type_, data)

@@ -1,0 +1,34 @@
+"""The per-app bundle of services that handlers reach through `services()`.
+
+Kept on `app.extensions` instead of module globals so several apps (tests, several
+server processes in one interpreter) never share state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from quart import current_app
+
+from .config import Config
+from .rooms import RoomService
+from .store import Bus, Store
+
+EXTENSION = "yahaml_voice"
+
+
+@dataclass
+class Services:
+    config: Config
+    store: Store
+    bus: Bus
+    rooms: RoomService
+    # Identifies this server process in the store (presence of its sockets).
+    node_id: str
+    local_sockets: set[str] = field(default_factory=set)
+
+
+def services() -> Services:
+    found = current_app.extensions[EXTENSION]
+    assert isinstance(found, Services)
+    return found

@@ -1,0 +1,183 @@
+"""In-memory Store and Bus for the embedded default (one server process).
+
+All methods run without awaiting in between their reads and writes, so on one event loop
+each is atomic, which is what the Store contract asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .store import JoinResult, ParticipantRecord, RoomFull, RoomState, WorkerRecord
+
+# Messages a slow subscriber may have waiting before it loses the newest ones.
+QUEUE_LIMIT = 1024
+
+
+class MemoryStore:
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._rooms: dict[str, dict[str, ParticipantRecord]] = defaultdict(dict)
+        self._sockets: dict[str, set[str]] = defaultdict(set)
+        self._states: dict[str, RoomState] = {}
+        self._workers: dict[str, tuple[WorkerRecord, float]] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    @staticmethod
+    def _copy(record: ParticipantRecord) -> ParticipantRecord:
+        return dataclasses.replace(record)
+
+    async def join(self, room_id: str, record: ParticipantRecord, limit: int) -> JoinResult:
+        room = self._rooms[room_id]
+        existing = room.get(record.id)
+        if existing is not None:
+            return JoinResult(self._copy(existing), False, len(room))
+        if len(room) >= limit:
+            raise RoomFull(room_id)
+        room[record.id] = self._copy(record)
+        return JoinResult(self._copy(record), True, len(room))
+
+    async def leave(self, room_id: str, participant_id: str) -> ParticipantRecord | None:
+        record = self._rooms[room_id].pop(participant_id, None)
+        return self._copy(record) if record else None
+
+    async def leave_if_gone(
+        self, room_id: str, participant_id: str, disconnected_before: float
+    ) -> ParticipantRecord | None:
+        record = self._rooms[room_id].get(participant_id)
+        if record is None or record.disconnected_at is None:
+            return None
+        if record.disconnected_at > disconnected_before or self._sockets.get(participant_id):
+            return None
+        return await self.leave(room_id, participant_id)
+
+    async def participant(self, room_id: str, participant_id: str) -> ParticipantRecord | None:
+        record = self._rooms[room_id].get(participant_id)
+        return self._copy(record) if record else None
+
+    async def participants(self, room_id: str) -> list[ParticipantRecord]:
+        return [self._copy(r) for r in self._rooms[room_id].values()]
+
+    async def count(self, room_id: str) -> int:
+        return len(self._rooms[room_id])
+
+    async def update(
+        self, room_id: str, participant_id: str, **changes: Any
+    ) -> ParticipantRecord | None:
+        record = self._rooms[room_id].get(participant_id)
+        if record is None:
+            return None
+        for key, value in changes.items():
+            if not hasattr(record, key):
+                raise AttributeError(key)
+            setattr(record, key, value)
+        return self._copy(record)
+
+    async def rooms_of(self, participant_id: str) -> list[str]:
+        return [room_id for room_id, room in self._rooms.items() if participant_id in room]
+
+    async def socket_opened(self, participant_id: str, socket_id: str, node_id: str) -> int:
+        self._sockets[participant_id].add(socket_id)
+        return len(self._sockets[participant_id])
+
+    async def socket_closed(self, participant_id: str, socket_id: str) -> int:
+        sockets = self._sockets.get(participant_id, set())
+        sockets.discard(socket_id)
+        if not sockets:
+            self._sockets.pop(participant_id, None)
+        return len(sockets)
+
+    async def socket_count(self, participant_id: str) -> int:
+        return len(self._sockets.get(participant_id, ()))
+
+    async def node_alive(self, node_id: str, ttl: float) -> None:
+        return None
+
+    async def room_state(self, room_id: str) -> RoomState:
+        return dataclasses.replace(self._states.get(room_id) or RoomState())
+
+    async def set_room_state(self, room_id: str, state: RoomState, expect_epoch: int) -> bool:
+        current = self._states.get(room_id) or RoomState()
+        if current.epoch != expect_epoch:
+            return False
+        self._states[room_id] = dataclasses.replace(state)
+        return True
+
+    async def worker_seen(self, record: WorkerRecord, ttl: float) -> None:
+        self._workers[record.id] = (dataclasses.replace(record), time.monotonic() + ttl)
+
+    async def workers(self) -> list[WorkerRecord]:
+        now = time.monotonic()
+        return [dataclasses.replace(r) for r, expires in self._workers.values() if expires > now]
+
+    async def remove_worker(self, worker_id: str) -> bool:
+        return self._workers.pop(worker_id, None) is not None
+
+
+class MemorySubscription:
+    def __init__(self, bus: MemoryBus, channel: str) -> None:
+        self._bus = bus
+        self.channel = channel
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_LIMIT)
+        self.overflowed = False
+
+    def put(self, message: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            # The consumer is stuck; it closes itself when it sees this.
+            self.overflowed = True
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            message = await self.queue.get()
+            if message is None:
+                return
+            yield message
+
+    async def close(self) -> None:
+        self._bus._remove(self)
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
+
+
+class MemoryBus:
+    def __init__(self) -> None:
+        self._subs: dict[str, set[MemorySubscription]] = defaultdict(set)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                await sub.close()
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> None:
+        for sub in list(self._subs.get(channel, ())):
+            sub.put(message)
+
+    async def subscribe(self, channel: str) -> MemorySubscription:
+        sub = MemorySubscription(self, channel)
+        self._subs[channel].add(sub)
+        return sub
+
+    def _remove(self, sub: MemorySubscription) -> None:
+        subs = self._subs.get(sub.channel)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.channel]

@@ -1,0 +1,39 @@
+"""Prometheus metrics at /metrics (prometheus-client), read from the store on scrape."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from quart import Blueprint, Response
+
+from .context import services
+
+metrics_blueprint = Blueprint("metrics", __name__)
+
+
+@metrics_blueprint.get("/metrics")
+async def metrics() -> Response:
+    svc = services()
+    # A registry per scrape: no module-level state, and values come straight from the store.
+    registry = CollectorRegistry()
+    participants = Gauge(
+        "yahaml_voice_participants", "Participants per room", ["room"], registry=registry
+    )
+    mode = Gauge(
+        "yahaml_voice_room_sfu", "1 when the room runs on an SFU", ["room"], registry=registry
+    )
+    sockets = Gauge("yahaml_voice_sockets", "WebSockets held by this process", registry=registry)
+    workers = Gauge("yahaml_voice_sfu_workers", "Live SFU workers", registry=registry)
+    streams = Gauge(
+        "yahaml_voice_sfu_streams", "Forwarded streams per worker", ["worker"], registry=registry
+    )
+    for room in svc.config.rooms:
+        participants.labels(room.id).set(await svc.store.count(room.id))
+        state = await svc.store.room_state(room.id)
+        mode.labels(room.id).set(1 if state.mode == "sfu" else 0)
+    sockets.set(len(svc.local_sockets))
+    live = await svc.store.workers()
+    workers.set(len(live))
+    for worker in live:
+        streams.labels(worker.id).set(float(worker.load.get("streams", 0)))
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,478 @@
+"""Room rules: who may join, speak and signal whom; grace periods; mesh/SFU switching.
+
+RoomService holds no state of its own beyond its background tasks: membership, room
+mode and worker placement live in the Store, delivery goes through the Bus, so any
+number of server processes can run this same code against one Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .auth import Identity
+from .config import Config, RoomConfig
+from .placement import choose_worker
+from .protocol import (
+    MAX_SDP_BYTES,
+    SFU_PEER,
+    Participant,
+    Peer,
+    RoomDetail,
+    RoomSummary,
+    SignalRequest,
+    envelope,
+)
+from .store import Bus, ParticipantRecord, RoomState, Store
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 1.0
+
+
+class RoomError(Exception):
+    """A request the rules refuse; carries the HTTP status and a message for the user."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def participant_view(record: ParticipantRecord) -> Participant:
+    return Participant(
+        id=record.id,
+        displayName=record.callsign,
+        role=record.role,  # type: ignore[arg-type]
+        joinedAt=_iso(record.joined_at),
+        isActive=record.disconnected_at is None,
+        isMuted=record.is_muted,
+        volume=record.volume,
+        audioSourceType=record.audio_source,  # type: ignore[arg-type]
+        canPublish=record.can_publish,
+    )
+
+
+def peer_view(record: ParticipantRecord) -> Peer:
+    return Peer(
+        id=record.id,
+        displayName=record.callsign,
+        audioSourceType=record.audio_source,  # type: ignore[arg-type]
+        role=record.role,  # type: ignore[arg-type]
+        isMuted=record.is_muted,
+    )
+
+
+def participant_channel(participant_id: str) -> str:
+    return f"p:{participant_id}"
+
+
+def worker_channel(worker_id: str) -> str:
+    return f"w:{worker_id}"
+
+
+@dataclass
+class Joined:
+    participant: ParticipantRecord
+    peers: list[ParticipantRecord]
+    state: RoomState
+
+
+class RoomService:
+    def __init__(self, config: Config, store: Store, bus: Bus) -> None:
+        self.config = config
+        self.store = store
+        self.bus = bus
+        self.started_at = time.time()
+        self._tasks: list[asyncio.Task[None]] = []
+        # Serialises mode changes of a room within this process; across processes the
+        # store's compare-and-set on the epoch decides.
+        self._mode_locks: dict[str, asyncio.Lock] = {}
+
+    # lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._sweep_loop(), name="rooms-sweep"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    # lookups ---------------------------------------------------------------------------
+    def room_config(self, room_id: str) -> RoomConfig:
+        room = self.config.room(room_id)
+        if room is None:
+            raise RoomError(404, "room_not_found", f"no room {room_id!r}")
+        return room
+
+    def check_access(self, identity: Identity, room_id: str) -> RoomConfig:
+        room = self.room_config(room_id)
+        if not identity.may_enter(room_id):
+            raise RoomError(403, "forbidden", f"your token does not admit you to room {room_id!r}")
+        return room
+
+    async def summary(self, room: RoomConfig) -> RoomSummary:
+        count = await self.store.count(room.id)
+        state = await self.store.room_state(room.id)
+        return RoomSummary(
+            id=room.id,
+            name=room.name,
+            description=room.description,
+            participantCount=count,
+            maxParticipants=room.max_participants,
+            createdAt=_iso(self.started_at),
+            isActive=True,
+            mode=state.mode,  # type: ignore[arg-type]
+            sfuThreshold=room.sfu_threshold,
+            ptt=room.ptt,
+        )
+
+    async def list_rooms(self, identity: Identity) -> list[RoomSummary]:
+        return [
+            await self.summary(room) for room in self.config.rooms if identity.may_enter(room.id)
+        ]
+
+    async def detail(self, identity: Identity, room_id: str) -> RoomDetail:
+        room = self.check_access(identity, room_id)
+        summary = await self.summary(room)
+        records = await self.store.participants(room_id)
+        records.sort(key=lambda r: r.joined_at)
+        return RoomDetail(
+            **summary.model_dump(), participants=[participant_view(r) for r in records]
+        )
+
+    # membership ------------------------------------------------------------------------
+    async def join(
+        self, identity: Identity, room_id: str, audio_source: str, join_mode: str
+    ) -> Joined:
+        room = self.check_access(identity, room_id)
+        can_publish = identity.can_publish and join_mode != "listener"
+        connected = await self.store.socket_count(identity.participant_id) > 0
+        now = time.time()
+        record = ParticipantRecord(
+            id=identity.participant_id,
+            callsign=identity.callsign,
+            role=identity.role,
+            joined_at=now,
+            can_publish=can_publish,
+            audio_source=audio_source,
+            disconnected_at=None if connected else now,
+        )
+        from .store import RoomFull
+
+        try:
+            result = await self.store.join(room_id, record, room.max_participants)
+        except RoomFull as exc:
+            raise RoomError(
+                409, "room_full", f"room {room_id!r} is full ({room.max_participants} participants)"
+            ) from exc
+        participant = result.participant
+        if not result.created:
+            # A rejoin keeps the seat; refresh what the client may have changed.
+            updated = await self.store.update(
+                room_id,
+                participant.id,
+                can_publish=can_publish,
+                audio_source=audio_source,
+                disconnected_at=None if connected else participant.disconnected_at or now,
+            )
+            participant = updated or participant
+        else:
+            log.info(
+                "join room=%s participant=%s callsign=%s role=%s count=%d",
+                room_id,
+                participant.id,
+                participant.callsign,
+                participant.role,
+                result.count,
+            )
+            await self.broadcast(
+                room_id,
+                "participantJoined",
+                {"roomId": room_id, "participant": participant_view(participant).model_dump()},
+                exclude=participant.id,
+            )
+        state = await self.maybe_switch(room, result.count)
+        peers = [p for p in await self.store.participants(room_id) if p.id != participant.id]
+        peers.sort(key=lambda r: r.joined_at)
+        return Joined(participant, peers, state)
+
+    async def leave(self, identity: Identity, room_id: str) -> bool:
+        self.room_config(room_id)
+        record = await self.store.leave(room_id, identity.participant_id)
+        if record is None:
+            return False
+        await self._after_leave(room_id, record, "left")
+        return True
+
+    async def _after_leave(self, room_id: str, record: ParticipantRecord, why: str) -> None:
+        log.info("leave room=%s participant=%s why=%s", room_id, record.id, why)
+        await self.broadcast(
+            room_id, "participantLeft", {"roomId": room_id, "participantId": record.id}
+        )
+        state = await self.store.room_state(room_id)
+        if state.mode == "sfu" and state.worker_id:
+            await self.bus.publish(
+                worker_channel(state.worker_id),
+                {
+                    "type": "participantLeft",
+                    "data": {"roomId": room_id, "participantId": record.id},
+                },
+            )
+        room = self.config.room(room_id)
+        if room is not None:
+            await self.maybe_switch(room, await self.store.count(room_id))
+
+    async def set_muted(self, identity: Identity, room_id: str, muted: bool) -> None:
+        self.check_access(identity, room_id)
+        record = await self.store.update(room_id, identity.participant_id, is_muted=muted)
+        if record is None:
+            raise RoomError(403, "not_in_room", f"you have not joined room {room_id!r}")
+        await self.broadcast(
+            room_id,
+            "participantMuteChanged",
+            {"roomId": room_id, "participantId": record.id, "isMuted": muted},
+        )
+
+    async def set_volume(self, identity: Identity, room_id: str, volume: int) -> None:
+        self.check_access(identity, room_id)
+        record = await self.store.update(room_id, identity.participant_id, volume=volume)
+        if record is None:
+            raise RoomError(403, "not_in_room", f"you have not joined room {room_id!r}")
+        await self.broadcast(
+            room_id,
+            "participantVolumeChanged",
+            {"roomId": room_id, "participantId": record.id, "volume": volume},
+        )
+
+    # presence --------------------------------------------------------------------------
+    async def socket_opened(self, participant_id: str, socket_id: str, node_id: str) -> None:
+        await self.store.socket_opened(participant_id, socket_id, node_id)
+        for room_id in await self.store.rooms_of(participant_id):
+            await self.store.update(room_id, participant_id, disconnected_at=None)
+
+    async def socket_closed(self, participant_id: str, socket_id: str) -> None:
+        remaining = await self.store.socket_closed(participant_id, socket_id)
+        if remaining:
+            return
+        now = time.time()
+        for room_id in await self.store.rooms_of(participant_id):
+            await self.store.update(room_id, participant_id, disconnected_at=now)
+
+    async def sweep(self) -> None:
+        """Remove participants whose grace period ran out (any process may do it)."""
+        cutoff = time.time() - self.config.server.grace_period
+        for room in self.config.rooms:
+            for record in await self.store.participants(room.id):
+                if record.disconnected_at is None or record.disconnected_at > cutoff:
+                    continue
+                if await self.store.socket_count(record.id):
+                    # A socket opened elsewhere before it could clear the mark.
+                    await self.store.update(room.id, record.id, disconnected_at=None)
+                    continue
+                removed = await self.store.leave_if_gone(room.id, record.id, cutoff)
+                if removed is not None:
+                    await self._after_leave(room.id, removed, "grace period expired")
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sweep failed; retrying")
+
+    # delivery --------------------------------------------------------------------------
+    async def broadcast(
+        self, room_id: str, type_: str, data: dict[str, Any], exclude: str | None = None
+    ) -> int:
+        message = envelope(type_, data)
+        sent = 0
+        for record in await self.store.participants(room_id):
+            if record.id == exclude:
+                continue
+            await self.bus.publish(participant_channel(record.id), message)
+            sent += 1
+        return sent
+
+    async def signal(self, identity: Identity, room_id: str, request: SignalRequest) -> int:
+        """Route a signal from `identity`; returns how many participants it was sent to."""
+        self.check_access(identity, room_id)
+        problem = request.check_payload()
+        if problem:
+            raise RoomError(400, "bad_signal", problem)
+        data = request.data.model_dump(exclude_none=False) if request.data is not None else None
+        if data is not None and len(str(data.get("sdp", "")).encode()) > MAX_SDP_BYTES:
+            raise RoomError(413, "too_large", "the SDP is larger than 64 KiB")
+        sender = await self.store.participant(room_id, identity.participant_id)
+        if sender is None:
+            raise RoomError(403, "not_in_room", f"you have not joined room {room_id!r}")
+        if request.to == sender.id:
+            raise RoomError(400, "bad_signal", "a signal cannot be addressed to yourself")
+        if request.to == SFU_PEER:
+            await self._signal_sfu(sender, room_id, request.type, data)
+            return 1
+        message = {
+            "type": request.type,
+            "from": sender.id,
+            "to": request.to,
+            "data": data,
+            "timestamp": _iso(time.time()),
+        }
+        event = envelope("signal", {"roomId": room_id, "message": message})
+        if request.to is not None:
+            if await self.store.participant(room_id, request.to) is None:
+                raise RoomError(
+                    404, "peer_not_found", f"no participant {request.to!r} in this room"
+                )
+            await self.bus.publish(participant_channel(request.to), event)
+            return 1
+        count = 0
+        for record in await self.store.participants(room_id):
+            if record.id != sender.id:
+                await self.bus.publish(participant_channel(record.id), event)
+                count += 1
+        return count
+
+    async def _signal_sfu(
+        self, sender: ParticipantRecord, room_id: str, type_: str, data: dict[str, Any] | None
+    ) -> None:
+        state = await self.store.room_state(room_id)
+        if state.mode != "sfu" or not state.worker_id:
+            raise RoomError(409, "not_sfu", f"room {room_id!r} is in mesh mode; signal your peers")
+        await self.bus.publish(
+            worker_channel(state.worker_id),
+            {
+                "type": "signal",
+                "data": {
+                    "roomId": room_id,
+                    "from": sender.id,
+                    "role": sender.role,
+                    "canPublish": sender.can_publish,
+                    "callsign": sender.callsign,
+                    "type": type_,
+                    "data": data,
+                },
+            },
+        )
+
+    # from SFU workers ------------------------------------------------------------------
+    async def worker_signal(
+        self, worker_id: str, room_id: str, to: str, type_: str, data: Any
+    ) -> bool:
+        """Deliver a worker's answer/candidate as a signal `from: 'sfu'`."""
+        state = await self.store.room_state(room_id)
+        if state.worker_id != worker_id or self.config.room(room_id) is None:
+            return False
+        if await self.store.participant(room_id, to) is None:
+            return False
+        message = {
+            "type": type_,
+            "from": SFU_PEER,
+            "to": to,
+            "data": data,
+            "timestamp": _iso(time.time()),
+        }
+        await self.bus.publish(
+            participant_channel(to), envelope("signal", {"roomId": room_id, "message": message})
+        )
+        return True
+
+    async def worker_slots(self, worker_id: str, room_id: str, data: dict[str, Any]) -> bool:
+        state = await self.store.room_state(room_id)
+        if state.worker_id != worker_id or self.config.room(room_id) is None:
+            return False
+        await self.broadcast(room_id, "speakerSlots", {"roomId": room_id, **data})
+        return True
+
+    # mesh <-> sfu ----------------------------------------------------------------------
+    def _lock(self, room_id: str) -> asyncio.Lock:
+        return self._mode_locks.setdefault(room_id, asyncio.Lock())
+
+    async def maybe_switch(self, room: RoomConfig, count: int) -> RoomState:
+        """Apply the thresholds (with hysteresis) and return the room's state."""
+        state = await self.store.room_state(room.id)
+        mesh_at = room.mesh_threshold if room.mesh_threshold is not None else 1
+        if state.mode == "mesh" and count >= room.sfu_threshold:
+            return await self.place(room.id, reason=f"{count} participants")
+        if state.mode == "sfu" and count <= mesh_at:
+            return await self.to_mesh(room.id, reason=f"{count} participants")
+        return state
+
+    async def place(self, room_id: str, reason: str, avoid: str | None = None) -> RoomState:
+        """Put the room on the least-loaded live worker (a new epoch) and tell everyone."""
+        async with self._lock(room_id):
+            state = await self.store.room_state(room_id)
+            workers = [w for w in await self.store.workers() if w.id != avoid]
+            worker = choose_worker(workers)
+            if worker is None:
+                if state.mode == "sfu" and state.worker_id == avoid:
+                    log.warning("room=%s: no SFU worker left; back to mesh", room_id)
+                    return await self._set_mode(room_id, state, "mesh", None)
+                log.warning(
+                    "room=%s should move to SFU (%s) but no worker is live", room_id, reason
+                )
+                return state
+            log.info("room=%s placed on worker=%s (%s)", room_id, worker.id, reason)
+            return await self._set_mode(room_id, state, "sfu", worker.id)
+
+    async def to_mesh(self, room_id: str, reason: str) -> RoomState:
+        async with self._lock(room_id):
+            state = await self.store.room_state(room_id)
+            if state.mode != "sfu":
+                return state
+            log.info("room=%s back to mesh (%s)", room_id, reason)
+            return await self._set_mode(room_id, state, "mesh", None)
+
+    async def _set_mode(
+        self, room_id: str, state: RoomState, mode: str, worker_id: str | None
+    ) -> RoomState:
+        new = RoomState(mode=mode, worker_id=worker_id, epoch=state.epoch + 1)
+        if not await self.store.set_room_state(room_id, new, state.epoch):
+            # Another process changed the room first; its state stands.
+            return await self.store.room_state(room_id)
+        if state.worker_id and state.worker_id != worker_id:
+            await self.bus.publish(
+                worker_channel(state.worker_id), {"type": "roomClosed", "data": {"roomId": room_id}}
+            )
+        await self.broadcast(
+            room_id, "roomModeChanged", {"roomId": room_id, "mode": mode, "epoch": new.epoch}
+        )
+        return new
+
+    async def worker_lost(self, worker_id: str) -> None:
+        """Re-place every room of a worker that died or stopped reporting."""
+        for room in self.config.rooms:
+            state = await self.store.room_state(room.id)
+            if state.mode == "sfu" and state.worker_id == worker_id:
+                await self.place(room.id, reason=f"worker {worker_id} lost", avoid=worker_id)
+
+    async def check_workers(self) -> None:
+        """Re-place rooms whose worker's registration expired (no heartbeat)."""
+        live = {w.id for w in await self.store.workers()}
+        for room in self.config.rooms:
+            state = await self.store.room_state(room.id)
+            if state.mode == "sfu" and state.worker_id and state.worker_id not in live:
+                await self.place(
+                    room.id, reason=f"worker {state.worker_id} silent", avoid=state.worker_id
+                )
+            elif state.mode == "mesh":
+                count = await self.store.count(room.id)
+                if count >= room.sfu_threshold:
+                    # A room that could not be placed earlier (no worker yet).
+                    await self.place(room.id, reason=f"{count} participants, worker available")

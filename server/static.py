@@ -1,0 +1,64 @@
+"""Serves the browser client (client/) at `/`, with content types and cache headers.
+
+Module files revalidate (ETag, no-cache) so an upgrade is picked up at once; there is no
+bundler, so no hashed file names to cache forever.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quart import Blueprint, Response, abort, send_from_directory
+
+from .config import Config
+
+TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".json": "application/json",
+    ".ico": "image/x-icon",
+    ".webmanifest": "application/manifest+json",
+}
+
+
+def client_dir(config: Config) -> Path:
+    if config.server.client_dir:
+        return Path(config.server.client_dir)
+    return Path(__file__).resolve().parent.parent / "client"
+
+
+def static_blueprint(config: Config) -> Blueprint:
+    root = client_dir(config)
+    bp = Blueprint("client", __name__)
+
+    async def send(name: str) -> Response:
+        path = (root / name).resolve()
+        if root.resolve() not in path.parents or not path.is_file():
+            abort(404)
+        suffix = path.suffix.lower()
+        if suffix not in TYPES:
+            abort(404)
+        response: Response = await send_from_directory(root, name, mimetype=TYPES[suffix])
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        if suffix == ".html":
+            response.headers["Content-Security-Policy"] = (
+                "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob: mediastream:;"
+                " img-src 'self' data:; style-src 'self'; script-src 'self'"
+            )
+            response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    @bp.get("/")
+    async def index() -> Response:
+        return await send("index.html")
+
+    @bp.get("/<path:name>")
+    async def asset(name: str) -> Response:
+        return await send(name)
+
+    return bp

@@ -1,0 +1,166 @@
+"""The state store and message bus interfaces.
+
+Everything more than one server process would need to agree on lives behind `Store`;
+everything that must reach a socket held by some process goes through `Bus`. The
+embedded default implements both in memory (`memory_store.py`), a deployment of several
+processes in Redis (`redis_store.py`). Both pass the same test-suite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class StoreError(Exception):
+    """Base of the errors a store raises on purpose."""
+
+
+class RoomFull(StoreError):
+    """The room has reached max_participants (409)."""
+
+
+@dataclass
+class ParticipantRecord:
+    id: str
+    callsign: str
+    role: str
+    joined_at: float
+    can_publish: bool = True
+    is_muted: bool = False
+    volume: int = 100
+    audio_source: str = "microphone"
+    # When the participant's last socket closed (None while one is open). A sweeper removes
+    # participants whose grace period ran out.
+    disconnected_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ParticipantRecord:
+        return cls(**data)
+
+
+@dataclass
+class RoomState:
+    mode: str = "mesh"
+    worker_id: str | None = None
+    # Increases with every placement so clients can tell a new SFU session from the old.
+    epoch: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class WorkerRecord:
+    id: str
+    slots: int
+    last_seen: float
+    load: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        """Lower is less loaded: forwarded streams first, then peers."""
+        return float(self.load.get("streams", 0)) + 0.1 * float(self.load.get("peers", 0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class JoinResult:
+    participant: ParticipantRecord
+    # False when the participant already held the seat (a rejoin within the grace period).
+    created: bool
+    count: int
+
+
+class Store(Protocol):
+    """Shared state. Every method is atomic with respect to the others."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    # participants ------------------------------------------------------------------
+    async def join(self, room_id: str, record: ParticipantRecord, limit: int) -> JoinResult:
+        """Add (or find) the participant; RoomFull when `limit` is reached."""
+        ...
+
+    async def leave(self, room_id: str, participant_id: str) -> ParticipantRecord | None:
+        """Remove; the record if this call removed it, None if it was not there."""
+        ...
+
+    async def leave_if_gone(
+        self, room_id: str, participant_id: str, disconnected_before: float
+    ) -> ParticipantRecord | None:
+        """Remove only if still disconnected since before the given time (grace expiry)."""
+        ...
+
+    async def participant(self, room_id: str, participant_id: str) -> ParticipantRecord | None: ...
+
+    async def participants(self, room_id: str) -> list[ParticipantRecord]: ...
+
+    async def count(self, room_id: str) -> int: ...
+
+    async def update(
+        self, room_id: str, participant_id: str, **changes: Any
+    ) -> ParticipantRecord | None: ...
+
+    async def rooms_of(self, participant_id: str) -> list[str]: ...
+
+    # presence ------------------------------------------------------------------------
+    async def socket_opened(self, participant_id: str, socket_id: str, node_id: str) -> int:
+        """Record an open socket; returns the participant's open socket count."""
+        ...
+
+    async def socket_closed(self, participant_id: str, socket_id: str) -> int:
+        """Forget a socket; returns how many the participant still has open."""
+        ...
+
+    async def socket_count(self, participant_id: str) -> int: ...
+
+    async def node_alive(self, node_id: str, ttl: float) -> None:
+        """Heartbeat of a server process; sockets of nodes that stop beating stop counting."""
+        ...
+
+    # rooms -----------------------------------------------------------------------------
+    async def room_state(self, room_id: str) -> RoomState: ...
+
+    async def set_room_state(self, room_id: str, state: RoomState, expect_epoch: int) -> bool:
+        """Compare-and-set on the epoch: False if someone else changed the room first."""
+        ...
+
+    # SFU workers -----------------------------------------------------------------------
+    async def worker_seen(self, record: WorkerRecord, ttl: float) -> None: ...
+
+    async def workers(self) -> list[WorkerRecord]: ...
+
+    async def remove_worker(self, worker_id: str) -> bool:
+        """True if this call removed it (so exactly one process handles its failover)."""
+        ...
+
+
+class Subscription(Protocol):
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def close(self) -> None: ...
+
+
+class Bus(Protocol):
+    """Delivery to channels `p:<participant>` and `w:<worker>`, in order per publisher."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> None: ...
+
+    async def subscribe(self, channel: str) -> Subscription: ...

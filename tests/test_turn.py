@@ -1,0 +1,357 @@
+"""coturn as shipped: rendered from the production template, probed with aioice's TURN client.
+
+Each answer below is coturn's own (401, 403, an allocation, relayed bytes), from a real
+turnserver on free loopback ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.meta
+import jinja2.nodes
+import pytest
+from aioice import stun
+from aioice.turn import (
+    UDP_TRANSPORT,
+    TurnClientTcpProtocol,
+    TurnClientUdpProtocol,
+    create_turn_endpoint,
+)
+
+from server.auth import ice_config, turn_credentials
+from server.config import TurnConfig
+from server.turn import TEMPLATE, render
+from tests.fixtures.turn import (
+    TEST_SECRET,
+    TurnServer,
+    free_port,
+    running_turnserver,
+    self_signed_cert,
+    turn_config,
+    turnserver_available,
+)
+
+pytestmark = [
+    pytest.mark.turn,
+    pytest.mark.skipif(not turnserver_available(), reason="turnserver (coturn) not installed"),
+]
+
+REQUESTED_ADDRESS_FAMILY = (
+    0x0017,
+    "REQUESTED-ADDRESS-FAMILY",
+    stun.pack_unsigned,
+    stun.unpack_unsigned,
+)
+IPV6_FAMILY = 0x02 << 24  # RFC 6156: family byte then three reserved bytes
+
+
+@pytest.fixture(scope="module")
+def production() -> Iterator[TurnServer]:
+    """The production template as rendered; `-L ::1` adds an IPv6 listener for RFC 6156."""
+    with running_turnserver(turn_config(), extra_args=["-L", "::1"]) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def loopback_lab() -> Iterator[TurnServer]:
+    """allow_loopback_peers: the one way a loopback peer can stand in for an operator."""
+    with running_turnserver(turn_config(allow_loopback_peers=True)) as server:
+        yield server
+
+
+class _Allocation(TurnClientUdpProtocol):
+    """aioice's TURN client, asking for an IPv6 relay when `ipv6` (aioice never does)."""
+
+    ipv6 = False
+
+    async def connect(self) -> tuple[str, int]:
+        if not self.ipv6:
+            return await super().connect()
+        stun.ATTRIBUTES_BY_NAME.setdefault(REQUESTED_ADDRESS_FAMILY[1], REQUESTED_ADDRESS_FAMILY)
+        stun.ATTRIBUTES_BY_TYPE.setdefault(REQUESTED_ADDRESS_FAMILY[0], REQUESTED_ADDRESS_FAMILY)
+        request = stun.Message(
+            message_method=stun.Method.ALLOCATE, message_class=stun.Class.REQUEST
+        )
+        request.attributes["LIFETIME"] = self.lifetime
+        request.attributes["REQUESTED-TRANSPORT"] = UDP_TRANSPORT
+        request.attributes["REQUESTED-ADDRESS-FAMILY"] = IPV6_FAMILY
+        response, _ = await self.request_with_retry(request)
+        self.relayed_address = response.attributes["XOR-RELAYED-ADDRESS"]
+        return self.relayed_address
+
+
+@contextlib.asynccontextmanager
+async def allocation(
+    server: TurnServer, username: str, password: str, ipv6: bool = False
+) -> AsyncIterator[_Allocation]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: _Allocation((server.host, server.port), username, password, 600, 300),
+        remote_addr=(server.host, server.port),
+    )
+    protocol.ipv6 = ipv6
+    try:
+        yield protocol
+    finally:
+        transport.close()
+
+
+async def create_permission(protocol: _Allocation, peer: str) -> int:
+    """coturn's answer to CreatePermission toward `peer`: 200 or the error code."""
+    request = stun.Message(
+        message_method=stun.Method.CREATE_PERMISSION, message_class=stun.Class.REQUEST
+    )
+    request.attributes["XOR-PEER-ADDRESS"] = (peer, 9)
+    try:
+        await protocol.request_with_retry(request)
+    except stun.TransactionFailed as exc:
+        code: int = exc.response.attributes["ERROR-CODE"][0]
+        return code
+    return 200
+
+
+async def channel_bind(protocol: _Allocation, peer: str) -> int:
+    try:
+        await protocol.channel_bind(0x4000, (peer, 9))
+    except stun.TransactionFailed as exc:
+        code: int = exc.response.attributes["ERROR-CODE"][0]
+        return code
+    return 200
+
+
+async def allocate_error(server: TurnServer, username: str, password: str) -> int | None:
+    """The error code of an Allocate with these credentials (None: it succeeded)."""
+    async with allocation(server, username, password) as protocol:
+        try:
+            await protocol.connect()
+        except stun.TransactionFailed as exc:
+            code: int = exc.response.attributes["ERROR-CODE"][0]
+            return code
+    return None
+
+
+class _Echo(asyncio.DatagramProtocol):
+    """A UDP peer that sends every datagram back to where it came from."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(b"echo:" + data, addr)
+
+
+class _Inbox(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.queue.put_nowait((data, addr))
+
+
+# --- rendering ----------------------------------------------------------------------
+
+
+def test_template_uses_only_turn_fields() -> None:
+    """The Ansible role renders the same file: one variable, TurnConfig's field names."""
+    source = TEMPLATE.read_text()
+    env = jinja2.Environment()
+    assert jinja2.meta.find_undeclared_variables(env.parse(source)) == {"turn"}
+    tree = env.parse(source)
+    used = {
+        node.attr
+        for node in tree.find_all(jinja2.nodes.Getattr)
+        if isinstance(node.node, jinja2.nodes.Name) and node.node.name == "turn"
+    }
+    assert {"secret", "realm", "allowed_peer_ips", "listen_ip"} <= used
+    assert used <= set(TurnConfig.__dataclass_fields__), used - set(TurnConfig.__dataclass_fields__)
+    # Plain Jinja2 (no trim_blocks, as a bare Environment) renders too: no Ansible filters.
+    fields = {name: getattr(TurnConfig(), name) for name in TurnConfig.__dataclass_fields__}
+    fields["secret"] = "s" * 32
+    assert "static-auth-secret=" + "s" * 32 in env.from_string(source).render(turn=fields)
+
+
+def test_rendered_file_is_hardened() -> None:
+    text = render(turn_config(cert="/etc/ssl/turn.pem", pkey="/etc/ssl/turn.key", alt_tls_443=True))
+    lines = set(text.splitlines())
+    for line in (
+        "use-auth-secret",
+        f"static-auth-secret={TEST_SECRET}",
+        "realm=yahaml-voice.test",
+        "fingerprint",
+        "stale-nonce=600",
+        "no-cli",
+        "no-tcp-relay",
+        "no-multicast-peers",
+        "no-tlsv1",
+        "no-tlsv1_1",
+        "user-quota=12",
+        "total-quota=1200",
+        "cert=/etc/ssl/turn.pem",
+        "denied-peer-ip=0.0.0.0-0.255.255.255",
+        "denied-peer-ip=10.0.0.0-10.255.255.255",
+        "denied-peer-ip=100.64.0.0-100.127.255.255",
+        "denied-peer-ip=127.0.0.0-127.255.255.255",
+        "denied-peer-ip=169.254.0.0-169.254.255.255",
+        "denied-peer-ip=172.16.0.0-172.31.255.255",
+        "denied-peer-ip=192.0.0.0-192.0.0.255",
+        "denied-peer-ip=192.168.0.0-192.168.255.255",
+        "denied-peer-ip=198.18.0.0-198.19.255.255",
+        "denied-peer-ip=240.0.0.0-255.255.255.255",
+        "denied-peer-ip=::ffff:0.0.0.0-::ffff:255.255.255.255",
+        "denied-peer-ip=fc00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        "denied-peer-ip=fe80::-febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    ):
+        assert line in lines, line
+    assert not any(line.startswith("allow-loopback-peers") for line in lines)
+    assert "--dport 443 -j REDIRECT" in text
+    assert "no-tls" not in lines
+    assert "no-tls" in render(turn_config()).splitlines()
+
+
+def test_cli_writes_private_file_and_refuses_without_secret(tmp_path: Path) -> None:
+    cfg = tmp_path / "voice.yaml"
+    cfg.write_text("ice:\n  turn:\n    secret: 0123456789abcdef0123\n    realm: turn.example.org\n")
+    out = tmp_path / "etc" / "turnserver.conf"
+    cli = [sys.executable, "-m", "server.cli", "--config", str(cfg), "turn", "-o", str(out)]
+    subprocess.run(cli, check=True, capture_output=True)
+    assert "realm=turn.example.org" in out.read_text()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    cfg.write_text("ice:\n  turn:\n    realm: turn.example.org\n")
+    done = subprocess.run(cli, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "ice.turn.secret is not set" in done.stderr
+
+
+def test_ice_config_lists_turn_urls_with_fresh_credentials() -> None:
+    config = turn_config(cert="/c.pem", pkey="/k.pem")
+    config.ice.force_relay = True
+    answer = ice_config(config, "p-123")
+    (server,) = answer.iceServers
+    assert [u.split(":")[0] for u in server.urls] == ["turn", "turn", "turns"]
+    assert server.urls[1].endswith("?transport=tcp")
+    assert server.username and server.username.endswith(":p-123")
+    assert answer.iceTransportPolicy == "relay"
+    assert answer.ttl == 3600
+
+
+# --- coturn's answers ----------------------------------------------------------------
+
+
+async def test_relay_works_with_server_credentials(loopback_lab: TurnServer) -> None:
+    """Credentials from server.auth.ice_config allocate a relay that carries datagrams."""
+    answer = ice_config(loopback_lab.config, "p-relay")
+    ice = answer.iceServers[0]
+    assert ice.username and ice.credential
+    loop = asyncio.get_running_loop()
+    echo_transport, _ = await loop.create_datagram_endpoint(_Echo, local_addr=("127.0.0.1", 0))
+    peer = echo_transport.get_extra_info("sockname")
+    for transport_name in ("udp", "tcp"):
+        relay, inbox = await create_turn_endpoint(
+            _Inbox,
+            (loopback_lab.host, loopback_lab.port),
+            ice.username,
+            ice.credential,
+            transport=transport_name,
+        )
+        try:
+            assert relay.get_extra_info("sockname")[0] == "127.0.0.1"
+            relay.sendto(b"73 de test", peer)
+            data, addr = await asyncio.wait_for(inbox.queue.get(), 5)
+            assert (data, addr) == (b"echo:73 de test", peer)
+        finally:
+            relay.close()
+            await asyncio.sleep(0)
+    echo_transport.close()
+
+
+async def test_turn_over_tls(tmp_path: Path) -> None:
+    cert, key = self_signed_cert(tmp_path)
+    config = turn_config(cert=str(cert), pkey=str(key), allow_loopback_peers=True)
+    turn = config.ice.turn
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    with running_turnserver(config) as server:
+        username, password = turn_credentials(server.secret, "p-tls", 600)
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_connection(
+            lambda: TurnClientTcpProtocol(
+                (server.host, turn.tls_listening_port), username, password, 600, 300
+            ),
+            host=server.host,
+            port=turn.tls_listening_port,
+            ssl=context,
+        )
+        try:
+            relayed = await protocol.connect()
+            assert relayed[0] == "127.0.0.1"
+            assert transport.get_extra_info("ssl_object").version() in ("TLSv1.2", "TLSv1.3")
+        finally:
+            transport.close()
+
+
+async def test_expired_and_forged_credentials_are_refused(production: TurnServer) -> None:
+    secret = production.secret
+    good = turn_credentials(secret, "p-ok", 600)
+    assert await allocate_error(production, *good) is None
+    expired = turn_credentials(secret, "p-old", -60)
+    assert await allocate_error(production, *expired) == 401
+    forged = turn_credentials("not-the-secret-" + secret, "p-forged", 600)
+    assert await allocate_error(production, *forged) == 401
+    # A valid password for another username (expiry pushed a year out) is forged too.
+    far = f"{int(good[0].split(':')[0]) + 365 * 86400}:p-ok"
+    assert await allocate_error(production, far, good[1]) == 401
+
+
+@pytest.mark.parametrize(
+    "peer",
+    ["127.0.0.1", "127.8.9.10", "10.1.2.3", "172.16.0.1", "192.168.1.1", "0.0.0.0", "169.254.1.1",
+     "100.64.0.1"],
+)  # fmt: skip
+async def test_denied_ipv4_peers_get_403(production: TurnServer, peer: str) -> None:
+    async with allocation(production, *turn_credentials(production.secret, "p-x", 600)) as proto:
+        await proto.connect()
+        assert await create_permission(proto, peer) == 403
+        assert await channel_bind(proto, peer) == 403
+        # Control: a public address is accepted, so 403 is the deny list at work.
+        assert await create_permission(proto, "198.51.100.7") == 200
+
+
+@pytest.mark.parametrize(
+    "peer", ["::ffff:127.0.0.1", "::ffff:10.0.0.1", "::1", "fd00::1", "fe80::1"]
+)
+async def test_denied_ipv6_peers_get_403(production: TurnServer, peer: str) -> None:
+    """IPv4-mapped peers through an IPv6 relay: CVE-2026-27624 on coturn < 4.9."""
+    creds = turn_credentials(production.secret, "p-6", 600)
+    async with allocation(production, *creds, ipv6=True) as proto:
+        relayed = await proto.connect()
+        assert relayed[0] == "::1"
+        assert await create_permission(proto, peer) == 403
+        assert await channel_bind(proto, peer) == 403
+        assert await create_permission(proto, "2001:db8::7") == 200
+
+
+async def test_without_mapped_line_coturn_461_relays_to_loopback() -> None:
+    """Why the `::ffff:` line exists: drop it and Debian's coturn lets ::ffff:127.0.0.1 through."""
+    config = turn_config(port=free_port())
+    text = "\n".join(
+        line
+        for line in render(config).splitlines()
+        if not line.startswith("denied-peer-ip=::ffff:")
+    )
+    with running_turnserver(config, extra_args=["-L", "::1"], conf_text=text + "\n") as server:
+        if server.version() >= (4, 9, 0):
+            pytest.skip(f"coturn {server.version()} denies mapped peers by itself")
+        creds = turn_credentials(server.secret, "p-cve", 600)
+        async with allocation(server, *creds, ipv6=True) as proto:
+            await proto.connect()
+            assert await create_permission(proto, "::ffff:127.0.0.1") == 200

@@ -1,0 +1,66 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers import ServerProcess
+from tests.voiceclient import VoiceClient
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    """A folder for this test's screenshots and logs (tests/artifacts/<test>)."""
+    path = ARTIFACTS / request.node.name.replace("/", "_")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start `yahaml-voice serve` processes; all are stopped at the end of the test."""
+    started: list[ServerProcess] = []
+
+    def start(config: dict[str, Any] | None = None, **kw: Any) -> ServerProcess:
+        name = kw.pop("name", f"server{len(started)}")
+        proc = ServerProcess(tmp_path, config, name=name, **kw)
+        started.append(proc)
+        return proc.start()
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop()
+        if os.environ.get("YV_SHOW_SERVER_LOGS"):
+            for proc in started:
+                print(proc.log_tail(200))
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    """The embedded default (open auth, in-memory) with a short grace period, no SFU."""
+    return server_factory({"server": {"grace_period": "2s"}})
+
+
+@pytest.fixture
+async def client_factory() -> AsyncIterator[Callable[..., VoiceClient]]:
+    clients: list[VoiceClient] = []
+
+    def make(base_url: str, **kw: Any) -> VoiceClient:
+        client = VoiceClient(base_url, **kw)
+        clients.append(client)
+        return client
+
+    try:
+        yield make
+    finally:
+        for client in clients:
+            await client.close()

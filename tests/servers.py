@@ -1,0 +1,132 @@
+"""Real server processes for tests and benchmarks: `yahaml-voice serve` on a free port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET = "test-secret-for-yahaml-voice-0123456789"
+
+
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class ServerProcess:
+    """`yahaml-voice serve` as a child process with a YAML config written for it."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, Any] | None = None,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        workers: int = 0,
+        name: str = "server",
+    ) -> None:
+        self.port = port or free_port()
+        self.workers = workers
+        self.name = name
+        base: dict[str, Any] = {
+            "server": {"host": "127.0.0.1", "port": self.port, "test_hooks": True},
+            "auth": {"mode": "open", "secret": TEST_SECRET},
+        }
+        self.config = deep_merge(base, config or {})
+        self.workdir = workdir
+        self.config_path = workdir / f"{name}-{self.port}.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config))
+        self.log_path = workdir / f"{name}-{self.port}.log"
+        self.env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("YAHAML_VOICE_")}
+        env.update(self.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--workers",
+                str(self.workers),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = 20.0, workers: int | None = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                body: dict[str, Any] = httpx.get(self.url + "/healthz", timeout=1.0).json()
+                if workers is None or body.get("workers", 0) >= workers:
+                    return body
+            except (httpx.HTTPError, ValueError) as exc:
+                last = exc
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not healthy in {timeout}s ({last}):\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (server and its SFU children)."""
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -1,0 +1,464 @@
+"""The one Python client of yahaml-voice, used by tests and benchmarks.
+
+It speaks the real protocol: REST with a bearer token, the `/ws` WebSocket, and aiortc
+peer connections negotiated through `/signal`. In mesh mode the newcomer offers to the
+peers listed in its join answer (so two sides never offer at once); it answers offers it
+receives. In SFU mode it negotiates one connection with the peer `sfu` per the media
+contract in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+import websockets
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import candidate_from_sdp
+from av import AudioFrame
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48000
+FRAME_SAMPLES = 960  # 20 ms
+SFU = "sfu"
+
+
+class ApiFailure(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class ToneTrack(MediaStreamTrack):
+    """A microphone that says a steady tone (or silence while `muted`), paced in real time."""
+
+    kind = "audio"
+
+    def __init__(self, frequency: float = 440.0, amplitude: float = 0.3) -> None:
+        super().__init__()
+        self.frequency = frequency
+        self.amplitude = amplitude
+        self.muted = False
+        self._pts = 0
+        self._start: float | None = None
+        self.sent_frames = 0
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._pts / SAMPLE_RATE - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        t = (np.arange(FRAME_SAMPLES) + self._pts) / SAMPLE_RATE
+        amplitude = 0.0 if self.muted else self.amplitude
+        samples = (amplitude * 32767 * np.sin(2 * math.pi * self.frequency * t)).astype(np.int16)
+        frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
+        self._pts += FRAME_SAMPLES
+        self.sent_frames += 1
+        return frame
+
+
+@dataclass
+class AudioStats:
+    """What one remote track delivered."""
+
+    frames: int = 0
+    loud_frames: int = 0
+    first_at: float | None = None
+    first_loud_at: float | None = None
+    last_loud_at: float | None = None
+
+
+@dataclass
+class Peer:
+    """One peer connection: to another participant (mesh) or to the SFU."""
+
+    remote: str
+    pc: RTCPeerConnection
+    audio: list[AudioStats] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def frames(self) -> int:
+        return sum(a.frames for a in self.audio)
+
+    def loud_frames(self) -> int:
+        return sum(a.loud_frames for a in self.audio)
+
+
+class VoiceClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        publish: bool = True,
+        tone: float = 440.0,
+        auto_media: bool = True,
+        loud_threshold: float = 500.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.AsyncClient(base_url=self.base_url, timeout=15.0)
+        self.token: str | None = None
+        self.participant_id: str | None = None
+        self.callsign: str | None = None
+        self.room_id: str | None = None
+        self.join_answer: dict[str, Any] | None = None
+        self.mode = "mesh"
+        self.epoch = 0
+        self.events: list[dict[str, Any]] = []
+        self._event_waiters: list[
+            tuple[Callable[[dict[str, Any]], bool], asyncio.Future[dict[str, Any]]]
+        ] = []
+        self.ws: Any = None
+        self._ws_task: asyncio.Task[None] | None = None
+        self.publish = publish
+        self.track: ToneTrack | None = ToneTrack(tone) if publish else None
+        self.auto_media = auto_media
+        self.loud_threshold = loud_threshold
+        self.peers: dict[str, Peer] = {}
+        self.slots: dict[int, str | None] = {}
+        self.closed = False
+
+    # ------------------------------------------------------------------ REST
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def request(self, method: str, path: str, json_body: Any = None, **kw: Any) -> Any:
+        response = await self.http.request(
+            method, path, json=json_body, headers=self._headers(), **kw
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        if response.status_code >= 400:
+            raise ApiFailure(response.status_code, body)
+        return body
+
+    async def login(self, callsign: str) -> dict[str, Any]:
+        answer = await self.request("POST", "/api/sessions", {"callsign": callsign})
+        self.use_token(answer["token"])
+        self.participant_id = answer["participantId"]
+        self.callsign = answer["callsign"]
+        return answer
+
+    def use_token(self, token: str) -> None:
+        self.token = token
+        if self.participant_id is None:
+            import base64
+
+            payload = token.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            self.participant_id = claims["sub"]
+            self.callsign = claims["name"]
+
+    async def join(self, room_id: str, join_mode: str = "operator") -> dict[str, Any]:
+        answer = await self.request(
+            "POST", f"/api/voice-rooms/{room_id}/join", {"joinMode": join_mode}
+        )
+        self.room_id = room_id
+        self.join_answer = answer
+        self.mode = answer["mode"]
+        self.epoch = answer.get("epoch", 0)
+        if self.auto_media:
+            if self.mode == "sfu":
+                await self.connect_sfu()
+            else:
+                for peer in answer["peers"]:
+                    await self.offer_to(peer["id"])
+        return answer
+
+    async def leave(self) -> None:
+        if self.room_id:
+            await self.request("POST", f"/api/voice-rooms/{self.room_id}/leave")
+        await self.close_peers()
+
+    async def signal(self, type_: str, data: Any, to: str | None = None) -> dict[str, Any]:
+        assert self.room_id
+        body: dict[str, Any] = {"type": type_, "data": data}
+        if to is not None:
+            body["to"] = to
+        return await self.request("POST", f"/api/voice-rooms/{self.room_id}/signal", body)
+
+    async def set_muted(self, muted: bool) -> None:
+        assert self.room_id
+        if self.track:
+            self.track.muted = muted
+        await self.request("POST", f"/api/voice-rooms/{self.room_id}/mute", {"isMuted": muted})
+
+    # ------------------------------------------------------------------ WebSocket
+    def ws_url(self) -> str:
+        return self.base_url.replace("http", "ws", 1) + f"/ws?token={self.token}"
+
+    async def connect(self, timeout: float = 10.0) -> dict[str, Any]:
+        """Open /ws and wait for `connected`."""
+        self.ws = await websockets.connect(self.ws_url(), max_size=2**20, open_timeout=timeout)
+        self._ws_task = asyncio.create_task(self._ws_loop(self.ws))
+        return await self.wait_event("connected", timeout=timeout)
+
+    async def _ws_loop(self, ws: Any) -> None:
+        try:
+            async for raw in ws:
+                event = json.loads(raw)
+                self.events.append(event)
+                for predicate, future in list(self._event_waiters):
+                    if not future.done() and predicate(event):
+                        future.set_result(event)
+                try:
+                    await self._on_event(event)
+                except Exception:
+                    log.exception("%s: handling %s failed", self.callsign, event.get("type"))
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.events.append(
+                {"type": "_closed", "data": {"code": ws.close_code, "reason": ws.close_reason}}
+            )
+            for predicate, future in list(self._event_waiters):
+                if not future.done() and predicate(self.events[-1]):
+                    future.set_result(self.events[-1])
+
+    async def send_ws(self, frame: Any) -> None:
+        await self.ws.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
+
+    async def wait_event(
+        self,
+        type_: str,
+        predicate: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = 10.0,
+        since: int = 0,
+    ) -> dict[str, Any]:
+        """The first event of `type_` (from index `since`) matching `predicate`."""
+
+        def match(event: dict[str, Any]) -> bool:
+            return event.get("type") == type_ and (predicate is None or predicate(event))
+
+        for event in self.events[since:]:
+            if match(event):
+                return event
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        entry = (match, future)
+        self._event_waiters.append(entry)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._event_waiters.remove(entry)
+
+    async def _on_event(self, event: dict[str, Any]) -> None:
+        type_ = event.get("type")
+        data = event.get("data") or {}
+        if not self.auto_media:
+            return
+        if type_ == "signal" and data.get("roomId") == self.room_id:
+            await self._on_signal(data["message"])
+        elif type_ == "participantLeft" and data.get("roomId") == self.room_id:
+            peer = self.peers.pop(data["participantId"], None)
+            if peer:
+                await self._close_peer(peer)
+        elif type_ == "roomModeChanged" and data.get("roomId") == self.room_id:
+            await self._on_mode(data["mode"], data.get("epoch", 0))
+        elif type_ == "speakerSlots" and data.get("roomId") == self.room_id:
+            self.slots = {s["index"]: s.get("participantId") for s in data["slots"]}
+
+    async def _on_mode(self, mode: str, epoch: int) -> None:
+        previous_mode, self.mode, self.epoch = self.mode, mode, epoch
+        if mode == "sfu":
+            await self.connect_sfu()
+            if previous_mode == "mesh":
+                # Close mesh connections only once the SFU carries audio (or 3 s of silence).
+                asyncio.create_task(self._close_mesh_when_sfu_ready())
+        else:
+            sfu = self.peers.pop(SFU, None)
+            if sfu:
+                await self._close_peer(sfu)
+
+    async def _close_mesh_when_sfu_ready(self) -> None:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            sfu = self.peers.get(SFU)
+            if sfu and sfu.frames() > 0:
+                break
+            await asyncio.sleep(0.05)
+        for remote in [r for r in self.peers if r != SFU]:
+            await self._close_peer(self.peers.pop(remote))
+
+    # ------------------------------------------------------------------ media
+    def _ice_config(self) -> RTCConfiguration:
+        servers = []
+        for server in (self.join_answer or {}).get("iceServers", []):
+            servers.append(
+                RTCIceServer(
+                    urls=server["urls"],
+                    username=server.get("username"),
+                    credential=server.get("credential"),
+                )
+            )
+        return RTCConfiguration(iceServers=servers)
+
+    def _new_pc(self, remote: str) -> Peer:
+        pc = RTCPeerConnection(self._ice_config())
+        peer = Peer(remote=remote, pc=pc)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind != "audio":
+                return
+            stats = AudioStats()
+            peer.audio.append(stats)
+            peer.tasks.append(asyncio.create_task(self._consume(track, stats)))
+
+        self.peers[remote] = peer
+        return peer
+
+    async def _consume(self, track: MediaStreamTrack, stats: AudioStats) -> None:
+        with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                stats.frames += 1
+                if stats.first_at is None:
+                    stats.first_at = now
+                samples = frame.to_ndarray().astype(np.float32)
+                if float(np.sqrt(np.mean(samples * samples))) >= self.loud_threshold:
+                    stats.loud_frames += 1
+                    stats.last_loud_at = now
+                    if stats.first_loud_at is None:
+                        stats.first_loud_at = now
+
+    async def offer_to(self, remote: str) -> Peer:
+        peer = self._new_pc(remote)
+        if self.track is not None:
+            peer.pc.addTrack(self.track)
+        else:
+            peer.pc.addTransceiver("audio", direction="recvonly")
+        offer = await peer.pc.createOffer()
+        await peer.pc.setLocalDescription(offer)
+        desc = peer.pc.localDescription
+        await self.signal("offer", {"type": desc.type, "sdp": desc.sdp}, to=remote)
+        return peer
+
+    async def connect_sfu(self) -> Peer:
+        """One connection to the SFU: `slots` recvonly m-lines, then a sendonly mic."""
+        old = self.peers.pop(SFU, None)
+        if old:
+            await self._close_peer(old)
+        peer = self._new_pc(SFU)
+        slots = int(((self.join_answer or {}).get("sfu") or {}).get("slots", 3))
+        for _ in range(slots):
+            peer.pc.addTransceiver("audio", direction="recvonly")
+        can_publish = ((self.join_answer or {}).get("participant") or {}).get("canPublish", True)
+        if self.track is not None and can_publish:
+            peer.pc.addTransceiver(self.track, direction="sendonly")
+        offer = await peer.pc.createOffer()
+        await peer.pc.setLocalDescription(offer)
+        desc = peer.pc.localDescription
+        await self.signal("offer", {"type": desc.type, "sdp": desc.sdp}, to=SFU)
+        return peer
+
+    async def _on_signal(self, message: dict[str, Any]) -> None:
+        remote = message["from"]
+        type_ = message["type"]
+        data = message.get("data")
+        if type_ == "offer":
+            old = self.peers.pop(remote, None)
+            if old:
+                await self._close_peer(old)
+            peer = self._new_pc(remote)
+            await peer.pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "offer"))
+            if self.track is not None:
+                for transceiver in peer.pc.getTransceivers():
+                    if transceiver.kind == "audio":
+                        transceiver.sender.replaceTrack(self.track)
+                        transceiver.direction = "sendrecv"
+                        break
+            answer = await peer.pc.createAnswer()
+            await peer.pc.setLocalDescription(answer)
+            desc = peer.pc.localDescription
+            await self.signal("answer", {"type": desc.type, "sdp": desc.sdp}, to=remote)
+        elif type_ == "answer":
+            peer = self.peers.get(remote)
+            if peer and peer.pc.signalingState == "have-local-offer":
+                await peer.pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "answer"))
+        elif type_ == "ice-candidate":
+            peer = self.peers.get(remote)
+            if peer and data and data.get("candidate"):
+                sdp = data["candidate"]
+                candidate = candidate_from_sdp(
+                    sdp.split(":", 1)[1] if sdp.startswith("candidate:") else sdp
+                )
+                candidate.sdpMid = data.get("sdpMid")
+                candidate.sdpMLineIndex = data.get("sdpMLineIndex")
+                await peer.pc.addIceCandidate(candidate)
+
+    async def _close_peer(self, peer: Peer) -> None:
+        for task in peer.tasks:
+            task.cancel()
+        await peer.pc.close()
+        for task in peer.tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def close_peers(self) -> None:
+        for remote in list(self.peers):
+            await self._close_peer(self.peers.pop(remote))
+
+    # ------------------------------------------------------------------ helpers for tests
+    def heard_frames(self, remote: str | None = None) -> int:
+        peers = [self.peers[remote]] if remote else list(self.peers.values())
+        return sum(p.frames() for p in peers if p)
+
+    def heard_loud(self, remote: str | None = None) -> int:
+        peers = [self.peers.get(remote)] if remote else list(self.peers.values())
+        return sum(p.loud_frames() for p in peers if p)
+
+    async def wait_audio(
+        self, remote: str | None = None, frames: int = 25, timeout: float = 20.0, loud: bool = True
+    ) -> float:
+        """Wait until `frames` more (loud) frames arrived; returns the seconds it took."""
+        count = self.heard_loud if loud else self.heard_frames
+        start_count = count(remote)
+        start = time.monotonic()
+        while count(remote) - start_count < frames:
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(
+                    f"{self.callsign}: {count(remote) - start_count}/{frames} frames from {remote or 'anyone'} in {timeout}s"
+                )
+            await asyncio.sleep(0.05)
+        return time.monotonic() - start
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await self.close_peers()
+        if self.track:
+            self.track.stop()
+        if self.ws is not None:
+            await self.ws.close()
+        if self._ws_task:
+            with contextlib.suppress(BaseException):
+                await self._ws_task
+        await self.http.aclose()

@@ -74,7 +74,7 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("YAHAML_VOICE_")}
         env.update(self.env)
         env["PYTHONUNBUFFERED"] = "1"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
                 sys.executable,

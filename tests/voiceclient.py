@@ -141,6 +141,7 @@ class VoiceClient:
         self.peers: dict[str, Peer] = {}
         self.slots: dict[int, str | None] = {}
         self.closed = False
+        self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ REST
     def _headers(self) -> dict[str, str]:
@@ -289,7 +290,7 @@ class VoiceClient:
             await self.connect_sfu()
             if previous_mode == "mesh":
                 # Close mesh connections only once the SFU carries audio (or 3 s of silence).
-                asyncio.create_task(self._close_mesh_when_sfu_ready())
+                self._background.add(asyncio.create_task(self._close_mesh_when_sfu_ready()))
         else:
             sfu = self.peers.pop(SFU, None)
             if sfu:
@@ -453,6 +454,8 @@ class VoiceClient:
         if self.closed:
             return
         self.closed = True
+        for task in self._background:
+            task.cancel()
         await self.close_peers()
         if self.track:
             self.track.stop()

@@ -1,0 +1,294 @@
+"""Runs one lab case: two clients at two sites, TURN on or off, mesh or SFU.
+
+`raw_pair` is the lab's own proof (two aiortc peers whose SDP is handed over in-process,
+no server involved); `server_pair` is the product path (tests/voiceclient.py against a real
+`yahaml-voice serve` on the public segment). Both report the same `Outcome`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aioice import stun
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+)
+from aiortc.mediastreams import MediaStreamError
+
+from tests.natlab.netns import NetnsLoop
+from tests.voiceclient import ToneTrack, VoiceClient
+
+LOUD_RMS = 500.0
+AUDIO_FRAMES = 25  # 0.5 s of 20 ms frames
+# aioice retransmits a connectivity check 6 times (0.5 s doubling: ~64 s before a pair
+# fails). 3 retransmissions (7.5 s) lets "no connection" end in ICE `failed` quickly; it
+# applies to TURN-on and TURN-off cases alike.
+ICE_RETRANSMISSIONS = 3
+
+
+def fast_ice_failure() -> None:
+    stun.RETRY_MAX = ICE_RETRANSMISSIONS
+
+
+@dataclass
+class Outcome:
+    """What one case showed, per side: state, seconds to connected, pair types, audio."""
+
+    label: str
+    connected: bool = False
+    states: list[str] = field(default_factory=list)
+    seconds: float | None = None
+    pairs: list[str] = field(default_factory=list)
+    audio: list[int] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def relayed(self) -> bool:
+        return bool(self.pairs) and all("relay" in pair for pair in self.pairs)
+
+    @property
+    def audio_flows(self) -> bool:
+        return len(self.audio) == 2 and min(self.audio) >= AUDIO_FRAMES
+
+
+def selected_pair(pc: RTCPeerConnection) -> str:
+    """`local>remote` candidate types of the nominated pair ("relay/tcp" for TURN-TCP).
+
+    aiortc exposes no candidate-pair stats, so this reads aioice's nominated pair through
+    aiortc's (pinned) private `_connection`.
+    """
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls is None:
+            continue
+        connection = getattr(dtls.transport, "_connection", None)
+        pair = getattr(connection, "_nominated", {}).get(1)
+        if pair is None:
+            continue
+        local = pair.local_candidate.type
+        if local == "relay":
+            inner = getattr(pair.protocol.transport, "_TurnTransport__inner_protocol", None)
+            if inner is not None and "Tcp" in type(inner).__name__:
+                local = "relay/tcp"
+        return f"{local}>{pair.remote_candidate.type}"
+    return "-"
+
+
+async def _wait_connected(pc: RTCPeerConnection, timeout: float) -> str:
+    """Final-ish connectionState: 'connected', 'failed'/'closed', or the state at timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pc.connectionState in ("connected", "failed", "closed"):
+            return pc.connectionState
+        await asyncio.sleep(0.05)
+    return pc.connectionState
+
+
+# --------------------------------------------------------------------------------- raw
+class _RawPeer:
+    """One aiortc peer living in a NetnsLoop; every method runs in that loop."""
+
+    def __init__(self, servers: list[dict[str, Any]], relay_only: bool, tone: float) -> None:
+        ice = [RTCIceServer(**server) for server in servers]
+        policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice, iceTransportPolicy=policy))
+        self.track = ToneTrack(tone)
+        self.pc.addTrack(self.track)
+        self.loud = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self.tasks.append(asyncio.create_task(self._consume(track)))
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+            while True:
+                samples = (await track.recv()).to_ndarray().astype(np.float32)
+                if float(np.sqrt(np.mean(samples * samples))) >= LOUD_RMS:
+                    self.loud += 1
+
+    async def offer(self) -> dict[str, str]:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return {"sdp": self.pc.localDescription.sdp, "type": "offer"}
+
+    async def answer(self, offer: dict[str, str]) -> dict[str, str]:
+        from aiortc import RTCSessionDescription
+
+        await self.pc.setRemoteDescription(RTCSessionDescription(**offer))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return {"sdp": self.pc.localDescription.sdp, "type": "answer"}
+
+    async def accept(self, answer: dict[str, str]) -> None:
+        from aiortc import RTCSessionDescription
+
+        await self.pc.setRemoteDescription(RTCSessionDescription(**answer))
+
+    async def wait(self, timeout: float) -> str:
+        return await _wait_connected(self.pc, timeout)
+
+    async def wait_audio(self, frames: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.loud < frames and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.loud
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        self.track.stop()
+        await self.pc.close()
+
+
+async def raw_pair(
+    label: str,
+    loop_a: NetnsLoop,
+    loop_b: NetnsLoop,
+    servers: list[dict[str, Any]],
+    relay_only: bool = False,
+    timeout: float = 20.0,
+) -> Outcome:
+    """Two bare aiortc peers in two site namespaces; SDP handed over directly."""
+    outcome = Outcome(label)
+
+    async def make(tone: float) -> _RawPeer:
+        return _RawPeer(servers, relay_only, tone)
+
+    a = await loop_a.call(make(440.0))
+    b = await loop_b.call(make(660.0))
+    try:
+        start = time.monotonic()
+        offer = await loop_a.call(a.offer(), 30)
+        answer = await loop_b.call(b.answer(offer), 30)
+        await loop_a.call(a.accept(answer), 30)
+        outcome.states = list(
+            await asyncio.gather(loop_a.call(a.wait(timeout)), loop_b.call(b.wait(timeout)))
+        )
+        outcome.connected = all(state == "connected" for state in outcome.states)
+        if outcome.connected:
+            outcome.seconds = time.monotonic() - start
+            outcome.pairs = [selected_pair(a.pc), selected_pair(b.pc)]
+            outcome.audio = list(
+                await asyncio.gather(
+                    loop_a.call(a.wait_audio(AUDIO_FRAMES, 10)),
+                    loop_b.call(b.wait_audio(AUDIO_FRAMES, 10)),
+                )
+            )
+    finally:
+        await asyncio.gather(loop_a.call(a.close(), 10), loop_b.call(b.close(), 10))
+    return outcome
+
+
+# ------------------------------------------------------------------------------ server
+def keep_turn_transport(client: VoiceClient, transport: str) -> None:
+    """Hand aiortc only the TURN URLs of one transport.
+
+    aiortc uses just the first TURN URL of iceServers (a browser tries them all), so a
+    client at a UDP-blocked site keeps the `?transport=tcp` one, as Chromium would end up.
+    """
+    assert client.join_answer is not None
+    for server in client.join_answer.get("iceServers", []):
+        server["urls"] = [
+            u for u in server["urls"] if not u.startswith("turn") or f"transport={transport}" in u
+        ]
+
+
+async def _join_and_wait(
+    client: VoiceClient, callsign: str, room: str, turn_transport: str | None, timeout: float
+) -> None:
+    await client.login(callsign)
+    await client.connect()
+    client.auto_media = False
+    answer = await client.join(room)
+    if turn_transport:
+        keep_turn_transport(client, turn_transport)
+    client.auto_media = True
+    if answer["mode"] == "sfu":
+        await client.connect_sfu()
+    else:
+        for peer in answer["peers"]:
+            await client.offer_to(peer["id"])
+
+
+async def _client_result(
+    client: VoiceClient, remote: str, timeout: float
+) -> tuple[str, str, float | None]:
+    start = time.monotonic()
+    deadline = start + timeout
+    while remote not in client.peers and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    peer = client.peers.get(remote)
+    if peer is None:
+        return "no-peer", "-", None
+    state = await _wait_connected(peer.pc, max(0.1, deadline - time.monotonic()))
+    return state, selected_pair(peer.pc), None
+
+
+async def _client_audio(client: VoiceClient, remote: str, frames: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while client.heard_loud(remote) < frames and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return client.heard_loud(remote)
+
+
+async def server_pair(
+    label: str,
+    url: str,
+    room: str,
+    loop_a: NetnsLoop,
+    loop_b: NetnsLoop,
+    sfu: bool = False,
+    turn_transport_a: str | None = None,
+    turn_transport_b: str | None = None,
+    timeout: float = 20.0,
+) -> Outcome:
+    """Two VoiceClients (tests/voiceclient.py) meet through the lab's server."""
+    outcome = Outcome(label)
+
+    async def make(tone: float) -> VoiceClient:
+        return VoiceClient(url, tone=tone)
+
+    a = await loop_a.call(make(440.0))
+    b = await loop_b.call(make(660.0))
+    try:
+        start = time.monotonic()
+        await loop_a.call(_join_and_wait(a, "W1AW", room, turn_transport_a, timeout), 30)
+        await loop_b.call(_join_and_wait(b, "G4ABC", room, turn_transport_b, timeout), 30)
+        assert a.participant_id and b.participant_id
+        remote_a = "sfu" if sfu else b.participant_id
+        remote_b = "sfu" if sfu else a.participant_id
+        (state_a, pair_a, _), (state_b, pair_b, _) = await asyncio.gather(
+            loop_a.call(_client_result(a, remote_a, timeout)),
+            loop_b.call(_client_result(b, remote_b, timeout)),
+        )
+        outcome.states = [state_a, state_b]
+        outcome.connected = all(state == "connected" for state in outcome.states)
+        if outcome.connected:
+            outcome.seconds = time.monotonic() - start
+            outcome.pairs = [pair_a, pair_b]
+            outcome.audio = list(
+                await asyncio.gather(
+                    loop_a.call(_client_audio(a, remote_a, AUDIO_FRAMES, 10)),
+                    loop_b.call(_client_audio(b, remote_b, AUDIO_FRAMES, 10)),
+                )
+            )
+    finally:
+        await asyncio.gather(
+            loop_a.call(_leave(a), 15), loop_b.call(_leave(b), 15), return_exceptions=True
+        )
+    return outcome
+
+
+async def _leave(client: VoiceClient) -> None:
+    with contextlib.suppress(Exception):
+        await client.leave()
+    await client.close()

@@ -1,0 +1,487 @@
+"""The hot path: tap publishers' Opus RTP and send it on to subscribers without decoding.
+
+aiortc would push every received packet through a jitter buffer (~80 ms) and an Opus
+decoder, and its senders would re-encode; a forwarder needs neither. The tap replaces a
+publisher receiver's `_handle_rtp_packet` (after SRTP unprotect and parsing, before the
+jitter buffer), so the decoder never sees a packet. Sending bypasses the subscriber's
+`RTCRtpSender`: the forwarder writes the RTP header itself and calls the subscriber's
+SRTP `protect` and UDP `sendto` directly. Python glue dominates the cost, so the work
+per subscriber is just those two calls; everything that can be shared is done once per
+*group* of subscribers.
+
+A group is the subscribers of one slot that want byte-identical packets: same payload
+type and header-extension ids (the "layout", fixed at negotiation) and the same
+sequence/timestamp offsets. Offsets are constant while a slot carries one source, so
+loss stays visible downstream, and are rebased when the slot's source changes so both
+numbers stay monotonic for every subscriber. A publisher never receives its own audio:
+while it is a slot's source its output of that slot sits in its own paused group.
+
+aiortc 1.16.0 is pinned because this module touches its private names (name-mangled
+sender/receiver counters, `RTCDtlsTransport._tx_srtp`, aioice's nominated pair).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import struct
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aioice.ice import StunProtocol
+from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender, clock
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket, RtpPacket
+
+logger = logging.getLogger(__name__)
+
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+OPUS_RATE = 48000
+OPUS_FRAME = 960  # 20 ms at 48 kHz: the smallest timestamp step after a source change
+# Sender Reports per output about once a second, spread with +-50 % jitter (RFC 3550 6.2).
+REPORT_INTERVAL = 1.0
+REPORT_TICK = 0.2
+
+_HEADER = struct.Struct("!BBHII")
+_NTP_PER_SECOND = 1 << 32
+
+# (protect, sendto, addr): the subscriber's SRTP protect and its UDP send.
+Sink = tuple[Callable[[bytes], bytes], Callable[[Any, Any], Any], Any]
+
+
+def _ext_block(elements: bytes) -> bytes:
+    """An RFC 8285 one-byte-header extension block (empty when there are no elements)."""
+    if not elements:
+        return b""
+    elements += b"\0" * (-len(elements) % 4)
+    return struct.pack("!HH", 0xBEDE, len(elements) // 4) + elements
+
+
+class Layout:
+    """What one subscriber's slot negotiated: Opus payload type and extension ids.
+
+    The extension block for every possible audio-level byte is built once, so a packet
+    header is one struct pack plus two concatenations.
+    """
+
+    __slots__ = ("ext_by_level", "ext_none", "key", "pt")
+
+    def __init__(self, pt: int, level_id: int | None, mid_id: int | None, mid: str | None) -> None:
+        self.pt = pt
+        self.key = (pt, level_id, mid_id, mid)
+        prefix = b""
+        if mid_id and mid and 1 <= mid_id <= 14 and 1 <= len(mid.encode()) <= 16:
+            raw = mid.encode()
+            prefix = bytes([(mid_id << 4) | (len(raw) - 1)]) + raw
+        self.ext_none = _ext_block(prefix)
+        if level_id and 1 <= level_id <= 14:
+            self.ext_by_level = tuple(
+                _ext_block(prefix + bytes([level_id << 4, value])) for value in range(256)
+            )
+        else:
+            self.ext_by_level = (self.ext_none,) * 256
+
+    @classmethod
+    def from_parameters(cls, pt: int, extensions: Iterable[Any], mid: str | None) -> Layout:
+        """From a transceiver's negotiated RTCRtpHeaderExtensionParameters."""
+        ids = {ext.uri: ext.id for ext in extensions}
+        return cls(pt, ids.get(AUDIO_LEVEL_URI), ids.get(MID_URI), mid)
+
+
+class _Group:
+    """Subscribers of one slot that receive byte-identical packets."""
+
+    __slots__ = (
+        "last_seq",
+        "last_time",
+        "last_ts",
+        "layout",
+        "octets",
+        "outputs",
+        "packets",
+        "paused",
+        "rebase",
+        "seq_off",
+        "sinks",
+        "ts_off",
+    )
+
+    def __init__(self, layout: Layout, clone: _Group | None = None, paused: bool = False) -> None:
+        self.layout = layout
+        self.sinks: list[Sink] = []
+        self.outputs: list[Output] = []
+        self.paused = paused
+        self.packets = 0
+        self.octets = 0
+        # Lower half of the sequence space: see aiortc's random_sequence_number.
+        self.seq_off: int = 0
+        self.ts_off: int = 0
+        self.last_seq: int = random.randrange(1 << 15)
+        self.last_ts: int = random.getrandbits(32)
+        self.last_time: float = time.monotonic()
+        self.rebase: bool = True
+        if clone is not None:
+            self.seq_off, self.ts_off = clone.seq_off, clone.ts_off
+            self.last_seq, self.last_ts = clone.last_seq, clone.last_ts
+            self.last_time, self.rebase = clone.last_time, clone.rebase
+
+    def rebase_to(self, seq: int, ts: int, now: float) -> None:
+        """Offsets so the next packet follows the last one sent, timestamp by wall time."""
+        step = max(OPUS_FRAME, int((now - self.last_time) * OPUS_RATE))
+        self.seq_off = (self.last_seq + 1 - seq) & 0xFFFF
+        self.ts_off = (self.last_ts + step - ts) & 0xFFFFFFFF
+        self.rebase = False
+
+
+class Output:
+    """One subscriber's slot: its sink, its sender (for Sender Reports) and counters."""
+
+    __slots__ = (
+        "acc_octets",
+        "acc_packets",
+        "base_octets",
+        "base_packets",
+        "group",
+        "index",
+        "layout",
+        "next_report",
+        "sender",
+        "sink",
+        "subscriber",
+    )
+
+    def __init__(
+        self, subscriber: str, index: int, layout: Layout, sink: Sink, sender: RTCRtpSender | None
+    ) -> None:
+        self.subscriber = subscriber
+        self.index = index
+        self.layout = layout
+        self.sink = sink
+        self.sender = sender
+        self.group: _Group | None = None
+        self.acc_packets = self.acc_octets = 0
+        self.base_packets = self.base_octets = 0
+        self.next_report = time.monotonic() + REPORT_INTERVAL * (0.5 + random.random())
+
+    def counts(self) -> tuple[int, int]:
+        """Packets and payload octets sent to this subscriber on this slot so far."""
+        group = self.group
+        if group is None:
+            return self.acc_packets, self.acc_octets
+        return (
+            self.acc_packets + group.packets - self.base_packets,
+            self.acc_octets + group.octets - self.base_octets,
+        )
+
+
+class _Slot:
+    __slots__ = ("groups", "index", "source", "ssrc")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.source: str | None = None
+        # One SSRC per room slot, shared by every subscriber's sender of that slot (each
+        # has its own SRTP session), so subscribers can share prepared packets.
+        self.ssrc = random.getrandbits(32) or 1
+        self.groups: list[_Group] = []
+
+
+class Forwarder:
+    """Forwards the sources of one room's slots to every subscriber's outputs."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = [_Slot(i) for i in range(slots)]
+        self._slot_of: dict[str, _Slot] = {}
+        self._outputs: dict[tuple[str, int], Output] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.packets_in = 0
+        self.packets_out = 0
+        self.send_errors = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run_reports())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    # ------------------------------------------------------------ control (not hot)
+
+    def ssrc(self, index: int) -> int:
+        return self.slots[index].ssrc
+
+    @property
+    def output_count(self) -> int:
+        return len(self._outputs)
+
+    def source(self, index: int) -> str | None:
+        return self.slots[index].source
+
+    def set_source(self, index: int, participant_id: str | None) -> None:
+        """Put `participant_id` (or nobody) into slot `index`; rebase every group."""
+        slot = self.slots[index]
+        old = slot.source
+        if old == participant_id:
+            return
+        if old is not None and self._slot_of.get(old) is slot:
+            del self._slot_of[old]
+        if participant_id is not None:
+            previous = self._slot_of.get(participant_id)
+            if previous is not None and previous is not slot:
+                self.set_source(previous.index, None)
+            self._slot_of[participant_id] = slot
+        slot.source = participant_id
+        for group in slot.groups:
+            group.paused = False
+            group.rebase = True
+        if participant_id is not None:
+            own = self._outputs.get((participant_id, index))
+            if own is not None and own.group is not None:
+                self._move(own, _Group(own.layout, clone=own.group, paused=True))
+        self._prune(slot)
+
+    def add_output(
+        self,
+        subscriber: str,
+        index: int,
+        layout: Layout,
+        sink: Sink,
+        sender: RTCRtpSender | None = None,
+    ) -> Output:
+        """Start sending slot `index` to a subscriber (replacing an older output)."""
+        self.remove_output(subscriber, index)
+        slot = self.slots[index]
+        out = Output(subscriber, index, layout, sink, sender)
+        if slot.source == subscriber:
+            group = _Group(layout, paused=True)
+        else:
+            candidates = [g for g in slot.groups if not g.paused and g.layout.key == layout.key]
+            group = max(candidates, key=lambda g: len(g.outputs)) if candidates else _Group(layout)
+        self._move(out, group)
+        self._outputs[(subscriber, index)] = out
+        return out
+
+    def remove_output(self, subscriber: str, index: int) -> None:
+        out = self._outputs.pop((subscriber, index), None)
+        if out is not None and out.group is not None:
+            self._leave(out)
+            self._prune(self.slots[index])
+
+    def remove_subscriber(self, subscriber: str) -> None:
+        for index in range(len(self.slots)):
+            self.remove_output(subscriber, index)
+
+    def outputs(self) -> list[Output]:
+        return list(self._outputs.values())
+
+    def _move(self, out: Output, group: _Group) -> None:
+        slot = self.slots[out.index]
+        if out.group is not None:
+            self._leave(out)
+        if group not in slot.groups:
+            slot.groups.append(group)
+        out.group = group
+        out.base_packets, out.base_octets = group.packets, group.octets
+        group.outputs.append(out)
+        group.sinks.append(out.sink)
+
+    @staticmethod
+    def _leave(out: Output) -> None:
+        group = out.group
+        assert group is not None
+        out.acc_packets += group.packets - out.base_packets
+        out.acc_octets += group.octets - out.base_octets
+        index = group.outputs.index(out)
+        del group.outputs[index]
+        del group.sinks[index]
+        out.group = None
+
+    @staticmethod
+    def _prune(slot: _Slot) -> None:
+        slot.groups = [g for g in slot.groups if g.outputs]
+
+    # ------------------------------------------------------------ hot path
+
+    def forward(self, source: str, packet: RtpPacket) -> None:
+        """Send one publisher packet to every subscriber of the slot it occupies."""
+        self.packets_in += 1
+        slot = self._slot_of.get(source)
+        if slot is None:
+            return
+        payload = packet.payload
+        level = packet.extensions.audio_level
+        level_byte = -1 if level is None else ((0x80 if level[0] else 0) | level[1])
+        seq = packet.sequence_number
+        ts = packet.timestamp
+        marker = packet.marker << 7
+        ssrc = slot.ssrc
+        now = time.monotonic()
+        pack = _HEADER.pack
+        sent = 0
+        for group in slot.groups:
+            sinks = group.sinks
+            if group.paused or not sinks:
+                continue
+            if group.rebase:
+                group.rebase_to(seq, ts, now)
+            out_seq = (seq + group.seq_off) & 0xFFFF
+            out_ts = (ts + group.ts_off) & 0xFFFFFFFF
+            layout = group.layout
+            ext = layout.ext_none if level_byte < 0 else layout.ext_by_level[level_byte]
+            data = pack(0x90 if ext else 0x80, marker | layout.pt, out_seq, out_ts, ssrc)
+            data += ext
+            data += payload
+            for protect, sendto, addr in sinks:
+                try:
+                    sendto(protect(data), addr)
+                except Exception:
+                    self.send_errors += 1
+            sent += len(sinks)
+            if (out_seq - group.last_seq) & 0xFFFF < 0x8000:
+                group.last_seq = out_seq
+                group.last_ts = out_ts
+            group.last_time = now
+            group.packets += 1
+            group.octets += len(payload)
+        self.packets_out += sent
+
+    # ------------------------------------------------------------ Sender Reports
+
+    async def _run_reports(self) -> None:
+        """Send each output's SR (+ SDES) about once a second with truthful counters."""
+        try:
+            while True:
+                await asyncio.sleep(REPORT_TICK)
+                now = time.monotonic()
+                due = [o for o in self._outputs.values() if o.next_report <= now]
+                for out in due:
+                    out.next_report = now + REPORT_INTERVAL * (0.5 + random.random())
+                    try:
+                        await self._report(out, now)
+                    except ConnectionError:
+                        pass
+                    except Exception:
+                        logger.exception("sender report for %s failed", out.subscriber)
+        except asyncio.CancelledError:
+            pass
+
+    async def _report(self, out: Output, now: float) -> None:
+        sender, group = out.sender, out.group
+        if sender is None or group is None:
+            return
+        packets, octets = out.counts()
+        if not packets:
+            return
+        ssrc = self.slots[out.index].ssrc
+        # The NTP time at which the last packet (timestamp group.last_ts) was sent.
+        ntp = clock.current_ntp_time() - int((now - group.last_time) * _NTP_PER_SECOND)
+        report = RtcpSrPacket(
+            ssrc=ssrc,
+            sender_info=RtcpSenderInfo(
+                ntp_timestamp=ntp,
+                rtp_timestamp=group.last_ts,
+                packet_count=packets & 0xFFFFFFFF,
+                octet_count=octets & 0xFFFFFFFF,
+            ),
+        )
+        data = bytes(report)
+        cname = getattr(sender, "_RTCRtpSender__cname", None)
+        if cname:
+            data += bytes(
+                RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=ssrc, items=[(1, cname.encode())])])
+            )
+        # Keep the sender's own view (getStats, RTT from receiver reports) consistent.
+        sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
+        sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
+        sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
+        sender._RTCRtpSender__rtp_timestamp = group.last_ts  # type: ignore[attr-defined]
+        sender._RTCRtpSender__lsr = (ntp >> 16) & 0xFFFFFFFF  # type: ignore[attr-defined]
+        sender._RTCRtpSender__lsr_time = time.time() - (now - group.last_time)  # type: ignore[attr-defined]
+        await sender.transport._send_rtp(data)
+
+
+# ---------------------------------------------------------------- aiortc glue
+
+
+def make_sink(dtls: RTCDtlsTransport, tasks: set[asyncio.Task[None]]) -> Sink | None:
+    """The direct send path of a connected transport, or None if it is not connected.
+
+    Host and server-reflexive pairs send with the UDP transport's `sendto` (no
+    coroutine, no aioice lookup); a TURN-relayed pair goes through aioice's coroutine
+    as a task kept in `tasks`.
+    """
+    srtp = dtls._tx_srtp
+    if srtp is None or dtls.state != "connected":
+        return None
+    connection = dtls.transport._connection
+    pair = connection._nominated.get(1)
+    if pair is None:
+        return None
+    protocol = pair.protocol
+    if type(protocol) is StunProtocol:
+        return (srtp.protect, protocol.transport.sendto, pair.remote_addr)
+    loop = asyncio.get_running_loop()
+
+    def relay(data: bytes, addr: Any) -> None:
+        task = loop.create_task(protocol.send_data(data, addr))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return (srtp.protect, relay, pair.remote_addr)
+
+
+def quiet_sender(sender: RTCRtpSender) -> None:
+    """Stop aiortc's own RTP/RTCP loops for a sender the forwarder feeds.
+
+    Without a track its RTP loop would poll every 20 ms and its RTCP loop would send
+    Sender Reports with zero counters; the forwarder sends truthful ones instead.
+    Must be called before the sender is started (before setLocalDescription).
+    """
+
+    def idle(started: str, exited: str) -> Callable[..., Any]:
+        async def run(*_: Any) -> None:
+            getattr(sender, started).set()
+            try:
+                await asyncio.get_running_loop().create_future()
+            except asyncio.CancelledError:
+                pass
+            finally:
+                getattr(sender, exited).set()
+
+        return run
+
+    sender._run_rtp = idle("_RTCRtpSender__rtp_started", "_RTCRtpSender__rtp_exited")  # type: ignore[method-assign]
+    sender._run_rtcp = idle("_RTCRtpSender__rtcp_started", "_RTCRtpSender__rtcp_exited")  # type: ignore[method-assign]
+
+
+def tap_receiver(
+    receiver: RTCRtpReceiver, payload_type: int, on_packet: Callable[[RtpPacket], None]
+) -> None:
+    """Route a receiver's parsed RTP to `on_packet` instead of its jitter buffer/decoder.
+
+    Keeps the receiver's per-SSRC statistics so its RTCP Receiver Reports stay truthful.
+    Packets of any other payload type are dropped.
+    """
+    streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+
+    async def handle(packet: RtpPacket, arrival_time_ms: int = 0) -> None:
+        if packet.payload_type != payload_type:
+            return
+        stats = streams.get(packet.ssrc)
+        if stats is None:
+            stats = streams[packet.ssrc] = StreamStatistics(OPUS_RATE)
+        stats.add(packet)
+        on_packet(packet)
+
+    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]

@@ -1,0 +1,569 @@
+"""The SFU worker process: one control connection to a server, many peer connections.
+
+A worker is its own process (one per core: everything here runs on one event loop
+under the GIL). `Worker` is the whole brain and has no network code of its own: it
+takes control frames through `handle()` and hands its outgoing frames to an `emit`
+callback, so tests can drive it in-process with real aiortc peers. `main()` wraps it
+in the WebSocket client that talks to the server's `/sfu/ws`.
+
+Media contract (docs/architecture.md): a participant's offer carries `slots` recvonly
+audio m-lines first (slot i is the i-th m-line), then, if it may publish, one sendonly
+microphone m-line. Anything else is answered inactive; so is a microphone m-line of a
+participant whose `canPublish` is false.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aioice.ice
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.rtp import RtpPacket
+from aiortc.sdp import candidate_from_sdp
+from pydantic import ValidationError
+
+from server.config import Config
+from server.protocol import (
+    TO_WORKER_FRAMES,
+    SlotAssignment,
+    ToWorkerParticipantLeft,
+    ToWorkerRoomClosed,
+    ToWorkerSignal,
+    WorkerHello,
+    WorkerLoad,
+    WorkerRoomState,
+    WorkerSignal,
+    WorkerSlots,
+)
+
+from .forwarder import Forwarder, Layout, make_sink, quiet_sender, tap_receiver
+from .slots import SlotSelector
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+TOKEN_ENV = "YAHAML_VOICE_SFU_TOKEN"
+PARENT_ENV = "YAHAML_VOICE_SFU_PARENT"
+# Slot selection runs this often; a speaker change shows up within one tick + hold.
+TICK = 0.1
+# A publisher "carries audio" (roomState.audioFrom) while its last packet is this recent.
+AUDIO_FRESH = 2.0
+LOAD_INTERVAL = 1.0
+# A packet without the audio-level extension counts as speech at this level (-dBov).
+DEFAULT_LEVEL = 40
+MAX_QUEUED_SIGNALS = 64
+
+
+class SignalError(Exception):
+    """An offer or candidate the worker cannot use (logged; the client gets no answer)."""
+
+
+def restrict_ice_addresses(addresses: Sequence[str]) -> None:
+    """Gather host ICE candidates only on `addresses` (this process; empty: aioice's choice).
+
+    aioice gathers on every interface except 127.0.0.1 and has no option for it; the
+    worker (and the test labs, which must stay on loopback) need to pick.
+    """
+    if addresses:
+        chosen = list(addresses)
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(chosen)
+
+
+def _opus_only(transceiver: RTCRtpTransceiver) -> int:
+    """Keep only Opus (we forward, never transcode) and ask for in-band FEC."""
+    for codec in transceiver._codecs:
+        if codec.mimeType.lower() == "audio/opus":
+            opus = copy.deepcopy(codec)
+            opus.parameters = {**opus.parameters, "minptime": 10, "useinbandfec": 1}
+            transceiver._codecs = [opus]
+            return int(opus.payloadType or 0)
+    raise SignalError("the offer has no Opus codec")
+
+
+class Peer:
+    """One participant's peer connection to the worker."""
+
+    def __init__(self, room: Room, participant_id: str) -> None:
+        self.room = room
+        self.id = participant_id
+        self.callsign = ""
+        self.can_publish = False
+        self.pc: RTCPeerConnection | None = None
+        self.slot_transceivers: list[tuple[int, RTCRtpTransceiver]] = []
+        self.publishing = False
+        self.last_audio = float("-inf")
+        self._inbox: asyncio.Queue[ToWorkerSignal] = asyncio.Queue(MAX_QUEUED_SIGNALS)
+        self._task: asyncio.Task[None] | None = None
+        self._pending_candidates: list[ToWorkerSignal] = []
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def put(self, message: ToWorkerSignal) -> None:
+        try:
+            self._inbox.put_nowait(message)
+        except asyncio.QueueFull:
+            logger.warning("dropping signal from %s: too many queued", self.id)
+
+    async def _run(self) -> None:
+        while True:
+            message = await self._inbox.get()
+            try:
+                if message.type == "offer":
+                    await self._offer(message)
+                elif message.type == "ice-candidate":
+                    await self._candidate(message)
+                else:
+                    logger.info("ignoring %s from %s", message.type, self.id)
+            except asyncio.CancelledError:
+                raise
+            except SignalError as exc:
+                logger.warning("signal from %s in %s rejected: %s", self.id, self.room.id, exc)
+            except Exception:
+                logger.exception("signal from %s in %s failed", self.id, self.room.id)
+
+    async def _offer(self, message: ToWorkerSignal) -> None:
+        data = message.data or {}
+        sdp = data.get("sdp")
+        if not isinstance(sdp, str) or not sdp or data.get("type", "offer") != "offer":
+            raise SignalError("offer without an SDP")
+        await self._close_pc()  # a new offer means a new connection (new epoch, restart)
+        self.callsign = message.callsign
+        self.can_publish = message.canPublish
+        pc = self.pc = RTCPeerConnection(self.room.worker.rtc_configuration())
+        pc.on("connectionstatechange", lambda: self._state_changed(pc))
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except (ValueError, AssertionError) as exc:
+            raise SignalError(f"bad offer: {exc}") from exc
+        except Exception as exc:  # aiortc raises various errors for offers it cannot use
+            raise SignalError(f"unusable offer: {type(exc).__name__}: {exc}") from exc
+        self._configure(pc)
+        for queued in self._pending_candidates:
+            await self._candidate(queued)
+        self._pending_candidates.clear()
+        await pc.setLocalDescription(await pc.createAnswer())
+        local = pc.localDescription
+        self.room.worker.emit(
+            "signal",
+            WorkerSignal(
+                roomId=self.room.id,
+                to=self.id,
+                type="answer",
+                data={"type": local.type, "sdp": local.sdp},
+            ).model_dump(),
+        )
+
+    def _configure(self, pc: RTCPeerConnection) -> None:
+        """Directions, codecs and taps for the m-lines of a fresh offer."""
+        slots = self.room.forwarder.slots
+        self.slot_transceivers = []
+        publishing = False
+        for index, transceiver in enumerate(pc.getTransceivers()):
+            offered = transceiver._offerDirection  # our side's view of the remote's offer
+            if transceiver.kind != "audio":
+                transceiver.direction = "inactive"
+                continue
+            pt = _opus_only(transceiver)
+            if index < len(slots) and offered in ("sendonly", "sendrecv"):
+                transceiver.direction = "sendonly"
+                sender = transceiver.sender
+                sender._ssrc = self.room.forwarder.ssrc(index)
+                quiet_sender(sender)
+                self.slot_transceivers.append((index, transceiver))
+            elif (
+                index >= len(slots)
+                and offered in ("recvonly", "sendrecv")
+                and self.can_publish
+                and not publishing
+            ):
+                transceiver.direction = "recvonly"
+                tap_receiver(transceiver.receiver, pt, self._on_packet)
+                publishing = True
+            else:
+                if index >= len(slots) and not self.can_publish:
+                    logger.info("%s may not publish: its send m-line is inactive", self.id)
+                transceiver.direction = "inactive"
+        self.publishing = publishing
+        if publishing:
+            self.room.selector.add(self.id)
+
+    def _on_packet(self, packet: RtpPacket) -> None:
+        now = time.monotonic()
+        self.last_audio = now
+        level = packet.extensions.audio_level
+        self.room.selector.observe(self.id, DEFAULT_LEVEL if level is None else level[1], now)
+        self.room.forwarder.forward(self.id, packet)
+
+    async def _candidate(self, message: ToWorkerSignal) -> None:
+        if self.pc is None or self.pc.remoteDescription is None:
+            if len(self._pending_candidates) < MAX_QUEUED_SIGNALS:
+                self._pending_candidates.append(message)
+            return
+        data = message.data or {}
+        line = data.get("candidate") or ""
+        if not isinstance(line, str) or not line:
+            return  # end of candidates
+        try:
+            candidate = candidate_from_sdp(line.split(":", 1)[1] if ":" in line else line)
+        except (ValueError, IndexError) as exc:
+            raise SignalError(f"bad candidate {line!r}") from exc
+        mid, index = data.get("sdpMid"), data.get("sdpMLineIndex")
+        candidate.sdpMid = mid if isinstance(mid, str) else None
+        candidate.sdpMLineIndex = index if isinstance(index, int) else None
+        if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
+            candidate.sdpMLineIndex = 0
+        await self.pc.addIceCandidate(candidate)
+
+    def _state_changed(self, pc: RTCPeerConnection) -> None:
+        if pc is not self.pc:
+            return
+        state = pc.connectionState
+        logger.info("%s in %s: connection %s", self.id, self.room.id, state)
+        if state == "connected":
+            self._attach(pc)
+        elif state in ("failed", "closed"):
+            self._detach()
+
+    def _attach(self, pc: RTCPeerConnection) -> None:
+        forwarder = self.room.forwarder
+        for index, transceiver in self.slot_transceivers:
+            sink = make_sink(transceiver.sender.transport, self.room.worker.send_tasks)
+            if sink is None:
+                logger.warning("%s slot %d: transport not ready", self.id, index)
+                continue
+            layout = Layout.from_parameters(
+                int(transceiver._codecs[0].payloadType or 0),
+                transceiver._headerExtensions,
+                transceiver.mid,
+            )
+            forwarder.add_output(self.id, index, layout, sink, transceiver.sender)
+        self.room.announce_slots()
+
+    def _detach(self) -> None:
+        self.room.forwarder.remove_subscriber(self.id)
+        if self.publishing:
+            self.room.selector.remove(self.id)
+            self.publishing = False
+            self.room.apply_slots()
+
+    async def _close_pc(self) -> None:
+        pc, self.pc = self.pc, None
+        self._detach()
+        if pc is not None:
+            await pc.close()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._close_pc()
+
+
+class Room:
+    """One room placed on this worker: its peers, slots and forwarder."""
+
+    def __init__(self, worker: Worker, room_id: str) -> None:
+        self.worker = worker
+        self.id = room_id
+        sfu = worker.config.sfu
+        self.forwarder = Forwarder(sfu.slots)
+        self.selector = SlotSelector(sfu.slots, float(sfu.slot_hold))
+        self.peers: dict[str, Peer] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._audio_from: list[str] = []
+
+    def start(self) -> None:
+        self.forwarder.start()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for peer in list(self.peers.values()):
+            await peer.close()
+        self.peers.clear()
+        await self.forwarder.stop()
+
+    def peer(self, participant_id: str) -> Peer:
+        peer = self.peers.get(participant_id)
+        if peer is None:
+            peer = self.peers[participant_id] = Peer(self, participant_id)
+            peer.start()
+        return peer
+
+    async def remove(self, participant_id: str) -> None:
+        peer = self.peers.pop(participant_id, None)
+        if peer is not None:
+            await peer.close()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            if self.selector.update(now):
+                self.apply_slots()
+            audio_from = sorted(
+                p.id for p in self.peers.values() if now - p.last_audio < AUDIO_FRESH
+            )
+            if audio_from != self._audio_from:
+                self._audio_from = audio_from
+                self.worker.emit(
+                    "roomState", WorkerRoomState(roomId=self.id, audioFrom=audio_from).model_dump()
+                )
+
+    def apply_slots(self) -> None:
+        """Push the selector's mapping into the forwarder and tell the server."""
+        for index, participant_id in enumerate(self.selector.slots):
+            self.forwarder.set_source(index, participant_id)
+        self.announce_slots()
+
+    def announce_slots(self) -> None:
+        slots = [
+            SlotAssignment(index=i, participantId=pid) for i, pid in enumerate(self.selector.slots)
+        ]
+        self.worker.emit(
+            "slots",
+            WorkerSlots(
+                roomId=self.id, slots=slots, speaking=list(self.selector.speaking)
+            ).model_dump(),
+        )
+
+    @property
+    def stream_count(self) -> int:
+        return self.forwarder.output_count
+
+
+class Worker:
+    """Rooms, peers and the control protocol of one worker process (no network code)."""
+
+    def __init__(self, config: Config, worker_id: str, emit: Emit) -> None:
+        self.config = config
+        self.id = worker_id
+        self.emit = emit
+        self.rooms: dict[str, Room] = {}
+        self.send_tasks: set[asyncio.Task[None]] = set()
+        self._cpu_mark = (time.monotonic(), time.process_time())
+
+    def hello(self) -> dict[str, Any]:
+        return WorkerHello(
+            workerId=self.id,
+            slots=self.config.sfu.slots,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+        ).model_dump()
+
+    def load(self) -> dict[str, Any]:
+        """Load since the previous call; `cpu` is the share of one core (0..1+)."""
+        wall, cpu = time.monotonic(), time.process_time()
+        last_wall, last_cpu = self._cpu_mark
+        self._cpu_mark = (wall, cpu)
+        share = (cpu - last_cpu) / (wall - last_wall) if wall > last_wall else 0.0
+        return WorkerLoad(
+            rooms=len(self.rooms),
+            peers=sum(len(r.peers) for r in self.rooms.values()),
+            streams=sum(r.stream_count for r in self.rooms.values()),
+            cpu=round(max(share, 0.0), 4),
+        ).model_dump()
+
+    def rtc_configuration(self) -> RTCConfiguration:
+        servers: list[RTCIceServer] = []
+        if self.config.sfu.use_turn and self.config.ice.turn.urls:
+            from server.auth import ice_config
+
+            for server in ice_config(self.config, self.id).iceServers:
+                servers.append(
+                    RTCIceServer(
+                        urls=server.urls, username=server.username, credential=server.credential
+                    )
+                )
+        return RTCConfiguration(iceServers=servers)
+
+    async def handle(self, frame: str | bytes | dict[str, Any]) -> None:
+        """Validate and apply one server frame; a bad frame is logged, never raised."""
+        try:
+            if isinstance(frame, str | bytes):
+                frame = json.loads(frame)
+            if not isinstance(frame, dict):
+                raise ValueError("a frame must be a JSON object")
+            kind, data = frame.get("type"), frame.get("data")
+            if kind == "error":
+                logger.warning("server error: %s", data)
+                return
+            model = TO_WORKER_FRAMES.get(kind) if isinstance(kind, str) else None
+            if model is None:
+                raise ValueError(f"unknown frame type {kind!r}")
+            message = model.model_validate(data)
+        except (ValueError, ValidationError) as exc:
+            logger.warning("ignoring bad frame from server: %s", str(exc).splitlines()[0])
+            return
+        try:
+            if isinstance(message, ToWorkerSignal):
+                room = self.rooms.get(message.roomId)
+                if room is None:
+                    room = self.rooms[message.roomId] = Room(self, message.roomId)
+                    room.start()
+                room.peer(message.from_).put(message)
+            elif isinstance(message, ToWorkerParticipantLeft):
+                room = self.rooms.get(message.roomId)
+                if room is not None:
+                    await room.remove(message.participantId)
+                    if not room.peers:
+                        await self._close_room(message.roomId)
+            elif isinstance(message, ToWorkerRoomClosed):
+                await self._close_room(message.roomId)
+        except Exception:
+            logger.exception("handling %s failed", type(message).__name__)
+
+    async def _close_room(self, room_id: str) -> None:
+        room = self.rooms.pop(room_id, None)
+        if room is not None:
+            await room.stop()
+
+    async def stop(self) -> None:
+        for room_id in list(self.rooms):
+            await self._close_room(room_id)
+        for task in list(self.send_tasks):
+            task.cancel()
+
+
+# ---------------------------------------------------------------- process entry point
+
+
+def worker_url(config: Config, server_url: str | None) -> str:
+    """The `/sfu/ws` URL from --server, sfu.server_url or the local server address."""
+    base = (
+        server_url or config.sfu.server_url or f"http://{config.server.host}:{config.server.port}"
+    )
+    base = base.rstrip("/")
+    for http, ws in (("https://", "wss://"), ("http://", "ws://")):
+        if base.startswith(http):
+            base = ws + base[len(http) :]
+    if not base.startswith(("ws://", "wss://")):
+        base = "ws://" + base
+    return base if base.endswith("/sfu/ws") else base + "/sfu/ws"
+
+
+def worker_token(config: Config) -> str:
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        return token
+    from server.auth import issue_token
+
+    return issue_token(config, "SFU", role="sfu")[0]
+
+
+async def serve(
+    config: Config, url: str, worker_id: str, stop: asyncio.Event, reconnect_delay: float = 1.0
+) -> None:
+    """Stay connected to the server (reconnecting with backoff) until `stop` is set."""
+    import websockets
+    from websockets.exceptions import WebSocketException
+
+    outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=10000)
+
+    def emit(kind: str, data: dict[str, Any]) -> None:
+        try:
+            outbox.put_nowait(json.dumps({"type": kind, "data": data}))
+        except asyncio.QueueFull:
+            logger.warning("control queue full: dropping %s", kind)
+
+    worker = Worker(config, worker_id, emit)
+    delay = reconnect_delay
+    try:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                headers = {"Authorization": f"Bearer {worker_token(config)}"}
+                async with websockets.connect(
+                    url, additional_headers=headers, max_size=2**20
+                ) as ws:
+                    logger.info("worker %s connected to %s", worker_id, url)
+                    await ws.send(json.dumps({"type": "hello", "data": worker.hello()}))
+                    await _session(ws, worker, outbox, stop)
+            except (TimeoutError, OSError, WebSocketException) as exc:
+                logger.warning("control connection to %s: %s", url, exc)
+            if stop.is_set():
+                break
+            if time.monotonic() - started > 30:
+                delay = reconnect_delay
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 15.0)
+    finally:
+        await worker.stop()
+
+
+async def _session(
+    ws: Any, worker: Worker, outbox: asyncio.Queue[str], stop: asyncio.Event
+) -> None:
+    async def reader() -> None:
+        async for frame in ws:
+            await worker.handle(frame)
+
+    async def writer() -> None:
+        while True:
+            await ws.send(await outbox.get())
+
+    async def heartbeat() -> None:
+        parent = os.environ.get(PARENT_ENV)
+        while True:
+            worker.emit("load", worker.load())
+            if parent and str(os.getppid()) != parent:
+                logger.warning("parent process %s is gone: stopping", parent)
+                stop.set()
+            await asyncio.sleep(LOAD_INTERVAL)
+
+    tasks = [asyncio.ensure_future(c) for c in (reader(), writer(), heartbeat(), stop.wait())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def main(config: Config, server_url: str | None = None, worker_id: str | None = None) -> int:
+    """`yahaml-voice sfu`: run one worker until SIGTERM/SIGINT."""
+    logging.basicConfig(
+        level=getattr(logging, config.server.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    restrict_ice_addresses(config.sfu.ice_addresses)
+    worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    url = worker_url(config, server_url)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(config, url, worker_id, stop)
+
+    asyncio.run(run())
+    return 0

@@ -1,0 +1,822 @@
+"""Redis Store and Bus: several server processes (and their SFU workers) share rooms.
+
+Layout, every name under `redis.prefix` (default `yv:`):
+
+    r:<room>:p        hash  participant id -> JSON ParticipantRecord
+    r:<room>:state    JSON RoomState (compare-and-set on its epoch)
+    p:<pid>:rooms     set   rooms the participant holds a seat in
+    s:<pid>           hash  socket id -> node id (the server process holding it)
+    n:<node>          node liveness, expires unless the node heartbeats (`node_alive`)
+    workers           zset  worker id scored by its expiry (Redis clock, ms)
+    workers:rec       hash  worker id -> JSON WorkerRecord
+    <channel>         pub/sub channel of the bus (`p:<pid>`, `w:<worker>`)
+
+Multi-key rules run as Lua scripts so they are atomic without locks. A socket only
+counts while its node's key lives, so the clients of a server process that died get
+their grace period and are then reaped by any other process.
+
+Redis without persistence may restart empty. The store notices on the next heartbeat
+(its node key is gone or was recreated by someone else) and calls `on_reconnect` so the
+server re-announces what it owns; the bus reconnects with backoff and resubscribes its
+channels by itself. Neither ever lets a Redis outage escape as anything but
+`StoreUnavailable` (a `StoreError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from .config import Config
+from .store import JoinResult, ParticipantRecord, RoomFull, RoomState, StoreError, WorkerRecord
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+# Messages a slow subscriber may have waiting before it loses the newest ones (as memory).
+QUEUE_LIMIT = 1024
+# Store connections per process; callers beyond that wait for a free one.
+POOL_SIZE = 32
+# How long start() waits for Redis before giving up (later outages are waited out).
+START_TIMEOUT = 10.0
+# Node TTL used when a socket opens before the node's first heartbeat.
+DEFAULT_NODE_TTL = 10.0
+# The pub/sub connection pings when idle and is replaced when a ping goes unanswered.
+PING_EVERY = 5.0
+DEAD_AFTER = 3 * PING_EVERY
+# Reconnect backoff of the pub/sub reader (seconds).
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 5.0
+# Publishes sent to Redis in one pipeline round trip at most.
+PUBLISH_BATCH = 256
+# Expired workers stay listed for remove_worker() this long, then are pruned (ms).
+WORKER_KEEP_MS = 3_600_000
+# Optimistic update retries before giving up (only concurrent writers of one record race).
+UPDATE_RETRIES = 50
+
+_OUTAGE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+
+class StoreUnavailable(StoreError):
+    """Redis cannot be reached right now (handlers answer 503; loops retry)."""
+
+
+@contextlib.contextmanager
+def _guard(what: str) -> Iterator[None]:
+    try:
+        yield
+    except _OUTAGE as exc:
+        raise StoreUnavailable(f"redis unavailable during {what}: {exc}") from exc
+
+
+def _pool_options() -> dict[str, Any]:
+    # RESP2 everywhere: Lua `false` is a nil, pub/sub messages are plain arrays.
+    return {
+        "protocol": 2,
+        "socket_connect_timeout": 5.0,
+        "socket_timeout": 10.0,
+        "socket_keepalive": True,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+        "retry_on_error": [redis_errors.ConnectionError, redis_errors.TimeoutError],
+        "client_name": "yahaml-voice",
+    }
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+# Counts a participant's sockets whose node is alive, forgetting those of dead nodes.
+_LIVE = """
+local function live(key, nodeprefix)
+  local all = redis.call('HGETALL', key)
+  local n = 0
+  for i = 1, #all, 2 do
+    if redis.call('EXISTS', nodeprefix .. all[i + 1]) == 1 then
+      n = n + 1
+    else
+      redis.call('HDEL', key, all[i])
+    end
+  end
+  return n
+end
+"""
+
+# KEYS room hash, rooms-of set; ARGV pid, record json, limit, room id
+_JOIN = """
+local n = redis.call('HLEN', KEYS[1])
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if existing then
+  redis.call('SADD', KEYS[2], ARGV[4])
+  return {0, existing, n}
+end
+if n >= tonumber(ARGV[3]) then
+  return {-1, '', n}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[4])
+return {1, ARGV[2], n + 1}
+"""
+
+# KEYS room hash, rooms-of set; ARGV pid, room id
+_LEAVE = """
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if not existing then
+  return false
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[2], ARGV[2])
+return existing
+"""
+
+# KEYS room hash, rooms-of set, sockets hash; ARGV pid, cutoff, room id, node prefix
+_LEAVE_IF_GONE = (
+    _LIVE
+    + """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then
+  return false
+end
+local since = cjson.decode(raw)['disconnected_at']
+if since == nil or since == cjson.null or tonumber(since) > tonumber(ARGV[2]) then
+  return false
+end
+if live(KEYS[3], ARGV[4]) > 0 then
+  return false
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[2], ARGV[3])
+return raw
+"""
+)
+
+# KEYS room hash; ARGV pid, expected json, new json. 1 written, 0 changed meanwhile, -1 gone
+_UPDATE = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then
+  return -1
+end
+if raw ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+# KEYS sockets hash, node key; ARGV socket id, node id, node ttl ms, node prefix
+_SOCKET_OPENED = (
+    _LIVE
+    + """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[2], '0', 'PX', ARGV[3], 'NX')
+return live(KEYS[1], ARGV[4])
+"""
+)
+
+# KEYS sockets hash; ARGV socket id (may be empty), node prefix
+_SOCKET_CLOSED = (
+    _LIVE
+    + """
+if ARGV[1] ~= '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return live(KEYS[1], ARGV[2])
+"""
+)
+
+# KEYS state key; ARGV new json, expected epoch
+_ROOM_CAS = """
+local current = redis.call('GET', KEYS[1])
+local epoch = 0
+if current then
+  epoch = tonumber(cjson.decode(current)['epoch'])
+end
+if epoch ~= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS zset, records hash; ARGV worker id, json, ttl ms
+_WORKER_SEEN = (
+    _NOW_MS
+    + """
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+)
+
+# KEYS zset, records hash; ARGV keep ms
+_WORKERS = (
+    _NOW_MS
+    + """
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+for _, id in ipairs(old) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+if #ids == 0 then
+  return {}
+end
+return redis.call('HMGET', KEYS[2], unpack(ids))
+"""
+)
+
+# KEYS zset, records hash; ARGV worker id
+_REMOVE_WORKER = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+class _Hooks:
+    """Runs the on_reconnect callbacks one batch at a time, never raising into the caller."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.callbacks: list[Hook] = []
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    def fire(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.create_task(self._run(), name=f"{self.what}-on-reconnect")
+
+    async def _run(self) -> None:
+        while True:
+            self._again = False
+            for callback in list(self.callbacks):
+                try:
+                    await callback()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("%s: on_reconnect callback %r failed", self.what, callback)
+            if not self._again:
+                return
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+async def _wait_for_redis(client: Redis, url_for_log: str) -> None:
+    """Ping until Redis answers or START_TIMEOUT passes; a wrong password fails at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + START_TIMEOUT
+    delay = BACKOFF_MIN
+    while True:
+        try:
+            await client.ping()
+            return
+        except redis_errors.AuthenticationError as exc:
+            raise StoreUnavailable(
+                f"redis at {url_for_log} refused our credentials: {exc}"
+            ) from exc
+        except _OUTAGE as exc:
+            if loop.time() + delay > deadline:
+                raise StoreUnavailable(f"redis at {url_for_log} is unreachable: {exc}") from exc
+            log.warning("redis at %s not reachable yet (%s); retrying", url_for_log, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
+
+
+class RedisStore:
+    """Store over Redis; see the module docstring for the key layout."""
+
+    name = "redis"
+
+    def __init__(self, url: str, prefix: str = "yv:") -> None:
+        self.url = url
+        self.prefix = prefix
+        self._hooks = _Hooks("store")
+        # Async callables run after Redis lost what this process wrote (restart, flush,
+        # or this node's liveness lapsed): the server re-announces its sockets there.
+        self.on_reconnect: list[Hook] = self._hooks.callbacks
+        self._pool = BlockingConnectionPool.from_url(
+            url, max_connections=POOL_SIZE, timeout=10, decode_responses=True, **_pool_options()
+        )
+        self._client = Redis(connection_pool=self._pool)
+        # Proves to node_alive that the node key is still the one this process wrote.
+        self._token = uuid.uuid4().hex
+        self._node_ttl: dict[str, float] = {}
+        self._join = self._client.register_script(_JOIN)
+        self._leave = self._client.register_script(_LEAVE)
+        self._leave_if_gone = self._client.register_script(_LEAVE_IF_GONE)
+        self._update = self._client.register_script(_UPDATE)
+        self._socket_opened = self._client.register_script(_SOCKET_OPENED)
+        self._socket_closed = self._client.register_script(_SOCKET_CLOSED)
+        self._room_cas = self._client.register_script(_ROOM_CAS)
+        self._worker_seen = self._client.register_script(_WORKER_SEEN)
+        self._workers = self._client.register_script(_WORKERS)
+        self._remove_worker = self._client.register_script(_REMOVE_WORKER)
+
+    # keys ------------------------------------------------------------------------------
+    def _room(self, room_id: str) -> str:
+        return f"{self.prefix}r:{room_id}:p"
+
+    def _state(self, room_id: str) -> str:
+        return f"{self.prefix}r:{room_id}:state"
+
+    def _rooms_of(self, participant_id: str) -> str:
+        return f"{self.prefix}p:{participant_id}:rooms"
+
+    def _sockets(self, participant_id: str) -> str:
+        return f"{self.prefix}s:{participant_id}"
+
+    @property
+    def _node_prefix(self) -> str:
+        return f"{self.prefix}n:"
+
+    def _worker_keys(self) -> list[str]:
+        return [f"{self.prefix}workers", f"{self.prefix}workers:rec"]
+
+    # lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await _wait_for_redis(self._client, _redact(self.url))
+        log.info("redis store at %s (prefix %r)", _redact(self.url), self.prefix)
+
+    async def stop(self) -> None:
+        await self._hooks.stop()
+        await self._client.aclose()
+        await self._pool.disconnect()
+
+    # participants ----------------------------------------------------------------------
+    async def join(self, room_id: str, record: ParticipantRecord, limit: int) -> JoinResult:
+        with _guard("join"):
+            status, raw, count = await self._join(
+                keys=[self._room(room_id), self._rooms_of(record.id)],
+                args=[record.id, _dumps(record.to_dict()), limit, room_id],
+            )
+        if int(status) < 0:
+            raise RoomFull(room_id)
+        return JoinResult(
+            ParticipantRecord.from_dict(json.loads(raw)), int(status) == 1, int(count)
+        )
+
+    async def leave(self, room_id: str, participant_id: str) -> ParticipantRecord | None:
+        with _guard("leave"):
+            raw = await self._leave(
+                keys=[self._room(room_id), self._rooms_of(participant_id)],
+                args=[participant_id, room_id],
+            )
+        return ParticipantRecord.from_dict(json.loads(raw)) if raw else None
+
+    async def leave_if_gone(
+        self, room_id: str, participant_id: str, disconnected_before: float
+    ) -> ParticipantRecord | None:
+        with _guard("leave_if_gone"):
+            raw = await self._leave_if_gone(
+                keys=[
+                    self._room(room_id),
+                    self._rooms_of(participant_id),
+                    self._sockets(participant_id),
+                ],
+                args=[participant_id, repr(float(disconnected_before)), room_id, self._node_prefix],
+            )
+        return ParticipantRecord.from_dict(json.loads(raw)) if raw else None
+
+    async def participant(self, room_id: str, participant_id: str) -> ParticipantRecord | None:
+        with _guard("participant"):
+            raw = await self._client.hget(self._room(room_id), participant_id)
+        return ParticipantRecord.from_dict(json.loads(raw)) if raw else None
+
+    async def participants(self, room_id: str) -> list[ParticipantRecord]:
+        with _guard("participants"):
+            raws = await self._client.hvals(self._room(room_id))
+        records = [ParticipantRecord.from_dict(json.loads(raw)) for raw in raws]
+        # Hash order is arbitrary; joining order is what callers expect (as in memory).
+        records.sort(key=lambda r: (r.joined_at, r.id))
+        return records
+
+    async def count(self, room_id: str) -> int:
+        with _guard("count"):
+            return int(await self._client.hlen(self._room(room_id)))
+
+    async def update(
+        self, room_id: str, participant_id: str, **changes: Any
+    ) -> ParticipantRecord | None:
+        fields = ParticipantRecord.__dataclass_fields__
+        for key in changes:
+            if key not in fields:
+                raise AttributeError(key)
+        key = self._room(room_id)
+        # Compare-and-set of this one record: only writers of the same participant retry.
+        for _ in range(UPDATE_RETRIES):
+            with _guard("update"):
+                raw = await self._client.hget(key, participant_id)
+                if raw is None:
+                    return None
+                data = json.loads(raw)
+                data.update(changes)
+                record = ParticipantRecord.from_dict(data)
+                status = int(
+                    await self._update(
+                        keys=[key], args=[participant_id, raw, _dumps(record.to_dict())]
+                    )
+                )
+            if status == 1:
+                return record
+            if status < 0:
+                return None
+        raise StoreError(f"update of {participant_id} in {room_id} kept racing; gave up")
+
+    async def rooms_of(self, participant_id: str) -> list[str]:
+        with _guard("rooms_of"):
+            rooms = await self._client.smembers(self._rooms_of(participant_id))
+        return sorted(r if isinstance(r, str) else r.decode() for r in rooms)
+
+    # presence --------------------------------------------------------------------------
+    async def socket_opened(self, participant_id: str, socket_id: str, node_id: str) -> int:
+        ttl = self._node_ttl.get(node_id, DEFAULT_NODE_TTL)
+        with _guard("socket_opened"):
+            return int(
+                await self._socket_opened(
+                    keys=[self._sockets(participant_id), self._node_prefix + node_id],
+                    args=[socket_id, node_id, int(ttl * 1000), self._node_prefix],
+                )
+            )
+
+    async def socket_closed(self, participant_id: str, socket_id: str) -> int:
+        with _guard("socket_closed"):
+            return int(
+                await self._socket_closed(
+                    keys=[self._sockets(participant_id)], args=[socket_id, self._node_prefix]
+                )
+            )
+
+    async def socket_count(self, participant_id: str) -> int:
+        with _guard("socket_count"):
+            return int(
+                await self._socket_closed(
+                    keys=[self._sockets(participant_id)], args=["", self._node_prefix]
+                )
+            )
+
+    async def node_alive(self, node_id: str, ttl: float) -> None:
+        """Refresh the node key; if it was missing or not ours, Redis lost our state."""
+        with _guard("node_alive"):
+            previous = await self._client.set(
+                self._node_prefix + node_id, self._token, px=max(1, int(ttl * 1000)), get=True
+            )
+        known = node_id in self._node_ttl
+        self._node_ttl[node_id] = ttl
+        if known and previous != self._token:
+            log.warning(
+                "redis lost this node's registration (%s); re-announcing what it owns",
+                "expired or flushed" if previous is None else "recreated by a socket",
+            )
+            self._hooks.fire()
+
+    # rooms -----------------------------------------------------------------------------
+    async def room_state(self, room_id: str) -> RoomState:
+        with _guard("room_state"):
+            raw = await self._client.get(self._state(room_id))
+        return RoomState(**json.loads(raw)) if raw else RoomState()
+
+    async def set_room_state(self, room_id: str, state: RoomState, expect_epoch: int) -> bool:
+        with _guard("set_room_state"):
+            done = await self._room_cas(
+                keys=[self._state(room_id)], args=[_dumps(state.to_dict()), expect_epoch]
+            )
+        return int(done) == 1
+
+    # SFU workers -----------------------------------------------------------------------
+    async def worker_seen(self, record: WorkerRecord, ttl: float) -> None:
+        with _guard("worker_seen"):
+            await self._worker_seen(
+                keys=self._worker_keys(),
+                args=[record.id, _dumps(record.to_dict()), max(1, int(ttl * 1000))],
+            )
+
+    async def workers(self) -> list[WorkerRecord]:
+        with _guard("workers"):
+            raws = await self._workers(keys=self._worker_keys(), args=[WORKER_KEEP_MS])
+        return [WorkerRecord(**json.loads(raw)) for raw in raws if raw]
+
+    async def remove_worker(self, worker_id: str) -> bool:
+        with _guard("remove_worker"):
+            return int(await self._remove_worker(keys=self._worker_keys(), args=[worker_id])) == 1
+
+
+class RedisSubscription:
+    """One local consumer of a channel; the bus's reader task fills its queue."""
+
+    def __init__(self, bus: RedisBus, channel: str) -> None:
+        self._bus = bus
+        self.channel = channel
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_LIMIT)
+        self.overflowed = False
+        self._closed = False
+
+    def put(self, message: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            message = await self.queue.get()
+            if message is None:
+                return
+            yield message
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._bus._remove(self)
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
+
+
+class RedisBus:
+    """Pub/sub over Redis.
+
+    Publishing: one connection, fed by one task from a FIFO queue and flushed as pipelines,
+    so messages leave in the order publish() was called (per-publisher order) and a burst
+    costs one round trip. Subscribing: one pub/sub connection per process whose reader
+    task fans each message out to the local subscriptions of its channel; channels are
+    added and dropped as local subscribers come and go, and all of them are subscribed
+    again after a reconnect.
+    """
+
+    def __init__(self, url: str, prefix: str = "yv:") -> None:
+        self.url = url
+        self.prefix = prefix
+        self._hooks = _Hooks("bus")
+        # Async callables run after the pub/sub connection came back from an outage.
+        self.on_reconnect: list[Hook] = self._hooks.callbacks
+        options = _pool_options()
+        self._pub_pool = BlockingConnectionPool.from_url(
+            url, max_connections=1, timeout=None, **options
+        )
+        self._pub = Redis(connection_pool=self._pub_pool)
+        self._sub_pool = ConnectionPool.from_url(url, **{**options, "socket_timeout": None})
+        self._outbox: asyncio.Queue[tuple[str, bytes, asyncio.Future[None]]] | None = None
+        self._subs: dict[str, set[RedisSubscription]] = {}
+        # Futures of subscribe() calls waiting for Redis to confirm, per channel, in order.
+        self._pending: dict[str, list[asyncio.Future[None]]] = {}
+        self._conn: AbstractConnection | None = None
+        self._write_lock = asyncio.Lock()
+        self._connected = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _channel(self, channel: str) -> str:
+        return self.prefix + channel
+
+    # lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await _wait_for_redis(self._pub, _redact(self.url))
+        self._outbox = asyncio.Queue(maxsize=10_000)
+        self._tasks = [
+            asyncio.create_task(self._publisher(), name="redis-bus-publisher"),
+            asyncio.create_task(self._reader(), name="redis-bus-reader"),
+        ]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), START_TIMEOUT)
+
+    async def stop(self) -> None:
+        await self._hooks.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                await sub.close()
+        if self._outbox is not None:
+            while not self._outbox.empty():
+                _, _, future = self._outbox.get_nowait()
+                if not future.done():
+                    future.set_exception(StoreUnavailable("bus stopped"))
+        await self._pub.aclose()
+        await self._pub_pool.disconnect()
+        await self._sub_pool.disconnect()
+
+    # publishing ------------------------------------------------------------------------
+    async def publish(self, channel: str, message: dict[str, Any]) -> None:
+        if self._outbox is None:
+            raise StoreUnavailable("bus not started")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._outbox.put((self._channel(channel), _dumps(message).encode(), future))
+        await future
+
+    async def _publisher(self) -> None:
+        assert self._outbox is not None
+        outbox = self._outbox
+        failing = False
+        while True:
+            batch = [await outbox.get()]
+            while len(batch) < PUBLISH_BATCH and not outbox.empty():
+                batch.append(outbox.get_nowait())
+            error: Exception | None = None
+            try:
+                async with self._pub.pipeline(transaction=False) as pipe:
+                    for channel, data, _ in batch:
+                        pipe.publish(channel, data)
+                    await pipe.execute()
+            except asyncio.CancelledError:
+                for _, _, future in batch:
+                    future.cancel()
+                raise
+            except (*_OUTAGE, redis_errors.RedisError) as exc:
+                error = exc
+            for _, _, future in batch:
+                if future.done():
+                    continue
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(StoreUnavailable(f"publish failed: {error}"))
+            if error is not None and not failing:
+                log.warning("redis bus: publishing failed (%s); will retry per message", error)
+            elif error is None and failing:
+                log.info("redis bus: publishing works again")
+            failing = error is not None
+            if failing:
+                await asyncio.sleep(BACKOFF_MIN)
+
+    # subscribing -----------------------------------------------------------------------
+    async def subscribe(self, channel: str) -> RedisSubscription:
+        sub = RedisSubscription(self, channel)
+        subs = self._subs.setdefault(channel, set())
+        subs.add(sub)
+        if len(subs) == 1:
+            await self._send_subscribe(channel)
+        elif self._pending.get(channel):
+            # Another local subscriber is still waiting for Redis to confirm this channel.
+            await asyncio.wait({self._pending[channel][-1]}, timeout=DEAD_AFTER)
+        return sub
+
+    async def _send_subscribe(self, channel: str) -> None:
+        """SUBSCRIBE and wait for Redis to confirm, so nothing published after we return is missed.
+
+        Without a connection it returns at once: the reader subscribes every channel when it
+        reconnects."""
+        conn = self._conn
+        if conn is None:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(channel, []).append(future)
+        if not await self._send(conn, "SUBSCRIBE", self._channel(channel)):
+            return
+        done, _ = await asyncio.wait({future}, timeout=DEAD_AFTER)
+        if not done:
+            log.warning("redis bus: no confirmation of SUBSCRIBE %s yet", channel)
+
+    async def _remove(self, sub: RedisSubscription) -> None:
+        subs = self._subs.get(sub.channel)
+        if subs is None:
+            return
+        subs.discard(sub)
+        if subs:
+            return
+        del self._subs[sub.channel]
+        conn = self._conn
+        if conn is not None:
+            await self._send(conn, "UNSUBSCRIBE", self._channel(sub.channel))
+
+    async def _send(self, conn: AbstractConnection, *args: str) -> bool:
+        """Write a command on the pub/sub connection; on failure leave it to the reader."""
+        async with self._write_lock:
+            if conn is not self._conn or not conn.is_connected:
+                return False
+            try:
+                await conn.send_command(*args, check_health=False)
+            except _OUTAGE as exc:
+                log.debug("redis bus: %s failed: %s", args[0], exc)
+                await conn.disconnect(nowait=True)
+                return False
+        return True
+
+    async def _reader(self) -> None:
+        delay = BACKOFF_MIN
+        connected_before = False
+        while True:
+            conn = self._sub_pool.make_connection()
+            try:
+                await conn.connect()
+                async with self._write_lock:
+                    self._conn = conn
+                    channels = [self._channel(c) for c in self._subs]
+                    if channels:
+                        await conn.send_command("SUBSCRIBE", *channels, check_health=False)
+                self._connected.set()
+                if connected_before:
+                    log.info("redis bus: reconnected; %d channels subscribed again", len(channels))
+                    self._hooks.fire()
+                connected_before = True
+                delay = BACKOFF_MIN
+                await self._read(conn)
+            except asyncio.CancelledError:
+                raise
+            except (*_OUTAGE, redis_errors.RedisError) as exc:
+                if self._connected.is_set():
+                    log.warning("redis bus: lost the pub/sub connection (%s); reconnecting", exc)
+                else:
+                    log.debug("redis bus: reconnect failed: %s", exc)
+            finally:
+                self._connected.clear()
+                self._conn = None
+                self._release_pending()
+                await conn.disconnect(nowait=True)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    def _release_pending(self) -> None:
+        # The reconnect subscribes these channels again; their subscribe() need not wait.
+        for futures in self._pending.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+        self._pending.clear()
+
+    async def _read(self, conn: AbstractConnection) -> None:
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        prefix = self.prefix.encode()
+        while True:
+            response = await conn.read_response(timeout=PING_EVERY)
+            if response is None:
+                if loop.time() - heard > DEAD_AFTER:
+                    raise redis_errors.ConnectionError("pub/sub connection stopped answering")
+                await self._send(conn, "PING")
+                continue
+            heard = loop.time()
+            if not isinstance(response, list) or len(response) < 2:
+                continue
+            kind = response[0]
+            if kind == b"message" and len(response) == 3:
+                raw_channel = response[1]
+                if not raw_channel.startswith(prefix):
+                    continue
+                channel = raw_channel[len(prefix) :].decode()
+                subs = self._subs.get(channel)
+                if not subs:
+                    continue
+                try:
+                    message = json.loads(response[2])
+                except ValueError:
+                    log.warning("redis bus: dropped a non-JSON message on %s", channel)
+                    continue
+                for sub in list(subs):
+                    sub.put(message)
+            elif kind == b"subscribe":
+                channel = response[1][len(prefix) :].decode()
+                futures = self._pending.get(channel)
+                if futures:
+                    future = futures.pop(0)
+                    if not future.done():
+                        future.set_result(None)
+                    if not futures:
+                        del self._pending[channel]
+
+
+def make_redis_store(config: Config) -> tuple[RedisStore, RedisBus]:
+    """The Store and Bus of one server process for `redis.url`."""
+    url = config.redis.url
+    if not url:
+        raise ValueError("redis.url is not set")
+    return RedisStore(url, config.redis.prefix), RedisBus(url, config.redis.prefix)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,15 @@ ICE_RETRANSMISSIONS = 3
 
 def fast_ice_failure() -> None:
     stun.RETRY_MAX = ICE_RETRANSMISSIONS
+
+
+async def until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    """Poll `predicate` until it holds or `timeout` passes (state lives in aiortc objects)."""
+    for _ in range(max(1, int(timeout / step))):
+        if predicate():
+            return True
+        await asyncio.sleep(step)
+    return predicate()
 
 
 @dataclass
@@ -85,11 +95,7 @@ def selected_pair(pc: RTCPeerConnection) -> str:
 
 async def _wait_connected(pc: RTCPeerConnection, timeout: float) -> str:
     """Final-ish connectionState: 'connected', 'failed'/'closed', or the state at timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pc.connectionState in ("connected", "failed", "closed"):
-            return pc.connectionState
-        await asyncio.sleep(0.05)
+    await until(lambda: pc.connectionState in ("connected", "failed", "closed"), timeout)
     return pc.connectionState
 
 
@@ -137,9 +143,7 @@ class _RawPeer:
         return await _wait_connected(self.pc, timeout)
 
     async def wait_audio(self, frames: int, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while self.loud < frames and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await until(lambda: self.loud >= frames, timeout)
         return self.loud
 
     async def close(self) -> None:
@@ -222,10 +226,8 @@ async def _join_and_wait(
 async def _client_result(
     client: VoiceClient, remote: str, timeout: float
 ) -> tuple[str, str, float | None]:
-    start = time.monotonic()
-    deadline = start + timeout
-    while remote not in client.peers and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    deadline = time.monotonic() + timeout
+    await until(lambda: remote in client.peers, timeout)
     peer = client.peers.get(remote)
     if peer is None:
         return "no-peer", "-", None
@@ -234,9 +236,7 @@ async def _client_result(
 
 
 async def _client_audio(client: VoiceClient, remote: str, frames: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while client.heard_loud(remote) < frames and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await until(lambda: client.heard_loud(remote) >= frames, timeout)
     return client.heard_loud(remote)
 
 

@@ -27,6 +27,7 @@ from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -317,7 +318,10 @@ class VoiceClient:
                     credential=server.get("credential"),
                 )
             )
-        return RTCConfiguration(iceServers=servers)
+        # force_relay on the server: relay candidates only, as a browser would.
+        relay = (self.join_answer or {}).get("iceTransportPolicy") == "relay"
+        policy = RTCIceTransportPolicy.RELAY if relay else RTCIceTransportPolicy.ALL
+        return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
 
     def _new_pc(self, remote: str) -> Peer:
         pc = RTCPeerConnection(self._ice_config())

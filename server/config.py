@@ -21,6 +21,8 @@ import yaml
 
 ENV_PREFIX = "YAHAML_VOICE_"
 CONFIG_ENV = "YAHAML_VOICE_CONFIG"
+# An SFU worker's control token (sfu/worker.py): prefixed, but not a configuration key.
+SFU_TOKEN_ENV = "YAHAML_VOICE_SFU_TOKEN"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -309,7 +311,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
 def _env_overrides(data: dict[str, Any], environ: typing.Mapping[str, str]) -> None:
     """Apply YAHAML_VOICE_SECTION__KEY=value (value parsed as JSON, else a plain string)."""
     for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name in (CONFIG_ENV, SFU_TOKEN_ENV):
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         try:

@@ -185,7 +185,8 @@ def serve(config: Config) -> None:
     ]
     hconf.accesslog = None
     hconf.websocket_ping_interval = 20.0
-    hconf.graceful_timeout = 3.0
+    # Open WebSockets reconnect to another process anyway; do not hold shutdown for them.
+    hconf.graceful_timeout = 1.0
     hconf.include_server_header = False
     base = f"http://{config.server.host}:{config.server.port}"
     log.info("yahaml-voice on %s (open %s/ in a browser)", base, base)

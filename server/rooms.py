@@ -28,7 +28,7 @@ from .protocol import (
     SignalRequest,
     envelope,
 )
-from .store import Bus, ParticipantRecord, RoomState, Store
+from .store import Bus, ParticipantRecord, RoomFull, RoomState, Store
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +171,6 @@ class RoomService:
             audio_source=audio_source,
             disconnected_at=None if connected else now,
         )
-        from .store import RoomFull
-
         try:
             result = await self.store.join(room_id, record, room.max_participants)
         except RoomFull as exc:

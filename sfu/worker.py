@@ -38,7 +38,7 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import candidate_from_sdp
 from pydantic import ValidationError
 
-from server.config import Config
+from server.config import SFU_TOKEN_ENV, Config
 from server.protocol import (
     TO_WORKER_FRAMES,
     SlotAssignment,
@@ -59,8 +59,9 @@ logger = logging.getLogger(__name__)
 
 Emit = Callable[[str, dict[str, Any]], None]
 
-TOKEN_ENV = "YAHAML_VOICE_SFU_TOKEN"
-PARENT_ENV = "YAHAML_VOICE_SFU_PARENT"
+TOKEN_ENV = SFU_TOKEN_ENV
+# Set by the supervisor: the worker stops when its parent (the server) is gone.
+PARENT_ENV = "YV_SFU_PARENT_PID"
 # Slot selection runs this often; a speaker change shows up within one tick + hold.
 TICK = 0.1
 # A publisher "carries audio" (roomState.audioFrom) while its last packet is this recent.

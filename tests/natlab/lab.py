@@ -39,7 +39,7 @@ LAB_NET = ipaddress.ip_network("10.231.0.0/16")
 # template denies 10.0.0.0/8; the site LANs 10.231.100+.x stay denied).
 LAB_PUBLIC_PEERS = "10.231.0.0-10.231.99.255"
 FORBIDDEN = [ipaddress.ip_network("203.0.113.0/24"), ipaddress.ip_network("192.0.2.0/24")]
-WEB_PORT = 8080
+WEB_PORT = 8080  # lab servers use 8080..8089 on PUBLIC_IP (the lab's own namespace)
 TURN_PORT = 3478
 KINDS = ("symmetric", "cone", "udp-blocked")
 
@@ -150,7 +150,7 @@ class Lab:
         if site.kind == "udp-blocked":
             ipt("-A", "FORWARD", "-i", "lan", "-p", "udp", "-j", "DROP")
             ipt("-A", "FORWARD", "-i", "lan", "-p", "tcp", "-d", PUBLIC_IP, "-m", "multiport",
-                "--dports", f"{TURN_PORT},{WEB_PORT},{WEB_PORT + 1},{WEB_PORT + 2}",
+                "--dports", f"{TURN_PORT},{WEB_PORT}:{WEB_PORT + 9}",
                 "-j", "ACCEPT")  # fmt: skip
             ipt("-A", "FORWARD", "-i", "lan", "-j", "DROP")
 

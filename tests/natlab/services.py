@@ -123,11 +123,16 @@ class LabServer:
             time.sleep(0.2)
         raise TimeoutError(f"lab server not healthy:\n{self.log_tail()}")
 
+    def terminate(self) -> None:
+        """SIGTERM the server and its SFU children without waiting (see stop())."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+
     def stop(self) -> None:
         try:
             if self.proc is not None and self.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGTERM)
+                self.terminate()
                 try:
                     self.proc.wait(8)
                 except subprocess.TimeoutExpired:

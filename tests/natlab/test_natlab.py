@@ -1,0 +1,92 @@
+"""Operators behind symmetric NAT and UDP-blocking firewalls get through, via coturn.
+
+Real network namespaces, NAT routers (iptables), coturn, `yahaml-voice serve` and
+tests/voiceclient.py; see tests/natlab/lab.py for the topology. Needs root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fixtures.turn import turnserver_available
+from tests.natlab.netns import unavailable_reason
+from tests.natlab.scenarios import Outcome
+from tests.natlab.session import LabSession
+
+pytestmark = pytest.mark.natlab
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[LabSession]:
+    reason = unavailable_reason()
+    if reason is None and not turnserver_available():
+        reason = "natlab needs turnserver (Debian package coturn)"
+    if reason is not None:
+        pytest.skip(reason)
+    session = LabSession()
+    try:
+        yield session.start()
+    finally:
+        session.close()
+
+
+def _explain(outcome: Outcome) -> str:
+    return (
+        f"{outcome.label}: states={outcome.states} pairs={outcome.pairs} "
+        f"audio={outcome.audio} t={outcome.seconds}"
+    )
+
+
+async def test_symmetric_nat_without_turn_does_not_connect(lab: LabSession) -> None:
+    """STUN only, both behind symmetric NAT: ICE fails. This is what proves the lab is real."""
+    outcome = await lab.case("sym1", "sym2", "off", "mesh")
+    assert not outcome.connected, _explain(outcome)
+    assert outcome.states == ["failed", "failed"], _explain(outcome)
+
+
+async def test_cone_nat_connects_with_stun_alone(lab: LabSession) -> None:
+    """Control: the same STUN-only setup works between port-restricted cone sites."""
+    outcome = await lab.case("cone1", "cone2", "off", "mesh")
+    assert outcome.connected, _explain(outcome)
+    assert not any("relay" in pair for pair in outcome.pairs), _explain(outcome)
+    assert outcome.audio_flows, _explain(outcome)
+
+
+async def test_symmetric_nat_with_turn_connects_through_relay(lab: LabSession) -> None:
+    outcome = await lab.case("sym1", "sym2", "on", "mesh")
+    assert outcome.connected, _explain(outcome)
+    assert outcome.relayed, _explain(outcome)
+    assert outcome.audio_flows, _explain(outcome)
+
+
+async def test_force_relay_uses_relay_candidates_on_both_ends(lab: LabSession) -> None:
+    """ice.force_relay: iceTransportPolicy 'relay', so no host or srflx address is used."""
+    outcome = await lab.case("sym1", "cone1", "relay", "mesh")
+    assert outcome.connected, _explain(outcome)
+    assert all(pair.startswith("relay") and pair.endswith("relay") for pair in outcome.pairs), (
+        _explain(outcome)
+    )
+    assert outcome.audio_flows, _explain(outcome)
+
+
+async def test_udp_blocked_site_connects_over_turn_tcp(lab: LabSession) -> None:
+    outcome = await lab.case("udp", "sym1", "on", "mesh")
+    assert outcome.connected, _explain(outcome)
+    assert outcome.pairs[0].startswith("relay/tcp"), _explain(outcome)
+    assert outcome.audio_flows, _explain(outcome)
+
+
+async def test_sfu_mode_from_symmetric_nat(lab: LabSession) -> None:
+    """Both operators behind symmetric NAT reach the SFU worker and hear each other."""
+    outcome = await lab.case("sym1", "sym2", "on", "sfu")
+    assert outcome.connected, _explain(outcome)
+    assert outcome.audio_flows, _explain(outcome)
+
+
+async def test_sfu_mode_from_udp_blocked_site(lab: LabSession) -> None:
+    outcome = await lab.case("udp", "sym2", "on", "sfu")
+    assert outcome.connected, _explain(outcome)
+    assert outcome.pairs[0].startswith("relay/tcp"), _explain(outcome)
+    assert outcome.audio_flows, _explain(outcome)

@@ -15,10 +15,12 @@ Multi-key rules run as Lua scripts so they are atomic without locks. A socket on
 counts while its node's key lives, so the clients of a server process that died get
 their grace period and are then reaped by any other process.
 
-Redis without persistence may restart empty. The store notices on the next heartbeat
-(its node key is gone or was recreated by someone else) and calls `on_reconnect` so the
-server re-announces what it owns; the bus reconnects with backoff and resubscribes its
-channels by itself. Neither ever lets a Redis outage escape as anything but
+Redis without persistence may restart empty. The store notices (its node key is gone or
+was recreated by someone else, checked with every heartbeat and every room read) and puts
+back what this process owns from a small local copy: its sockets, the seats of the
+participants connected through it, the room states it last saw (epochs never go back).
+Then it calls `on_reconnect` for anything else. The bus reconnects with backoff and
+resubscribes its channels by itself. A Redis outage never escapes as anything but
 `StoreUnavailable` (a `StoreError`).
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import uuid
@@ -63,6 +66,8 @@ BACKOFF_MAX = 5.0
 PUBLISH_BATCH = 256
 # Expired workers stay listed for remove_worker() this long, then are pruned (ms).
 WORKER_KEEP_MS = 3_600_000
+# Seats put back after a Redis restart are not refused for capacity: they existed.
+RESTORE_LIMIT = 1_000_000_000
 # Optimistic update retries before giving up (only concurrent writers of one record race).
 UPDATE_RETRIES = 50
 
@@ -255,11 +260,16 @@ return 0
 class _Hooks:
     """Runs the on_reconnect callbacks one batch at a time, never raising into the caller."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, first: Hook | None = None) -> None:
         self.what = what
         self.callbacks: list[Hook] = []
+        self._first = first
         self._task: asyncio.Task[None] | None = None
         self._again = False
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     def fire(self) -> None:
         if self._task is not None and not self._task.done():
@@ -270,6 +280,13 @@ class _Hooks:
     async def _run(self) -> None:
         while True:
             self._again = False
+            for callback in [self._first] if self._first else []:
+                try:
+                    await callback()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("%s: restoring after reconnect failed", self.what)
             for callback in list(self.callbacks):
                 try:
                     await callback()
@@ -317,6 +334,43 @@ def _redact(url: str) -> str:
     return f"{scheme}{sep}{rest}"
 
 
+class _Shadow:
+    """What this process owns, kept to put back into a Redis that restarted empty.
+
+    The sockets it holds, the seats of the participants connected through it (as last
+    read or written, at most a sweep old) and the room states it last saw (so epochs never
+    go backwards). A recovery copy only: Redis stays the authority while it has the data.
+    """
+
+    def __init__(self) -> None:
+        self.sockets: dict[str, dict[str, str]] = {}
+        self.seats: dict[str, dict[str, ParticipantRecord]] = {}
+        self.states: dict[str, RoomState] = {}
+
+    def socket_opened(self, participant_id: str, socket_id: str, node_id: str) -> None:
+        self.sockets.setdefault(participant_id, {})[socket_id] = node_id
+
+    def socket_closed(self, participant_id: str, socket_id: str) -> None:
+        sockets = self.sockets.get(participant_id)
+        if sockets is None:
+            return
+        sockets.pop(socket_id, None)
+        if not sockets:
+            del self.sockets[participant_id]
+            for seats in self.seats.values():
+                seats.pop(participant_id, None)
+
+    def seat(self, room_id: str, record: ParticipantRecord) -> None:
+        if record.id in self.sockets:
+            self.seats.setdefault(room_id, {})[record.id] = record
+
+    def unseat(self, room_id: str, participant_id: str) -> None:
+        self.seats.get(room_id, {}).pop(participant_id, None)
+
+    def room(self, room_id: str, records: list[ParticipantRecord]) -> None:
+        self.seats[room_id] = {r.id: r for r in records if r.id in self.sockets}
+
+
 class RedisStore:
     """Store over Redis; see the module docstring for the key layout."""
 
@@ -325,9 +379,13 @@ class RedisStore:
     def __init__(self, url: str, prefix: str = "yv:") -> None:
         self.url = url
         self.prefix = prefix
-        self._hooks = _Hooks("store")
-        # Async callables run after Redis lost what this process wrote (restart, flush,
-        # or this node's liveness lapsed): the server re-announces its sockets there.
+        self._shadow = _Shadow()
+        # Set when a restore could not finish; the next heartbeat tries again.
+        self._restore_pending = False
+        self._hooks = _Hooks("store", first=self._restore)
+        # Async callables run after Redis lost what this process wrote (restart, flush, or
+        # this node's liveness lapsed), once the store has put back its sockets, the seats
+        # of its connected participants and the room states: for anything else to rebuild.
         self.on_reconnect: list[Hook] = self._hooks.callbacks
         self._pool = BlockingConnectionPool.from_url(
             url, max_connections=POOL_SIZE, timeout=10, decode_responses=True, **_pool_options()
@@ -336,6 +394,10 @@ class RedisStore:
         # Proves to node_alive that the node key is still the one this process wrote.
         self._token = uuid.uuid4().hex
         self._node_ttl: dict[str, float] = {}
+        # The node this process heartbeats (set by node_alive); its key proves Redis still
+        # holds what we wrote.
+        self._node: str | None = None
+        self._left_while_restoring: set[tuple[str, str]] = set()
         self._join = self._client.register_script(_JOIN)
         self._leave = self._client.register_script(_LEAVE)
         self._leave_if_gone = self._client.register_script(_LEAVE_IF_GONE)
@@ -386,11 +448,12 @@ class RedisStore:
             )
         if int(status) < 0:
             raise RoomFull(room_id)
-        return JoinResult(
-            ParticipantRecord.from_dict(json.loads(raw)), int(status) == 1, int(count)
-        )
+        joined = ParticipantRecord.from_dict(json.loads(raw))
+        self._shadow.seat(room_id, joined)
+        return JoinResult(joined, int(status) == 1, int(count))
 
     async def leave(self, room_id: str, participant_id: str) -> ParticipantRecord | None:
+        self._unseat(room_id, participant_id)
         with _guard("leave"):
             raw = await self._leave(
                 keys=[self._room(room_id), self._rooms_of(participant_id)],
@@ -410,7 +473,10 @@ class RedisStore:
                 ],
                 args=[participant_id, repr(float(disconnected_before)), room_id, self._node_prefix],
             )
-        return ParticipantRecord.from_dict(json.loads(raw)) if raw else None
+        if not raw:
+            return None
+        self._unseat(room_id, participant_id)
+        return ParticipantRecord.from_dict(json.loads(raw))
 
     async def participant(self, room_id: str, participant_id: str) -> ParticipantRecord | None:
         with _guard("participant"):
@@ -419,10 +485,12 @@ class RedisStore:
 
     async def participants(self, room_id: str) -> list[ParticipantRecord]:
         with _guard("participants"):
-            raws = await self._client.hvals(self._room(room_id))
+            intact, raws = await self._checked_read("hvals", self._room(room_id))
         records = [ParticipantRecord.from_dict(json.loads(raw)) for raw in raws]
         # Hash order is arbitrary; joining order is what callers expect (as in memory).
         records.sort(key=lambda r: (r.joined_at, r.id))
+        if intact:
+            self._shadow.room(room_id, records)
         return records
 
     async def count(self, room_id: str) -> int:
@@ -452,6 +520,7 @@ class RedisStore:
                     )
                 )
             if status == 1:
+                self._shadow.seat(room_id, record)
                 return record
             if status < 0:
                 return None
@@ -464,30 +533,34 @@ class RedisStore:
 
     # presence --------------------------------------------------------------------------
     async def socket_opened(self, participant_id: str, socket_id: str, node_id: str) -> int:
-        ttl = self._node_ttl.get(node_id, DEFAULT_NODE_TTL)
+        self._shadow.socket_opened(participant_id, socket_id, node_id)
         with _guard("socket_opened"):
-            return int(
-                await self._socket_opened(
-                    keys=[self._sockets(participant_id), self._node_prefix + node_id],
-                    args=[socket_id, node_id, int(ttl * 1000), self._node_prefix],
-                )
+            return await self._open_socket(participant_id, socket_id, node_id)
+
+    async def _open_socket(self, participant_id: str, socket_id: str, node_id: str) -> int:
+        ttl = self._node_ttl.get(node_id, DEFAULT_NODE_TTL)
+        return int(
+            await self._socket_opened(
+                keys=[self._sockets(participant_id), self._node_prefix + node_id],
+                args=[socket_id, node_id, int(ttl * 1000), self._node_prefix],
             )
+        )
 
     async def socket_closed(self, participant_id: str, socket_id: str) -> int:
+        self._shadow.socket_closed(participant_id, socket_id)
         with _guard("socket_closed"):
-            return int(
-                await self._socket_closed(
-                    keys=[self._sockets(participant_id)], args=[socket_id, self._node_prefix]
-                )
+            return await self._close_socket(participant_id, socket_id)
+
+    async def _close_socket(self, participant_id: str, socket_id: str) -> int:
+        return int(
+            await self._socket_closed(
+                keys=[self._sockets(participant_id)], args=[socket_id, self._node_prefix]
             )
+        )
 
     async def socket_count(self, participant_id: str) -> int:
         with _guard("socket_count"):
-            return int(
-                await self._socket_closed(
-                    keys=[self._sockets(participant_id)], args=["", self._node_prefix]
-                )
-            )
+            return await self._close_socket(participant_id, "")
 
     async def node_alive(self, node_id: str, ttl: float) -> None:
         """Refresh the node key; if it was missing or not ours, Redis lost our state."""
@@ -497,25 +570,115 @@ class RedisStore:
             )
         known = node_id in self._node_ttl
         self._node_ttl[node_id] = ttl
+        self._node = node_id
         if known and previous != self._token:
-            log.warning(
-                "redis lost this node's registration (%s); re-announcing what it owns",
-                "expired or flushed" if previous is None else "recreated by a socket",
-            )
+            self._lapsed("expired or flushed" if previous is None else "recreated by a socket")
+        elif self._restore_pending and not self._hooks.running:
             self._hooks.fire()
 
     # rooms -----------------------------------------------------------------------------
     async def room_state(self, room_id: str) -> RoomState:
         with _guard("room_state"):
-            raw = await self._client.get(self._state(room_id))
-        return RoomState(**json.loads(raw)) if raw else RoomState()
+            intact, raw = await self._checked_read("get", self._state(room_id))
+        if not raw:
+            return RoomState()
+        state = RoomState(**json.loads(raw))
+        if intact:
+            self._shadow.states[room_id] = state
+        return state
 
     async def set_room_state(self, room_id: str, state: RoomState, expect_epoch: int) -> bool:
         with _guard("set_room_state"):
             done = await self._room_cas(
                 keys=[self._state(room_id)], args=[_dumps(state.to_dict()), expect_epoch]
             )
-        return int(done) == 1
+        if int(done) == 1:
+            self._shadow.states[room_id] = dataclasses.replace(state)
+            return True
+        return False
+
+    # recovery --------------------------------------------------------------------------
+    async def _checked_read(self, command: str, key: str) -> tuple[bool, Any]:
+        """Run one read together with a look at our node key (one round trip).
+
+        False when the data cannot be trusted to refresh the shadow: Redis lost our node
+        key (it restarted empty) or a restore is still putting things back."""
+        node = self._node
+        if node is None:
+            return True, await getattr(self._client, command)(key)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.get(self._node_prefix + node)
+            getattr(pipe, command)(key)
+            mark, value = await pipe.execute()
+        if mark != self._token:
+            self._lapsed("missing" if mark is None else "recreated by a socket")
+            return False, value
+        return not self._restore_pending, value
+
+    def _lapsed(self, why: str) -> None:
+        if self._restore_pending:
+            # Already on it; a restore that fails is retried by the next heartbeat.
+            return
+        log.warning("redis lost this node's state (node key %s); restoring what it owns", why)
+        self._restore_pending = True
+        self._hooks.fire()
+
+    def _unseat(self, room_id: str, participant_id: str) -> None:
+        self._shadow.unseat(room_id, participant_id)
+        if self._restore_pending:
+            self._left_while_restoring.add((room_id, participant_id))
+
+    async def _restore(self) -> None:
+        """Put back this process's sockets, its connected participants' seats and the room
+        states it knew, into a Redis that lost them; then the on_reconnect hooks run."""
+        node = self._node
+        if node is None:
+            return
+        self._restore_pending = True
+        shadow = self._shadow
+        with _guard("restore"):
+            await self._client.set(
+                self._node_prefix + node,
+                self._token,
+                px=max(1, int(self._node_ttl.get(node, DEFAULT_NODE_TTL) * 1000)),
+            )
+            sockets = [
+                (pid, sid, nid)
+                for pid, socks in shadow.sockets.items()
+                for sid, nid in socks.items()
+            ]
+            for pid, sid, nid in sockets:
+                await self._open_socket(pid, sid, nid)
+            seats = [(room, rec) for room, recs in shadow.seats.items() for rec in recs.values()]
+            for room_id, record in seats:
+                await self._join(
+                    keys=[self._room(room_id), self._rooms_of(record.id)],
+                    args=[record.id, _dumps(record.to_dict()), RESTORE_LIMIT, room_id],
+                )
+            states = 0
+            for room_id, state in list(shadow.states.items()):
+                if state.epoch > 0:
+                    states += int(
+                        await self._room_cas(
+                            keys=[self._state(room_id)], args=[_dumps(state.to_dict()), 0]
+                        )
+                    )
+            # Sockets that closed and seats given up while we were putting them back.
+            for pid, sid, _ in sockets:
+                if sid not in shadow.sockets.get(pid, {}):
+                    await self._close_socket(pid, sid)
+            for room_id, pid in list(self._left_while_restoring):
+                await self._leave(
+                    keys=[self._room(room_id), self._rooms_of(pid)], args=[pid, room_id]
+                )
+        self._left_while_restoring.clear()
+        self._restore_pending = False
+        log.info(
+            "restored into redis: %d sockets, %d seats, %d room states",
+            len(sockets),
+            len(seats),
+            states,
+        )
 
     # SFU workers -----------------------------------------------------------------------
     async def worker_seen(self, record: WorkerRecord, ttl: float) -> None:

@@ -467,7 +467,6 @@ async def test_redis_restart_is_survived() -> None:
 
         async def reannounce() -> None:
             store_hooks.append("store")
-            await store.socket_opened("p1", "s1", "node-1")
 
         async def bus_back() -> None:
             bus_hooks.append("bus")
@@ -478,6 +477,9 @@ async def test_redis_restart_is_survived() -> None:
             await store.node_alive("node-1", 5)
             await store.socket_opened("p1", "s1", "node-1")
             await store.join("shack", record("p1"), limit=10)
+            await store.join("shack", record("gone"), limit=10)  # no socket here: not ours
+            placed = RoomState(mode="sfu", worker_id="w1", epoch=3)
+            assert await store.set_room_state("shack", placed, expect_epoch=0)
             sub = await bus.subscribe("p:p1")
 
             server.kill()  # like a crash; it comes back empty (no persistence)
@@ -485,15 +487,26 @@ async def test_redis_restart_is_survived() -> None:
                 await store.count("shack")
             server.start()
 
-            # The next heartbeat notices the loss and the hook re-announces the socket.
+            # Reads of the empty Redis before the heartbeat must not wipe the local copy.
+            async def read_rooms() -> bool:
+                await store.participants("shack")
+                await store.room_state("shack")
+                return True
+
+            await _until(read_rooms)
+
+            # The next heartbeat notices the loss; the store puts back what it owns.
             async def heartbeat() -> bool:
                 await store.node_alive("node-1", 5)
                 return True
 
             await _until(heartbeat)
             await _until(lambda: store.socket_count("p1"))
+            await _until(lambda: asyncio.sleep(0, store_hooks))
             assert store_hooks == ["store"]
-            assert await store.count("shack") == 0  # membership is the server's to rebuild
+            assert [p.id for p in await store.participants("shack")] == ["p1"]
+            assert await store.rooms_of("p1") == ["shack"]
+            assert await store.room_state("shack") == placed
 
             # The old subscription receives again once the bus has resubscribed.
             async def delivered() -> bool:

@@ -196,6 +196,15 @@ def serve(config: Config) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+
+        def on_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            # hypercorn cancels connections still open at its graceful timeout and asyncio
+            # reports each as an error; during shutdown that is expected, not news.
+            if stop.is_set() and isinstance(context.get("exception"), asyncio.CancelledError):
+                return
+            loop.default_exception_handler(context)
+
+        loop.set_exception_handler(on_loop_error)
         supervisor = None
         if config.worker_count() > 0:
             from sfu.supervisor import Supervisor
@@ -203,8 +212,18 @@ def serve(config: Config) -> None:
             url = config.sfu.server_url or base.replace("http", "ws", 1)
             supervisor = Supervisor(config, server_url=url)
             await supervisor.start()
+
+        async def shutdown() -> None:
+            await stop.wait()
+            log.info("shutting down")
+            if supervisor is not None:
+                await supervisor.stop()
+            # Tell clients to reconnect (1012) rather than have hypercorn cut them off.
+            app.extensions[EXTENSION].close_sockets(1012, "server restarting")
+            await asyncio.sleep(0.2)
+
         try:
-            await hypercorn_serve(app, hconf, shutdown_trigger=stop.wait)
+            await hypercorn_serve(app, hconf, shutdown_trigger=shutdown)
         finally:
             if supervisor is not None:
                 await supervisor.stop()

@@ -7,12 +7,16 @@ server processes in one interpreter) never share state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from quart import current_app
 
 from .config import Config
 from .rooms import RoomService
 from .store import Bus, Store
+
+if TYPE_CHECKING:
+    from .connections import Connection
 
 EXTENSION = "yahaml_voice"
 
@@ -25,7 +29,12 @@ class Services:
     rooms: RoomService
     # Identifies this server process in the store (presence of its sockets).
     node_id: str
-    local_sockets: set[str] = field(default_factory=set)
+    # The WebSockets this process holds (participants' and workers'), by connection id.
+    local_sockets: dict[str, Connection] = field(default_factory=dict)
+
+    def close_sockets(self, code: int, reason: str) -> None:
+        for conn in list(self.local_sockets.values()):
+            conn.close(code, reason)
 
 
 def services() -> Services:

@@ -51,13 +51,13 @@ async def client_socket() -> None:
     await websocket.accept()
     conn = ClientConnection(websocket, identity)
     subscription = await svc.bus.subscribe(participant_channel(identity.participant_id))
-    svc.local_sockets.add(conn.id)
+    svc.local_sockets[conn.id] = conn
     try:
         await svc.rooms.socket_opened(identity.participant_id, conn.id, svc.node_id)
         conn.send(conn.hello())
         await conn.serve(subscription, deadline=identity.expires_at)
     finally:
-        svc.local_sockets.discard(conn.id)
+        svc.local_sockets.pop(conn.id, None)
         await svc.rooms.socket_closed(identity.participant_id, conn.id)
 
 
@@ -122,11 +122,12 @@ async def worker_socket() -> None:
     conn = WorkerConnection(websocket, handle)
     subscription = await svc.bus.subscribe(worker_channel(record.id))
     await svc.store.worker_seen(record, ttl)
+    svc.local_sockets[conn.id] = conn
     log.info("sfu worker %s registered (slots=%d pid=%s)", record.id, record.slots, hello.pid)
-    conn.send({"type": "welcome", "data": {"workerId": record.id}})
     try:
         await conn.serve(subscription, deadline=None)
     finally:
+        svc.local_sockets.pop(conn.id, None)
         log.warning("sfu worker %s disconnected", record.id)
         if await svc.store.remove_worker(record.id):
             await svc.rooms.worker_lost(record.id)

@@ -180,3 +180,19 @@ async def test_cross_room_signals_and_forged_from(
     await asyncio.sleep(0.3)
     leaked = [e for e in c.events if (e.get("data") or {}).get("roomId") == "shack"]
     assert leaked == []
+
+
+async def test_websocket_origins(server_factory: Callable[..., ServerProcess]) -> None:
+    server = server_factory({"server": {"allowed_origins": ["https://club.example.org"]}})
+    token = httpx.post(server.url + "/api/sessions", json={"callsign": "W1AW"}).json()["token"]
+    url = f"{server.ws_url}/ws?token={token}"
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(url, origin="https://evil.example.com")  # type: ignore[arg-type]
+    assert refused.value.response.status_code == 403
+    for origin in ("https://club.example.org", f"http://127.0.0.1:{server.port}", None):
+        async with websockets.connect(url, origin=origin) as ws:  # type: ignore[arg-type]
+            assert "connected" in await asyncio.wait_for(ws.recv(), 5)
+    preflight = httpx.get(server.url + "/healthz", headers={"Origin": "https://club.example.org"})
+    assert preflight.headers["access-control-allow-origin"] == "https://club.example.org"
+    other = httpx.get(server.url + "/healthz", headers={"Origin": "https://evil.example.com"})
+    assert "access-control-allow-origin" not in other.headers

@@ -1,0 +1,656 @@
+// @ts-check
+/**
+ * The page: turns VoiceRoom callbacks into DOM and user input into VoiceRoom calls.
+ * All protocol and WebRTC logic lives in voice-room.js.
+ */
+import { SPEAKING_LEVEL, VoiceError, VoiceRoom } from './voice-room.js';
+
+/** @typedef {import('./voice-room.js').RosterEntry} RosterEntry */
+/** @typedef {import('./voice-room.js').RoomSummary} RoomSummary */
+
+const TOKEN_KEY = 'yv.token';
+const PREFS_KEY = 'yv.prefs';
+
+/**
+ * @template {HTMLElement} T
+ * @param {string} id
+ * @returns {T}
+ */
+function $(id) {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`missing #${id}`);
+  return /** @type {T} */ (el);
+}
+
+const room = new VoiceRoom({ debug: localStorage.getItem('yv.debug') === '1' });
+// For DevTools and tests (the seed's debugging section): window.yv.room.audioStats() etc.
+/** @type {any} */ (window).yv = { room };
+
+/** @type {{masterVolume: number, peerVolumes: Record<string, number>, ptt: Record<string, boolean>, micId: string|null}} */
+const prefs = loadPrefs();
+/** @type {RoomSummary[]} */
+let rooms = [];
+/** @type {RoomSummary|null} */
+let currentRoom = null;
+/** @type {Map<string, HTMLAudioElement>} */
+const sinks = new Map();
+/** @type {Record<string, number>} smoothed levels for the meters */
+const shownLevels = {};
+/** @type {ReturnType<typeof setInterval>|null} */
+let roomsTimer = null;
+let spaceHeld = false;
+let pointerHeld = false;
+
+function loadPrefs() {
+  const defaults = { masterVolume: 100, peerVolumes: {}, ptt: {}, micId: null };
+  try {
+    return { ...defaults, ...JSON.parse(localStorage.getItem(PREFS_KEY) || '{}') };
+  } catch {
+    return defaults;
+  }
+}
+
+function savePrefs() {
+  try {
+    localStorage.setItem(PREFS_KEY, JSON.stringify(prefs));
+  } catch {
+    /* private mode: settings last for this visit */
+  }
+}
+
+// ------------------------------------------------------------------ banners
+
+/**
+ * @typedef {{label: string, run: () => void}} BannerAction
+ * @param {string} key one banner per key (a new one replaces it)
+ * @param {'error'|'warn'|'info'} level
+ * @param {string} text
+ * @param {BannerAction[]} [actions]
+ */
+function showBanner(key, level, text, actions = []) {
+  hideBanner(key);
+  const el = document.createElement('div');
+  el.className = `banner banner-${level}`;
+  el.dataset.key = key;
+  el.setAttribute('role', level === 'error' ? 'alert' : 'status');
+  const msg = document.createElement('span');
+  msg.className = 'banner-text';
+  msg.textContent = text;
+  el.append(msg);
+  for (const action of actions) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'btn btn-small';
+    button.textContent = action.label;
+    button.addEventListener('click', () => {
+      hideBanner(key);
+      action.run();
+    });
+    el.append(button);
+  }
+  const close = document.createElement('button');
+  close.type = 'button';
+  close.className = 'banner-close';
+  close.setAttribute('aria-label', 'Dismiss');
+  close.textContent = '×';
+  close.addEventListener('click', () => hideBanner(key));
+  el.append(close);
+  $('banners').append(el);
+}
+
+/** @param {string} key */
+function hideBanner(key) {
+  for (const el of $('banners').querySelectorAll(`[data-key="${key}"]`)) el.remove();
+}
+
+/**
+ * The banner for an error from VoiceRoom or a REST call.
+ * @param {unknown} err
+ * @param {{roomId?: string}} [context]
+ */
+function showError(err, context = {}) {
+  const error = err instanceof VoiceError ? err : new VoiceError('server', String(err));
+  switch (error.kind) {
+    case 'mic-denied':
+      showBanner('mic', 'error',
+        'Microphone access is blocked. Allow it in the browser (the icon in the address bar), or join to listen only.',
+        context.roomId ? [{ label: 'Listen only', run: () => joinRoom(context.roomId || '', true) },
+          { label: 'Try again', run: () => joinRoom(context.roomId || '', false) }] : []);
+      break;
+    case 'mic-missing':
+    case 'mic-lost':
+      showBanner('mic', 'error', `Microphone problem: ${error.message}. Plug one in or join to listen only.`,
+        context.roomId ? [{ label: 'Listen only', run: () => joinRoom(context.roomId || '', true) }] : []);
+      break;
+    case 'unreachable':
+      showBanner('net', 'error', 'The voice server cannot be reached. Check your connection; we keep trying.');
+      break;
+    case 'room-full':
+      showBanner('room', 'warn', `That room is full: ${error.message}. Try another room or again later.`);
+      break;
+    case 'auth':
+      showBanner('auth', 'error', `Your session has ended (${error.message}). Please sign in again.`);
+      logout(false);
+      break;
+    case 'removed':
+      showBanner('room', 'warn', 'You were removed from the room.');
+      break;
+    case 'aborted':
+      break;
+    default:
+      showBanner('misc', 'error', error.message);
+  }
+}
+
+// ------------------------------------------------------------------ views
+
+/** @param {'login'|'lobby'|'room'} name */
+function showView(name) {
+  for (const view of ['login', 'lobby', 'room']) $(`view-${view}`).hidden = view !== name;
+  const loggedIn = !!room.identity;
+  $('whoami').hidden = !loggedIn;
+  $('logout').hidden = !loggedIn;
+  if (room.identity) {
+    $('whoami').textContent = `${room.identity.callsign}${room.identity.role !== 'operator' ? ` · ${room.identity.role}` : ''}`;
+  }
+  if (roomsTimer) clearInterval(roomsTimer);
+  roomsTimer = null;
+  if (name === 'lobby') {
+    refreshRooms();
+    roomsTimer = setInterval(refreshRooms, 5000);
+  }
+  if (name === 'login') /** @type {HTMLInputElement} */ ($('callsign')).focus();
+}
+
+/** @param {string} text @param {'ok'|'warn'|'bad'|'idle'} tone */
+function setPill(text, tone) {
+  const pill = $('status-pill');
+  pill.hidden = !text;
+  pill.textContent = text;
+  pill.className = `pill pill-${tone}`;
+}
+
+// ------------------------------------------------------------------ login
+
+async function onLoginSubmit(/** @type {SubmitEvent} */ event) {
+  event.preventDefault();
+  const input = /** @type {HTMLInputElement} */ ($('callsign'));
+  const button = /** @type {HTMLButtonElement} */ ($('login-button'));
+  button.disabled = true;
+  try {
+    const identity = await room.login(input.value.trim());
+    sessionStorage.setItem(TOKEN_KEY, identity.token);
+    hideBanner('auth');
+    hideBanner('net');
+    showView('lobby');
+  } catch (err) {
+    if (err instanceof VoiceError && err.kind === 'bad-request') {
+      showBanner('auth', 'error', `That callsign was not accepted: ${err.message}`);
+    } else {
+      showError(err);
+    }
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/** @param {boolean} [leaveFirst] */
+async function logout(leaveFirst = true) {
+  if (leaveFirst) await room.leave();
+  else if (room.status !== 'idle' && room.status !== 'left') await room.leave();
+  room.logout();
+  sessionStorage.removeItem(TOKEN_KEY);
+  currentRoom = null;
+  setPill('', 'idle');
+  showView('login');
+}
+
+// ------------------------------------------------------------------ lobby
+
+async function refreshRooms() {
+  if (!room.identity) return;
+  try {
+    rooms = await room.listRooms();
+    hideBanner('net');
+    renderRooms();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+function renderRooms() {
+  const list = $('room-list');
+  const template = /** @type {HTMLTemplateElement} */ ($('room-item'));
+  const focusedId = document.activeElement && document.activeElement.closest('[data-room]')?.getAttribute('data-room');
+  list.replaceChildren();
+  for (const r of rooms) {
+    const item = /** @type {HTMLElement} */ (template.content.firstElementChild?.cloneNode(true));
+    item.dataset.room = r.id;
+    /** @type {HTMLElement} */ (item.querySelector('.room-name')).textContent = r.name;
+    /** @type {HTMLElement} */ (item.querySelector('.room-desc')).textContent = r.description || '';
+    const full = r.participantCount >= r.maxParticipants;
+    const count = /** @type {HTMLElement} */ (item.querySelector('.count'));
+    count.textContent = `${r.participantCount} / ${r.maxParticipants}`;
+    count.title = `${r.participantCount} on frequency, room holds ${r.maxParticipants}`;
+    count.classList.toggle('badge-live', r.participantCount > 0);
+    /** @type {HTMLElement} */ (item.querySelector('.mode')).textContent = r.mode === 'sfu' ? 'net (SFU)' : 'mesh';
+    /** @type {HTMLElement} */ (item.querySelector('.ptt')).hidden = !r.ptt;
+    const join = /** @type {HTMLButtonElement} */ (item.querySelector('.join'));
+    join.textContent = full ? 'Full' : 'Join';
+    join.disabled = full;
+    join.setAttribute('aria-label', `Join ${r.name}`);
+    join.addEventListener('click', () => {
+      const listenOnly = /** @type {HTMLInputElement} */ ($('listen-only')).checked;
+      joinRoom(r.id, listenOnly);
+    });
+    list.append(item);
+    if (focusedId === r.id) join.focus();
+  }
+  $('room-list-empty').hidden = rooms.length > 0;
+}
+
+// ------------------------------------------------------------------ room
+
+/**
+ * Join from a click: the click is the user gesture that lets remote audio play.
+ * @param {string} roomId
+ * @param {boolean} listenOnly
+ */
+async function joinRoom(roomId, listenOnly) {
+  unlockAudio();
+  currentRoom = rooms.find((r) => r.id === roomId) || null;
+  const ptt = roomId in prefs.ptt ? prefs.ptt[roomId] : !!(currentRoom && currentRoom.ptt);
+  hideBanner('mic');
+  hideBanner('room');
+  for (const b of document.querySelectorAll('#room-list .join')) /** @type {HTMLButtonElement} */ (b).disabled = true;
+  $('room-title').textContent = currentRoom ? currentRoom.name : roomId;
+  try {
+    await room.join(roomId, { listenOnly, ptt, deviceId: prefs.micId });
+  } catch (err) {
+    showError(err, { roomId });
+    renderRooms();
+    return;
+  }
+  showView('room');
+  renderLocal();
+  fillMicrophones();
+  /** @type {HTMLElement} */ ($(room.ptt ? 'talk' : 'mute')).focus();
+}
+
+async function leaveRoom() {
+  await room.leave();
+  currentRoom = null;
+  setPill('', 'idle');
+  showView('lobby');
+}
+
+async function fillMicrophones() {
+  const select = /** @type {HTMLSelectElement} */ ($('mic-select'));
+  select.replaceChildren();
+  select.disabled = !room.canPublish;
+  if (!room.canPublish) {
+    select.append(new Option('Listening only', ''));
+    return;
+  }
+  try {
+    const mics = await room.listMicrophones();
+    for (const [i, mic] of mics.entries()) {
+      select.append(new Option(mic.label || `Microphone ${i + 1}`, mic.deviceId));
+    }
+    if (room.deviceId) select.value = room.deviceId;
+  } catch {
+    select.append(new Option('Default microphone', ''));
+  }
+}
+
+function renderLocal() {
+  const local = room.localState();
+  const talk = $('talk');
+  const muteButton = $('mute');
+  $('mode-open').setAttribute('aria-checked', String(!local.ptt));
+  $('mode-ptt').setAttribute('aria-checked', String(local.ptt));
+  muteButton.setAttribute('aria-pressed', String(local.muted));
+  muteButton.textContent = local.muted ? 'Unmute' : 'Mute';
+  /** @type {HTMLButtonElement} */ (muteButton).disabled = !local.canPublish;
+  /** @type {HTMLButtonElement} */ (talk).disabled = !local.canPublish;
+  talk.setAttribute('aria-pressed', String(local.transmitting));
+  talk.classList.toggle('on-air', local.transmitting);
+  talk.classList.toggle('is-ptt', local.ptt);
+  talk.classList.toggle('is-muted', local.muted);
+  let label;
+  if (!local.canPublish) label = 'Listening only';
+  else if (local.muted) label = 'Muted';
+  else if (local.transmitting) label = local.ptt ? 'On air' : 'Mic live';
+  else label = 'Hold to talk';
+  $('talk-label').textContent = label;
+  $('talk-hint').textContent = !local.canPublish
+    ? 'You joined to listen. Leave and rejoin with a microphone to talk.'
+    : local.ptt
+      ? 'Hold Space or the button to talk; release to listen. M mutes.'
+      : 'Open mic: you are heard whenever you speak. M mutes.';
+}
+
+/** @param {RosterEntry[]} roster */
+function renderRoster(roster) {
+  const list = $('roster');
+  const template = /** @type {HTMLTemplateElement} */ ($('roster-item'));
+  /** @type {Map<string, HTMLElement>} */
+  const existing = new Map();
+  for (const el of /** @type {NodeListOf<HTMLElement>} */ (list.querySelectorAll('li.peer'))) {
+    existing.set(el.dataset.id || '', el);
+  }
+  const ids = new Set(roster.map((p) => p.id));
+  for (const [id, el] of existing) if (!ids.has(id)) el.remove();
+  for (const p of roster) {
+    let item = existing.get(p.id);
+    if (!item) {
+      item = /** @type {HTMLElement} */ (template.content.firstElementChild?.cloneNode(true));
+      item.dataset.id = p.id;
+      const slider = /** @type {HTMLInputElement} */ (item.querySelector('input[type=range]'));
+      const out = /** @type {HTMLOutputElement} */ (item.querySelector('output'));
+      slider.value = String(prefs.peerVolumes[p.displayName] ?? 100);
+      out.textContent = `${slider.value} %`;
+      slider.addEventListener('input', () => {
+        out.textContent = `${slider.value} %`;
+        prefs.peerVolumes[p.displayName] = Number(slider.value);
+        savePrefs();
+        applyVolumes();
+      });
+    }
+    list.append(item); // keeps roster order
+    item.classList.toggle('is-self', p.isSelf);
+    item.classList.toggle('is-muted', p.isMuted);
+    item.dataset.state = p.state;
+    /** @type {HTMLElement} */ (item.querySelector('.peer-call')).textContent = p.isSelf ? `${p.displayName} (you)` : p.displayName;
+    const role = /** @type {HTMLElement} */ (item.querySelector('.role'));
+    role.textContent = p.role === 'ncs' ? 'NCS' : p.canPublish ? p.role : 'listener';
+    role.dataset.role = p.role;
+    /** @type {HTMLElement} */ (item.querySelector('.muted-tag')).hidden = !p.isMuted;
+    const state = /** @type {HTMLElement} */ (item.querySelector('.state'));
+    state.textContent = stateText(p);
+    state.className = `state state-${p.state}`;
+    const volume = /** @type {HTMLElement} */ (item.querySelector('.peer-volume'));
+    volume.hidden = p.isSelf || !p.canPublish;
+    const slider = /** @type {HTMLInputElement} */ (item.querySelector('input[type=range]'));
+    slider.setAttribute('aria-label', `Volume for ${p.displayName}`);
+  }
+  $('roster-count').textContent = `(${roster.length})`;
+  $('room-count').textContent = `${roster.length} on frequency`;
+}
+
+/** @param {RosterEntry} p */
+function stateText(p) {
+  if (p.isSelf) return room.canPublish ? '' : 'listening';
+  switch (p.state) {
+    case 'connected': return p.via === 'sfu' ? 'via server' : 'connected';
+    case 'new':
+    case 'connecting':
+    case 'waiting': return 'connecting…';
+    case 'disconnected': return 'reconnecting…';
+    case 'failed': return 'no audio path';
+    case 'listening': return 'listening';
+    default: return p.state;
+  }
+}
+
+/** @param {Record<string, number>} levels */
+function renderLevels(levels) {
+  const talking = [];
+  for (const el of /** @type {NodeListOf<HTMLElement>} */ ($('roster').querySelectorAll('li.peer'))) {
+    const id = el.dataset.id || '';
+    const raw = levels[id] || 0;
+    // Fast attack, slow release: a meter operators can read.
+    const shown = Math.max(raw, (shownLevels[id] || 0) * 0.6);
+    shownLevels[id] = shown < 0.005 ? 0 : shown;
+    const speaking = raw > SPEAKING_LEVEL;
+    el.classList.toggle('speaking', speaking);
+    el.dataset.speaking = String(speaking);
+    const fill = /** @type {HTMLElement} */ (el.querySelector('.level-fill'));
+    // sqrt: quiet voices still move the meter
+    fill.style.transform = `scaleY(${Math.min(1, Math.sqrt(shownLevels[id])).toFixed(3)})`;
+    if (speaking) talking.push(/** @type {HTMLElement} */ (el.querySelector('.peer-call')).textContent);
+  }
+  $('now-talking').textContent = talking.length ? `Talking: ${talking.join(', ')}` : '';
+}
+
+// ------------------------------------------------------------------ audio out
+
+/** Prime audio playback inside the user's click (autoplay policies). */
+function unlockAudio() {
+  try {
+    const AC = window.AudioContext;
+    const ctx = new AC();
+    ctx.resume().finally(() => ctx.close());
+  } catch {
+    /* nothing to unlock */
+  }
+}
+
+/**
+ * @param {string} key
+ * @param {MediaStream|null} stream
+ * @param {string|null} participantId
+ */
+function onAudio(key, stream, participantId) {
+  let el = sinks.get(key);
+  if (!stream) {
+    if (el) {
+      el.pause();
+      el.srcObject = null;
+      el.remove();
+      sinks.delete(key);
+    }
+    return;
+  }
+  if (!el) {
+    el = document.createElement('audio');
+    el.autoplay = true;
+    el.setAttribute('data-voice-peer', key);
+    $('audio-sinks').append(el);
+    sinks.set(key, el);
+  }
+  el.dataset.participant = participantId || '';
+  if (el.srcObject !== stream) el.srcObject = stream;
+  applyVolumes();
+  const audio = el;
+  audio.play().catch(() => {
+    showBanner('sound', 'warn', 'Your browser paused the room audio.', [
+      { label: 'Play sound', run: () => { for (const s of sinks.values()) s.play().catch(() => {}); } },
+    ]);
+  });
+}
+
+function applyVolumes() {
+  const master = prefs.masterVolume / 100;
+  for (const el of sinks.values()) {
+    const pid = el.dataset.participant || '';
+    const p = room.participants.get(pid);
+    const peer = p ? prefs.peerVolumes[p.displayName] ?? 100 : 100;
+    el.volume = Math.max(0, Math.min(1, master * (peer / 100)));
+  }
+}
+
+// ------------------------------------------------------------------ push-to-talk keys
+
+/** @param {EventTarget|null} target */
+function typingInto(target) {
+  if (!(target instanceof HTMLElement)) return false;
+  return target.isContentEditable || ['INPUT', 'SELECT', 'TEXTAREA'].includes(target.tagName)
+    && !(target instanceof HTMLInputElement && ['checkbox', 'radio', 'range'].includes(target.type));
+}
+
+function updateTalk() {
+  room.talk(spaceHeld || pointerHeld);
+}
+
+/** @param {KeyboardEvent} event */
+function onKeyDown(event) {
+  if ($('view-room').hidden || typingInto(event.target) || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (event.code === 'Space') {
+    event.preventDefault(); // no page scroll, no button click
+    if (!event.repeat && room.ptt) {
+      spaceHeld = true;
+      updateTalk();
+    }
+  } else if (event.key === 'm' || event.key === 'M') {
+    if (!event.repeat) room.setMuted(!room.muted);
+  }
+}
+
+/** @param {KeyboardEvent} event */
+function onKeyUp(event) {
+  if (event.code === 'Space') {
+    if (!$('view-room').hidden && !typingInto(event.target)) event.preventDefault();
+    if (spaceHeld) {
+      spaceHeld = false;
+      updateTalk();
+    }
+  }
+}
+
+function releaseAll() {
+  spaceHeld = false;
+  pointerHeld = false;
+  updateTalk();
+}
+
+function wireTalkButton() {
+  const talk = $('talk');
+  talk.addEventListener('pointerdown', (event) => {
+    if (!room.ptt) return;
+    event.preventDefault();
+    talk.setPointerCapture(event.pointerId);
+    pointerHeld = true;
+    updateTalk();
+  });
+  for (const type of ['pointerup', 'pointercancel', 'lostpointercapture']) {
+    talk.addEventListener(type, () => {
+      if (!pointerHeld) return;
+      pointerHeld = false;
+      updateTalk();
+    });
+  }
+  talk.addEventListener('contextmenu', (event) => event.preventDefault());
+  talk.addEventListener('click', () => {
+    // Open mic: the big button toggles mute. (Space is push-to-talk, handled globally.)
+    if (!room.ptt) room.setMuted(!room.muted);
+  });
+}
+
+// ------------------------------------------------------------------ wiring
+
+room.onstatus = (status, detail) => {
+  if (status === 'joined') {
+    hideBanner('reconnect');
+    hideBanner('net');
+    setPill(`Connected · ${room.plane === 'sfu' ? 'net' : 'mesh'}`, 'ok');
+  } else if (status === 'reconnecting') {
+    showBanner('reconnect', 'warn', `Connection to the server lost. Reconnecting${detail ? ` (${detail})` : ''}… Audio keeps flowing where it can.`);
+    setPill('Reconnecting…', 'warn');
+  } else if (status === 'joining') {
+    setPill('Joining…', 'warn');
+  } else if (status === 'left') {
+    hideBanner('reconnect');
+    releaseAll();
+    for (const key of [...sinks.keys()]) onAudio(key, null, null);
+    if (room.identity && !$('view-room').hidden) {
+      currentRoom = null;
+      setPill('', 'idle');
+      showView('lobby');
+    }
+  }
+};
+room.onroster = (roster) => renderRoster(roster);
+room.onlevels = (levels) => renderLevels(levels);
+room.onerror = (error) => showError(error, { roomId: room.roomId || undefined });
+room.onlocal = () => renderLocal();
+room.onaudio = onAudio;
+room.onmode = (mode) => {
+  const badge = $('room-mode');
+  badge.textContent = mode === 'sfu' ? 'net (SFU)' : 'mesh';
+  badge.title = mode === 'sfu' ? 'Audio goes through the server' : 'Audio goes directly between operators';
+  if (room.status === 'joined') setPill(`Connected · ${mode === 'sfu' ? 'net' : 'mesh'}`, 'ok');
+};
+room.onslots = () => applyVolumes();
+
+function init() {
+  $('login-form').addEventListener('submit', onLoginSubmit);
+  $('logout').addEventListener('click', () => logout(true));
+  $('refresh-rooms').addEventListener('click', refreshRooms);
+  $('leave').addEventListener('click', leaveRoom);
+  $('mute').addEventListener('click', () => room.setMuted(!room.muted));
+  $('mode-open').addEventListener('click', () => setPtt(false));
+  $('mode-ptt').addEventListener('click', () => setPtt(true));
+  const master = /** @type {HTMLInputElement} */ ($('master-volume'));
+  master.value = String(prefs.masterVolume);
+  $('master-volume-out').textContent = `${prefs.masterVolume} %`;
+  master.addEventListener('input', () => {
+    prefs.masterVolume = Number(master.value);
+    $('master-volume-out').textContent = `${master.value} %`;
+    savePrefs();
+    applyVolumes();
+  });
+  const mic = /** @type {HTMLSelectElement} */ ($('mic-select'));
+  mic.addEventListener('change', async () => {
+    prefs.micId = mic.value || null;
+    savePrefs();
+    try {
+      await room.setMicrophone(mic.value);
+    } catch (err) {
+      showError(err);
+    }
+  });
+  wireTalkButton();
+  window.addEventListener('keydown', onKeyDown);
+  window.addEventListener('keyup', onKeyUp);
+  window.addEventListener('blur', releaseAll);
+  document.addEventListener('visibilitychange', () => { if (document.hidden) releaseAll(); });
+  window.addEventListener('pagehide', () => { room.leave(); });
+
+  window.addEventListener('hashchange', () => {
+    const invite = inviteToken();
+    if (invite) start(invite);
+  });
+  start(inviteToken());
+}
+
+/** The token of an invite link (#token=...), taken out of the address bar. */
+function inviteToken() {
+  const invite = new URLSearchParams(location.hash.slice(1)).get('token');
+  if (invite) history.replaceState(null, '', location.pathname + location.search);
+  return invite;
+}
+
+/**
+ * Sign in from an invite link or the stored session, else show the login form.
+ * @param {string|null} invite
+ */
+async function start(invite) {
+  if (invite && room.status !== 'idle' && room.status !== 'left') await room.leave();
+  const token = invite || sessionStorage.getItem(TOKEN_KEY);
+  if (token) {
+    try {
+      room.useToken(token);
+      sessionStorage.setItem(TOKEN_KEY, token);
+      hideBanner('auth');
+      showView('lobby');
+      return;
+    } catch (err) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      showError(err);
+    }
+  }
+  showView('login');
+}
+
+/** @param {boolean} on */
+function setPtt(on) {
+  if (room.roomId) {
+    prefs.ptt[room.roomId] = on;
+    savePrefs();
+  }
+  releaseAll();
+  room.setPushToTalk(on);
+}
+
+init();

@@ -1,0 +1,123 @@
+"""Helpers for the browser tests: an operator's page driven through the UI, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Browser, Page
+
+from tests.servers import ServerProcess
+
+DESKTOP = {"width": 1000, "height": 760}
+PHONE = {"width": 360, "height": 740}
+
+
+async def until(
+    check: Callable[[], Awaitable[Any]], what: str, timeout: float = 15.0, every: float = 0.2
+) -> Any:
+    """Poll `check` until it returns something truthy (a generous functional deadline)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Operator:
+    """One operator's page, driven through the UI like a person would."""
+
+    def __init__(self, page: Page, callsign: str) -> None:
+        self.page = page
+        self.callsign = callsign
+        self.errors: list[str] = []
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+
+    @classmethod
+    async def open(
+        cls,
+        browser: Browser,
+        server: ServerProcess,
+        callsign: str,
+        viewport: dict[str, int] | None = None,
+        login: bool = True,
+    ) -> Operator:
+        context = await browser.new_context(viewport=viewport or DESKTOP)  # type: ignore[arg-type]
+        page = await context.new_page()
+        op = cls(page, callsign)
+        await page.goto(server.url + "/")
+        if login:
+            await page.fill("#callsign", callsign)
+            await page.click("#login-button")
+            await page.wait_for_selector("#room-list li[data-room]")
+        return op
+
+    async def join(self, room_id: str) -> None:
+        await self.page.click(f"#room-list li[data-room='{room_id}'] .join")
+        await self.page.wait_for_selector("#view-room:not([hidden])")
+
+    @property
+    async def participant_id(self) -> str:
+        pid: str = await self.page.evaluate("yv.room.identity.participantId")
+        return pid
+
+    async def roster(self) -> dict[str, dict[str, Any]]:
+        """Callsign -> what the roster row shows."""
+        rows: list[dict[str, Any]] = await self.page.evaluate(
+            """() => [...document.querySelectorAll('#roster li.peer')].map((li) => ({
+                call: li.querySelector('.peer-call').textContent.replace(' (you)', ''),
+                state: li.dataset.state,
+                speaking: li.dataset.speaking === 'true',
+                muted: !li.querySelector('.muted-tag').hidden,
+            }))"""
+        )
+        return {row["call"]: row for row in rows}
+
+    async def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = await self.page.evaluate("yv.room.audioStats()")
+        return stats
+
+    async def inbound_from(self, pid: str) -> dict[str, float]:
+        stats = await self.stats()
+        return stats["inbound"].get(pid) or {
+            "packetsReceived": 0,
+            "bytesReceived": 0,
+            "audioEnergy": 0.0,
+        }
+
+    async def wait_connected_to(self, callsign: str, timeout: float = 20.0) -> None:
+        async def check() -> bool:
+            row = (await self.roster()).get(callsign)
+            return bool(row and row["state"] == "connected")
+
+        await until(check, f"{self.callsign} connected to {callsign}", timeout)
+
+    async def screenshot(self, folder: Path, name: str) -> Path:
+        path = folder / f"{name}.png"
+        await self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+async def energy_growth(read: Callable[[], Awaitable[float]], seconds: float = 1.5) -> float:
+    """How much a cumulative audio energy counter grows over `seconds`."""
+    before = await read()
+    await asyncio.sleep(seconds)
+    return await read() - before
+
+
+async def wait_energy(
+    read: Callable[[], Awaitable[float]], what: str, timeout: float = 10.0
+) -> None:
+    """Wait until the counter grows by a clearly audible amount."""
+    start = await read()
+
+    async def check() -> bool:
+        return await read() - start > 0.01
+
+    await until(check, what, timeout)

@@ -193,34 +193,39 @@ async def raw_pair(
 
 
 # ------------------------------------------------------------------------------ server
-def keep_turn_transport(client: VoiceClient, transport: str) -> None:
-    """Hand aiortc only the TURN URLs of one transport.
+class LabClient(VoiceClient):
+    """tests/voiceclient.py, optionally handing aiortc the TURN URLs of one transport only.
 
     aiortc uses just the first TURN URL of iceServers (a browser tries them all), so a
-    client at a UDP-blocked site keeps the `?transport=tcp` one, as Chromium would end up.
+    client at a UDP-blocked site keeps the `?transport=tcp` one, where Chromium ends up.
     """
-    assert client.join_answer is not None
-    for server in client.join_answer.get("iceServers", []):
-        server["urls"] = [
-            u for u in server["urls"] if not u.startswith("turn") or f"transport={transport}" in u
-        ]
+
+    def __init__(self, *args: Any, turn_transport: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.turn_transport = turn_transport
+
+    def _ice_config(self) -> RTCConfiguration:
+        config = super()._ice_config()
+        if self.turn_transport and config.iceServers:
+            wanted = f"transport={self.turn_transport}"
+            for server in config.iceServers:
+                urls = server.urls if isinstance(server.urls, list) else [server.urls]
+                server.urls = [u for u in urls if not u.startswith("turn") or wanted in u]
+        return config
+
+    async def _on_mode(self, mode: str, epoch: int) -> None:
+        # The joiner that tips a room onto the SFU gets mode "sfu" in its join answer AND
+        # a roomModeChanged for the same epoch; a second offer would orphan the first
+        # answer (reported to the owner of tests/voiceclient.py).
+        if (mode, epoch) == (self.mode, self.epoch) and (mode != "sfu" or "sfu" in self.peers):
+            return
+        await super()._on_mode(mode, epoch)
 
 
-async def _join_and_wait(
-    client: VoiceClient, callsign: str, room: str, turn_transport: str | None, timeout: float
-) -> None:
+async def _join(client: VoiceClient, callsign: str, room: str) -> None:
     await client.login(callsign)
     await client.connect()
-    client.auto_media = False
-    answer = await client.join(room)
-    if turn_transport:
-        keep_turn_transport(client, turn_transport)
-    client.auto_media = True
-    if answer["mode"] == "sfu":
-        await client.connect_sfu()
-    else:
-        for peer in answer["peers"]:
-            await client.offer_to(peer["id"])
+    await client.join(room)
 
 
 async def _client_result(
@@ -254,15 +259,15 @@ async def server_pair(
     """Two VoiceClients (tests/voiceclient.py) meet through the lab's server."""
     outcome = Outcome(label)
 
-    async def make(tone: float) -> VoiceClient:
-        return VoiceClient(url, tone=tone)
+    async def make(tone: float, transport: str | None) -> VoiceClient:
+        return LabClient(url, tone=tone, turn_transport=transport)
 
-    a = await loop_a.call(make(440.0))
-    b = await loop_b.call(make(660.0))
+    a = await loop_a.call(make(440.0, turn_transport_a))
+    b = await loop_b.call(make(660.0, turn_transport_b))
     try:
         start = time.monotonic()
-        await loop_a.call(_join_and_wait(a, "W1AW", room, turn_transport_a, timeout), 30)
-        await loop_b.call(_join_and_wait(b, "G4ABC", room, turn_transport_b, timeout), 30)
+        await loop_a.call(_join(a, "W1AW", room), 30)
+        await loop_b.call(_join(b, "G4ABC", room), 30)
         assert a.participant_id and b.participant_id
         remote_a = "sfu" if sfu else b.participant_id
         remote_b = "sfu" if sfu else a.participant_id

@@ -222,13 +222,13 @@ class LabClient(VoiceClient):
         await super()._on_mode(mode, epoch)
 
 
-async def _join(client: VoiceClient, callsign: str, room: str) -> None:
+async def join_room(client: VoiceClient, callsign: str, room: str) -> None:
     await client.login(callsign)
     await client.connect()
     await client.join(room)
 
 
-async def _client_result(
+async def client_result(
     client: VoiceClient, remote: str, timeout: float
 ) -> tuple[str, str, float | None]:
     deadline = time.monotonic() + timeout
@@ -266,14 +266,14 @@ async def server_pair(
     b = await loop_b.call(make(660.0, turn_transport_b))
     try:
         start = time.monotonic()
-        await loop_a.call(_join(a, "W1AW", room), 30)
-        await loop_b.call(_join(b, "G4ABC", room), 30)
+        await loop_a.call(join_room(a, "W1AW", room), 30)
+        await loop_b.call(join_room(b, "G4ABC", room), 30)
         assert a.participant_id and b.participant_id
         remote_a = "sfu" if sfu else b.participant_id
         remote_b = "sfu" if sfu else a.participant_id
         (state_a, pair_a, _), (state_b, pair_b, _) = await asyncio.gather(
-            loop_a.call(_client_result(a, remote_a, timeout)),
-            loop_b.call(_client_result(b, remote_b, timeout)),
+            loop_a.call(client_result(a, remote_a, timeout)),
+            loop_b.call(client_result(b, remote_b, timeout)),
         )
         outcome.states = [state_a, state_b]
         outcome.connected = all(state == "connected" for state in outcome.states)
@@ -288,12 +288,14 @@ async def server_pair(
             )
     finally:
         await asyncio.gather(
-            loop_a.call(_leave(a), 15), loop_b.call(_leave(b), 15), return_exceptions=True
+            loop_a.call(leave_and_close(a), 15),
+            loop_b.call(leave_and_close(b), 15),
+            return_exceptions=True,
         )
     return outcome
 
 
-async def _leave(client: VoiceClient) -> None:
+async def leave_and_close(client: VoiceClient) -> None:
     with contextlib.suppress(Exception):
         await client.leave()
     await client.close()

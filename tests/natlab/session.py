@@ -105,6 +105,25 @@ class LabSession:
             timeout=timeout,
         )
 
+    async def browser_case(
+        self, browser_site: str, client_site: str, turn: Turn, mode: Mode, timeout: float = 30.0
+    ) -> Outcome:
+        """Chromium with the real client/ at `browser_site`, an aiortc client at the other."""
+        from tests.natlab.browser import browser_pair  # Playwright only where a case needs it
+
+        server = self.server(turn, mode)
+        kinds = {name: site.kind for name, site in self.lab.sites.items()}
+        label = f"chromium@{kinds[browser_site]}<->{kinds[client_site]} turn={turn} {mode}"
+        return await browser_pair(
+            label,
+            server.url,
+            self.room(mode),
+            self.lab.site(browser_site).ns,
+            self.loops[client_site],
+            sfu=mode == "sfu",
+            timeout=timeout,
+        )
+
     def close(self) -> None:
         try:
             for loop in self.loops.values():

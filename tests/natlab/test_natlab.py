@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fixtures.turn import turnserver_available
+from tests.natlab.browser import chromium_available
 from tests.natlab.netns import unavailable_reason
 from tests.natlab.scenarios import Outcome
 from tests.natlab.session import LabSession
@@ -90,3 +91,20 @@ async def test_sfu_mode_from_udp_blocked_site(lab: LabSession) -> None:
     assert outcome.connected, _explain(outcome)
     assert outcome.pairs[0].startswith("relay/tcp"), _explain(outcome)
     assert outcome.audio_flows, _explain(outcome)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("site", ["sym1", "udp"])
+async def test_chromium_in_a_nat_site_talks_through_turn(lab: LabSession, site: str) -> None:
+    """Real Chromium running client/ at a NAT site, an aiortc operator behind symmetric NAT:
+    connected through TURN (TURN over TCP from the UDP-blocked site), audio both ways."""
+    if not chromium_available():
+        pytest.skip("natlab browser case needs /usr/bin/chromium")
+    outcome = await lab.browser_case(site, "sym2", "on", "mesh")
+    assert outcome.connected, _explain(outcome)
+    chromium_pair = outcome.pairs[0]
+    assert "relay" in chromium_pair, _explain(outcome)
+    if site == "udp":
+        assert chromium_pair.startswith("relay/tcp"), _explain(outcome)
+    assert outcome.audio_flows, _explain(outcome)
+    assert outcome.error is None, _explain(outcome)

@@ -54,7 +54,9 @@ class ToneTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, frequency: float = 440.0, amplitude: float = 0.3) -> None:
+    def __init__(
+        self, frequency: float = 440.0, amplitude: float = 0.3, parent: ToneTrack | None = None
+    ) -> None:
         super().__init__()
         self.frequency = frequency
         self.amplitude = amplitude
@@ -62,6 +64,14 @@ class ToneTrack(MediaStreamTrack):
         self._pts = 0
         self._start: float | None = None
         self.sent_frames = 0
+        self._parent = parent
+
+    def copy(self) -> ToneTrack:
+        """A track of its own for one peer connection, muted with this one.
+
+        aiortc stops a sender's track when the sender ends, so one track shared by several
+        connections would go silent for all of them when any one closes."""
+        return ToneTrack(self.frequency, self.amplitude, parent=self)
 
     async def recv(self) -> AudioFrame:
         if self.readyState != "live":
@@ -72,7 +82,8 @@ class ToneTrack(MediaStreamTrack):
         if wait > 0:
             await asyncio.sleep(wait)
         t = (np.arange(FRAME_SAMPLES) + self._pts) / SAMPLE_RATE
-        amplitude = 0.0 if self.muted else self.amplitude
+        muted = self.muted or (self._parent is not None and self._parent.muted)
+        amplitude = 0.0 if muted else self.amplitude
         samples = (amplitude * 32767 * np.sin(2 * math.pi * self.frequency * t)).astype(np.int16)
         frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
@@ -80,6 +91,8 @@ class ToneTrack(MediaStreamTrack):
         frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
         self._pts += FRAME_SAMPLES
         self.sent_frames += 1
+        if self._parent is not None:
+            self._parent.sent_frames += 1
         return frame
 
 
@@ -126,6 +139,7 @@ class VoiceClient:
         self.participant_id: str | None = None
         self.callsign: str | None = None
         self.room_id: str | None = None
+        self.join_mode = "operator"
         self.join_answer: dict[str, Any] | None = None
         self.mode = "mesh"
         self.epoch = 0
@@ -182,6 +196,7 @@ class VoiceClient:
             "POST", f"/api/voice-rooms/{room_id}/join", {"joinMode": join_mode}
         )
         self.room_id = room_id
+        self.join_mode = join_mode
         self.join_answer = answer
         self.mode = answer["mode"]
         self.epoch = answer.get("epoch", 0)
@@ -217,9 +232,39 @@ class VoiceClient:
 
     async def connect(self, timeout: float = 10.0) -> dict[str, Any]:
         """Open /ws and wait for `connected`."""
+        since = len(self.events)
         self.ws = await websockets.connect(self.ws_url(), max_size=2**20, open_timeout=timeout)
         self._ws_task = asyncio.create_task(self._ws_loop(self.ws))
-        return await self.wait_event("connected", timeout=timeout)
+        return await self.wait_event("connected", timeout=timeout, since=since)
+
+    async def reconnect(self, base_url: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+        """Reopen /ws (on another server process if `base_url` is given) and rejoin the room,
+        which keeps the seat within the grace period. Peer connections stay up: media never
+        went through the server. Returns the join answer (or `connected` if in no room)."""
+        if base_url is not None and base_url.rstrip("/") != self.base_url:
+            await self.http.aclose()
+            self.base_url = base_url.rstrip("/")
+            self.http = httpx.AsyncClient(base_url=self.base_url, timeout=15.0)
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+        if self._ws_task:
+            with contextlib.suppress(BaseException):
+                await self._ws_task
+        connected = await self.connect(timeout)
+        if self.room_id is None:
+            return connected
+        answer: dict[str, Any] = await self.request(
+            "POST", f"/api/voice-rooms/{self.room_id}/join", {"joinMode": self.join_mode}
+        )
+        self.join_answer = answer
+        mode, epoch = answer["mode"], answer.get("epoch", 0)
+        if (mode, epoch) != (self.mode, self.epoch):
+            if self.auto_media:
+                await self._on_mode(mode, epoch)
+            else:
+                self.mode, self.epoch = mode, epoch
+        return answer
 
     async def _ws_loop(self, ws: Any) -> None:
         try:
@@ -356,7 +401,7 @@ class VoiceClient:
     async def offer_to(self, remote: str) -> Peer:
         peer = self._new_pc(remote)
         if self.track is not None:
-            peer.pc.addTrack(self.track)
+            peer.pc.addTrack(self.track.copy())
         else:
             peer.pc.addTransceiver("audio", direction="recvonly")
         offer = await peer.pc.createOffer()
@@ -376,7 +421,7 @@ class VoiceClient:
             peer.pc.addTransceiver("audio", direction="recvonly")
         can_publish = ((self.join_answer or {}).get("participant") or {}).get("canPublish", True)
         if self.track is not None and can_publish:
-            peer.pc.addTransceiver(self.track, direction="sendonly")
+            peer.pc.addTransceiver(self.track.copy(), direction="sendonly")
         offer = await peer.pc.createOffer()
         await peer.pc.setLocalDescription(offer)
         desc = peer.pc.localDescription
@@ -396,7 +441,7 @@ class VoiceClient:
             if self.track is not None:
                 for transceiver in peer.pc.getTransceivers():
                     if transceiver.kind == "audio":
-                        transceiver.sender.replaceTrack(self.track)
+                        transceiver.sender.replaceTrack(self.track.copy())
                         transceiver.direction = "sendrecv"
                         break
             answer = await peer.pc.createAnswer()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import ssl
 import stat
 import subprocess
@@ -30,7 +32,7 @@ from aioice.turn import (
 
 from server.auth import ice_config, turn_credentials
 from server.config import TurnConfig
-from server.turn import TEMPLATE, render
+from server.turn import TEMPLATE, render, turn_vars
 from tests.fixtures.turn import (
     TEST_SECRET,
     TurnServer,
@@ -178,6 +180,28 @@ def test_template_uses_only_turn_fields() -> None:
     fields = {name: getattr(TurnConfig(), name) for name in TurnConfig.__dataclass_fields__}
     fields["secret"] = "s" * 32
     assert "static-auth-secret=" + "s" * 32 in env.from_string(source).render(turn=fields)
+
+
+def test_ansible_template_module_renders_the_same_file(tmp_path: Path) -> None:
+    """The Ansible role's template task and `yahaml-voice turn` produce identical bytes."""
+    ansible = Path(sys.executable).parent / "ansible"
+    if not ansible.exists():
+        pytest.skip("ansible-core not installed in this environment")
+    config = turn_config(
+        port=3478, tls_port=5349, cert="/etc/ssl/t.pem", pkey="/etc/ssl/t.key", alt_tls_443=True,
+        relay_ip="10.0.0.5", external_ip="198.51.100.7/10.0.0.5", allowed_peer_ips=["10.0.0.9"],
+    )  # fmt: skip
+    variables = tmp_path / "vars.json"
+    variables.write_text(json.dumps({"turn": turn_vars(config)}))
+    dest = tmp_path / "ansible.conf"
+    done = subprocess.run(
+        [str(ansible), "-i", "localhost,", "-c", "local", "localhost",
+         "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"@{variables}",
+         "-m", "template", "-a", f"src={TEMPLATE} dest={dest}"],
+        capture_output=True, text=True, env={**os.environ, "ANSIBLE_LOCALHOST_WARNING": "false"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert dest.read_text() == render(config)
 
 
 def test_rendered_file_is_hardened() -> None:

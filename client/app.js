@@ -125,9 +125,13 @@ function showError(err, context = {}) {
     case 'unreachable':
       showBanner('net', 'error', 'The voice server cannot be reached. Check your connection; we keep trying.');
       break;
-    case 'room-full':
-      showBanner('room', 'warn', `That room is full: ${error.message}. Try another room or again later.`);
+    case 'room-full': {
+      const full = rooms.find((r) => r.id === context.roomId);
+      const what = full ? `${full.name} is full (${full.maxParticipants} places)` : 'That room is full';
+      showBanner('room', 'warn', `${what}. Try another room, or again in a while.`);
+      refreshRooms();
       break;
+    }
     case 'auth':
       showBanner('auth', 'error', `Your session has ended (${error.message}). Please sign in again.`);
       logout(false);
@@ -400,8 +404,8 @@ function renderLevels(levels) {
     const id = el.dataset.id || '';
     const raw = levels[id] || 0;
     // Fast attack, slow release: a meter operators can read.
-    const shown = Math.max(raw, (shownLevels[id] || 0) * 0.6);
-    shownLevels[id] = shown < 0.005 ? 0 : shown;
+    const shown = Math.max(raw, (shownLevels[id] || 0) * 0.5);
+    shownLevels[id] = shown < 0.01 ? 0 : shown;
     const speaking = raw > SPEAKING_LEVEL;
     el.classList.toggle('speaking', speaking);
     el.dataset.speaking = String(speaking);
@@ -539,7 +543,11 @@ function wireTalkButton() {
 
 // ------------------------------------------------------------------ wiring
 
-room.onstatus = (status, detail) => {
+/**
+ * @param {import('./voice-room.js').Status} status
+ * @param {string} [detail]
+ */
+function onStatus(status, detail) {
   if (status === 'joined') {
     hideBanner('reconnect');
     hideBanner('net');
@@ -549,6 +557,8 @@ room.onstatus = (status, detail) => {
     setPill('Reconnecting…', 'warn');
   } else if (status === 'joining') {
     setPill('Joining…', 'warn');
+  } else if (status === 'idle') {
+    setPill('', 'idle');
   } else if (status === 'left') {
     hideBanner('reconnect');
     releaseAll();
@@ -559,19 +569,24 @@ room.onstatus = (status, detail) => {
       showView('lobby');
     }
   }
-};
-room.onroster = (roster) => renderRoster(roster);
-room.onlevels = (levels) => renderLevels(levels);
-room.onerror = (error) => showError(error, { roomId: room.roomId || undefined });
-room.onlocal = () => renderLocal();
-room.onaudio = onAudio;
-room.onmode = (mode) => {
+}
+
+/** @param {import('./voice-room.js').Mode} mode */
+function onMode(mode) {
   const badge = $('room-mode');
   badge.textContent = mode === 'sfu' ? 'net (SFU)' : 'mesh';
   badge.title = mode === 'sfu' ? 'Audio goes through the server' : 'Audio goes directly between operators';
   if (room.status === 'joined') setPill(`Connected · ${mode === 'sfu' ? 'net' : 'mesh'}`, 'ok');
-};
-room.onslots = () => applyVolumes();
+}
+
+room.onstatus = onStatus;
+room.onroster = renderRoster;
+room.onlevels = renderLevels;
+room.onerror = (/** @type {VoiceError} */ error) => showError(error, { roomId: room.roomId || undefined });
+room.onlocal = renderLocal;
+room.onaudio = onAudio;
+room.onmode = onMode;
+room.onslots = applyVolumes;
 
 function init() {
   $('login-form').addEventListener('submit', onLoginSubmit);

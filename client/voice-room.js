@@ -1111,7 +1111,7 @@ export class VoiceRoom {
     const track = this.micTrack;
     if (!track || !this.localStream) return;
     const transceivers = link.pc.getTransceivers().filter(
-      (t) => t.receiver.track.kind === 'audio' && !t.stopped,
+      (t) => t.receiver.track.kind === 'audio' && t.currentDirection !== 'stopped',
     );
     if (transceivers.some((t) => t.sender.track)) return;
     const first = transceivers[0];
@@ -1287,6 +1287,8 @@ export class VoiceRoom {
       this.plane = 'mesh';
       this.switchStartedAt = 0;
       this._closeSfu();
+      this.slots = [];
+      this.speaking = [];
       for (const link of this.links.values()) this._emitLinkAudio(link);
       this._log('switched to mesh');
     }

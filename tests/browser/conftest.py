@@ -7,12 +7,12 @@ that sessions, storage and media devices are separate, as on two machines.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from playwright.async_api import Browser, async_playwright
 
+from tests.browser.pages import SERVER_CONFIG
 from tests.servers import ServerProcess
 
 CHROMIUM = os.environ.get("YV_CHROMIUM", "/usr/bin/chromium")
@@ -25,13 +25,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
-]
-
-# Rooms every browser test can use.
-ROOMS: list[dict[str, Any]] = [
-    {"id": "shack", "name": "Shack", "description": "Intercom for the operators in the shack"},
-    {"id": "sunday-net", "name": "Sunday Net", "description": "Weekly club net", "ptt": True},
-    {"id": "tiny", "name": "Tiny", "description": "Room for one", "max_participants": 1},
 ]
 
 
@@ -52,6 +45,11 @@ async def browser(chromium_path: str) -> AsyncIterator[Browser]:
             await browser.close()
 
 
-@pytest.fixture
-def voice_server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
-    return server_factory({"server": {"grace_period": "10s"}, "rooms": ROOMS})
+@pytest.fixture(scope="module")
+def voice_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the module (starting one costs ~2 s); each test uses its own room."""
+    proc = ServerProcess(tmp_path_factory.mktemp("browser"), SERVER_CONFIG, name="browser")
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()

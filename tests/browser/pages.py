@@ -15,6 +15,18 @@ from tests.servers import ServerProcess
 DESKTOP = {"width": 1000, "height": 760}
 PHONE = {"width": 360, "height": 740}
 
+# One room per test, so tests can share one server without meeting each other's leftovers.
+ROOMS: list[dict[str, Any]] = [
+    {"id": "shack", "name": "Shack", "description": "Intercom for the operators in the shack"},
+    {"id": "hf-desk", "name": "HF Desk", "description": "Coordination for the HF stations"},
+    {"id": "vhf-desk", "name": "VHF Desk", "description": "Coordination for 2 m / 70 cm"},
+    {"id": "sunday-net", "name": "Sunday Net", "description": "Weekly club net", "ptt": True},
+    {"id": "field-day", "name": "Field Day", "description": "Field Day site talk-back"},
+    {"id": "ares", "name": "ARES Net", "description": "Emergency communications net"},
+    {"id": "tiny", "name": "Test Room", "description": "Room for one", "max_participants": 1},
+]
+SERVER_CONFIG: dict[str, Any] = {"server": {"grace_period": "10s"}, "rooms": ROOMS}
+
 
 async def until(
     check: Callable[[], Awaitable[Any]], what: str, timeout: float = 15.0, every: float = 0.2
@@ -58,8 +70,13 @@ class Operator:
             await page.wait_for_selector("#room-list li[data-room]")
         return op
 
-    async def join(self, room_id: str) -> None:
-        await self.page.click(f"#room-list li[data-room='{room_id}'] .join")
+    async def join(self, room_id: str, keyboard: bool = False) -> None:
+        button = f"#room-list li[data-room='{room_id}'] .join"
+        if keyboard:
+            await self.page.focus(button)
+            await self.page.keyboard.press("Enter")
+        else:
+            await self.page.click(button)
         await self.page.wait_for_selector("#view-room:not([hidden])")
 
     @property
@@ -100,11 +117,12 @@ class Operator:
 
     async def screenshot(self, folder: Path, name: str) -> Path:
         path = folder / f"{name}.png"
+        await self.page.evaluate("window.scrollTo(0, 0)")
         await self.page.screenshot(path=str(path), full_page=True)
         return path
 
 
-async def energy_growth(read: Callable[[], Awaitable[float]], seconds: float = 1.5) -> float:
+async def energy_growth(read: Callable[[], Awaitable[float]], seconds: float = 1.0) -> float:
     """How much a cumulative audio energy counter grows over `seconds`."""
     before = await read()
     await asyncio.sleep(seconds)

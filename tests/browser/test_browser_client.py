@@ -17,7 +17,7 @@ from playwright.async_api import Browser
 
 from server.auth import issue_token
 from server.config import load_config
-from tests.browser.pages import PHONE, Operator, energy_growth, until, wait_energy
+from tests.browser.pages import PHONE, SERVER_CONFIG, Operator, energy_growth, until, wait_energy
 from tests.servers import TEST_SECRET, ServerProcess
 from tests.voiceclient import VoiceClient
 
@@ -33,7 +33,7 @@ async def _pair(
     a = await Operator.open(browser, server, "W1AW")
     b = await Operator.open(browser, server, "G4ABC", viewport=PHONE)
     await a.join(room)
-    await b.join(room)
+    await b.join(room, keyboard=True)
     await a.wait_connected_to("G4ABC")
     await b.wait_connected_to("W1AW")
     return a, b, await a.participant_id, await b.participant_id
@@ -61,6 +61,8 @@ async def test_two_pages_join_and_hear_each_other(
         "[...document.querySelectorAll('#audio-sinks audio')].map(e => !e.paused && !!e.srcObject)"
     )
     assert playing == [True]
+    # Usable at 360 px: nothing sticks out sideways.
+    assert await b.page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     await a.screenshot(artifacts, "w1aw-desktop")
     await b.screenshot(artifacts, "g4abc-phone")
     assert not a.errors and not b.errors
@@ -71,7 +73,7 @@ async def _speaking(op: Operator, callsign: str) -> bool:
     return bool(row and row["speaking"])
 
 
-async def _quiet_for(op: Operator, callsign: str, seconds: float = 1.5) -> bool:
+async def _quiet_for(op: Operator, callsign: str, seconds: float = 1.0) -> bool:
     """The row of `callsign` never shows speaking during `seconds`."""
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
@@ -85,7 +87,7 @@ async def _quiet_for(op: Operator, callsign: str, seconds: float = 1.5) -> bool:
 async def test_mute_stops_outbound_audio_and_unmute_restores_it(
     browser: Browser, voice_server: ServerProcess, artifacts: Path
 ) -> None:
-    a, b, a_id, _ = await _pair(browser, voice_server)
+    a, b, a_id, _ = await _pair(browser, voice_server, room="hf-desk")
 
     async def a_sends() -> float:
         return float((await a.stats())["outbound"]["audioEnergy"])
@@ -173,16 +175,16 @@ async def test_page_and_aiortc_peers_hear_each_other(
     early = client_factory(voice_server.url, tone=440)
     await early.login("K1ABC")
     await early.connect()
-    await early.join("shack")
+    await early.join("vhf-desk")
 
     page = await Operator.open(browser, voice_server, "W1AW")
-    await page.join("shack")
+    await page.join("vhf-desk")
     page_id = await page.participant_id
 
     late = client_factory(voice_server.url, tone=660)
     await late.login("N0CALL")
     await late.connect()
-    await late.join("shack")
+    await late.join("vhf-desk")
 
     await page.wait_connected_to("K1ABC")
     await page.wait_connected_to("N0CALL")
@@ -193,13 +195,22 @@ async def test_page_and_aiortc_peers_hear_each_other(
     await late.wait_audio(page_id, frames=10)
     await until(lambda: _speaking(page, "K1ABC"), "the page shows K1ABC speaking")
     await page.screenshot(artifacts, "w1aw-with-aiortc-peers")
+
+    # A net-like moment (the README's screenshot, docs/img/room.png): the page switches to
+    # push-to-talk, N0CALL mutes, K1ABC has the floor.
+    await page.page.click("#mode-ptt")
+    await late.set_muted(True)
+    await until(lambda: _row_muted(page, "N0CALL"), "the page shows N0CALL muted")
+    await until(lambda: _quiet_for(page, "N0CALL", 0.6), "N0CALL quiet on the page")
+    await until(lambda: _speaking(page, "K1ABC"), "the page shows K1ABC speaking")
+    await page.screenshot(artifacts, "room")
     assert not page.errors
 
 
 async def test_leave_drops_the_participant_and_stops_tracks(
     browser: Browser, voice_server: ServerProcess, artifacts: Path
 ) -> None:
-    a, b, _, _ = await _pair(browser, voice_server)
+    a, b, _, _ = await _pair(browser, voice_server, room="field-day")
     await a.page.evaluate(
         """() => {
             window.__tracks = yv.room.localStream.getTracks();
@@ -242,7 +253,7 @@ async def _roster_is(op: Operator, calls: set[str]) -> bool:
 async def test_socket_dropped_by_server_reconnects_and_audio_resumes(
     browser: Browser, voice_server: ServerProcess, artifacts: Path
 ) -> None:
-    a, b, a_id, b_id = await _pair(browser, voice_server)
+    a, b, a_id, b_id = await _pair(browser, voice_server, room="ares")
     await a.page.evaluate(
         """() => {
             window.__status = [];
@@ -285,10 +296,11 @@ async def test_socket_dropped_by_server_reconnects_and_audio_resumes(
 
 async def test_banners_room_full_token_expired_server_unreachable(
     browser: Browser,
-    voice_server: ServerProcess,
+    server_factory: Callable[..., ServerProcess],
     client_factory: Callable[..., VoiceClient],
     artifacts: Path,
 ) -> None:
+    voice_server = server_factory(SERVER_CONFIG)  # its own: this test stops it
     # Room full: the lobby still says 0/1 when someone else takes the only seat.
     page = await Operator.open(browser, voice_server, "W1AW")
     other = client_factory(voice_server.url, auto_media=False)
@@ -302,7 +314,7 @@ async def test_banners_room_full_token_expired_server_unreachable(
 
     # Token expired: an invite link whose token runs out while in the room.
     config = load_config(environ={}, overrides={"auth.mode": "open", "auth.secret": TEST_SECRET})
-    token, _ = issue_token(config, "N0EXP", ttl=5)
+    token, _ = issue_token(config, "N0EXP", ttl=4)
     invited = await Operator.open(browser, voice_server, "N0EXP", login=False)
     await invited.page.goto(f"{voice_server.url}/#token={token}")
     await invited.page.wait_for_selector("#room-list li[data-room='shack']")

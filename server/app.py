@@ -26,6 +26,7 @@ from .metrics import metrics_blueprint
 from .origins import origin_allowed
 from .rooms import RoomService
 from .static import static_blueprint
+from .store import StoreError
 from .stores import make_store
 from .ws import blueprint as ws_blueprint
 
@@ -93,6 +94,12 @@ def create_app(config: Config) -> Quart:
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> tuple[Response, int]:
         return _error(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(StoreError)
+    async def store_error(exc: StoreError) -> tuple[Response, int]:
+        # The shared store (Redis) is unreachable or restarting: retry shortly.
+        log.warning("store error on %s %s: %s", request.method, request.path, exc)
+        return _error(503, "unavailable", "the state store is unavailable; retry shortly")
 
     @app.errorhandler(RequestSchemaValidationError)
     async def schema_error(exc: RequestSchemaValidationError) -> tuple[Response, int]:

@@ -33,6 +33,9 @@ from .store import Bus, ParticipantRecord, RoomFull, RoomState, Store
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0
+# Every this many sweeps, also look for participants marked connected whose sockets are all
+# gone: their server process died without closing them (its node stopped heartbeating).
+ORPHAN_CHECK_EVERY = 5
 
 
 class RoomError(Exception):
@@ -98,6 +101,7 @@ class RoomService:
         # Serialises mode changes of a room within this process; across processes the
         # store's compare-and-set on the epoch decides.
         self._mode_locks: dict[str, asyncio.Lock] = {}
+        self._sweeps = 0
 
     # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -271,11 +275,26 @@ class RoomService:
             await self.store.update(room_id, participant_id, disconnected_at=now)
 
     async def sweep(self) -> None:
-        """Remove participants whose grace period ran out (any process may do it)."""
-        cutoff = time.time() - self.config.server.grace_period
+        """Remove participants whose grace period ran out (any process may do it).
+
+        Every few sweeps, participants who look connected but have no live socket left
+        (their server process died) start their grace period here instead."""
+        now = time.time()
+        cutoff = now - self.config.server.grace_period
+        self._sweeps += 1
+        orphans = self._sweeps % ORPHAN_CHECK_EVERY == 0
         for room in self.config.rooms:
             for record in await self.store.participants(room.id):
-                if record.disconnected_at is None or record.disconnected_at > cutoff:
+                if record.disconnected_at is None:
+                    if orphans and not await self.store.socket_count(record.id):
+                        log.info(
+                            "room=%s participant=%s lost its server; grace starts",
+                            room.id,
+                            record.id,
+                        )
+                        await self.store.update(room.id, record.id, disconnected_at=now)
+                    continue
+                if record.disconnected_at > cutoff:
                     continue
                 if await self.store.socket_count(record.id):
                     # A socket opened elsewhere before it could clear the mark.

@@ -43,7 +43,7 @@ def unavailable_reason() -> str | None:
     """Why the lab cannot run here (None: it can). One line, for pytest.skip."""
     if os.geteuid() != 0:
         return "natlab needs root (network namespaces, veth, iptables)"
-    for tool in ("ip", "iptables"):
+    for tool in ("ip", "iptables", "sysctl"):
         if shutil.which(tool) is None:
             return f"natlab needs `{tool}` (iproute2/iptables)"
     probe = f"yvprobe{uuid.uuid4().hex[:6]}"

@@ -10,10 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.turn import turnserver_available
+from server.auth import turn_credentials
+from tests.fixtures.turn import TEST_SECRET, turnserver_available
 from tests.natlab.browser import chromium_available
-from tests.natlab.netns import unavailable_reason
-from tests.natlab.scenarios import Outcome
+from tests.natlab.netns import nsexec, run, unavailable_reason
+from tests.natlab.scenarios import Outcome, raw_pair
+from tests.natlab.services import turn_urls
 from tests.natlab.session import LabSession
 
 pytestmark = pytest.mark.natlab
@@ -38,6 +40,33 @@ def _explain(outcome: Outcome) -> str:
         f"{outcome.label}: states={outcome.states} pairs={outcome.pairs} "
         f"audio={outcome.audio} t={outcome.seconds}"
     )
+
+
+def test_lab_has_no_way_out(lab: LabSession) -> None:
+    """The lab is sealed: no namespace of it routes beyond 10.231.0.0/16, the host got no
+    interface or route, and the sites' LANs are unreachable from the public segment."""
+    for ns in [lab.lab.pub, *(site.ns for site in lab.lab.sites.values())]:
+        done = nsexec(ns, ["ip", "-4", "route", "get", "192.0.2.1"], check=False)
+        if ns == lab.lab.pub:
+            assert done.returncode != 0, done.stdout  # the "internet" has no default route
+    host_routes = run(["ip", "-4", "route", "show"]).stdout
+    assert "10.231." not in host_routes
+    assert "10.231." not in run(["ip", "-4", "addr", "show"]).stdout
+    lan = lab.lab.site("sym1").lan_ip
+    assert nsexec(lab.lab.pub, ["ip", "-4", "route", "get", lan], check=False).returncode != 0
+
+
+async def test_raw_aiortc_peers_relay_between_symmetric_sites(lab: LabSession) -> None:
+    """The lab's own proof, no server involved: two bare aiortc peers, SDP handed over
+    in-process, relay-only through coturn, audio both ways."""
+    username, password = turn_credentials(TEST_SECRET, "raw", 600)
+    servers = [{"urls": turn_urls("udp"), "username": username, "credential": password}]
+    outcome = await raw_pair(
+        "raw sym-sym relay", lab.loops["sym1"], lab.loops["sym2"], servers, relay_only=True
+    )
+    assert outcome.connected, _explain(outcome)
+    assert outcome.pairs == ["relay>relay", "relay>relay"], _explain(outcome)
+    assert outcome.audio_flows, _explain(outcome)
 
 
 async def test_symmetric_nat_without_turn_does_not_connect(lab: LabSession) -> None:

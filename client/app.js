@@ -317,6 +317,7 @@ function renderLocal() {
   muteButton.textContent = local.muted ? 'Unmute' : 'Mute';
   /** @type {HTMLButtonElement} */ (muteButton).disabled = !local.canPublish;
   /** @type {HTMLButtonElement} */ (talk).disabled = !local.canPublish;
+  $('talk-mode').hidden = !local.canPublish;
   talk.setAttribute('aria-pressed', String(local.transmitting));
   talk.classList.toggle('on-air', local.transmitting);
   talk.classList.toggle('is-ptt', local.ptt);

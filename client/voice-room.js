@@ -148,6 +148,8 @@ class Link {
     this.negotiatedAt = 0;
     /** An SFU link that received RTP on any slot. */
     this.hasAudio = false;
+    /** Offers that arrived while we were making or holding our own (glare), for diagnostics. */
+    this.collisions = 0;
     this.createdAt = Date.now();
     /** @type {ReturnType<typeof setTimeout>|null} */
     this.fallbackTimer = null;
@@ -227,6 +229,7 @@ class Link {
       const readyForOffer =
         !this.makingOffer && (pc.signalingState === 'stable' || this.settingRemoteAnswerPending);
       const collision = type === 'offer' && !readyForOffer;
+      if (collision) this.collisions++;
       this.ignoreOffer = !this.polite && collision;
       if (this.ignoreOffer) return;
       if (type === 'answer' && pc.signalingState !== 'have-local-offer') return; // stale answer
@@ -928,7 +931,9 @@ export class VoiceRoom {
   _scheduleReconnect() {
     if (this.reconnectTimer) return;
     const attempt = this.reconnectAttempt++;
-    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** attempt);
+    // Never wait so long that the seat's grace period runs out between two attempts.
+    const cap = Math.max(BACKOFF_FIRST_MS, Math.min(BACKOFF_MAX_MS, (this.gracePeriod * 1000) / 3));
+    const base = Math.min(cap, BACKOFF_FIRST_MS * 2 ** attempt);
     const delay = attempt === 0 ? 200 : base * (0.75 + Math.random() * 0.5);
     this._setStatus('reconnecting', `retrying in ${Math.round(delay / 100) / 10} s`);
     const session = this.session;

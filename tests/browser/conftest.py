@@ -45,6 +45,21 @@ async def browser(chromium_path: str) -> AsyncIterator[Browser]:
             await browser.close()
 
 
+@pytest.fixture
+async def denying_browser(chromium_path: str) -> AsyncIterator[Browser]:
+    """Chromium whose (fake) permission prompt answers "Block" to the microphone."""
+    flags = [
+        "--use-fake-ui-for-media-stream=deny" if f == "--use-fake-ui-for-media-stream" else f
+        for f in CHROMIUM_FLAGS
+    ]
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium_path, args=flags)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
 @pytest.fixture(scope="module")
 def voice_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the module (starting one costs ~2 s); each test uses its own room."""

@@ -23,6 +23,7 @@ ROOMS: list[dict[str, Any]] = [
     {"id": "sunday-net", "name": "Sunday Net", "description": "Weekly club net", "ptt": True},
     {"id": "field-day", "name": "Field Day", "description": "Field Day site talk-back"},
     {"id": "ares", "name": "ARES Net", "description": "Emergency communications net"},
+    {"id": "repeater", "name": "Repeater Link", "description": "Audio from the club repeater"},
     {"id": "tiny", "name": "Test Room", "description": "Room for one", "max_participants": 1},
 ]
 SERVER_CONFIG: dict[str, Any] = {"server": {"grace_period": "10s"}, "rooms": ROOMS}

@@ -281,17 +281,62 @@ async def test_socket_dropped_by_server_reconnects_and_audio_resumes(
     await until(lambda: _row_muted(a, "G4ABC"), "W1AW sees G4ABC muted over the new socket")
     await b.page.click("#mute")
 
-    # Signaling works over it too: an ICE restart from A renegotiates with B.
-    await a.page.evaluate(f"yv.room.links.get('{b_id}').restartIce()")
-    await until(
-        lambda: a.page.evaluate(f"yv.room.links.get('{b_id}').pc.signalingState === 'stable'"),
-        "the ICE restart completing",
-    )
+    # Signaling works over it too, even when both sides restart ICE at the same moment:
+    # the offers collide and perfect negotiation settles it (the polite side rolls back).
+    link_a, link_b = f"yv.room.links.get('{b_id}')", f"yv.room.links.get('{a_id}')"
+    for _attempt in range(5):
+        await asyncio.gather(
+            a.page.evaluate(f"{link_a}.restartIce()"), b.page.evaluate(f"{link_b}.restartIce()")
+        )
+
+        async def settled() -> bool:
+            return bool(
+                await a.page.evaluate(f"{link_a}.pc.signalingState === 'stable'")
+                and await b.page.evaluate(f"{link_b}.pc.signalingState === 'stable'")
+            )
+
+        await until(settled, "both ICE restarts completing")
+        glare = await a.page.evaluate(f"{link_a}.collisions") + await b.page.evaluate(
+            f"{link_b}.collisions"
+        )
+        if glare:
+            break
+    assert glare, "the simultaneous offers never collided"
     await a.wait_connected_to("G4ABC")
+    await b.wait_connected_to("W1AW")
     await wait_energy(lambda: _energy(a, b_id), "W1AW hearing G4ABC after the reconnect")
     await wait_energy(lambda: _energy(b, a_id), "G4ABC hearing W1AW after the reconnect")
     await a.screenshot(artifacts, "w1aw-after-reconnect")
     assert not a.errors
+
+
+async def test_microphone_denied_offers_listen_only(
+    denying_browser: Browser,
+    voice_server: ServerProcess,
+    client_factory: Callable[..., VoiceClient],
+    artifacts: Path,
+) -> None:
+    bot = client_factory(voice_server.url, tone=440)
+    await bot.login("K1ABC")
+    await bot.connect()
+    await bot.join("repeater")
+    assert bot.participant_id
+
+    page = await Operator.open(denying_browser, voice_server, "W1AW")
+    await page.page.click("#room-list li[data-room='repeater'] .join")
+    banner = await page.page.wait_for_selector(".banner[data-key='mic']")
+    assert banner and "blocked" in (await banner.inner_text())
+    assert await page.page.is_visible("#view-lobby")
+    await page.screenshot(artifacts, "microphone-blocked")
+
+    await page.page.click(".banner[data-key='mic'] button:has-text('Listen only')")
+    await page.page.wait_for_selector("#view-room:not([hidden])")
+    assert await page.page.is_disabled("#talk")
+    assert await page.page.text_content("#talk-label") == "Listening only"
+    await page.wait_connected_to("K1ABC")
+    await wait_energy(lambda: _energy(page, str(bot.participant_id)), "the listener hearing K1ABC")
+    assert await page.page.evaluate("yv.room.localStream") is None
+    await page.screenshot(artifacts, "listening-only")
 
 
 async def test_banners_room_full_token_expired_server_unreachable(

@@ -36,8 +36,11 @@ AUDIO_FRAMES = 25  # 0.5 s of 20 ms frames
 ICE_RETRANSMISSIONS = 3
 
 
-def fast_ice_failure() -> None:
-    stun.RETRY_MAX = ICE_RETRANSMISSIONS
+def fast_ice_failure(retransmissions: int = ICE_RETRANSMISSIONS) -> int:
+    """Set aioice's retransmission budget (process-wide); returns the previous one."""
+    previous: int = stun.RETRY_MAX
+    stun.RETRY_MAX = retransmissions
+    return previous
 
 
 async def until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:

@@ -54,12 +54,13 @@ class LabSession:
     turn: TurnServer | None = None
     loops: dict[str, NetnsLoop] = field(default_factory=dict)
     servers: dict[tuple[str, int], LabServer] = field(default_factory=dict)
+    _retransmissions: int | None = None
     _room_numbers: dict[str, itertools.count[int]] = field(
         default_factory=lambda: {"mesh": itertools.count(), "sfu": itertools.count()}
     )
 
     def start(self) -> LabSession:
-        scenarios.fast_ice_failure()
+        self._retransmissions = scenarios.fast_ice_failure()
         self.lab.build()
         self.turn = start_turn(self.lab)
         for name, site in self.lab.sites.items():
@@ -136,3 +137,5 @@ class LabSession:
                 self.turn.stop()
         finally:
             self.lab.teardown()
+            if self._retransmissions is not None:  # other tests in this process get aioice's own
+                scenarios.fast_ice_failure(self._retransmissions)

@@ -331,6 +331,9 @@ class VoiceClient:
             self.slots = {s["index"]: s.get("participantId") for s in data["slots"]}
 
     async def _on_mode(self, mode: str, epoch: int) -> None:
+        if (mode, epoch) == (self.mode, self.epoch) and (mode == "mesh" or SFU in self.peers):
+            # The join answer already told us (the joiner who tipped the room over).
+            return
         previous_mode, self.mode, self.epoch = self.mode, mode, epoch
         if mode == "sfu":
             await self.connect_sfu()

@@ -8,7 +8,7 @@ Chromium's fake microphone beeps continuously, so "audio flows" is measured as g
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -99,9 +99,8 @@ async def test_mute_stops_outbound_audio_and_unmute_restores_it(
     await a.page.click("#mute")
     await until(lambda: _row_muted(b, "W1AW"), "G4ABC sees W1AW muted")
     await asyncio.sleep(0.5)  # what was in flight drains
-    assert await energy_growth(a_sends) < SILENT
-    assert await energy_growth(b_hears_a) < SILENT
-    assert await _quiet_for(b, "W1AW")
+    silent, quiet = await asyncio.gather(_silent(a_sends, b_hears_a), _quiet_for(b, "W1AW"))
+    assert silent and quiet, "B's indicator for A stays dark while A is muted"
     assert await a.page.get_attribute("#mute", "aria-pressed") == "true"
     await a.screenshot(artifacts, "w1aw-muted")
 
@@ -110,6 +109,13 @@ async def test_mute_stops_outbound_audio_and_unmute_restores_it(
     await wait_energy(b_hears_a, "G4ABC hearing W1AW again")
     await until(lambda: _speaking(b, "W1AW"), "G4ABC sees W1AW speaking again")
     assert not await _row_muted(b, "W1AW")
+
+
+async def _silent(*reads: Callable[[], Awaitable[float]]) -> bool:
+    """Every energy counter stays flat over the same second."""
+    growth = await asyncio.gather(*(energy_growth(read) for read in reads))
+    assert all(g < SILENT for g in growth), f"audio energy still growing: {growth}"
+    return True
 
 
 async def _row_muted(op: Operator, callsign: str) -> bool:
@@ -132,8 +138,7 @@ async def test_push_to_talk_sends_only_while_held(
 
     # Connected, packets flowing (silence), but no audio until the key is held.
     await until(lambda: _packets(b, a_id), "G4ABC receiving RTP from W1AW", timeout=10)
-    assert await energy_growth(a_sends) < SILENT
-    assert await energy_growth(b_hears_a) < SILENT
+    assert await _silent(a_sends, b_hears_a)
 
     await a.page.keyboard.down("Space")
     await wait_energy(a_sends, "W1AW on air while Space is held")
@@ -143,8 +148,7 @@ async def test_push_to_talk_sends_only_while_held(
     await a.screenshot(artifacts, "w1aw-on-air")
     await a.page.keyboard.up("Space")
     await asyncio.sleep(0.5)
-    assert await energy_growth(a_sends) < SILENT
-    assert await energy_growth(b_hears_a) < SILENT
+    assert await _silent(a_sends, b_hears_a)
 
     # The on-screen button works the same way (hold with the mouse / a finger).
     await b.page.hover("#talk")

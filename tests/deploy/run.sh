@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# Deploy test (`make deploy-test`; tests/deploy/test_deploy.py runs it under pytest):
+#   1. ansible-lint (production profile) and --syntax-check of both example inventories
+#   2. a real converge of deploy/site.yml on THIS machine (local connection, services run
+#      by yv-direct because systemd is not PID 1 here), bound to loopback on free ports;
+#      the firewall is only rendered and checked with `nft -c`, never loaded
+#   3. a second converge that must report changed=0
+#   4. verify.py against what was deployed, plus coturn rendered with the production rules
+#   5. teardown (trap): stop every service the converge started, drop the work dir.
+# Timings go to tests/artifacts/deploy/timings.json and are printed at the end.
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+BIN=$ROOT/.venv/bin
+ARTIFACTS=$ROOT/tests/artifacts/deploy
+
+if [ "$(id -u)" != 0 ]; then
+  echo "deploy-test: SKIPPED: needs root (it converges this machine: packages, users, services)"
+  exit 0
+fi
+for tool in "$BIN/ansible-playbook" "$BIN/ansible-lint" nft turnserver start-stop-daemon ss curl; do
+  command -v "$tool" >/dev/null || { echo "deploy-test: missing $tool" >&2; exit 1; }
+done
+
+# One deploy test at a time on a machine: they share /etc and the service names.
+exec 9>/run/yahaml-voice-deploy-test.lock
+flock -n 9 || { echo "deploy-test: another deploy test is running" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/yv-deploy-test.XXXXXX)
+chmod 0711 "$WORK"
+mkdir -p "$ARTIFACTS"
+export ANSIBLE_CONFIG=$ROOT/deploy/ansible.cfg
+export ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
+export PATH=$BIN:$PATH
+
+declare -a TIMES=()
+T0=$(date +%s.%N)
+LAST=$T0
+lap() { # name: record the time since the previous lap
+  local now
+  now=$(date +%s.%N)
+  TIMES+=("$1=$(awk -v a="$now" -v b="$LAST" 'BEGIN { printf "%.2f", a - b }')")
+  LAST=$now
+}
+
+POLICY_RC=/usr/sbin/policy-rc.d
+OWN_POLICY=0
+net_state() { { nft list ruleset 2>/dev/null; ip -br addr; ip route; ip -6 route; } | sha256sum; }
+NET_BEFORE=$(net_state)
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [ -x /usr/local/sbin/yv-direct ]; then
+    echo "--- teardown: stopping what the converge started"
+    /usr/local/sbin/yv-direct stop-all
+  fi
+  [ "$OWN_POLICY" = 1 ] && rm -f "$POLICY_RC"
+  local net_after
+  net_after=$(net_state)
+  if [ "$net_after" != "$NET_BEFORE" ]; then
+    echo "FAIL the machine's networking (nft ruleset, addresses, routes) changed" >&2
+    rc=1
+  else
+    echo "ok   the machine's nft ruleset, addresses and routes are unchanged"
+  fi
+  cp -f "$WORK"/*.log "$ARTIFACTS"/ 2>/dev/null
+  for f in /var/log/yahaml-voice/*.log /var/log/turnserver/turnserver.log /var/log/nginx/error.log; do
+    [ -f "$f" ] && tail -n 200 "$f" >"$ARTIFACTS/host-$(basename "$f")"
+  done
+  rm -rf "$WORK"
+  lap teardown
+  local total json=""
+  total=$(awk -v a="$(date +%s.%N)" -v b="$T0" 'BEGIN { printf "%.2f", a - b }')
+  echo "--- timings (s):"
+  for t in "${TIMES[@]}"; do
+    printf '  %-22s %6.1f\n' "${t%%=*}" "${t#*=}"
+    json+="\"${t%%=*}\": ${t#*=}, "
+  done
+  printf '  %-22s %6.1f\n' total "$total"
+  echo "{${json}\"total\": $total, \"result\": $rc}" >"$ARTIFACTS/timings.json"
+  if [ "$rc" = 0 ]; then echo "deploy-test: PASSED"; else echo "deploy-test: FAILED (logs in $ARTIFACTS)"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# Debian starts services when their packages are installed; here nothing may start
+# behind the test's back (nginx's default site listens on every address).
+if [ ! -e "$POLICY_RC" ]; then
+  printf '#!/bin/sh\n# deploy test: no service starts on package installation\nexit 101\n' >"$POLICY_RC"
+  chmod 0755 "$POLICY_RC"
+  OWN_POLICY=1
+fi
+
+echo "--- 1. ansible-lint (production profile) and syntax checks"
+(cd deploy && ansible-lint -c .ansible-lint --project-dir . --offline --nocolor -q)
+ansible-playbook -i deploy/inventory.example.ini deploy/site.yml --syntax-check >/dev/null
+ansible-playbook -i deploy/inventories/multi-host/hosts.ini deploy/site.yml --syntax-check >/dev/null
+echo "ok   ansible-lint and --syntax-check"
+lap lint+syntax
+
+# Free loopback ports (TCP and UDP free where TURN needs both) and a free relay range.
+eval "$("$BIN/python" - <<'EOF'
+import random, socket
+
+taken = set()
+
+def free(udp_too=False):
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port in taken:
+            continue
+        if udp_too:
+            try:
+                with socket.socket(type=socket.SOCK_DGRAM) as u:
+                    u.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
+
+def relay_range(n=24):
+    while True:
+        base = random.randrange(20000, 30000)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                u = socket.socket(type=socket.SOCK_DGRAM)
+                socks.append(u)
+                u.bind(("127.0.0.1", p))
+            return base, base + n - 1
+        except OSError:
+            continue
+        finally:
+            for u in socks:
+                u.close()
+
+names = ["SERVER_PORT", "REDIS_PORT", "HTTP_PORT", "HTTPS_PORT", "TURN_TLS_PORT", "PROD_TURN_TLS_PORT"]
+for name in names:
+    print(f"{name}={free()}")
+print(f"TURN_PORT={free(True)}")
+print(f"PROD_TURN_PORT={free(True)}")
+lo, hi = relay_range()
+print(f"RELAY_MIN={lo} RELAY_MAX={hi}")
+lo, hi = relay_range()
+print(f"PROD_RELAY_MIN={lo} PROD_RELAY_MAX={hi}")
+EOF
+)"
+WORKERS=$(nproc)
+
+# The checkout is shared with people editing it: both converges deploy one snapshot of
+# it, so that "nothing changed" means the deploy, not the tree.
+mkdir -p "$WORK/src"
+cp -a pyproject.toml README.md server sfu client coturn "$WORK/src/"
+find "$WORK/src" -name __pycache__ -prune -exec rm -rf {} +
+
+# Test settings: everything on loopback, free ports, yv-direct, firewall rendered only.
+cat >"$WORK/vars.json" <<EOF
+{
+  "yahaml_voice_service_manager": "direct",
+  "yahaml_voice_domain": "voice.test",
+  "yahaml_voice_turn_domain": "127.0.0.1",
+  "yahaml_voice_secrets_dir": "$WORK/secrets",
+  "yahaml_voice_source_dir": "$WORK/src",
+  "coturn_template": "$WORK/src/coturn/turnserver.conf.j2",
+  "yahaml_voice_private_ip": "127.0.0.1",
+  "yahaml_voice_public_ip": "127.0.0.1",
+  "yahaml_voice_server_port": $SERVER_PORT,
+  "yahaml_voice_public_url": "https://voice.test:$HTTPS_PORT",
+  "yahaml_voice_redis_port": $REDIS_PORT,
+  "yahaml_voice_sfu_ice_addresses": ["127.0.0.1"],
+  "yahaml_voice_turn_overrides": {
+    "listening_port": $TURN_PORT, "tls_listening_port": $TURN_TLS_PORT,
+    "min_port": $RELAY_MIN, "max_port": $RELAY_MAX,
+    "allow_loopback_peers": true
+  },
+  "redis_bind": ["127.0.0.1"],
+  "proxy_listen_addresses": ["127.0.0.1"],
+  "proxy_http_port": $HTTP_PORT,
+  "proxy_https_port": $HTTPS_PORT,
+  "firewall_apply": false,
+  "firewall_config_file": "$WORK/nftables.test.conf"
+}
+EOF
+
+converge() { # log name
+  local log=$WORK/$1.log
+  # ANSIBLE_LOG_PATH: the same output with a timestamp per line (where the time goes).
+  if ! ANSIBLE_LOG_PATH=$WORK/$1.timed.log \
+    ansible-playbook -i tests/deploy/inventory.ini deploy/site.yml -e "@$WORK/vars.json" >"$log" 2>&1; then
+    tail -n 60 "$log"
+    echo "FAIL $1: ansible-playbook failed (full log in $ARTIFACTS/$1.log)" >&2
+    exit 1
+  fi
+  grep -E '^localhost +:' "$log" | tail -n 1 | tee "$WORK/$1.recap"
+}
+
+echo "--- 2. converge this machine (loopback, ports $SERVER_PORT/$REDIS_PORT/$HTTPS_PORT/$TURN_PORT)"
+converge converge1
+lap converge1
+
+echo "--- 3. second converge: nothing may change"
+converge converge2
+if ! grep -qE 'changed=0 .*failed=0' "$WORK/converge2.recap"; then
+  echo "FAIL second converge changed something:" >&2
+  grep -E '^(changed|TASK)' "$WORK/converge2.log" | grep -B1 '^changed' >&2 || true
+  exit 1
+fi
+echo "ok   idempotent: changed=0"
+lap converge2
+
+echo "--- 4. verify"
+# The production rule set (deploy/group_vars defaults, no loopback peers), rendered by
+# the same role tasks; only its address and ports move onto loopback to be probed.
+mkdir -p "$WORK/prod-turn"
+cat >"$WORK/prod-vars.json" <<EOF
+{
+  "ansible_become": false,
+  "ansible_python_interpreter": "/usr/bin/python3",
+  "yahaml_voice_secrets_dir": "$WORK/secrets",
+  "yahaml_voice_turn_domain": "127.0.0.1",
+  "yahaml_voice_turn_overrides": {
+    "listen_ip": "127.0.0.1", "relay_ip": "127.0.0.1",
+    "listening_port": $PROD_TURN_PORT, "tls_listening_port": $PROD_TURN_TLS_PORT,
+    "min_port": $PROD_RELAY_MIN, "max_port": $PROD_RELAY_MAX
+  },
+  "firewall_turn_settings": "{{ yahaml_voice_turn_settings }}",
+  "coturn_config_file": "$WORK/prod-turn/turnserver.conf",
+  "firewall_config_file": "$WORK/nftables.production.conf"
+}
+EOF
+if ! ansible-playbook -i localhost, -c local tests/deploy/render-production.yml \
+  -e "@$WORK/prod-vars.json" >"$WORK/render-production.log" 2>&1; then
+  tail -n 40 "$WORK/render-production.log"
+  echo "FAIL rendering the production rules" >&2
+  exit 1
+fi
+
+cat >"$WORK/verify.json" <<EOF
+{
+  "work": "$WORK",
+  "domain": "voice.test",
+  "http_port": $HTTP_PORT,
+  "https_port": $HTTPS_PORT,
+  "redis_port": $REDIS_PORT,
+  "sfu_workers": $WORKERS,
+  "cli": "/opt/yahaml-voice/venv/bin/yahaml-voice",
+  "config_file": "/etc/yahaml-voice/yahaml-voice.yaml",
+  "proxy_cert": "/etc/nginx/tls/voice.test.selfsigned.crt",
+  "turn_cert": "/etc/coturn/tls/fullchain.pem",
+  "prod_turn_conf": "$WORK/prod-turn/turnserver.conf",
+  "prod_turn_port": $PROD_TURN_PORT,
+  "secrets_dir": "$WORK/secrets",
+  "nft_test": "$WORK/nftables.test.conf",
+  "nft_prod": "$WORK/nftables.production.conf",
+  "logs": ["$WORK/converge1.log", "$WORK/converge2.log", "$WORK/render-production.log"]
+}
+EOF
+"$BIN/python" tests/deploy/verify.py "$WORK/verify.json"
+lap verify

@@ -1,0 +1,496 @@
+"""Probe what the deploy test converged on this machine (tests/deploy/run.sh, step "verify").
+
+Every answer is the deployed component's own: nginx's TLS and redirect, the server's
+/healthz and /api/ice-servers, coturn's allocation, relay, 401 and 403, Redis' NOAUTH
+and NOPERM. A second coturn, rendered through the same role task with the PRODUCTION
+rules (no loopback peers), shows that private and loopback peers get 403 there too.
+
+Prints one line per check and exits 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import http.client
+import json
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+import websockets
+from aioice import stun
+from aioice.turn import TurnClientTcpProtocol, TurnClientUdpProtocol
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from server.auth import turn_credentials  # noqa: E402
+
+# Peers the relay must refuse in every deployment (RFC 1918, CGNAT, link-local, "this").
+PRIVATE_PEERS = ["10.0.0.1", "172.16.0.1", "192.168.1.1", "100.64.0.1", "169.254.1.1", "0.0.0.1"]
+# Loopback addresses other than the lab relay's own 127.0.0.1 (allowed-peer-ip there).
+LOOPBACK_PEERS = ["127.0.0.2", "127.1.2.3"]
+
+
+class Report:
+    """Collects check results; `ok` is False once any check failed."""
+
+    def __init__(self) -> None:
+        self.ok = True
+
+    def check(self, name: str, passed: bool, detail: str = "") -> bool:
+        self.ok = self.ok and passed
+        print(f"{'ok  ' if passed else 'FAIL'} {name}{': ' + detail if detail else ''}", flush=True)
+        return passed
+
+
+class _SniHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to 127.0.0.1 while SNI and certificate checks use the public name."""
+
+    def __init__(self, name: str, port: int, context: ssl.SSLContext) -> None:
+        super().__init__(name, port, context=context, timeout=10)
+
+    def connect(self) -> None:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+def https_get(
+    cfg: dict[str, Any], path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    conn = _SniHTTPSConnection(cfg["domain"], cfg["https_port"], cfg["proxy_ssl"])
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def http_get(port: int, path: str, host: str) -> tuple[int, dict[str, str]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, dict(resp.getheaders())
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------------------------------ TURN
+
+
+@contextlib.asynccontextmanager
+async def allocation(
+    server: tuple[str, int],
+    username: str,
+    password: str,
+    transport: str = "udp",
+    tls: ssl.SSLContext | None = None,
+) -> AsyncIterator[TurnClientUdpProtocol | TurnClientTcpProtocol]:
+    """A TURN allocation by aioice's client; deleted on exit."""
+    loop = asyncio.get_running_loop()
+    proto: TurnClientUdpProtocol | TurnClientTcpProtocol
+    if transport == "udp":
+        _, proto = await loop.create_datagram_endpoint(
+            lambda: TurnClientUdpProtocol(server, username, password, 600, 300),
+            remote_addr=server,
+        )
+    else:
+        _, proto = await loop.create_connection(
+            lambda: TurnClientTcpProtocol(server, username, password, 600, 300),
+            host=server[0],
+            port=server[1],
+            ssl=tls,
+        )
+    try:
+        await asyncio.wait_for(proto.connect(), 10)
+        yield proto
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proto.delete(), 5)
+        proto.transport.close()
+
+
+async def error_code(call: Callable[[], Any]) -> int:
+    """200 when the STUN transaction succeeds, else coturn's ERROR-CODE."""
+    try:
+        await asyncio.wait_for(call(), 10)
+    except stun.TransactionFailed as exc:
+        return exc.response.error_code or 0
+    return 200
+
+
+async def allocate_error(server: tuple[str, int], username: str, password: str) -> int:
+    """coturn's answer to an Allocate with these credentials (200: allocated)."""
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_datagram_endpoint(
+        lambda: TurnClientUdpProtocol(server, username, password, 600, 300), remote_addr=server
+    )
+    try:
+        code = await error_code(proto.connect)
+        if code == 200:
+            await asyncio.wait_for(proto.delete(), 5)
+        return code
+    finally:
+        proto.transport.close()
+
+
+async def permission(proto: TurnClientUdpProtocol | TurnClientTcpProtocol, peer: str) -> int:
+    request = stun.Message(
+        message_method=stun.Method.CREATE_PERMISSION, message_class=stun.Class.REQUEST
+    )
+    request.attributes["XOR-PEER-ADDRESS"] = (peer, 9)
+    return await error_code(lambda: proto.request_with_retry(request))
+
+
+class _Echo(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(b"echo:" + data, addr)  # type: ignore[attr-defined]
+
+
+class _Receiver(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.got.put_nowait((data, addr))
+
+
+async def relay_roundtrip(proto: TurnClientUdpProtocol | TurnClientTcpProtocol) -> str:
+    """Send through the relay to a UDP echo peer on loopback; the echo must come back."""
+    loop = asyncio.get_running_loop()
+    echo_transport, _ = await loop.create_datagram_endpoint(_Echo, local_addr=("127.0.0.1", 0))
+    try:
+        peer = echo_transport.get_extra_info("sockname")
+        receiver = _Receiver()
+        proto.receiver = receiver
+        for i in range(5):
+            await proto.send_data(f"ping {i}".encode(), peer)
+        got = []
+        for _ in range(5):
+            data, addr = await asyncio.wait_for(receiver.got.get(), 5)
+            got.append(data)
+        expected = {f"echo:ping {i}".encode() for i in range(5)}
+        if set(got) != expected:
+            return f"unexpected payloads {got!r}"
+        return ""
+    finally:
+        echo_transport.close()
+
+
+def ice_turn(answer: dict[str, Any]) -> dict[str, Any]:
+    for server in answer.get("iceServers", []):
+        if server.get("username"):
+            return dict(server)
+    raise ValueError(f"no TURN server with credentials in {answer!r}")
+
+
+def url_port(urls: list[str], scheme: str, transport: str) -> tuple[str, int] | None:
+    for url in urls:
+        match = re.match(rf"^{scheme}:([^:?]+):(\d+)\?transport={transport}$", url)
+        if match:
+            return match.group(1), int(match.group(2))
+    return None
+
+
+# -------------------------------------------------------------------------- the checks
+
+
+async def check_web(cfg: dict[str, Any], report: Report) -> str | None:
+    """Proxy, TLS, server, Redis-backed store, SFU workers; returns an operator token."""
+    deadline = time.monotonic() + 30
+    health: dict[str, Any] = {}
+    status = 0
+    while time.monotonic() < deadline:
+        try:
+            status, _, body = https_get(cfg, "/healthz")
+            health = json.loads(body)
+            if status == 200 and health.get("workers", 0) >= cfg["sfu_workers"]:
+                break
+        except (OSError, ValueError):
+            pass
+        await asyncio.sleep(0.5)
+    report.check(
+        "https /healthz through nginx (cert verified for the public name)",
+        status == 200 and health.get("status") == "ok",
+        f"{status} {health}",
+    )
+    report.check("server state in Redis", health.get("store") == "redis", str(health.get("store")))
+    report.check("token auth mode", health.get("authMode") == "token", str(health.get("authMode")))
+    report.check(
+        f"{cfg['sfu_workers']} SFU workers registered (one per core)",
+        health.get("workers") == cfg["sfu_workers"],
+        f"workers={health.get('workers')}",
+    )
+
+    status, headers = http_get(cfg["http_port"], "/some/path?x=1", cfg["domain"])
+    expected = f"https://{cfg['domain']}:{cfg['https_port']}/some/path?x=1"
+    report.check(
+        "http redirects to https", status == 301 and headers.get("Location") == expected,
+        f"{status} {headers.get('Location')}",
+    )
+
+    out = subprocess.run(
+        [cfg["cli"], "--config", cfg["config_file"], "token", "--callsign", "W1AW", "--room", "*"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    token = out.stdout.splitlines()[0] if out.returncode == 0 and out.stdout else None
+    report.check("yahaml-voice token on the host", bool(token), out.stderr.strip()[-200:])
+    if not token:
+        return None
+
+    status, _, _ = https_get(cfg, "/api/ice-servers")
+    report.check("/api/ice-servers without a token is refused", status == 401, str(status))
+
+    try:
+        async with websockets.connect(
+            f"wss://{cfg['domain']}:{cfg['https_port']}/ws?token={token}",
+            ssl=cfg["proxy_ssl"],
+            host="127.0.0.1",
+            port=cfg["https_port"],
+            server_hostname=cfg["domain"],
+            origin=f"https://{cfg['domain']}:{cfg['https_port']}",  # type: ignore[arg-type]
+            open_timeout=10,
+        ) as ws:
+            first = await asyncio.wait_for(ws.recv(), 10)
+            report.check("WebSocket /ws through nginx", True, str(first)[:80])
+    except Exception as exc:  # the check reports whatever went wrong
+        report.check("WebSocket /ws through nginx", False, repr(exc))
+    return token
+
+
+async def check_turn(cfg: dict[str, Any], token: str, report: Report) -> None:
+    status, _, body = https_get(cfg, "/api/ice-servers", {"Authorization": f"Bearer {token}"})
+    report.check("/api/ice-servers with a token", status == 200, str(status))
+    answer = json.loads(body)
+    turn = ice_turn(answer)
+    urls = turn["urls"]
+    udp = url_port(urls, "turn", "udp")
+    tcp = url_port(urls, "turn", "tcp")
+    tls = url_port(urls, "turns", "tcp")
+    report.check("TURN URLs for UDP, TCP and TLS", bool(udp and tcp and tls), " ".join(urls))
+    if not (udp and tcp and tls):
+        return
+    user, password = turn["username"], turn["credential"]
+
+    async with allocation(udp, user, password) as proto:
+        problem = await relay_roundtrip(proto)
+        report.check(
+            "TURN/UDP allocation with the API's credentials relays traffic",
+            not problem, problem or f"relayed via {proto.relayed_address}",
+        )
+        for peer in PRIVATE_PEERS:
+            code = await permission(proto, peer)
+            report.check(f"deployed relay refuses private peer {peer}", code == 403, str(code))
+    async with allocation(tcp, user, password, transport="tcp") as proto:
+        problem = await relay_roundtrip(proto)
+        report.check("TURN/TCP allocation relays traffic", not problem, problem)
+    tls_ctx = ssl.create_default_context(cafile=cfg["turn_cert"])
+    tls_ctx.check_hostname = False  # the lab's TURN name is an address; the chain is verified
+    async with allocation(tls, user, password, transport="tcp", tls=tls_ctx) as proto:
+        problem = await relay_roundtrip(proto)
+        report.check("TURN/TLS allocation (turns:) relays traffic", not problem, problem)
+
+    code = await allocate_error(udp, user, password + "x")
+    report.check("a wrong TURN password gets 401", code == 401, str(code))
+
+
+async def check_production_turn(cfg: dict[str, Any], report: Report) -> None:
+    """coturn from the production rules: loopback and private peers get 403."""
+    conf = Path(cfg["prod_turn_conf"])
+    text = conf.read_text()
+    report.check(
+        "production rules: no loopback peers, ::ffff: mapped addresses denied",
+        "allow-loopback-peers" not in text
+        and "denied-peer-ip=::ffff:0.0.0.0-::ffff:255.255.255.255" in text,
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="prod-turn-", dir=cfg["work"]))
+    os.chown(workdir, _uid("turnserver"), -1)
+    proc = subprocess.Popen(
+        ["turnserver", "-c", str(conf), "--pidfile", str(workdir / "pid"),
+         "--userdb", str(workdir / "turndb")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user="turnserver", group="turnserver",
+    )
+    try:
+        server = ("127.0.0.1", cfg["prod_turn_port"])
+        user, password = turn_credentials(cfg["turn_secret"], "prod-check", 600)
+        code = 0
+        for _ in range(50):  # coturn binds its port in tens of milliseconds
+            with contextlib.suppress(OSError, stun.TransactionError, TimeoutError):
+                code = await allocate_error(server, user, password)
+                if code == 200:
+                    break
+            await asyncio.sleep(0.1)
+        report.check(
+            "production coturn allocates with server-minted credentials", code == 200, str(code)
+        )
+        if code != 200:
+            return
+        async with allocation(server, user, password) as proto:
+            for peer in LOOPBACK_PEERS + PRIVATE_PEERS:
+                code = await permission(proto, peer)
+                report.check(f"production relay refuses {peer}", code == 403, str(code))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _uid(name: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(name).pw_uid
+
+
+def check_redis(cfg: dict[str, Any], report: Report) -> None:
+    client = redis.Redis(host="127.0.0.1", port=cfg["redis_port"], socket_timeout=5)
+    try:
+        client.ping()
+        report.check("Redis refuses unauthenticated clients", False, "PING answered")
+    except redis.exceptions.AuthenticationError as exc:
+        report.check("Redis refuses unauthenticated clients", True, str(exc))
+    finally:
+        client.close()
+    client = redis.Redis(
+        host="127.0.0.1", port=cfg["redis_port"], password=cfg["redis_password"], socket_timeout=5
+    )
+    try:
+        report.check("Redis answers with the password", client.ping() is True)
+        try:
+            client.config_get("maxmemory")
+            report.check("Redis ACL denies administration (CONFIG)", False, "CONFIG answered")
+        except redis.exceptions.NoPermissionError as exc:
+            report.check("Redis ACL denies administration (CONFIG)", True, str(exc)[:60])
+    finally:
+        client.close()
+
+
+def check_listeners(cfg: dict[str, Any], report: Report) -> None:
+    """Every socket the deployed services listen on is a loopback address."""
+    pids: set[int] = set()
+    for pidfile in Path("/run/yv-direct").glob("*.pid"):
+        with contextlib.suppress(ValueError, OSError):
+            pids.add(int(pidfile.read_text().strip()))
+    # nginx workers and the like are children of the started processes.
+    children: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children[int(stat.parent.name)] = int(fields[1])
+    grew = True
+    while grew:
+        extra = {pid for pid, ppid in children.items() if ppid in pids and pid not in pids}
+        pids |= extra
+        grew = bool(extra)
+    out = subprocess.run(["ss", "-Hlnptu"], capture_output=True, text=True, check=True).stdout
+    seen, public = [], []
+    for line in out.splitlines():
+        owners = {int(p) for p in re.findall(r"pid=(\d+)", line)}
+        if not owners & pids:
+            continue
+        local = line.split()[4]
+        seen.append(local)
+        host = local.rsplit(":", 1)[0].strip("[]")
+        host = host.split("%")[0]
+        if not (host.startswith("127.") or host == "::1" or host.startswith("::ffff:127.")):
+            public.append(line)
+    report.check(
+        f"all {len(seen)} listening sockets of the deployed services are on loopback",
+        bool(seen) and not public, "; ".join(public) or " ".join(sorted(set(seen))),
+    )
+    report.check("deployed processes found", len(pids) >= 4 + cfg["sfu_workers"], f"{len(pids)} pids")
+
+
+def check_firewall(cfg: dict[str, Any], report: Report) -> None:
+    for label, path in (("test", cfg["nft_test"]), ("production", cfg["nft_prod"])):
+        out = subprocess.run(["nft", "-c", "-f", path], capture_output=True, text=True, check=False)
+        report.check(f"nft -c parses the {label} ruleset", out.returncode == 0, out.stderr.strip())
+    text = Path(cfg["nft_prod"]).read_text()
+    opened = re.findall(r"^\s*(.*dport.*)$", text, re.M)
+    wanted = [
+        "tcp dport 22 accept",
+        "tcp dport { 80, 443 } accept",
+        "udp dport 3478 accept",
+        "tcp dport 3478 accept",
+        "tcp dport 5349 accept",
+        "udp dport 49160-49999 accept",
+    ]
+    report.check(
+        "production ruleset: input policy drop; opens only SSH, web, TURN and the relay range",
+        opened == wanted and "type filter hook input priority filter; policy drop;" in text,
+        " | ".join(opened),
+    )
+
+
+def check_secrets(cfg: dict[str, Any], report: Report) -> None:
+    logs = "".join(Path(p).read_text(errors="replace") for p in cfg["logs"])
+    leaked = [n for n, v in cfg["secrets"].items() if v and v in logs]
+    report.check("no secret appears in the Ansible output", not leaked, ", ".join(leaked))
+    modes = {
+        cfg["config_file"]: ("root", "yahaml-voice", 0o640),
+        "/etc/turnserver.conf": ("root", "turnserver", 0o640),
+        "/etc/redis/redis.conf": ("redis", "redis", 0o640),
+    }
+    import grp
+    import pwd
+
+    wrong = []
+    for path, (owner, group, mode) in modes.items():
+        st = os.stat(path)
+        have = (pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name, st.st_mode & 0o777)
+        if have != (owner, group, mode):
+            wrong.append(f"{path} {have[0]}:{have[1]} {oct(have[2])}")
+    report.check("files with secrets are 0640 and owned right", not wrong, "; ".join(wrong))
+    redis_conf = Path("/etc/redis/redis.conf").read_text()
+    report.check(
+        "redis.conf holds the password's SHA-256, not the password",
+        cfg["redis_password"] not in redis_conf and "user default on #" in redis_conf,
+    )
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("config", help="JSON written by run.sh (ports, paths)")
+    cfg = json.loads(Path(parser.parse_args().config).read_text())
+    secrets = Path(cfg["secrets_dir"])
+    cfg["turn_secret"] = (secrets / "turn_secret").read_text().strip()
+    cfg["redis_password"] = (secrets / "redis_password").read_text().strip()
+    cfg["secrets"] = {
+        "token secret": (secrets / "token_secret").read_text().strip(),
+        "TURN secret": cfg["turn_secret"],
+        "Redis password": cfg["redis_password"],
+    }
+    cfg["proxy_ssl"] = ssl.create_default_context(cafile=cfg["proxy_cert"])
+    report = Report()
+    token = await check_web(cfg, report)
+    if token:
+        await check_turn(cfg, token, report)
+    await check_production_turn(cfg, report)
+    check_redis(cfg, report)
+    check_listeners(cfg, report)
+    check_firewall(cfg, report)
+    check_secrets(cfg, report)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

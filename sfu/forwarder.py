@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import struct
 import time
 from collections.abc import Callable, Iterable
@@ -33,7 +34,9 @@ from typing import Any
 from aioice.ice import StunProtocol
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender, clock
 from aiortc.rtcrtpreceiver import StreamStatistics
-from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket, RtpPacket
+from aiortc.rtp import RtcpSdesPacket, RtcpSourceInfo, RtpPacket
+from pylibsrtp import Session
+from pylibsrtp._binding import ffi, lib
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +44,26 @@ AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 OPUS_RATE = 48000
 OPUS_FRAME = 960  # 20 ms at 48 kHz: the smallest timestamp step after a source change
-# Sender Reports per output about once a second, spread with +-50 % jitter (RFC 3550 6.2).
-REPORT_INTERVAL = 1.0
+# Sender Reports per output: the first about a second after it starts, then about every
+# 5 s (libwebrtc's audio interval), each spread by +-50 % (RFC 3550 6.2).
+FIRST_REPORT = 1.0
+REPORT_INTERVAL = 5.0
 REPORT_TICK = 0.2
+_SR = struct.Struct("!BBHIIIIII")  # V/RC, PT 200, length 6, SSRC, NTP (2), RTP ts, counts
 
 _HEADER = struct.Struct("!BBHII")
 _NTP_PER_SECOND = 1 << 32
 
-# (protect, sendto, addr): the subscriber's SRTP protect and its UDP send.
+# A generic send path: (protect, sendto, addr) callables (TURN relays, tests).
 Sink = tuple[Callable[[bytes], bytes], Callable[[Any, Any], Any], Any]
+# The fast path: (libsrtp context, socket.sendto, addr, owner). The packet is protected in
+# place in the forwarder's scratch buffer by a direct libsrtp call (pylibsrtp's wrapper
+# allocates and checks per call) and sent with the socket's own sendto (no asyncio
+# transport frame). `owner` is the pylibsrtp Session, kept alive as long as the sink.
+FastSink = tuple[Any, Callable[[Any, Any], Any], Any, Session]
+AnySink = Sink | FastSink
+# libsrtp's largest trailer (tag + MKI) on top of an MTU-sized packet.
+_SCRATCH = 1500 + 16 + 128
 
 
 def _ext_block(elements: bytes) -> bytes:
@@ -69,7 +83,7 @@ class Layout:
 
     __slots__ = ("ext_by_level", "ext_none", "key", "pt")
 
-    def __init__(self, pt: int, level_id: int | None, mid_id: int | None, mid: str | None) -> None:
+    def __init__(self, pt: int, level_id: Any, mid_id: Any, mid: str | None) -> None:
         self.pt = pt
         self.key = (pt, level_id, mid_id, mid)
         prefix = b""
@@ -95,6 +109,7 @@ class _Group:
     """Subscribers of one slot that receive byte-identical packets."""
 
     __slots__ = (
+        "fast",
         "last_seq",
         "last_time",
         "last_ts",
@@ -111,6 +126,7 @@ class _Group:
 
     def __init__(self, layout: Layout, clone: _Group | None = None, paused: bool = False) -> None:
         self.layout = layout
+        self.fast: list[FastSink] = []
         self.sinks: list[Sink] = []
         self.outputs: list[Output] = []
         self.paused = paused
@@ -148,13 +164,19 @@ class Output:
         "index",
         "layout",
         "next_report",
+        "sdes",
         "sender",
         "sink",
         "subscriber",
     )
 
     def __init__(
-        self, subscriber: str, index: int, layout: Layout, sink: Sink, sender: RTCRtpSender | None
+        self,
+        subscriber: str,
+        index: int,
+        layout: Layout,
+        sink: AnySink,
+        sender: RTCRtpSender | None,
     ) -> None:
         self.subscriber = subscriber
         self.index = index
@@ -164,7 +186,8 @@ class Output:
         self.group: _Group | None = None
         self.acc_packets = self.acc_octets = 0
         self.base_packets = self.base_octets = 0
-        self.next_report = time.monotonic() + REPORT_INTERVAL * (0.5 + random.random())
+        self.next_report = time.monotonic() + FIRST_REPORT * (0.5 + random.random())
+        self.sdes: bytes | None = None
 
     def counts(self) -> tuple[int, int]:
         """Packets and payload octets sent to this subscriber on this slot so far."""
@@ -197,6 +220,11 @@ class Forwarder:
         self._slot_of: dict[str, _Slot] = {}
         self._outputs: dict[tuple[str, int], Output] = {}
         self._task: asyncio.Task[None] | None = None
+        self._layouts: dict[tuple[Any, ...], Layout] = {}
+        self._scratch = ffi.new("char[]", _SCRATCH)
+        self._scratch_buffer = ffi.buffer(self._scratch)
+        self._scratch_view = memoryview(self._scratch_buffer)
+        self._length = ffi.new("int *")
         self.packets_in = 0
         self.packets_out = 0
         self.send_errors = 0
@@ -217,6 +245,15 @@ class Forwarder:
                 pass
 
     # ------------------------------------------------------------ control (not hot)
+
+    def layout(self, pt: int, extensions: Iterable[Any], mid: str | None) -> Layout:
+        """The (shared) Layout of a negotiated transceiver."""
+        ids = {ext.uri: ext.id for ext in extensions}
+        key = (pt, ids.get(AUDIO_LEVEL_URI), ids.get(MID_URI), mid)
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = self._layouts[key] = Layout(*key)
+        return layout
 
     def ssrc(self, index: int) -> int:
         return self.slots[index].ssrc
@@ -256,7 +293,7 @@ class Forwarder:
         subscriber: str,
         index: int,
         layout: Layout,
-        sink: Sink,
+        sink: AnySink,
         sender: RTCRtpSender | None = None,
     ) -> Output:
         """Start sending slot `index` to a subscriber (replacing an older output)."""
@@ -294,7 +331,10 @@ class Forwarder:
         out.group = group
         out.base_packets, out.base_octets = group.packets, group.octets
         group.outputs.append(out)
-        group.sinks.append(out.sink)
+        if len(out.sink) == 4:
+            group.fast.append(out.sink)
+        else:
+            group.sinks.append(out.sink)
 
     @staticmethod
     def _leave(out: Output) -> None:
@@ -302,9 +342,12 @@ class Forwarder:
         assert group is not None
         out.acc_packets += group.packets - out.base_packets
         out.acc_octets += group.octets - out.base_octets
-        index = group.outputs.index(out)
-        del group.outputs[index]
-        del group.sinks[index]
+        group.outputs.remove(out)
+        sinks: list[Any] = group.fast if len(out.sink) == 4 else group.sinks
+        for index, sink in enumerate(sinks):
+            if sink is out.sink:
+                del sinks[index]
+                break
         out.group = None
 
     @staticmethod
@@ -328,10 +371,16 @@ class Forwarder:
         ssrc = slot.ssrc
         now = time.monotonic()
         pack = _HEADER.pack
-        sent = 0
+        scratch, scratch_buffer, view, length = (
+            self._scratch,
+            self._scratch_buffer,
+            self._scratch_view,
+            self._length,
+        )
+        protect = lib.srtp_protect
+        sent = errors = 0
         for group in slot.groups:
-            sinks = group.sinks
-            if group.paused or not sinks:
+            if group.paused or not group.outputs:
                 continue
             if group.rebase:
                 group.rebase_to(seq, ts, now)
@@ -342,24 +391,39 @@ class Forwarder:
             data = pack(0x90 if ext else 0x80, marker | layout.pt, out_seq, out_ts, ssrc)
             data += ext
             data += payload
-            for protect, sendto, addr in sinks:
+            size = len(data)
+            if size > 1500:
+                continue  # larger than an MTU: not an Opus packet we forward
+            # Per subscriber: copy in, protect in place, send. Nothing else.
+            for context, sendto, addr, _owner in group.fast:
+                scratch_buffer[0:size] = data
+                length[0] = size
+                if protect(context, scratch, length):
+                    errors += 1
+                    continue
                 try:
-                    sendto(protect(data), addr)
+                    sendto(view[0 : length[0]], addr)
+                except OSError:  # a full socket buffer: this subscriber loses this packet
+                    errors += 1
+            for protect_one, send_one, addr in group.sinks:
+                try:
+                    send_one(protect_one(data), addr)
                 except Exception:
-                    self.send_errors += 1
-            sent += len(sinks)
+                    errors += 1
+            sent += len(group.outputs)
             if (out_seq - group.last_seq) & 0xFFFF < 0x8000:
                 group.last_seq = out_seq
                 group.last_ts = out_ts
             group.last_time = now
             group.packets += 1
             group.octets += len(payload)
+        self.send_errors += errors
         self.packets_out += sent
 
     # ------------------------------------------------------------ Sender Reports
 
     async def _run_reports(self) -> None:
-        """Send each output's SR (+ SDES) about once a second with truthful counters."""
+        """Send each output's SR (+ SDES) about every 5 s with truthful counters."""
         try:
             while True:
                 await asyncio.sleep(REPORT_TICK)
@@ -369,7 +433,7 @@ class Forwarder:
                     out.next_report = now + REPORT_INTERVAL * (0.5 + random.random())
                     try:
                         await self._report(out, now)
-                    except ConnectionError:
+                    except (ConnectionError, OSError):
                         pass
                     except Exception:
                         logger.exception("sender report for %s failed", out.subscriber)
@@ -377,6 +441,11 @@ class Forwarder:
             pass
 
     async def _report(self, out: Output, now: float) -> None:
+        """An SR for what this subscriber got on this slot, as of now (RFC 3550 6.4.1).
+
+        The RTP timestamp is the last packet's extrapolated to the report's NTP time, so
+        the pair describes one instant; counts are this subscriber's own.
+        """
         sender, group = out.sender, out.group
         if sender is None or group is None:
             return
@@ -384,42 +453,53 @@ class Forwarder:
         if not packets:
             return
         ssrc = self.slots[out.index].ssrc
-        # The NTP time at which the last packet (timestamp group.last_ts) was sent.
-        ntp = clock.current_ntp_time() - int((now - group.last_time) * _NTP_PER_SECOND)
-        report = RtcpSrPacket(
-            ssrc=ssrc,
-            sender_info=RtcpSenderInfo(
-                ntp_timestamp=ntp,
-                rtp_timestamp=group.last_ts,
-                packet_count=packets & 0xFFFFFFFF,
-                octet_count=octets & 0xFFFFFFFF,
-            ),
+        ntp = clock.current_ntp_time()
+        rtp_ts = (group.last_ts + int((now - group.last_time) * OPUS_RATE)) & 0xFFFFFFFF
+        data = _SR.pack(
+            0x80,
+            200,
+            6,
+            ssrc,
+            ntp >> 32,
+            ntp & 0xFFFFFFFF,
+            rtp_ts,
+            packets & 0xFFFFFFFF,
+            octets & 0xFFFFFFFF,
         )
-        data = bytes(report)
-        cname = getattr(sender, "_RTCRtpSender__cname", None)
-        if cname:
-            data += bytes(
-                RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=ssrc, items=[(1, cname.encode())])])
+        if out.sdes is None:
+            cname = getattr(sender, "_RTCRtpSender__cname", None) or ""
+            out.sdes = (
+                bytes(
+                    RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=ssrc, items=[(1, cname.encode())])])
+                )
+                if cname
+                else b""
             )
+        data += out.sdes
         # Keep the sender's own view (getStats, RTT from receiver reports) consistent.
         sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
         sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
         sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
-        sender._RTCRtpSender__rtp_timestamp = group.last_ts  # type: ignore[attr-defined]
+        sender._RTCRtpSender__rtp_timestamp = rtp_ts  # type: ignore[attr-defined]
         sender._RTCRtpSender__lsr = (ntp >> 16) & 0xFFFFFFFF  # type: ignore[attr-defined]
-        sender._RTCRtpSender__lsr_time = time.time() - (now - group.last_time)  # type: ignore[attr-defined]
-        await sender.transport._send_rtp(data)
+        sender._RTCRtpSender__lsr_time = time.time()  # type: ignore[attr-defined]
+        sink = out.sink
+        if len(sink) == 4:
+            _context, sendto, addr, session = sink
+            sendto(session.protect_rtcp(data), addr)
+        else:
+            await sender.transport._send_rtp(data)
 
 
 # ---------------------------------------------------------------- aiortc glue
 
 
-def make_sink(dtls: RTCDtlsTransport, tasks: set[asyncio.Task[None]]) -> Sink | None:
+def make_sink(dtls: RTCDtlsTransport, tasks: set[asyncio.Task[None]]) -> AnySink | None:
     """The direct send path of a connected transport, or None if it is not connected.
 
-    Host and server-reflexive pairs send with the UDP transport's `sendto` (no
-    coroutine, no aioice lookup); a TURN-relayed pair goes through aioice's coroutine
-    as a task kept in `tasks`.
+    Host and server-reflexive pairs get a FastSink: libsrtp context and the UDP
+    socket's `sendto` (no coroutine, no aioice lookup, no asyncio transport); a
+    TURN-relayed pair goes through aioice's coroutine as a task kept in `tasks`.
     """
     srtp = dtls._tx_srtp
     if srtp is None or dtls.state != "connected":
@@ -430,6 +510,9 @@ def make_sink(dtls: RTCDtlsTransport, tasks: set[asyncio.Task[None]]) -> Sink | 
         return None
     protocol = pair.protocol
     if type(protocol) is StunProtocol:
+        sock = getattr(protocol.transport, "_sock", None)
+        if isinstance(sock, socket.socket):
+            return (srtp._srtp[0], sock.sendto, pair.remote_addr, srtp)
         return (srtp.protect, protocol.transport.sendto, pair.remote_addr)
     loop = asyncio.get_running_loop()
 

@@ -52,7 +52,7 @@ from server.protocol import (
     WorkerSlots,
 )
 
-from .forwarder import Forwarder, Layout, make_sink, quiet_sender, tap_receiver
+from .forwarder import Forwarder, make_sink, quiet_sender, tap_receiver
 from .slots import SlotSelector
 
 logger = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ class Peer:
             if sink is None:
                 logger.warning("%s slot %d: transport not ready", self.id, index)
                 continue
-            layout = Layout.from_parameters(
+            layout = forwarder.layout(
                 int(transceiver._codecs[0].payloadType or 0),
                 transceiver._headerExtensions,
                 transceiver.mid,

@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -86,10 +87,11 @@ def _guard(what: str) -> Iterator[None]:
         raise StoreUnavailable(f"redis unavailable during {what}: {exc}") from exc
 
 
-def _pool_options() -> dict[str, Any]:
-    # RESP2 everywhere: Lua `false` is a nil, pub/sub messages are plain arrays.
-    return {
-        "protocol": 2,
+def _pool(cls: type[ConnectionPool], url: str, **kwargs: Any) -> ConnectionPool:
+    """A pool for `url`, whose query string may add options (TLS: `ssl_ca_certs`,
+    `ssl_cert_reqs`, ...), but always speaking RESP2: Lua `false` is a nil and pub/sub
+    messages are plain arrays, whatever the URL says."""
+    options: dict[str, Any] = {
         "socket_connect_timeout": 5.0,
         "socket_timeout": 10.0,
         "socket_keepalive": True,
@@ -97,6 +99,9 @@ def _pool_options() -> dict[str, Any]:
         "retry_on_error": [redis_errors.ConnectionError, redis_errors.TimeoutError],
         "client_name": "yahaml-voice",
     }
+    pool = cls.from_url(url, **{**options, **kwargs})
+    pool.connection_kwargs["protocol"] = 2
+    return pool
 
 
 def _dumps(data: Any) -> str:
@@ -319,6 +324,11 @@ async def _wait_for_redis(client: Redis, url_for_log: str) -> None:
                 f"redis at {url_for_log} refused our credentials: {exc}"
             ) from exc
         except _OUTAGE as exc:
+            if isinstance(exc.__cause__ or exc.__context__, ssl.SSLCertVerificationError):
+                raise StoreUnavailable(
+                    f"redis at {url_for_log}: TLS certificate not trusted "
+                    f"({exc.__cause__ or exc.__context__}); see ssl_ca_certs in the URL"
+                ) from exc
             if loop.time() + delay > deadline:
                 raise StoreUnavailable(f"redis at {url_for_log} is unreachable: {exc}") from exc
             log.warning("redis at %s not reachable yet (%s); retrying", url_for_log, exc)
@@ -387,8 +397,12 @@ class RedisStore:
         # this node's liveness lapsed), once the store has put back its sockets, the seats
         # of its connected participants and the room states: for anything else to rebuild.
         self.on_reconnect: list[Hook] = self._hooks.callbacks
-        self._pool = BlockingConnectionPool.from_url(
-            url, max_connections=POOL_SIZE, timeout=10, decode_responses=True, **_pool_options()
+        self._pool = _pool(
+            BlockingConnectionPool,
+            url,
+            max_connections=POOL_SIZE,
+            timeout=10,
+            decode_responses=True,
         )
         self._client = Redis(connection_pool=self._pool)
         # Proves to node_alive that the node key is still the one this process wrote.
@@ -749,12 +763,9 @@ class RedisBus:
         self._hooks = _Hooks("bus")
         # Async callables run after the pub/sub connection came back from an outage.
         self.on_reconnect: list[Hook] = self._hooks.callbacks
-        options = _pool_options()
-        self._pub_pool = BlockingConnectionPool.from_url(
-            url, max_connections=1, timeout=None, **options
-        )
+        self._pub_pool = _pool(BlockingConnectionPool, url, max_connections=1, timeout=None)
         self._pub = Redis(connection_pool=self._pub_pool)
-        self._sub_pool = ConnectionPool.from_url(url, **{**options, "socket_timeout": None})
+        self._sub_pool = _pool(ConnectionPool, url, socket_timeout=None)
         self._outbox: asyncio.Queue[tuple[str, bytes, asyncio.Future[None]]] | None = None
         self._subs: dict[str, set[RedisSubscription]] = {}
         # Futures of subscribe() calls waiting for Redis to confirm, per channel, in order.

@@ -12,8 +12,11 @@ Test modules wrap it in their own fixture:
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -32,10 +35,64 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ping(port: int, password: str | None) -> bool:
+def write_tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1: (ca, cert, key) PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "yahaml-voice test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (folder / "ca.pem", folder / "redis.pem", folder / "redis.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def _ping(port: int, password: str | None, ca: Path | None = None) -> bool:
     """A raw PING, so the fixture does not depend on the code under test."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw:
+            sock: socket.socket = raw
+            if ca is not None:
+                sock = ssl.create_default_context(cafile=str(ca)).wrap_socket(
+                    raw, server_hostname="127.0.0.1"
+                )
             if password:
                 sock.sendall(f"AUTH {password}\r\n".encode())
                 if not sock.recv(64).startswith(b"+OK"):
@@ -49,25 +106,37 @@ def _ping(port: int, password: str | None) -> bool:
 class RedisServer:
     """One redis-server child process; `stop()` always reaps it."""
 
-    def __init__(self, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, password: str | None = None, tls: bool = False
+    ) -> None:
         if not Path(REDIS_SERVER).exists():
             pytest.skip("redis-server is not installed (apt-get install redis-server)")
         self.port = port or free_port()
         self.password = password
         self._dir = tempfile.mkdtemp(prefix="yv-redis-")
+        # With tls, the port speaks only TLS (rediss://), verified against this CA.
+        self.tls_files = write_tls_files(Path(self._dir)) if tls else None
         self.log_path = Path(self._dir) / "redis.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls_files:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls_files[0]}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        if self.tls_files:
+            ca, cert, key = self.tls_files
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            ports += ["--tls-ca-cert-file", str(ca), "--tls-cert-file", str(cert)]
+            ports += ["--tls-key-file", str(key)]
+        else:
+            ports = ["--port", str(self.port)]
         args = [
             REDIS_SERVER,
-            "--port",
-            str(self.port),
+            *ports,
             "--bind",
             "127.0.0.1",
             "--save",
@@ -85,7 +154,8 @@ class RedisServer:
             args += ["--requirepass", self.password]
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
-        while not _ping(self.port, self.password):
+        ca = self.tls_files[0] if self.tls_files else None
+        while not _ping(self.port, self.password, ca):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 log = (
                     self.log_path.read_text(errors="replace")[-2000:]

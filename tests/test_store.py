@@ -535,3 +535,35 @@ async def test_password_url() -> None:
         with pytest.raises(StoreUnavailable, match=r"credentials"):
             await wrong.start()
         await wrong.stop()
+
+
+@pytest.mark.redis
+async def test_tls_url() -> None:
+    server = RedisServer(tls=True)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        server.close()
+        pytest.skip(f"redis-server cannot serve TLS here: {str(exc).splitlines()[-1]}")
+    try:
+        assert server.url.startswith("rediss://")
+        store, bus = RedisStore(server.url, "yv:"), RedisBus(server.url, "yv:")
+        await store.start()
+        await bus.start()
+        try:
+            await store.join("shack", record("tls"), limit=5)
+            assert await store.count("shack") == 1
+            sub = await bus.subscribe("p:tls")
+            await bus.publish("p:tls", {"over": "tls"})
+            assert await take(sub, 1) == [{"over": "tls"}]
+            await sub.close()
+        finally:
+            await bus.stop()
+            await store.stop()
+        # Without the CA the server's certificate is refused.
+        plain = RedisStore(server.url.split("?")[0], "yv:")
+        with pytest.raises(StoreUnavailable):
+            await plain.start()
+        await plain.stop()
+    finally:
+        server.close()

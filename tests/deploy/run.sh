@@ -19,7 +19,7 @@ if [ "$(id -u)" != 0 ]; then
   echo "deploy-test: SKIPPED: needs root (it converges this machine: packages, users, services)"
   exit 0
 fi
-for tool in "$BIN/ansible-playbook" "$BIN/ansible-lint" nft turnserver start-stop-daemon ss curl; do
+for tool in "$BIN/ansible-playbook" "$BIN/ansible-lint" nft turnserver start-stop-daemon ss; do
   command -v "$tool" >/dev/null || { echo "deploy-test: missing $tool" >&2; exit 1; }
 done
 

@@ -17,6 +17,8 @@ import http.client
 import json
 import os
 import re
+import shlex
+import shutil
 import socket
 import ssl
 import subprocess
@@ -184,7 +186,7 @@ async def relay_roundtrip(proto: TurnClientUdpProtocol | TurnClientTcpProtocol) 
             await proto.send_data(f"ping {i}".encode(), peer)
         got = []
         for _ in range(5):
-            data, addr = await asyncio.wait_for(receiver.got.get(), 5)
+            data, _addr = await asyncio.wait_for(receiver.got.get(), 5)
             got.append(data)
         expected = {f"echo:ping {i}".encode() for i in range(5)}
         if set(got) != expected:
@@ -242,13 +244,17 @@ async def check_web(cfg: dict[str, Any], report: Report) -> str | None:
     status, headers = http_get(cfg["http_port"], "/some/path?x=1", cfg["domain"])
     expected = f"https://{cfg['domain']}:{cfg['https_port']}/some/path?x=1"
     report.check(
-        "http redirects to https", status == 301 and headers.get("Location") == expected,
+        "http redirects to https",
+        status == 301 and headers.get("Location") == expected,
         f"{status} {headers.get('Location')}",
     )
 
     out = subprocess.run(
         [cfg["cli"], "--config", cfg["config_file"], "token", "--callsign", "W1AW", "--room", "*"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     token = out.stdout.splitlines()[0] if out.returncode == 0 and out.stdout else None
     report.check("yahaml-voice token on the host", bool(token), out.stderr.strip()[-200:])
@@ -293,7 +299,8 @@ async def check_turn(cfg: dict[str, Any], token: str, report: Report) -> None:
         problem = await relay_roundtrip(proto)
         report.check(
             "TURN/UDP allocation with the API's credentials relays traffic",
-            not problem, problem or f"relayed via {proto.relayed_address}",
+            not problem,
+            problem or f"relayed via {proto.relayed_address}",
         )
         for peer in PRIVATE_PEERS:
             code = await permission(proto, peer)
@@ -313,19 +320,28 @@ async def check_turn(cfg: dict[str, Any], token: str, report: Report) -> None:
 
 async def check_production_turn(cfg: dict[str, Any], report: Report) -> None:
     """coturn from the production rules: loopback and private peers get 403."""
-    conf = Path(cfg["prod_turn_conf"])
-    text = conf.read_text()
+    conf = cfg["prod_turn_conf"]
     report.check(
         "production rules: no loopback peers, ::ffff: mapped addresses denied",
-        "allow-loopback-peers" not in text
-        and "denied-peer-ip=::ffff:0.0.0.0-::ffff:255.255.255.255" in text,
+        "allow-loopback-peers" not in cfg["prod_turn_text"]
+        and "denied-peer-ip=::ffff:0.0.0.0-::ffff:255.255.255.255" in cfg["prod_turn_text"],
     )
     workdir = Path(tempfile.mkdtemp(prefix="prod-turn-", dir=cfg["work"]))
     os.chown(workdir, _uid("turnserver"), -1)
     proc = subprocess.Popen(
-        ["turnserver", "-c", str(conf), "--pidfile", str(workdir / "pid"),
-         "--userdb", str(workdir / "turndb")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user="turnserver", group="turnserver",
+        [
+            "turnserver",
+            "-c",
+            conf,
+            "--pidfile",
+            str(workdir / "pid"),
+            "--userdb",
+            str(workdir / "turndb"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        user="turnserver",
+        group="turnserver",
     )
     try:
         server = ("127.0.0.1", cfg["prod_turn_port"])
@@ -415,9 +431,12 @@ def check_listeners(cfg: dict[str, Any], report: Report) -> None:
             public.append(line)
     report.check(
         f"all {len(seen)} listening sockets of the deployed services are on loopback",
-        bool(seen) and not public, "; ".join(public) or " ".join(sorted(set(seen))),
+        bool(seen) and not public,
+        "; ".join(public) or " ".join(sorted(set(seen))),
     )
-    report.check("deployed processes found", len(pids) >= 4 + cfg["sfu_workers"], f"{len(pids)} pids")
+    report.check(
+        "deployed processes found", len(pids) >= 4 + cfg["sfu_workers"], f"{len(pids)} pids"
+    )
 
 
 def check_firewall(cfg: dict[str, Any], report: Report) -> None:
@@ -456,7 +475,11 @@ def check_secrets(cfg: dict[str, Any], report: Report) -> None:
     wrong = []
     for path, (owner, group, mode) in modes.items():
         st = os.stat(path)
-        have = (pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name, st.st_mode & 0o777)
+        have = (
+            pwd.getpwuid(st.st_uid).pw_name,
+            grp.getgrgid(st.st_gid).gr_name,
+            st.st_mode & 0o777,
+        )
         if have != (owner, group, mode):
             wrong.append(f"{path} {have[0]}:{have[1]} {oct(have[2])}")
     report.check("files with secrets are 0640 and owned right", not wrong, "; ".join(wrong))
@@ -467,7 +490,79 @@ def check_secrets(cfg: dict[str, Any], report: Report) -> None:
     )
 
 
-async def main() -> int:
+def check_units(cfg: dict[str, Any], report: Report) -> None:
+    """The systemd units are valid, and their ExecStart is what actually runs here.
+
+    No systemd as PID 1 here: yv-direct started the same command lines, so the running
+    processes' argv must equal the units' ExecStart (%i = the worker number).
+    """
+    unit_dir = Path("/etc/systemd/system")
+    server_unit = unit_dir / "yahaml-voice.service"
+    sfu_unit = unit_dir / "yahaml-voice-sfu@.service"
+    scratch = Path(tempfile.mkdtemp(prefix="units-", dir=cfg["work"]))
+    (scratch / "yahaml-voice.service").write_text(server_unit.read_text())
+    (scratch / "yahaml-voice-sfu@1.service").write_text(sfu_unit.read_text())
+    if shutil.which("systemd-analyze"):
+        for unit in sorted(scratch.iterdir()):
+            out = subprocess.run(
+                ["systemd-analyze", "verify", "--man=no", str(unit)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            problems = [
+                line
+                for line in (out.stdout + out.stderr).splitlines()
+                if str(unit) in line or "rror" in line
+            ]
+            report.check(
+                f"systemd-analyze verify {unit.name}",
+                out.returncode == 0 and not problems,
+                "; ".join(problems),
+            )
+            out = subprocess.run(
+                ["systemd-analyze", "security", "--offline=true", str(unit)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            level = re.search(r"Overall exposure level for \S+: ([\d.]+ \S+)", out.stdout)
+            print(f"info {unit.name} systemd exposure level: {level.group(1) if level else '?'}")
+    else:
+        print("info systemd-analyze not installed: units not verified")
+
+    def exec_start(unit: Path, instance: str = "") -> list[str]:
+        line = next(x for x in unit.read_text().splitlines() if x.startswith("ExecStart="))
+        return [a.replace("%i", instance) for a in shlex.split(line.split("=", 1)[1])]
+
+    def argv(name: str) -> list[str]:
+        pid = Path(f"/run/yv-direct/{name}.pid").read_text().strip()
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        args = [a.decode() for a in raw]
+        # A console script runs as `python <script> args...`.
+        return args[1:] if args and "python" in Path(args[0]).name else args
+
+    wanted = {"yahaml-voice": exec_start(server_unit)}
+    for i in range(1, cfg["sfu_workers"] + 1):
+        wanted[f"yahaml-voice-sfu@{i}"] = exec_start(sfu_unit, str(i))
+    for name, command in wanted.items():
+        try:
+            running = argv(name)
+        except (OSError, StopIteration) as exc:
+            running = [repr(exc)]
+        report.check(f"{name} runs its unit's ExecStart", running == command, " ".join(running))
+
+
+async def network_checks(cfg: dict[str, Any], report: Report) -> None:
+    token = await check_web(cfg, report)
+    if token:
+        await check_turn(cfg, token, report)
+    await check_production_turn(cfg, report)
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("config", help="JSON written by run.sh (ports, paths)")
     cfg = json.loads(Path(parser.parse_args().config).read_text())
@@ -479,18 +574,17 @@ async def main() -> int:
         "TURN secret": cfg["turn_secret"],
         "Redis password": cfg["redis_password"],
     }
+    cfg["prod_turn_text"] = Path(cfg["prod_turn_conf"]).read_text()
     cfg["proxy_ssl"] = ssl.create_default_context(cafile=cfg["proxy_cert"])
     report = Report()
-    token = await check_web(cfg, report)
-    if token:
-        await check_turn(cfg, token, report)
-    await check_production_turn(cfg, report)
+    asyncio.run(network_checks(cfg, report))
     check_redis(cfg, report)
     check_listeners(cfg, report)
     check_firewall(cfg, report)
     check_secrets(cfg, report)
+    check_units(cfg, report)
     return 0 if report.ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main())

@@ -132,9 +132,13 @@ class VoiceClient:
         tone: float = 440.0,
         auto_media: bool = True,
         loud_threshold: float = 500.0,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.AsyncClient(base_url=self.base_url, timeout=15.0)
+        # A load generator shares one HTTP client per server among many VoiceClients
+        # (creating one loads a CA bundle: too slow and too big by the thousand).
+        self._own_http = http is None
+        self.http = http or httpx.AsyncClient(base_url=self.base_url, timeout=15.0)
         self.token: str | None = None
         self.participant_id: str | None = None
         self.callsign: str | None = None
@@ -242,9 +246,11 @@ class VoiceClient:
         which keeps the seat within the grace period. Peer connections stay up: media never
         went through the server. Returns the join answer (or `connected` if in no room)."""
         if base_url is not None and base_url.rstrip("/") != self.base_url:
-            await self.http.aclose()
+            if self._own_http:
+                await self.http.aclose()
             self.base_url = base_url.rstrip("/")
             self.http = httpx.AsyncClient(base_url=self.base_url, timeout=15.0)
+            self._own_http = True
         if self.ws is not None:
             with contextlib.suppress(Exception):
                 await self.ws.close()
@@ -516,4 +522,5 @@ class VoiceClient:
         if self._ws_task:
             with contextlib.suppress(BaseException):
                 await self._ws_task
-        await self.http.aclose()
+        if self._own_http:
+            await self.http.aclose()

@@ -1,0 +1,313 @@
+"""Signaling load through Redis: 1 vs 2 server processes, 2,000 WebSocket clients, 20 rooms.
+
+Every client is a tests/voiceclient.py VoiceClient without media: it logs in, opens /ws on
+its server process (round robin over the processes) and joins its room there. Then, for
+`--duration` seconds, sender tasks keep `--concurrency` targeted ICE-candidate signals in
+flight per load process: POST /signal on the sender's server, routed through the store
+and the Redis bus to the target's socket, possibly on the other process. Measured:
+
+- signals/s: signals delivered on a target's WebSocket per second;
+- latency: from the start of the POST to the frame on the target's socket (p50/p99);
+- server CPU per signal: user+system seconds of all server processes during the run,
+  divided by the signals delivered (also with the idle cost of the same processes, as
+  measured just before, subtracted); Redis's CPU is given separately;
+- scaling: signals/s with 2 processes over signals/s with 1.
+
+The load generator runs on the same machine (in `--procs` processes), so the figures
+are bounded by its cores as much as by the servers'; the result file records the core
+count and the load average.
+
+    python -m bench signaling [--clients 2000] [--rooms 20] [--duration 20] [--nodes 1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import random
+import resource
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from tests.redis_fixture import RedisServer
+from tests.servers import TEST_SECRET, ServerProcess
+from tests.voiceclient import VoiceClient
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CANDIDATE = "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host"
+SETUP_CONCURRENCY = 40
+IDLE_SECONDS = 3.0
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def callsign(n: int) -> str:
+    """A distinct valid callsign per client: W<digit><three letters>."""
+    letters = "".join(chr(65 + (n // 26**k) % 26) for k in (2, 1, 0))
+    return f"W{n % 10}{letters}"
+
+
+class LoadClient(VoiceClient):
+    """A VoiceClient that timestamps the signals it receives instead of keeping them."""
+
+    def __init__(
+        self, base_url: str, latencies: list[float], http: httpx.AsyncClient, **kw: Any
+    ) -> None:
+        super().__init__(base_url, auto_media=False, publish=False, http=http, **kw)
+        self.latencies = latencies
+        self.recording = False
+
+    async def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "signal":
+            if self.recording:
+                data = event["data"]["message"].get("data") or {}
+                sent = data.get("usernameFragment")
+                if sent:
+                    self.latencies.append(time.time() - float(sent))
+            self.events.clear()
+        elif len(self.events) > 64:
+            del self.events[:-8]
+
+
+async def _generate(
+    urls: list[str], rooms: list[str], clients: int, first: int, args: dict[str, Any], pipe: Any
+) -> None:
+    latencies: list[float] = []
+    members: dict[str, list[LoadClient]] = {room: [] for room in rooms}
+    everyone: list[LoadClient] = []
+    gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+    limits = httpx.Limits(max_connections=2 * args["concurrency"] + SETUP_CONCURRENCY)
+    https = {url: httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) for url in urls}
+
+    async def setup(i: int) -> None:
+        n = first + i
+        url = urls[n % len(urls)]
+        client = LoadClient(url, latencies, https[url])
+        everyone.append(client)
+        async with gate:
+            await client.login(callsign(n))
+            await client.connect(timeout=60)
+            room = rooms[i % len(rooms)]
+            await client.request("POST", f"/api/voice-rooms/{room}/join", {"joinMode": "operator"})
+            client.room_id = room
+            members[room].append(client)
+
+    try:
+        await asyncio.gather(*(setup(i) for i in range(clients)))
+        pipe.send(("ready", len(everyone)))
+        pipe.recv()  # go
+        for client in everyone:
+            client.recording = True
+        sent = 0
+        errors = 0
+        stop_at = time.monotonic() + args["duration"]
+        groups = [m for m in members.values() if len(m) >= 2]
+
+        async def sender() -> None:
+            nonlocal sent, errors
+            while time.monotonic() < stop_at:
+                group = random.choice(groups)
+                source, target = random.sample(group, 2)
+                data = {"candidate": CANDIDATE, "sdpMid": "0", "sdpMLineIndex": 0}
+                data["usernameFragment"] = repr(time.time())
+                try:
+                    await source.signal("ice-candidate", data, to=target.participant_id)
+                    sent += 1
+                except Exception:
+                    errors += 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(sender() for _ in range(args["concurrency"])))
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(2.0)  # let the last deliveries land
+        for client in everyone:
+            client.recording = False
+        pipe.send(("done", {"sent": sent, "errors": errors, "elapsed": elapsed, "lat": latencies}))
+    finally:
+        await asyncio.gather(*(c.close() for c in everyone), return_exceptions=True)
+        for http in https.values():
+            await http.aclose()
+
+
+def _generator_main(
+    urls: list[str], rooms: list[str], clients: int, first: int, args: dict[str, Any], pipe: Any
+) -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    asyncio.run(_generate(urls, rooms, clients, first, args, pipe))
+
+
+def _cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def run_once(nodes: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    rooms = [f"r{i:02d}" for i in range(args.rooms)]
+    config = {
+        "server": {"log_level": "warning", "grace_period": "30s"},
+        "rooms": [
+            {"id": room, "max_participants": 1000, "sfu_threshold": 100000} for room in rooms
+        ],
+    }
+    with RedisServer() as redis:
+        env = {"YAHAML_VOICE_REDIS__URL": redis.url, "YAHAML_VOICE_AUTH__SECRET": TEST_SECRET}
+        servers = [
+            ServerProcess(workdir, config, env=env, name=f"n{nodes}-{i}") for i in range(nodes)
+        ]
+        procs: list[Any] = []
+        pipes: list[Any] = []
+        try:
+            for server in servers:
+                server.start(timeout=60)
+            urls = [s.url for s in servers]
+            per = args.clients // args.procs
+            ctx = mp.get_context("spawn")
+            for p in range(args.procs):
+                parent, child = ctx.Pipe()
+                mine = [r for i, r in enumerate(rooms) if i % args.procs == p]
+                proc = ctx.Process(
+                    target=_generator_main,
+                    args=(urls, mine, per, p * per, vars(args), child),
+                    daemon=True,
+                )
+                proc.start()
+                procs.append(proc)
+                pipes.append(parent)
+            setup_started = time.monotonic()
+            connected = sum(pipe.recv()[1] for pipe in pipes)
+            setup_seconds = time.monotonic() - setup_started
+            server_pids = [s.proc.pid for s in servers if s.proc]
+            assert redis._proc is not None
+            redis_pid = redis._proc.pid
+            # Idle cost (sweeps, heartbeats) of the same processes with everyone connected.
+            time.sleep(1.0)
+            idle_before = _cpu(server_pids)
+            time.sleep(IDLE_SECONDS)
+            idle_rate = (_cpu(server_pids) - idle_before) / IDLE_SECONDS
+            load_avg = os.getloadavg()
+            cpu_before, redis_before = _cpu(server_pids), _cpu([redis_pid])
+            gen_before = _cpu([p.pid for p in procs])
+            started = time.monotonic()
+            for pipe in pipes:
+                pipe.send("go")
+            reports = [pipe.recv()[1] for pipe in pipes]
+            wall = time.monotonic() - started
+            cpu = _cpu(server_pids) - cpu_before
+            redis_cpu = _cpu([redis_pid]) - redis_before
+            gen_cpu = _cpu([p.pid for p in procs]) - gen_before
+        finally:
+            for proc in procs:
+                proc.join(30)
+                if proc.is_alive():
+                    proc.kill()
+            for server in servers:
+                server.stop()
+    latencies = [lat for r in reports for lat in r["lat"]]
+    elapsed = max(r["elapsed"] for r in reports)
+    delivered = len(latencies)
+    sent = sum(r["sent"] for r in reports)
+    rate = delivered / elapsed
+    net_cpu = max(0.0, cpu - idle_rate * wall)
+    return {
+        "server_processes": nodes,
+        "clients": connected,
+        "rooms": args.rooms,
+        "setup_seconds": round(setup_seconds, 1),
+        "duration_s": round(elapsed, 2),
+        "signals_sent": sent,
+        "signals_delivered": delivered,
+        "errors": sum(r["errors"] for r in reports),
+        "signals_per_s": round(rate, 1),
+        "latency_ms": {
+            "p50": round(percentile(latencies, 50) * 1000, 2),
+            "p90": round(percentile(latencies, 90) * 1000, 2),
+            "p99": round(percentile(latencies, 99) * 1000, 2),
+            "max": round(max(latencies) * 1000, 2) if latencies else None,
+        },
+        "server_cpu_s": round(cpu, 2),
+        "server_cpu_ms_per_signal": round(cpu / delivered * 1000, 3) if delivered else None,
+        "server_idle_cpu_per_s": round(idle_rate, 3),
+        "server_cpu_ms_per_signal_net_of_idle": round(net_cpu / delivered * 1000, 3)
+        if delivered
+        else None,
+        "server_cpu_utilisation": round(cpu / wall, 2),
+        "redis_cpu_ms_per_signal": round(redis_cpu / delivered * 1000, 3) if delivered else None,
+        "load_generator_cpu_utilisation": round(gen_cpu / wall, 2),
+        "load_average_before": [round(x, 2) for x in load_avg],
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    head = f"{'processes':>9} {'signals/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/signal':>14}"
+    print(head + f" {'net of idle':>12} {'redis ms/sig':>13}")
+    for run in result["runs"]:
+        lat = run["latency_ms"]
+        print(
+            f"{run['server_processes']:>9} {run['signals_per_s']:>10} {lat['p50']:>8} "
+            f"{lat['p99']:>8} {run['server_cpu_ms_per_signal']:>14} "
+            f"{run['server_cpu_ms_per_signal_net_of_idle']:>12} "
+            f"{run['redis_cpu_ms_per_signal']:>13}"
+        )
+    if result.get("scaling_1_to_2") is not None:
+        print(f"scaling 1 -> 2 processes: x{result['scaling_1_to_2']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench signaling", description=__doc__)
+    parser.add_argument("--clients", type=int, default=2000)
+    parser.add_argument("--rooms", type=int, default=20)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="in-flight signals per load process"
+    )
+    parser.add_argument("--procs", type=int, default=2, help="load generator processes")
+    parser.add_argument("--nodes", default="1,2", help="server process counts to run")
+    parser.add_argument("--output", default=str(RESULTS / "signaling_load.json"))
+    args = parser.parse_args(argv)
+    # A SIGTERM (e.g. from `timeout`) unwinds through the finally blocks that stop servers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for nodes in [int(n) for n in args.nodes.split(",")]:
+            print(f"-- {nodes} server process(es), {args.clients} clients ...", flush=True)
+            runs.append(run_once(nodes, args, Path(tmp)))
+    by_nodes = {r["server_processes"]: r for r in runs}
+    scaling = None
+    if 1 in by_nodes and 2 in by_nodes:
+        scaling = round(by_nodes[2]["signals_per_s"] / by_nodes[1]["signals_per_s"], 2)
+    result = {
+        "benchmark": "signaling_load",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "settings": {k: v for k, v in vars(args).items() if k != "output"},
+        "runs": runs,
+        "scaling_1_to_2": scaling,
+        "notes": "targeted ice-candidate signals: REST POST on the sender's server -> store "
+        "check -> Redis pub/sub -> target's WebSocket (on either process); load generator, "
+        "servers and Redis share this machine's cores",
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
+    return 0

@@ -157,6 +157,12 @@ mkdir -p "$WORK/src"
 cp -a pyproject.toml README.md server sfu client coturn "$WORK/src/"
 find "$WORK/src" -name __pycache__ -prune -exec rm -rf {} +
 
+# coturn gets a "provided" certificate (copied from the controller), the proxy a
+# self-signed one it makes itself: both certificate paths of the roles run.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+  -keyout "$WORK/turn-key.pem" -out "$WORK/turn-cert.pem" 2>/dev/null
+
 # Test settings: everything on loopback, free ports, yv-direct, firewall rendered only.
 cat >"$WORK/vars.json" <<EOF
 {
@@ -177,6 +183,8 @@ cat >"$WORK/vars.json" <<EOF
     "min_port": $RELAY_MIN, "max_port": $RELAY_MAX,
     "allow_loopback_peers": true
   },
+  "coturn_tls_cert_src": "$WORK/turn-cert.pem",
+  "coturn_tls_key_src": "$WORK/turn-key.pem",
   "redis_bind": ["127.0.0.1"],
   "proxy_listen_addresses": ["127.0.0.1"],
   "proxy_http_port": $HTTP_PORT,

@@ -196,6 +196,30 @@ async def relay_roundtrip(proto: TurnClientUdpProtocol | TurnClientTcpProtocol) 
         echo_transport.close()
 
 
+async def stun_binding(server: tuple[str, int]) -> tuple[str, int] | None:
+    """XOR-MAPPED-ADDRESS from a plain STUN Binding request (None: no answer)."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[bytes] = loop.create_future()
+
+    class _Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            if not answer.done():
+                answer.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(_Client, remote_addr=server)
+    try:
+        request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+        transport.sendto(bytes(request))
+        message = stun.parse_message(await asyncio.wait_for(answer, 5))
+        mapped = message.attributes.get("XOR-MAPPED-ADDRESS")
+        local = transport.get_extra_info("sockname")
+        return tuple(mapped) if mapped and tuple(mapped) == tuple(local[:2]) else None
+    except TimeoutError:
+        return None
+    finally:
+        transport.close()
+
+
 def ice_turn(answer: dict[str, Any]) -> dict[str, Any]:
     for server in answer.get("iceServers", []):
         if server.get("username"):
@@ -295,6 +319,13 @@ async def check_turn(cfg: dict[str, Any], token: str, report: Report) -> None:
         return
     user, password = turn["username"], turn["credential"]
 
+    stun_urls = [u for srv in answer["iceServers"] for u in srv["urls"] if u.startswith("stun:")]
+    report.check("a STUN URL (the deployment's own coturn)", bool(stun_urls), " ".join(stun_urls))
+    if stun_urls:
+        host, port = stun_urls[0][len("stun:") :].rsplit(":", 1)
+        mapped = await stun_binding((host, int(port)))
+        report.check("STUN binding answered with our address", mapped is not None, str(mapped))
+
     async with allocation(udp, user, password) as proto:
         problem = await relay_roundtrip(proto)
         report.check(
@@ -308,11 +339,15 @@ async def check_turn(cfg: dict[str, Any], token: str, report: Report) -> None:
     async with allocation(tcp, user, password, transport="tcp") as proto:
         problem = await relay_roundtrip(proto)
         report.check("TURN/TCP allocation relays traffic", not problem, problem)
+    # The certificate the test provided (coturn_tls_cert_src), issued for 127.0.0.1.
     tls_ctx = ssl.create_default_context(cafile=cfg["turn_cert"])
-    tls_ctx.check_hostname = False  # the lab's TURN name is an address; the chain is verified
     async with allocation(tls, user, password, transport="tcp", tls=tls_ctx) as proto:
         problem = await relay_roundtrip(proto)
-        report.check("TURN/TLS allocation (turns:) relays traffic", not problem, problem)
+        report.check(
+            "TURN/TLS allocation (turns:, provided certificate verified) relays traffic",
+            not problem,
+            problem,
+        )
 
     code = await allocate_error(udp, user, password + "x")
     report.check("a wrong TURN password gets 401", code == 401, str(code))

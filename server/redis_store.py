@@ -837,6 +837,10 @@ class RedisBus:
                 raise
             except (*_OUTAGE, redis_errors.RedisError) as exc:
                 error = exc
+            except Exception as exc:
+                # A bug, not an outage: fail these callers, keep publishing for the rest.
+                log.exception("redis bus: publishing a batch failed")
+                error = exc
             for _, _, future in batch:
                 if future.done():
                     continue
@@ -931,6 +935,9 @@ class RedisBus:
                     log.warning("redis bus: lost the pub/sub connection (%s); reconnecting", exc)
                 else:
                     log.debug("redis bus: reconnect failed: %s", exc)
+            except Exception:
+                # Never let a surprise end delivery for the whole process: start over.
+                log.exception("redis bus: reader failed; reconnecting")
             finally:
                 self._connected.clear()
                 self._conn = None

@@ -248,6 +248,7 @@ async def test_sfu_placement_and_worker_failover(
     gaps = await asyncio.gather(*(back(c) for c in listeners))
     state = await shared.room_state("net")
     assert state.worker_id == other and state.epoch > epoch
+    print(f"worker failover: audio back after {max(gaps):.2f}s")
     assert max(gaps) < 5.0, f"audio came back after {max(gaps):.2f}s"
 
 

@@ -12,6 +12,8 @@ import sys
 # name -> module (imported only when run)
 BENCHMARKS: dict[str, str] = {
     "join": "bench.join_latency",
+    "signaling": "bench.signaling_load",
+    "sfu": "bench.sfu_forwarding",
 }
 
 

@@ -1,0 +1,436 @@
+"""SFU forwarding benchmark: one publisher, N listeners, three forwarders, one run.
+
+For each N the same load (one speaker sending 20 ms Opus, N listeners on loopback that
+count packets without decoding) goes through our worker (`ours`), aiortc's MediaRelay
+(`relay`) and Janus's VideoRoom (`janus`). Every forwarder runs alone on CPU 0 (when
+there is more than one CPU); publisher and listeners run in their own processes on the
+other CPUs, and their CPU is measured too so a starved load generator is visible.
+
+Reported per forwarder and N: CPU microseconds of the forwarder process per delivered
+packet (process CPU time over the window / packets the listeners received), streams per
+core (1e6 / (that x 50 packets/s)), packets lost, and added latency p50/p99: publisher
+send to listener receive, minus the median of the same measurement on the direct path
+(publisher straight to one listener). MediaRelay re-encodes, so its packets lose the
+send-time mark: no latency for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import math
+import os
+import platform
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from bench import janus as janus_mod
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PACKETS_PER_SECOND = 50
+LISTENERS_PER_PROCESS = 100
+
+
+@dataclass
+class Result:
+    forwarder: str
+    listeners: int
+    window_s: float
+    sent: int = 0
+    expected: int = 0
+    delivered: int = 0
+    lost: int = 0
+    forwarder_cpu_s: float = 0.0
+    loadgen_cpu_s: float = 0.0
+    loadgen_processes: int = 0
+    us_per_packet: float | None = None
+    streams_per_core: float | None = None
+    forwarder_cores: float = 0.0
+    loadgen_cores: float = 0.0
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    added_p50_ms: float | None = None
+    added_p99_ms: float | None = None
+    errors: int = 0
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Lab:
+    """Where the benchmark's media flows: a network namespace of its own, else loopback.
+
+    Janus (libnice) never gathers loopback candidates, and the machine's own network is
+    off limits, so when we may (root, iproute2) everything runs in a fresh namespace
+    whose only address sits on a veth pair; inside it that address is local, so the
+    traffic takes the loopback path like 127.0.0.1 would. Every forwarder runs in it.
+    """
+
+    ADDRESS = "10.213.77.1"
+    INTERFACE = "v0"
+
+    def __init__(self) -> None:
+        self.name = f"yvbench-{os.getpid()}"
+        self.active = False
+
+    @property
+    def prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name] if self.active else []
+
+    @property
+    def address(self) -> str:
+        return self.ADDRESS if self.active else "127.0.0.1"
+
+    def __enter__(self) -> Lab:
+        if os.geteuid() != 0 or not shutil.which("ip"):
+            print("not root or no iproute2: benchmarking on 127.0.0.1, without Janus")
+            return self
+        steps = [
+            ["ip", "netns", "add", self.name],
+            [*self._in, "ip", "link", "set", "lo", "up"],
+            [*self._in, "ip", "link", "add", self.INTERFACE, "type", "veth", "peer", "name", "v1"],
+            [*self._in, "ip", "addr", "add", f"{self.ADDRESS}/24", "dev", self.INTERFACE],
+            [*self._in, "ip", "link", "set", self.INTERFACE, "up"],
+            [*self._in, "ip", "link", "set", "v1", "up"],
+        ]
+        try:
+            for step in steps:
+                subprocess.run(step, check=True, capture_output=True)
+            self.active = True
+        except subprocess.CalledProcessError as exc:
+            print(f"no network namespace ({exc.stderr.decode().strip()}): using 127.0.0.1")
+            self._delete()
+        return self
+
+    @property
+    def _in(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+    def _delete(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            self._delete()
+            self.active = False
+
+
+class Role:
+    """A `bench.sfu_roles` child speaking JSON lines."""
+
+    def __init__(self, args: list[str], log: Path, cpus: set[int] | None, lab: Lab) -> None:
+        self.log = open(log, "ab")
+        self.proc = subprocess.Popen(
+            [*lab.prefix, sys.executable, "-m", "bench.sfu_roles", *args, "--ice", lab.address],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            cwd=Path(__file__).resolve().parent.parent,
+            bufsize=0,  # unbuffered: select() must see every line that is not read yet
+        )
+        if cpus:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(self.proc.pid, cpus)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, obj: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(obj) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def read(self, timeout: float = 120.0) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise TimeoutError(f"role {self.proc.args} silent for {timeout}s")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(
+                f"role {self.proc.args} exited ({self.proc.poll()}); see {self.log.name}"
+            )
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.send({"cmd": "exit"})
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.log.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def cpu_split() -> tuple[set[int] | None, set[int] | None]:
+    """CPU 0 for the forwarder, the rest for the load generator (if there is a rest)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, set(cpus[1:])
+
+
+def measure(
+    target: str,
+    n: int,
+    workdir: Path,
+    warmup: float,
+    window: float,
+    direct_p50_ms: float | None,
+    lab: Lab,
+) -> Result:
+    fwd_cpus, gen_cpus = cpu_split()
+    roles: list[Role] = []
+    janus_proc: janus_mod.JanusProcess | None = None
+    result = Result(forwarder=target, listeners=n, window_s=window)
+    tag = f"{target}-{n}"
+    try:
+        extra: list[str] = []
+        forwarder_pid: int | None = None
+        if target in ("ours", "relay"):
+            fwd = Role([target], workdir / f"{tag}-forwarder.log", fwd_cpus, lab)
+            roles.append(fwd)
+            extra = ["--port", str(fwd.read()["ready"])]
+            forwarder_pid = fwd.pid
+        elif target == "janus":
+            from tests.servers import free_port
+
+            pin = ["taskset", "-c", ",".join(map(str, sorted(fwd_cpus)))] if fwd_cpus else []
+            janus_proc = janus_mod.JanusProcess(
+                workdir / tag,
+                free_port(),
+                interface=lab.INTERFACE if lab.active else "lo",
+                prefix=[*lab.prefix, *pin],
+            ).start()
+            forwarder_pid = janus_proc.pid
+            extra = ["--janus", janus_proc.url, "--room", "4242"]
+        publisher = Role(
+            ["publisher", "--target", target, *extra],
+            workdir / f"{tag}-publisher.log",
+            gen_cpus,
+            lab,
+        )
+        roles.append(publisher)
+        first = publisher.read()
+        if "publisher_id" in first:
+            extra += ["--publisher-id", str(first["publisher_id"])]
+            first = publisher.read()
+        if target == "direct":
+            extra = ["--port", str(first["ready"])]
+            forwarder_pid = None
+        listeners: list[Role] = []
+        processes = max(1, math.ceil(n / LISTENERS_PER_PROCESS))
+        for i in range(processes):
+            count = n // processes + (1 if i < n % processes else 0)
+            role = Role(
+                [
+                    "listeners",
+                    "--target",
+                    target,
+                    "--count",
+                    str(count),
+                    "--prefix",
+                    f"p{i}l",
+                    *extra,
+                ],
+                workdir / f"{tag}-listeners{i}.log",
+                gen_cpus,
+                lab,
+            )
+            roles.append(role)
+            listeners.append(role)
+        for role in listeners:
+            role.read(timeout=300)
+        generators = [publisher, *listeners]
+        result.loadgen_processes = len(generators)
+        publisher.send({"cmd": "go"})
+        time.sleep(warmup)
+        t0 = time.monotonic_ns()
+        fwd_cpu0 = cpu_seconds(forwarder_pid) if forwarder_pid else 0.0
+        gen_cpu0 = sum(cpu_seconds(r.pid) for r in generators)
+        time.sleep(window)
+        t1 = time.monotonic_ns()
+        fwd_cpu1 = cpu_seconds(forwarder_pid) if forwarder_pid else 0.0
+        gen_cpu1 = sum(cpu_seconds(r.pid) for r in generators)
+        time.sleep(0.5)  # let the window's last packets arrive
+        publisher.send({"cmd": "stop"})
+        publisher.send({"cmd": "report", "window": [t0, t1]})
+        result.sent = publisher.read()["sent"]
+        latencies: list[np.ndarray] = []
+        for i, role in enumerate(listeners):
+            path = workdir / f"{tag}-latency{i}.npy"
+            role.send({"cmd": "report", "window": [t0, t1], "latency_file": str(path)})
+            report = role.read()
+            result.delivered += sum(report["received"])
+            result.errors += report["errors"]
+            latencies.append(np.load(path))
+        seconds = (t1 - t0) / 1e9
+        result.window_s = round(seconds, 3)
+        result.expected = result.sent * n
+        result.lost = result.expected - result.delivered
+        result.forwarder_cpu_s = round(fwd_cpu1 - fwd_cpu0, 4)
+        result.loadgen_cpu_s = round(gen_cpu1 - gen_cpu0, 4)
+        result.forwarder_cores = round(result.forwarder_cpu_s / seconds, 3)
+        result.loadgen_cores = round(result.loadgen_cpu_s / seconds, 3)
+        if forwarder_pid and result.delivered:
+            us = result.forwarder_cpu_s * 1e6 / result.delivered
+            result.us_per_packet = round(us, 2)
+            result.streams_per_core = round(1e6 / (us * PACKETS_PER_SECOND))
+        lat = np.concatenate(latencies) if latencies else np.array([])
+        if target != "relay" and lat.size:
+            p50, p99 = (float(x) / 1e6 for x in np.percentile(lat, [50, 99]))
+            result.latency_p50_ms, result.latency_p99_ms = round(p50, 3), round(p99, 3)
+            if direct_p50_ms is not None and target != "direct":
+                result.added_p50_ms = round(p50 - direct_p50_ms, 3)
+                result.added_p99_ms = round(p99 - direct_p50_ms, 3)
+        if target == "relay":
+            result.note = "re-encodes: no latency mark"
+        if result.loadgen_cores > 0.9 * max(1, len(gen_cpus or {0})):
+            result.note = (result.note + "; " if result.note else "") + "load generator saturated"
+    finally:
+        for role in reversed(roles):
+            role.close()
+        if janus_proc is not None:
+            janus_proc.stop()
+    return result
+
+
+def table(results: list[Result]) -> str:
+    head = (
+        f"{'forwarder':<9} {'N':>4} {'us/pkt':>8} {'streams/core':>12} {'lost':>7} "
+        f"{'p50+ms':>7} {'p99+ms':>7} {'fwd cores':>9} {'gen cores':>9}  note"
+    )
+    lines = [head, "-" * len(head)]
+
+    def f(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    for r in results:
+        lost = f"{r.lost}" if r.expected else "-"
+        lines.append(
+            f"{r.forwarder:<9} {r.listeners:>4} {f(r.us_per_packet, '.1f'):>8} "
+            f"{f(r.streams_per_core, '.0f'):>12} {lost:>7} {f(r.added_p50_ms, '.2f'):>7} "
+            f"{f(r.added_p99_ms, '.2f'):>7} {r.forwarder_cores:>9.3f} {r.loadgen_cores:>9.3f}  {r.note}"
+        )
+    return "\n".join(lines)
+
+
+def ratios(results: list[Result]) -> list[dict[str, Any]]:
+    out = []
+    by = {(r.forwarder, r.listeners): r for r in results}
+    for n in sorted({r.listeners for r in results if r.forwarder == "ours"}):
+        ours = by.get(("ours", n))
+        if ours is None or ours.us_per_packet is None:
+            continue
+        row: dict[str, Any] = {"listeners": n}
+        for other in ("relay", "janus"):
+            r = by.get((other, n))
+            if r is not None and r.us_per_packet:
+                row[f"ours_over_{other}"] = round(ours.us_per_packet / r.us_per_packet, 3)
+        out.append(row)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench sfu", description=__doc__)
+    parser.add_argument("--listeners", default="50,100,200,400")
+    parser.add_argument("--forwarders", default="ours,relay,janus")
+    parser.add_argument(
+        "--relay-max", type=int, default=100, help="largest N for MediaRelay (it saturates early)"
+    )
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument(
+        "--output", help="JSON file (default: bench/results/sfu-forwarding-<time>.json)"
+    )
+    args = parser.parse_args(argv)
+    sizes = [int(x) for x in args.listeners.split(",") if x]
+    forwarders = [x for x in args.forwarders.split(",") if x]
+    if "janus" in forwarders and not janus_mod.available():
+        print("janus is not installed: skipping it", file=sys.stderr)
+        forwarders.remove("janus")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="yv-bench-") as tmp, Lab() as lab:
+        workdir = Path(tmp)
+        if "janus" in forwarders and not lab.active:
+            forwarders.remove("janus")
+        network = f"netns {lab.name}, {Lab.ADDRESS}" if lab.active else "127.0.0.1"
+        direct = measure("direct", 1, workdir, args.warmup, args.window, None, lab)
+        results.append(direct)
+        print(
+            f"direct path: p50 {direct.latency_p50_ms} ms, p99 {direct.latency_p99_ms} ms",
+            flush=True,
+        )
+        for n in sizes:
+            for target in forwarders:
+                if target == "relay" and n > args.relay_max:
+                    continue
+                started = time.monotonic()
+                try:
+                    r = measure(
+                        target, n, workdir, args.warmup, args.window, direct.latency_p50_ms, lab
+                    )
+                except Exception as exc:
+                    r = Result(forwarder=target, listeners=n, window_s=0, note=f"failed: {exc}")
+                    r.extra["logs"] = {
+                        p.name: p.read_text(errors="replace")[-1500:]
+                        for p in workdir.rglob("*.log")
+                        if f"{target}-{n}" in str(p)
+                    }
+                r.extra["wall_s"] = round(time.monotonic() - started, 1)
+                results.append(r)
+                print(table([r]).splitlines()[-1], flush=True)
+        logs = {
+            p.name: p.read_text(errors="replace")[-2000:]
+            for p in workdir.glob("*.log")
+            if p.stat().st_size
+        }
+    report = {
+        "benchmark": "sfu-forwarding",
+        "time": datetime.datetime.now(datetime.UTC).isoformat(),
+        "host": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "affinity": sorted(os.sched_getaffinity(0)),
+            "load_avg": os.getloadavg(),
+            "network": network,
+        },
+        "settings": vars(args),
+        "direct": asdict(direct),
+        "results": [asdict(r) for r in results],
+        "ratios": ratios(results),
+        "log_tails": {k: v for k, v in logs.items() if "Traceback" in v or "rror" in v},
+    }
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(args.output) if args.output else RESULTS / f"sfu-forwarding-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print()
+    print(table(results))
+    print()
+    for row in report["ratios"]:
+        print(
+            f"N={row['listeners']}: ours/MediaRelay CPU per packet = {row.get('ours_over_relay', '-')}, "
+            f"ours/Janus = {row.get('ours_over_janus', '-')}"
+        )
+    print(f"\nresults: {path}")
+    return 0

@@ -33,6 +33,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,17 @@ class LoadClient(VoiceClient):
             del self.events[:-8]
 
 
+async def _retry(call: Callable[[], Awaitable[Any]], attempts: int = 4) -> Any:
+    """Setup requests survive a keep-alive connection the server closed just then."""
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except httpx.TransportError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+
+
 async def _generate(
     urls: list[str], rooms: list[str], clients: int, first: int, args: dict[str, Any], pipe: Any
 ) -> None:
@@ -101,11 +113,15 @@ async def _generate(
         url = urls[n % len(urls)]
         client = LoadClient(url, latencies, https[url])
         everyone.append(client)
+        room = rooms[i % len(rooms)]
         async with gate:
-            await client.login(callsign(n))
+            await _retry(lambda: client.login(callsign(n)))
             await client.connect(timeout=60)
-            room = rooms[i % len(rooms)]
-            await client.request("POST", f"/api/voice-rooms/{room}/join", {"joinMode": "operator"})
+            await _retry(
+                lambda: client.request(
+                    "POST", f"/api/voice-rooms/{room}/join", {"joinMode": "operator"}
+                )
+            )
             client.room_id = room
             members[room].append(client)
 
@@ -282,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency", type=int, default=32, help="in-flight signals per load process"
     )
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")
-    parser.add_argument("--nodes", default="1,2", help="server process counts to run")
+    parser.add_argument(
+        "--nodes", default="1,2", help="server process counts to run, in order (e.g. 1,2,1,2)"
+    )
     parser.add_argument("--output", default=str(RESULTS / "signaling_load.json"))
     args = parser.parse_args(argv)
     # A SIGTERM (e.g. from `timeout`) unwinds through the finally blocks that stop servers.
@@ -292,7 +310,20 @@ def main(argv: list[str] | None = None) -> int:
         for nodes in [int(n) for n in args.nodes.split(",")]:
             print(f"-- {nodes} server process(es), {args.clients} clients ...", flush=True)
             runs.append(run_once(nodes, args, Path(tmp)))
-    by_nodes = {r["server_processes"]: r for r in runs}
+            row = runs[-1]
+            print(
+                f"   {row['signals_per_s']} signals/s, p50 {row['latency_ms']['p50']} ms, "
+                f"p99 {row['latency_ms']['p99']} ms, "
+                f"{row['server_cpu_ms_per_signal']} ms server CPU/signal",
+                flush=True,
+            )
+    # With --nodes 1,2,1,2 each count runs twice; the best run of each is compared (the
+    # machine's other load only ever makes a run slower).
+    by_nodes: dict[int, dict[str, Any]] = {}
+    for r in runs:
+        best = by_nodes.get(r["server_processes"])
+        if best is None or r["signals_per_s"] > best["signals_per_s"]:
+            by_nodes[r["server_processes"]] = r
     scaling = None
     if 1 in by_nodes and 2 in by_nodes:
         scaling = round(by_nodes[2]["signals_per_s"] / by_nodes[1]["signals_per_s"], 2)

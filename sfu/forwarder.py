@@ -56,7 +56,8 @@ _NTP_PER_SECOND = 1 << 32
 
 # A generic send path: (protect, sendto, addr) callables (TURN relays, tests).
 Sink = tuple[Callable[[bytes], bytes], Callable[[Any, Any], Any], Any]
-# The fast path: (libsrtp context, socket.sendto, addr, owner). The packet is protected in
+# The fast path: (libsrtp context, socket.sendto, addr, owner), or (context, socket.send,
+# 0, owner) on a connected socket (the 0 is send()'s flags). The packet is protected in
 # place in the forwarder's scratch buffer by a direct libsrtp call (pylibsrtp's wrapper
 # allocates and checks per call) and sent with the socket's own sendto (no asyncio
 # transport frame). `owner` is the pylibsrtp Session, kept alive as long as the sink.
@@ -512,7 +513,15 @@ def make_sink(dtls: RTCDtlsTransport, tasks: set[asyncio.Task[None]]) -> AnySink
     if type(protocol) is StunProtocol:
         sock = getattr(protocol.transport, "_sock", None)
         if isinstance(sock, socket.socket):
-            return (srtp._srtp[0], sock.sendto, pair.remote_addr, srtp)
+            try:
+                # Once ICE has nominated a host pair this socket only talks to that
+                # address (consent checks included): connecting it saves the kernel a
+                # route lookup per packet and Python the address conversion. The sink
+                # then calls sock.send(data, 0), the 0 being send()'s flags.
+                sock.connect(pair.remote_addr)
+                return (srtp._srtp[0], sock.send, 0, srtp)
+            except OSError:
+                return (srtp._srtp[0], sock.sendto, pair.remote_addr, srtp)
         return (srtp.protect, protocol.transport.sendto, pair.remote_addr)
     loop = asyncio.get_running_loop()
 

@@ -256,7 +256,9 @@ class Peer:
                 transceiver.mid,
             )
             forwarder.add_output(self.id, index, layout, sink, transceiver.sender)
-        self.room.announce_slots()
+        # The newcomer needs the current mapping; the server broadcasts it to the room,
+        # so joins are coalesced into at most one announcement per tick.
+        self.room.announce_pending = True
 
     def _detach(self) -> None:
         self.room.forwarder.remove_subscriber(self.id)
@@ -292,6 +294,7 @@ class Room:
         self.peers: dict[str, Peer] = {}
         self._task: asyncio.Task[None] | None = None
         self._audio_from: list[str] = []
+        self.announce_pending = False
 
     def start(self) -> None:
         self.forwarder.start()
@@ -326,6 +329,9 @@ class Room:
             now = time.monotonic()
             if self.selector.update(now):
                 self.apply_slots()
+            elif self.announce_pending and (any(self.selector.slots) or self.selector.speaking):
+                self.announce_slots()
+            self.announce_pending = False
             audio_from = sorted(
                 p.id for p in self.peers.values() if now - p.last_audio < AUDIO_FRESH
             )
@@ -342,6 +348,7 @@ class Room:
         self.announce_slots()
 
     def announce_slots(self) -> None:
+        self.announce_pending = False
         slots = [
             SlotAssignment(index=i, participantId=pid) for i, pid in enumerate(self.selector.slots)
         ]

@@ -1,23 +1,28 @@
 """Signaling load through Redis: 1 vs 2 server processes, 2,000 WebSocket clients, 20 rooms.
 
 Every client is a tests/voiceclient.py VoiceClient without media: it logs in, opens /ws on
-its server process (round robin over the processes) and joins its room there. Then, for
-`--duration` seconds, sender tasks keep `--concurrency` targeted ICE-candidate signals in
-flight per load process: POST /signal on the sender's server, routed through the store
-and the Redis bus to the target's socket, possibly on the other process. Measured:
+its server process (round robin over the processes) and joins its room there. Then two
+phases of targeted ICE-candidate signals, each a POST /signal on the sender's server,
+routed through the store and the Redis bus to the target's socket, possibly on the other
+process:
 
-- signals/s: signals delivered on a target's WebSocket per second;
-- latency: from the start of the POST to the frame on the target's socket (p50/p99);
-- server CPU per signal: user+system seconds of all server processes during the run,
-  divided by the signals delivered (also with the idle cost of the same processes, as
-  measured just before, subtracted); Redis's CPU is given separately;
-- scaling: signals/s with 2 processes over signals/s with 1.
+- saturation (`--duration` s): `--concurrency` signals in flight per load process, each
+  sender posting again as soon as its last one returned: the most signals/s it routes;
+- steady (`--steady-duration` s): signals started at `--rate` per second in all, whether
+  or not earlier ones returned: the latency a net would see under a normal load.
+
+Measured in each: signals/s delivered on targets' WebSockets; latency from the start of the
+POST to the frame on the target's socket (p50/p99); server CPU per signal: user+system
+seconds of all server processes over the phase divided by the signals delivered (also with
+the processes' idle cost, measured just before, subtracted); Redis's CPU separately; and
+scaling: saturation signals/s with 2 processes over 1 (best of repeated runs).
 
 The load generator runs on the same machine (in `--procs` processes), so the figures
 are bounded by its cores as much as by the servers'; the result file records the core
 count and the load average.
 
-    python -m bench signaling [--clients 2000] [--rooms 20] [--duration 20] [--nodes 1,2]
+    python -m bench signaling [--clients 2000] [--rooms 20] [--duration 20] [--rate 40]
+                              [--nodes 1,2]
 """
 
 from __future__ import annotations
@@ -65,23 +70,30 @@ def callsign(n: int) -> str:
     return f"W{n % 10}{letters}"
 
 
+class Recorder:
+    """Where the latencies of received signals go; None between measurements."""
+
+    def __init__(self) -> None:
+        self.sink: list[float] | None = None
+
+
 class LoadClient(VoiceClient):
     """A VoiceClient that timestamps the signals it receives instead of keeping them."""
 
     def __init__(
-        self, base_url: str, latencies: list[float], http: httpx.AsyncClient, **kw: Any
+        self, base_url: str, recorder: Recorder, http: httpx.AsyncClient, **kw: Any
     ) -> None:
         super().__init__(base_url, auto_media=False, publish=False, http=http, **kw)
-        self.latencies = latencies
-        self.recording = False
+        self.recorder = recorder
 
     async def _on_event(self, event: dict[str, Any]) -> None:
         if event.get("type") == "signal":
-            if self.recording:
+            sink = self.recorder.sink
+            if sink is not None:
                 data = event["data"]["message"].get("data") or {}
                 sent = data.get("usernameFragment")
                 if sent:
-                    self.latencies.append(time.time() - float(sent))
+                    sink.append(time.time() - float(sent))
             self.events.clear()
         elif len(self.events) > 64:
             del self.events[:-8]
@@ -98,10 +110,28 @@ async def _retry(call: Callable[[], Awaitable[Any]], attempts: int = 4) -> Any:
             await asyncio.sleep(0.2 * (attempt + 1))
 
 
+class Phase:
+    """Counts of one measured phase in one load process."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.sent = 0
+        self.errors = 0
+        self.elapsed = 0.0
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "errors": self.errors,
+            "elapsed": self.elapsed,
+            "lat": self.latencies,
+        }
+
+
 async def _generate(
     urls: list[str], rooms: list[str], clients: int, first: int, args: dict[str, Any], pipe: Any
 ) -> None:
-    latencies: list[float] = []
+    recorder = Recorder()
     members: dict[str, list[LoadClient]] = {room: [] for room in rooms}
     everyone: list[LoadClient] = []
     gate = asyncio.Semaphore(SETUP_CONCURRENCY)
@@ -111,7 +141,7 @@ async def _generate(
     async def setup(i: int) -> None:
         n = first + i
         url = urls[n % len(urls)]
-        client = LoadClient(url, latencies, https[url])
+        client = LoadClient(url, recorder, https[url])
         everyone.append(client)
         room = rooms[i % len(rooms)]
         async with gate:
@@ -125,37 +155,56 @@ async def _generate(
             client.room_id = room
             members[room].append(client)
 
-    try:
-        await asyncio.gather(*(setup(i) for i in range(clients)))
-        pipe.send(("ready", len(everyone)))
-        pipe.recv()  # go
-        for client in everyone:
-            client.recording = True
-        sent = 0
-        errors = 0
+    groups: list[list[LoadClient]] = []
+
+    async def one_signal(phase: Phase) -> None:
+        source, target = random.sample(random.choice(groups), 2)
+        data = {"candidate": CANDIDATE, "sdpMid": "0", "sdpMLineIndex": 0}
+        data["usernameFragment"] = repr(time.time())
+        try:
+            await source.signal("ice-candidate", data, to=target.participant_id)
+            phase.sent += 1
+        except Exception:
+            phase.errors += 1
+
+    async def saturate(phase: Phase) -> None:
+        """Closed loop: `concurrency` signals in flight, each sender sends again at once."""
         stop_at = time.monotonic() + args["duration"]
-        groups = [m for m in members.values() if len(m) >= 2]
 
         async def sender() -> None:
-            nonlocal sent, errors
             while time.monotonic() < stop_at:
-                group = random.choice(groups)
-                source, target = random.sample(group, 2)
-                data = {"candidate": CANDIDATE, "sdpMid": "0", "sdpMLineIndex": 0}
-                data["usernameFragment"] = repr(time.time())
-                try:
-                    await source.signal("ice-candidate", data, to=target.participant_id)
-                    sent += 1
-                except Exception:
-                    errors += 1
+                await one_signal(phase)
 
-        started = time.monotonic()
         await asyncio.gather(*(sender() for _ in range(args["concurrency"])))
-        elapsed = time.monotonic() - started
-        await asyncio.sleep(2.0)  # let the last deliveries land
-        for client in everyone:
-            client.recording = False
-        pipe.send(("done", {"sent": sent, "errors": errors, "elapsed": elapsed, "lat": latencies}))
+
+    async def steady(phase: Phase) -> None:
+        """Open loop: signals started at a fixed rate whether or not earlier ones returned."""
+        interval = args["procs"] / args["rate"]
+        stop_at = time.monotonic() + args["steady_duration"]
+        tasks: set[asyncio.Task[None]] = set()
+        due = time.monotonic()
+        while due < stop_at:
+            task = asyncio.create_task(one_signal(phase))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            due += interval
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+        await asyncio.gather(*tasks)
+
+    try:
+        await asyncio.gather(*(setup(i) for i in range(clients)))
+        groups.extend(m for m in members.values() if len(m) >= 2)
+        pipe.send(("ready", len(everyone)))
+        for name, run in (("saturation", saturate), ("steady", steady)):
+            pipe.recv()  # go
+            phase = Phase()
+            recorder.sink = phase.latencies
+            started = time.monotonic()
+            await run(phase)
+            phase.elapsed = time.monotonic() - started
+            await asyncio.sleep(2.0)  # let the last deliveries land
+            recorder.sink = None
+            pipe.send((name, phase.report()))
     finally:
         await asyncio.gather(*(c.close() for c in everyone), return_exceptions=True)
         for http in https.values():
@@ -176,6 +225,49 @@ def _cpu(pids: list[int]) -> float:
         times = psutil.Process(pid).cpu_times()
         total += times.user + times.system
     return total
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def _phase(
+    pipes: list[Any], server_pids: list[int], redis_pid: int, gen_pids: list[int], idle: float
+) -> dict[str, Any]:
+    """Run one phase in every load process; its figures and the processes' CPU."""
+    cpu_before, redis_before, gen_before = _cpu(server_pids), _cpu([redis_pid]), _cpu(gen_pids)
+    load_avg = os.getloadavg()
+    started = time.monotonic()
+    for pipe in pipes:
+        pipe.send("go")
+    reports = [pipe.recv()[1] for pipe in pipes]
+    wall = time.monotonic() - started
+    cpu = _cpu(server_pids) - cpu_before
+    redis_cpu = _cpu([redis_pid]) - redis_before
+    gen_cpu = _cpu(gen_pids) - gen_before
+    latencies = [lat for r in reports for lat in r["lat"]]
+    delivered = len(latencies) or 1
+    elapsed = max(r["elapsed"] for r in reports)
+    net_cpu = max(0.0, cpu - idle * wall)
+    return {
+        "duration_s": round(elapsed, 2),
+        "signals_sent": sum(r["sent"] for r in reports),
+        "signals_delivered": len(latencies),
+        "errors": sum(r["errors"] for r in reports),
+        "signals_per_s": round(len(latencies) / elapsed, 1),
+        "latency_ms": {
+            "p50": _ms(percentile(latencies, 50)),
+            "p90": _ms(percentile(latencies, 90)),
+            "p99": _ms(percentile(latencies, 99)),
+            "max": _ms(max(latencies)) if latencies else None,
+        },
+        "server_cpu_ms_per_signal": round(cpu / delivered * 1000, 3),
+        "server_cpu_ms_per_signal_net_of_idle": round(net_cpu / delivered * 1000, 3),
+        "server_cpu_utilisation": round(cpu / wall, 2),
+        "redis_cpu_ms_per_signal": round(redis_cpu / delivered * 1000, 3),
+        "load_generator_cpu_utilisation": round(gen_cpu / wall, 2),
+        "load_average_before": [round(x, 2) for x in load_avg],
+    }
 
 
 def run_once(nodes: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -216,22 +308,14 @@ def run_once(nodes: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
             server_pids = [s.proc.pid for s in servers if s.proc]
             assert redis._proc is not None
             redis_pid = redis._proc.pid
+            gen_pids = [p.pid for p in procs if p.pid is not None]
             # Idle cost (sweeps, heartbeats) of the same processes with everyone connected.
             time.sleep(1.0)
             idle_before = _cpu(server_pids)
             time.sleep(IDLE_SECONDS)
-            idle_rate = (_cpu(server_pids) - idle_before) / IDLE_SECONDS
-            load_avg = os.getloadavg()
-            cpu_before, redis_before = _cpu(server_pids), _cpu([redis_pid])
-            gen_before = _cpu([p.pid for p in procs])
-            started = time.monotonic()
-            for pipe in pipes:
-                pipe.send("go")
-            reports = [pipe.recv()[1] for pipe in pipes]
-            wall = time.monotonic() - started
-            cpu = _cpu(server_pids) - cpu_before
-            redis_cpu = _cpu([redis_pid]) - redis_before
-            gen_cpu = _cpu([p.pid for p in procs]) - gen_before
+            idle = (_cpu(server_pids) - idle_before) / IDLE_SECONDS
+            saturation = _phase(pipes, server_pids, redis_pid, gen_pids, idle)
+            steady = _phase(pipes, server_pids, redis_pid, gen_pids, idle)
         finally:
             for proc in procs:
                 proc.join(30)
@@ -239,54 +323,43 @@ def run_once(nodes: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
                     proc.kill()
             for server in servers:
                 server.stop()
-    latencies = [lat for r in reports for lat in r["lat"]]
-    elapsed = max(r["elapsed"] for r in reports)
-    delivered = len(latencies)
-    sent = sum(r["sent"] for r in reports)
-    rate = delivered / elapsed
-    net_cpu = max(0.0, cpu - idle_rate * wall)
+    steady["offered_per_s"] = args.rate
     return {
         "server_processes": nodes,
         "clients": connected,
         "rooms": args.rooms,
         "setup_seconds": round(setup_seconds, 1),
-        "duration_s": round(elapsed, 2),
-        "signals_sent": sent,
-        "signals_delivered": delivered,
-        "errors": sum(r["errors"] for r in reports),
-        "signals_per_s": round(rate, 1),
-        "latency_ms": {
-            "p50": round(percentile(latencies, 50) * 1000, 2),
-            "p90": round(percentile(latencies, 90) * 1000, 2),
-            "p99": round(percentile(latencies, 99) * 1000, 2),
-            "max": round(max(latencies) * 1000, 2) if latencies else None,
-        },
-        "server_cpu_s": round(cpu, 2),
-        "server_cpu_ms_per_signal": round(cpu / delivered * 1000, 3) if delivered else None,
-        "server_idle_cpu_per_s": round(idle_rate, 3),
-        "server_cpu_ms_per_signal_net_of_idle": round(net_cpu / delivered * 1000, 3)
-        if delivered
-        else None,
-        "server_cpu_utilisation": round(cpu / wall, 2),
-        "redis_cpu_ms_per_signal": round(redis_cpu / delivered * 1000, 3) if delivered else None,
-        "load_generator_cpu_utilisation": round(gen_cpu / wall, 2),
-        "load_average_before": [round(x, 2) for x in load_avg],
+        "server_idle_cpu_per_s": round(idle, 3),
+        "saturation": saturation,
+        "steady": steady,
     }
 
 
+def row(run: dict[str, Any]) -> str:
+    sat, steady = run["saturation"], run["steady"]
+    return (
+        f"{run['server_processes']:>9} {sat['signals_per_s']:>10} "
+        f"{sat['latency_ms']['p50']:>8} {sat['latency_ms']['p99']:>8} "
+        f"{steady['latency_ms']['p50']:>8} {steady['latency_ms']['p99']:>8} "
+        f"{sat['server_cpu_ms_per_signal']:>8} {sat['server_cpu_ms_per_signal_net_of_idle']:>8} "
+        f"{sat['redis_cpu_ms_per_signal']:>8}"
+    )
+
+
 def print_table(result: dict[str, Any]) -> None:
-    head = f"{'processes':>9} {'signals/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/signal':>14}"
-    print(head + f" {'net of idle':>12} {'redis ms/sig':>13}")
+    rate = result["settings"]["rate"]
+    print(
+        f"{'':>9} {'max':>10} {'at max':>17} {f'at {rate:g}/s':>17} "
+        f"{'server CPU ms/sig':>17} {'redis':>8}"
+    )
+    print(
+        f"{'processes':>9} {'signals/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'all':>8} {'net':>8} {'ms/sig':>8}"
+    )
     for run in result["runs"]:
-        lat = run["latency_ms"]
-        print(
-            f"{run['server_processes']:>9} {run['signals_per_s']:>10} {lat['p50']:>8} "
-            f"{lat['p99']:>8} {run['server_cpu_ms_per_signal']:>14} "
-            f"{run['server_cpu_ms_per_signal_net_of_idle']:>12} "
-            f"{run['redis_cpu_ms_per_signal']:>13}"
-        )
+        print(row(run))
     if result.get("scaling_1_to_2") is not None:
-        print(f"scaling 1 -> 2 processes: x{result['scaling_1_to_2']}")
+        print(f"scaling 1 -> 2 processes (best runs): x{result['scaling_1_to_2']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")
     parser.add_argument(
+        "--rate", type=float, default=40.0, help="offered signals/s of the steady phase"
+    )
+    parser.add_argument("--steady-duration", type=float, default=15.0)
+    parser.add_argument(
         "--nodes", default="1,2", help="server process counts to run, in order (e.g. 1,2,1,2)"
     )
     parser.add_argument("--output", default=str(RESULTS / "signaling_load.json"))
@@ -310,23 +387,20 @@ def main(argv: list[str] | None = None) -> int:
         for nodes in [int(n) for n in args.nodes.split(",")]:
             print(f"-- {nodes} server process(es), {args.clients} clients ...", flush=True)
             runs.append(run_once(nodes, args, Path(tmp)))
-            row = runs[-1]
-            print(
-                f"   {row['signals_per_s']} signals/s, p50 {row['latency_ms']['p50']} ms, "
-                f"p99 {row['latency_ms']['p99']} ms, "
-                f"{row['server_cpu_ms_per_signal']} ms server CPU/signal",
-                flush=True,
-            )
+            print(row(runs[-1]), flush=True)
     # With --nodes 1,2,1,2 each count runs twice; the best run of each is compared (the
     # machine's other load only ever makes a run slower).
     by_nodes: dict[int, dict[str, Any]] = {}
     for r in runs:
         best = by_nodes.get(r["server_processes"])
-        if best is None or r["signals_per_s"] > best["signals_per_s"]:
+        if best is None or r["saturation"]["signals_per_s"] > best["saturation"]["signals_per_s"]:
             by_nodes[r["server_processes"]] = r
     scaling = None
     if 1 in by_nodes and 2 in by_nodes:
-        scaling = round(by_nodes[2]["signals_per_s"] / by_nodes[1]["signals_per_s"], 2)
+        scaling = round(
+            by_nodes[2]["saturation"]["signals_per_s"] / by_nodes[1]["saturation"]["signals_per_s"],
+            2,
+        )
     result = {
         "benchmark": "signaling_load",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

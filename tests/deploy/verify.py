@@ -1,7 +1,7 @@
 """Probe what the deploy test converged on this machine (tests/deploy/run.sh, step "verify").
 
 Every answer is the deployed component's own: nginx's TLS and redirect, the server's
-/healthz and /api/ice-servers, coturn's allocation, relay, 401 and 403, Redis' NOAUTH
+/healthz, browser client (from the installed package) and /api/ice-servers, coturn's allocation, relay, 401 and 403, Redis' NOAUTH
 and NOPERM. A second coturn, rendered through the same role task with the PRODUCTION
 rules (no loopback peers), shows that private and loopback peers get 403 there too.
 
@@ -31,6 +31,7 @@ from typing import Any
 
 import redis
 import websockets
+import yaml
 from aioice import stun
 from aioice.turn import TurnClientTcpProtocol, TurnClientUdpProtocol
 
@@ -303,6 +304,54 @@ async def check_web(cfg: dict[str, Any], report: Report) -> str | None:
     except Exception as exc:  # the check reports whatever went wrong
         report.check("WebSocket /ws through nginx", False, repr(exc))
     return token
+
+
+def check_client(cfg: dict[str, Any], report: Report) -> None:
+    """The browser client comes with the installed package, not from a copy the role made."""
+    src = Path(cfg["work"]) / "src" / "client"
+    for path, kind in (("/", "text/html"), ("/app.js", "text/javascript")):
+        name = "index.html" if path == "/" else path.lstrip("/")
+        status, headers, body = https_get(cfg, path)
+        report.check(
+            f"{path} through nginx serves the client's {name}",
+            status == 200
+            and headers.get("Content-Type", "").startswith(kind)
+            and body == (src / name).read_bytes(),
+            f"{status} {headers.get('Content-Type')} {len(body)} bytes",
+        )
+
+    rendered = yaml.safe_load(Path(cfg["config_file"]).read_text())
+    report.check(
+        "the rendered configuration sets no server.client_dir",
+        "client_dir" not in (rendered.get("server") or {}),
+        str((rendered.get("server") or {}).get("client_dir")),
+    )
+    venv_python = Path(cfg["cli"]).parent / "python"
+    out = subprocess.run(
+        [
+            str(venv_python),
+            "-c",
+            "import sys; from server.config import load_config; from server.static import"
+            " client_dir; print(client_dir(load_config(sys.argv[1], environ={})))",
+            cfg["config_file"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd="/",
+    )
+    served = Path(out.stdout.strip()) if out.returncode == 0 else None
+    report.check(
+        "the server serves the client installed in its venv's site-packages",
+        served is not None
+        and "site-packages" in served.parts
+        and served.is_relative_to(venv_python.parent.parent)
+        and (served / "index.html").is_file(),
+        out.stdout.strip() or out.stderr.strip()[-200:],
+    )
+    stale = Path(cfg["cli"]).parent.parent.parent / "client"
+    report.check("no client copy next to the venv", not stale.exists(), str(stale))
 
 
 async def check_turn(cfg: dict[str, Any], token: str, report: Report) -> None:
@@ -592,6 +641,7 @@ def check_units(cfg: dict[str, Any], report: Report) -> None:
 
 async def network_checks(cfg: dict[str, Any], report: Report) -> None:
     token = await check_web(cfg, report)
+    check_client(cfg, report)
     if token:
         await check_turn(cfg, token, report)
     await check_production_turn(cfg, report)

@@ -26,7 +26,7 @@ from .metrics import metrics_blueprint
 from .origins import origin_allowed
 from .rooms import RoomService
 from .static import static_blueprint
-from .store import StoreError
+from .store import StoreError, StoreUnavailable
 from .stores import make_store
 from .ws import blueprint as ws_blueprint
 
@@ -161,6 +161,8 @@ async def _watch(svc: Services) -> None:
             await svc.rooms.check_workers()
         except asyncio.CancelledError:
             raise
+        except StoreUnavailable as exc:
+            log.warning("worker watch skipped: %s", exc)
         except Exception:
             log.exception("worker watch failed; retrying")
         await asyncio.sleep(WATCH_INTERVAL)

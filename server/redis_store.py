@@ -43,7 +43,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from .config import Config
-from .store import JoinResult, ParticipantRecord, RoomFull, RoomState, StoreError, WorkerRecord
+from .store import (
+    JoinResult,
+    ParticipantRecord,
+    RoomFull,
+    RoomState,
+    StoreError,
+    StoreUnavailable,
+    WorkerRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +81,6 @@ RESTORE_LIMIT = 1_000_000_000
 UPDATE_RETRIES = 50
 
 _OUTAGE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
-
-
-class StoreUnavailable(StoreError):
-    """Redis cannot be reached right now (handlers answer 503; loops retry)."""
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from .protocol import (
     SignalRequest,
     envelope,
 )
-from .store import Bus, ParticipantRecord, RoomFull, RoomState, Store
+from .store import Bus, ParticipantRecord, RoomFull, RoomState, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +311,8 @@ class RoomService:
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable as exc:
+                log.warning("sweep skipped: %s", exc)
             except Exception:
                 log.exception("sweep failed; retrying")
 

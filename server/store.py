@@ -18,6 +18,10 @@ class StoreError(Exception):
     """Base of the errors a store raises on purpose."""
 
 
+class StoreUnavailable(StoreError):
+    """The shared store cannot be reached right now (handlers answer 503; loops retry)."""
+
+
 class RoomFull(StoreError):
     """The room has reached max_participants (409)."""
 

@@ -60,7 +60,9 @@ async def one_join(url: str, room: str) -> dict[str, float]:
             await asyncio.sleep(0.002)
         firsts = []
         for client in (a, b):
-            stamps = [s.first_loud_at for p in client.peers.values() for s in p.audio if s.first_loud_at]
+            stamps = [
+                s.first_loud_at for p in client.peers.values() for s in p.audio if s.first_loud_at
+            ]
             firsts.append(min(stamps) - start)
         return {"a_hears_b": firsts[0], "b_hears_a": firsts[1], "both": max(firsts)}
     finally:
@@ -98,7 +100,9 @@ async def signal_rtt(url: str, room: str, count: int) -> list[float]:
 
 async def run(runs: int, signals: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServerProcess(Path(tmp), {"rooms": [{"id": f"r{i}"} for i in range(runs)] + [{"id": "sig"}]})
+        server = ServerProcess(
+            Path(tmp), {"rooms": [{"id": f"r{i}"} for i in range(runs)] + [{"id": "sig"}]}
+        )
         server.start()
         try:
             joins = [await one_join(server.url, f"r{i}") for i in range(runs)]
@@ -123,8 +127,12 @@ def print_table(result: dict[str, Any]) -> None:
     join = result["join_to_first_audio"]["both_directions"]
     rtt = result["signal_round_trip"]
     print(f"{'measure':<34}{'n':>5}{'median ms':>12}{'p95 ms':>10}")
-    print(f"{'join -> first audio (both ways)':<34}{join['n']:>5}{join['median_ms']:>12}{join['p95_ms']:>10}")
-    print(f"{'signal round trip (A->B->A)':<34}{rtt['n']:>5}{rtt['median_ms']:>12}{rtt['p95_ms']:>10}")
+    print(
+        f"{'join -> first audio (both ways)':<34}{join['n']:>5}{join['median_ms']:>12}{join['p95_ms']:>10}"
+    )
+    print(
+        f"{'signal round trip (A->B->A)':<34}{rtt['n']:>5}{rtt['median_ms']:>12}{rtt['p95_ms']:>10}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,21 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture
+def loopback_ice() -> Iterator[None]:
+    """aiortc peers in this process offer 127.0.0.1 only, like the SFU workers in tests."""
+    import aioice.ice
+
+    from sfu.worker import restrict_ice_addresses
+
+    original = aioice.ice.get_host_addresses
+    restrict_ice_addresses(["127.0.0.1"])
+    try:
+        yield
+    finally:
+        aioice.ice.get_host_addresses = original
+
+
+@pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start `yahaml-voice serve` processes; all are stopped at the end of the test."""
     started: list[ServerProcess] = []

@@ -19,12 +19,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import aioice
 import httpx
 import pytest
 
 from server.redis_store import RedisStore
-from sfu.worker import restrict_ice_addresses
 from tests.redis_fixture import RedisServer
 from tests.servers import ROOT, TEST_SECRET, ServerProcess
 from tests.voiceclient import SFU, VoiceClient
@@ -41,16 +39,6 @@ CONFIG: dict[str, Any] = {
         {"id": "net", "max_participants": 100, "sfu_threshold": 3},
     ],
 }
-
-
-@pytest.fixture
-def loopback_ice() -> Iterator[None]:
-    original = aioice.ice.get_host_addresses
-    restrict_ice_addresses(["127.0.0.1"])
-    try:
-        yield
-    finally:
-        aioice.ice.get_host_addresses = original
 
 
 @pytest.fixture

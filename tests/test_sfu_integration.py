@@ -10,30 +10,17 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import aioice.ice
 import psutil
-import pytest
 
 from server.auth import issue_token
 from server.config import load_config
-from sfu.worker import restrict_ice_addresses
 from tests.servers import TEST_SECRET, ServerProcess
 from tests.voiceclient import SFU, VoiceClient
 
 ROOM = "net"
-
-
-@pytest.fixture
-def loopback_ice() -> Iterator[None]:
-    original = aioice.ice.get_host_addresses
-    restrict_ice_addresses(["127.0.0.1"])
-    try:
-        yield
-    finally:
-        aioice.ice.get_host_addresses = original
 
 
 def sfu_server(

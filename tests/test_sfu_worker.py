@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aioice.ice
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.codecs import get_decoder
@@ -21,21 +20,10 @@ from aiortc.rtp import RtcpSrPacket, RtpPacket
 
 from server.config import Config, load_config
 from sfu.forwarder import tap_receiver
-from sfu.worker import Worker, restrict_ice_addresses
+from sfu.worker import Worker
 from tests.voiceclient import ToneTrack
 
 ROOM = "net"
-
-
-@pytest.fixture
-def loopback_ice() -> Iterator[None]:
-    """Gather ICE candidates on 127.0.0.1 only (the tests never touch eth0)."""
-    original = aioice.ice.get_host_addresses
-    restrict_ice_addresses(["127.0.0.1"])
-    try:
-        yield
-    finally:
-        aioice.ice.get_host_addresses = original
 
 
 class Frames:

@@ -10,15 +10,13 @@ mapped to X. Chromium's fake microphone beeps continuously; the aiortc client sa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aioice.ice
 import pytest
 from playwright.async_api import Browser
 
-from sfu.worker import restrict_ice_addresses
 from tests.browser.pages import Operator, until
 from tests.servers import ServerProcess
 from tests.voiceclient import SFU, VoiceClient
@@ -26,17 +24,6 @@ from tests.voiceclient import SFU, VoiceClient
 pytestmark = pytest.mark.browser
 
 ROOM = "sfu-net"
-
-
-@pytest.fixture
-def loopback_ice() -> Iterator[None]:
-    """The aiortc client in this process offers 127.0.0.1 only, like the SFU workers."""
-    original = aioice.ice.get_host_addresses
-    restrict_ice_addresses(["127.0.0.1"])
-    try:
-        yield
-    finally:
-        aioice.ice.get_host_addresses = original
 
 
 async def _slot_from(op: Operator, pid: str) -> tuple[str, dict[str, Any]] | None:

@@ -76,7 +76,10 @@ class Connection:
     async def _pump(self, subscription: Subscription) -> None:
         async for message in subscription:
             self.deliver(message)
-        self.close(1012, "server going away")
+        if subscription.overflowed:
+            self.close(1013, "too slow: messages backed up; reconnect")
+        else:
+            self.close(1012, "server going away")
 
     def deliver(self, message: dict[str, Any]) -> None:
         self.send(message)

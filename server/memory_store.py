@@ -6,17 +6,19 @@ each is atomic, which is what the Store contract asks for.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from typing import Any
 
-from .store import JoinResult, ParticipantRecord, RoomFull, RoomState, WorkerRecord
-
-# Messages a slow subscriber may have waiting before it loses the newest ones.
-QUEUE_LIMIT = 1024
+from .store import (
+    JoinResult,
+    LocalSubscription,
+    ParticipantRecord,
+    RoomFull,
+    RoomState,
+    WorkerRecord,
+)
 
 
 class MemoryStore:
@@ -125,33 +127,14 @@ class MemoryStore:
         return self._workers.pop(worker_id, None) is not None
 
 
-class MemorySubscription:
+class MemorySubscription(LocalSubscription):
     def __init__(self, bus: MemoryBus, channel: str) -> None:
+        super().__init__(channel)
         self._bus = bus
-        self.channel = channel
-        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_LIMIT)
-        self.overflowed = False
-
-    def put(self, message: dict[str, Any]) -> None:
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
-            # The consumer is stuck; it closes itself when it sees this.
-            self.overflowed = True
-
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        while True:
-            message = await self.queue.get()
-            if message is None:
-                return
-            yield message
 
     async def close(self) -> None:
         self._bus._remove(self)
-        try:
-            self.queue.put_nowait(None)
-        except asyncio.QueueFull:
-            pass
+        self.end()
 
 
 class MemoryBus:

@@ -33,7 +33,7 @@ import json
 import logging
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -45,6 +45,7 @@ from redis.backoff import ExponentialBackoff
 from .config import Config
 from .store import (
     JoinResult,
+    LocalSubscription,
     ParticipantRecord,
     RoomFull,
     RoomState,
@@ -57,8 +58,6 @@ log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
 
-# Messages a slow subscriber may have waiting before it loses the newest ones (as memory).
-QUEUE_LIMIT = 1024
 # Store connections per process; callers beyond that wait for a free one.
 POOL_SIZE = 32
 # How long start() waits for Redis before giving up (later outages are waited out).
@@ -716,38 +715,20 @@ class RedisStore:
             return int(await self._remove_worker(keys=self._worker_keys(), args=[worker_id])) == 1
 
 
-class RedisSubscription:
+class RedisSubscription(LocalSubscription):
     """One local consumer of a channel; the bus's reader task fills its queue."""
 
     def __init__(self, bus: RedisBus, channel: str) -> None:
+        super().__init__(channel)
         self._bus = bus
-        self.channel = channel
-        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_LIMIT)
-        self.overflowed = False
         self._closed = False
-
-    def put(self, message: dict[str, Any]) -> None:
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self.overflowed = True
-
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        while True:
-            message = await self.queue.get()
-            if message is None:
-                return
-            yield message
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         await self._bus._remove(self)
-        try:
-            self.queue.put_nowait(None)
-        except asyncio.QueueFull:
-            pass
+        self.end()
 
 
 class RedisBus:

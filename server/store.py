@@ -8,6 +8,7 @@ processes in Redis (`redis_store.py`). Both pass the same test-suite.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -153,9 +154,54 @@ class Store(Protocol):
 
 
 class Subscription(Protocol):
+    # True once messages were lost because the consumer fell too far behind.
+    overflowed: bool
+
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
 
     async def close(self) -> None: ...
+
+
+# Messages a slow local consumer may have waiting before its stream is ended.
+QUEUE_LIMIT = 1024
+
+
+class LocalSubscription:
+    """One local consumer's queue of a channel's messages, shared by both buses.
+
+    A consumer that falls QUEUE_LIMIT messages behind has its stream ended (after what it
+    already has), so its socket is closed and the client resynchronises on reconnect,
+    instead of silently missing a message in the middle.
+    """
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_LIMIT)
+        self.overflowed = False
+
+    def put(self, message: dict[str, Any]) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    def end(self) -> None:
+        """Make the iterator return once the queue is drained."""
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            if self.overflowed and self.queue.empty():
+                return
+            message = await self.queue.get()
+            if message is None:
+                return
+            yield message
 
 
 class Bus(Protocol):

@@ -45,7 +45,7 @@ from .protocol import (
     Success,
     VolumeRequest,
 )
-from .rooms import RoomError, participant_view, peer_view
+from .rooms import participant_view, peer_view
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -107,10 +107,6 @@ def identity() -> Identity:
     found = g.identity
     assert isinstance(found, Identity)
     return found
-
-
-def _rooms_call(exc: RoomError) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message)
 
 
 # ---------------------------------------------------------------------------- sessions
@@ -193,10 +189,7 @@ async def list_rooms() -> list[dict[str, Any]]:
 @validate_response(RoomDetail)
 @authenticated
 async def get_room(room_id: str) -> RoomDetail:
-    try:
-        return await services().rooms.detail(identity(), room_id)
-    except RoomError as exc:
-        raise _rooms_call(exc) from exc
+    return await services().rooms.detail(identity(), room_id)
 
 
 @blueprint.post("/voice-rooms/<room_id>/join")
@@ -213,10 +206,7 @@ async def join_room(room_id: str) -> JoinAnswer:
     svc = services()
     ident = identity()
     data = await optional_body(JoinRequest)
-    try:
-        joined = await svc.rooms.join(ident, room_id, data.audioSourceType, data.joinMode)
-    except RoomError as exc:
-        raise _rooms_call(exc) from exc
+    joined = await svc.rooms.join(ident, room_id, data.audioSourceType, data.joinMode)
     ice = ice_config(svc.config, ident.participant_id)
     return JoinAnswer(
         participant=participant_view(joined.participant),
@@ -236,10 +226,7 @@ async def join_room(room_id: str) -> JoinAnswer:
 @validate_response(Success)
 @authenticated
 async def leave_room(room_id: str) -> Success:
-    try:
-        await services().rooms.leave(identity(), room_id)
-    except RoomError as exc:
-        raise _rooms_call(exc) from exc
+    await services().rooms.leave(identity(), room_id)
     return Success()
 
 
@@ -251,10 +238,7 @@ async def leave_room(room_id: str) -> Success:
 @authenticated
 async def signal(room_id: str, data: SignalRequest) -> SignalAnswer:
     """Relay an offer/answer/candidate to one peer (`to`), the room, or `sfu`."""
-    try:
-        delivered = await services().rooms.signal(identity(), room_id, data)
-    except RoomError as exc:
-        raise _rooms_call(exc) from exc
+    delivered = await services().rooms.signal(identity(), room_id, data)
     return SignalAnswer(delivered=delivered)
 
 
@@ -265,10 +249,7 @@ async def signal(room_id: str, data: SignalRequest) -> SignalAnswer:
 @validate_response(Success)
 @authenticated
 async def mute(room_id: str, data: MuteRequest) -> Success:
-    try:
-        await services().rooms.set_muted(identity(), room_id, data.isMuted)
-    except RoomError as exc:
-        raise _rooms_call(exc) from exc
+    await services().rooms.set_muted(identity(), room_id, data.isMuted)
     return Success()
 
 
@@ -279,10 +260,7 @@ async def mute(room_id: str, data: MuteRequest) -> Success:
 @validate_response(Success)
 @authenticated
 async def volume(room_id: str, data: VolumeRequest) -> Success:
-    try:
-        await services().rooms.set_volume(identity(), room_id, data.volume)
-    except RoomError as exc:
-        raise _rooms_call(exc) from exc
+    await services().rooms.set_volume(identity(), room_id, data.volume)
     return Success()
 
 

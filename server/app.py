@@ -24,7 +24,7 @@ from .context import EXTENSION, Services
 from .logs import setup_logging
 from .metrics import metrics_blueprint
 from .origins import origin_allowed
-from .rooms import RoomService
+from .rooms import RoomError, RoomService
 from .static import static_blueprint
 from .store import StoreError, StoreUnavailable
 from .stores import make_store
@@ -93,6 +93,10 @@ def create_app(config: Config) -> Quart:
 
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> tuple[Response, int]:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(RoomError)
+    async def room_error(exc: RoomError) -> tuple[Response, int]:
         return _error(exc.status, exc.code, exc.message)
 
     @app.errorhandler(StoreError)

@@ -44,6 +44,7 @@ from .protocol import (
     SignalRequest,
     Success,
     VolumeRequest,
+    describe,
 )
 from .rooms import participant_view, peer_view
 
@@ -98,9 +99,7 @@ async def optional_body(model: type[M]) -> M:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        errors = exc.errors()
-        where = ".".join(str(p) for p in errors[0]["loc"]) or "body"
-        raise ApiError(400, "bad_request", f"{where}: {errors[0]['msg']}") from exc
+        raise ApiError(400, "bad_request", describe(exc)) from exc
 
 
 def identity() -> Identity:

@@ -24,6 +24,7 @@ from .context import EXTENSION, Services
 from .logs import setup_logging
 from .metrics import metrics_blueprint
 from .origins import origin_allowed
+from .protocol import describe
 from .rooms import RoomError, RoomService
 from .static import static_blueprint
 from .store import StoreError, StoreUnavailable
@@ -42,11 +43,7 @@ def _error(status: int, code: str, message: str) -> tuple[Response, int]:
 def _validation_message(exc: RequestSchemaValidationError) -> str:
     inner = exc.validation_error
     if isinstance(inner, ValidationError):
-        parts = []
-        for err in inner.errors()[:5]:
-            where = ".".join(str(p) for p in err["loc"]) or "body"
-            parts.append(f"{where}: {err['msg']}")
-        return "; ".join(parts)
+        return describe(inner, limit=5)
     if isinstance(inner, TypeError | ValueError):
         return f"the body must be a JSON object matching the schema ({inner})"
     return str(inner)

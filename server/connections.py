@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from .auth import Identity
-from .protocol import CHANNEL, PROTOCOL_VERSION, WsClientFrame, envelope
+from .protocol import CHANNEL, PROTOCOL_VERSION, WsClientFrame, describe, envelope
 from .store import Subscription
 
 log = logging.getLogger(__name__)
@@ -186,9 +186,7 @@ class ClientConnection(Connection):
         try:
             msg = WsClientFrame.model_validate(frame)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "frame"
-            self.send(self.error("bad_frame", f"{where}: {first['msg']}"))
+            self.send(self.error("bad_frame", describe(exc, root="frame")))
             return
         if msg.type == "ping":
             self.send({"type": "pong", "channel": msg.channel or CHANNEL, "data": msg.data})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 PROTOCOL_VERSION = 1
 CHANNEL = "voice"
@@ -301,6 +301,15 @@ TO_WORKER_FRAMES: dict[str, type[Strict]] = {
     "participantLeft": ToWorkerParticipantLeft,
     "roomClosed": ToWorkerRoomClosed,
 }
+
+
+def describe(exc: ValidationError, root: str = "body", limit: int = 1) -> str:
+    """`where: what` for the first `limit` errors, for a 400 or an error frame."""
+    parts = []
+    for err in exc.errors()[:limit]:
+        where = ".".join(str(p) for p in err["loc"]) or root
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
 
 
 def envelope(type_: str, data: Any, channel: str = CHANNEL) -> dict[str, Any]:

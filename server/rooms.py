@@ -239,25 +239,22 @@ class RoomService:
             await self.maybe_switch(room, await self.store.count(room_id))
 
     async def set_muted(self, identity: Identity, room_id: str, muted: bool) -> None:
-        self.check_access(identity, room_id)
-        record = await self.store.update(room_id, identity.participant_id, is_muted=muted)
-        if record is None:
-            raise RoomError(403, "not_in_room", f"you have not joined room {room_id!r}")
-        await self.broadcast(
-            room_id,
-            "participantMuteChanged",
-            {"roomId": room_id, "participantId": record.id, "isMuted": muted},
-        )
+        await self._change(identity, room_id, "participantMuteChanged", "isMuted", is_muted=muted)
 
     async def set_volume(self, identity: Identity, room_id: str, volume: int) -> None:
+        await self._change(identity, room_id, "participantVolumeChanged", "volume", volume=volume)
+
+    async def _change(
+        self, identity: Identity, room_id: str, event: str, wire_name: str, **change: Any
+    ) -> None:
+        """Update one field of the caller's seat and tell the room."""
         self.check_access(identity, room_id)
-        record = await self.store.update(room_id, identity.participant_id, volume=volume)
+        record = await self.store.update(room_id, identity.participant_id, **change)
         if record is None:
             raise RoomError(403, "not_in_room", f"you have not joined room {room_id!r}")
+        (value,) = change.values()
         await self.broadcast(
-            room_id,
-            "participantVolumeChanged",
-            {"roomId": room_id, "participantId": record.id, "volume": volume},
+            room_id, event, {"roomId": room_id, "participantId": record.id, wire_name: value}
         )
 
     # presence --------------------------------------------------------------------------

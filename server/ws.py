@@ -13,7 +13,7 @@ from .auth import WORKER_ROLE, AuthError, bearer, verify_token
 from .connections import ClientConnection, WorkerConnection, error_frame
 from .context import services
 from .origins import origin_allowed
-from .protocol import WORKER_FRAMES, WorkerHello, WorkerLoad, WorkerSignal, WorkerSlots
+from .protocol import WORKER_FRAMES, WorkerHello, WorkerLoad, WorkerSignal, WorkerSlots, describe
 from .rooms import participant_channel, worker_channel
 from .store import WorkerRecord
 
@@ -97,9 +97,7 @@ async def worker_socket() -> None:
         try:
             message = model.model_validate(data)
         except ValidationError as exc:
-            first_error = exc.errors()[0]
-            where = ".".join(str(p) for p in first_error["loc"]) or "data"
-            conn.send(conn.error("bad_frame", f"{type_}.{where}: {first_error['msg']}"))
+            conn.send(conn.error("bad_frame", f"{type_}.{describe(exc, root='data')}"))
             return
         if isinstance(message, WorkerLoad):
             record.load = message.model_dump()

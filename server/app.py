@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import signal
 import socket
@@ -13,14 +14,16 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from pydantic import ValidationError
-from quart import Quart, Response, jsonify, request
+from quart import Quart, Response, jsonify, request, websocket
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from .api import ApiError, test_blueprint
 from .api import blueprint as api_blueprint
+from .auth import bearer
 from .config import Config
 from .context import EXTENSION, Services
+from .hosts import allowed_hosts, host_allowed
 from .logs import setup_logging
 from .metrics import metrics_blueprint
 from .origins import origin_allowed
@@ -29,11 +32,14 @@ from .rooms import RoomError, RoomService
 from .static import static_blueprint
 from .store import StoreError, StoreUnavailable
 from .stores import make_store
+from .transport import BoundedWebsocketConnection, hypercorn_settings, install
 from .ws import blueprint as ws_blueprint
 
 log = logging.getLogger(__name__)
 
 WATCH_INTERVAL = 0.5
+# Operator pages: not for the public (bearer metrics.token, or the metrics listener).
+PRIVATE_PATHS = ("/metrics", "/docs")
 
 
 def _error(status: int, code: str, message: str) -> tuple[Response, int]:
@@ -52,6 +58,7 @@ def _validation_message(exc: RequestSchemaValidationError) -> str:
 def create_app(config: Config) -> Quart:
     """A ready app; its store, bus and room service start with the server."""
     app = Quart(__name__, static_folder=None)
+    app.asgi_websocket_class = BoundedWebsocketConnection
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     app.config["QUART_SCHEMA_CONVERT_CASING"] = False
     QuartSchema(
@@ -87,6 +94,28 @@ def create_app(config: Config) -> Quart:
             "workers": len(workers),
             "authMode": config.auth.mode,
         }
+
+    hosts = allowed_hosts(config)
+
+    def check_host(host: str | None) -> None:
+        if not host_allowed(host, hosts):
+            raise ApiError(421, "misdirected", "this server does not answer to that host name")
+
+    @app.before_request
+    async def before_request() -> Response | None:
+        check_host(request.headers.get("Host"))
+        if request.path.startswith(PRIVATE_PATHS) and not _private_allowed(
+            config, request.headers.get("Authorization"), request.scope
+        ):
+            response = jsonify({"error": "unauthorized", "message": "a metrics token is needed"})
+            response.status_code = 401
+            response.headers["WWW-Authenticate"] = 'Bearer realm="yahaml-voice metrics"'
+            return response
+        return None
+
+    @app.before_websocket
+    async def before_websocket() -> None:
+        check_host(websocket.headers.get("Host"))
 
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> tuple[Response, int]:
@@ -152,6 +181,16 @@ def create_app(config: Config) -> Quart:
     return app
 
 
+def _private_allowed(config: Config, authorization: str | None, scope: Any) -> bool:
+    """The metrics listener, or the metrics token (compared in constant time)."""
+    server: Any = scope.get("server") or ()
+    if config.metrics.port is not None and len(server) > 1 and server[1] == config.metrics.port:
+        return True
+    token = bearer(authorization)
+    expected = config.metrics.token
+    return bool(token and expected and hmac.compare_digest(token.encode(), expected.encode()))
+
+
 async def _watch(svc: Services) -> None:
     """Heartbeat this node and re-place rooms of silent workers."""
     while True:
@@ -180,6 +219,10 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def serve(config: Config) -> None:
     """Run hypercorn until SIGINT/SIGTERM; spawn and reap the embedded SFU workers."""
     from hypercorn.asyncio import serve as hypercorn_serve
@@ -190,13 +233,17 @@ def serve(config: Config) -> None:
         raise SystemExit(f"error: {config.server.host}:{config.server.port} is already in use")
     app = create_app(config)
     hconf = HypercornConfig()
-    hconf.bind = [
-        f"[{config.server.host}]:{config.server.port}"
-        if ":" in config.server.host
-        else f"{config.server.host}:{config.server.port}"
-    ]
+    hconf.bind = [_bind(config.server.host, config.server.port)]
+    if config.metrics.port is not None:
+        hconf.bind.append(_bind(config.metrics.host, config.metrics.port))
     hconf.accesslog = None
     hconf.websocket_ping_interval = 20.0
+    hypercorn_settings(hconf)
+    install(
+        write_timeout=config.server.write_timeout,
+        stall_timeout=config.server.write_timeout,
+        close_timeout=2.0,
+    )
     # Open WebSockets reconnect to another process anyway; do not hold shutdown for them.
     hconf.graceful_timeout = 1.0
     hconf.include_server_header = False

@@ -109,6 +109,16 @@ class ServerConfig:
     log_json: bool = False
     # Test-only routes (e.g. drop a participant's sockets). Never enable in production.
     test_hooks: bool = False
+    # Host names this server answers to besides those it always does (the bind host,
+    # localhost, 127.0.0.1, ::1, the host of public_url, and this machine's addresses when
+    # bound to 0.0.0.0 or ::); any other Host header gets 421, which defeats DNS
+    # rebinding. "*" turns the check off (not recommended).
+    allowed_hosts: list[str] = field(default_factory=list)
+    # WebSockets this process holds at most (participants and workers); above it new ones
+    # are refused with 503 before the upgrade.
+    max_sockets: int = 4096
+    # A client that takes none of what we send for this long is disconnected (TCP abort).
+    write_timeout: Duration = Duration(10.0)
 
 
 @dataclass
@@ -193,6 +203,12 @@ class RedisConfig:
 class MetricsConfig:
     # Expose Prometheus metrics at /metrics.
     enabled: bool = True
+    # Bearer token that opens /metrics and /docs (Authorization: Bearer <token>).
+    token: str | None = None
+    # A second listener, for scrapers only, where /metrics and /docs need no token (never
+    # proxied: the proxy forwards to server.port). None: no such listener.
+    port: int | None = None
+    host: str = "127.0.0.1"
 
 
 @dataclass
@@ -218,6 +234,12 @@ class Config:
             raise ConfigError("ice.turn.secret is required when ice.turn.urls is set")
         if self.ice.force_relay and not self.ice.turn.urls:
             raise ConfigError("ice.force_relay needs ice.turn.urls")
+        if self.server.max_sockets < 1:
+            raise ConfigError("server.max_sockets must be >= 1")
+        if self.metrics.token is not None and len(self.metrics.token) < 16:
+            raise ConfigError("metrics.token must be at least 16 characters")
+        if self.metrics.port is not None and self.metrics.port == self.server.port:
+            raise ConfigError("metrics.port must differ from server.port")
         if self.sfu.slots < 1 or self.sfu.slots > 16:
             raise ConfigError("sfu.slots must be between 1 and 16")
 

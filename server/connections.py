@@ -23,6 +23,13 @@ log = logging.getLogger(__name__)
 
 SEND_QUEUE = 256
 MAX_FRAME_BYTES = 64 * 1024
+# Closing (flushing what is queued, then the close frame) never waits longer than this
+# on a peer that does not read; the transport's write timeout then cuts it off.
+CLOSE_TIMEOUT = 2.0
+# Frames a participant's socket may send: a sustained rate and a burst (clients send a
+# ping every few seconds and a subscribe or two; nothing legitimate comes close).
+CLIENT_FRAMES_PER_SECOND = 10.0
+CLIENT_FRAME_BURST = 40.0
 
 
 class Socket(Protocol):
@@ -84,9 +91,17 @@ class Connection:
     def deliver(self, message: dict[str, Any]) -> None:
         self.send(message)
 
+    def admit_frame(self) -> bool:
+        """Whether another inbound frame is within this socket's rate (no limit here)."""
+        return True
+
     async def _reader(self) -> None:
         while True:
             raw = await self.socket.receive()
+            if not self.admit_frame():
+                self.send(self.error("rate_limited", "too many frames; slow down"))
+                self.close(4429, "too many frames")
+                return
             if len(raw) > MAX_FRAME_BYTES:
                 self.send(self.error("too_large", "frame larger than 64 KiB"))
                 continue
@@ -120,6 +135,8 @@ class Connection:
                 [*tasks, waiter], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             if not done:
+                # The documented order: an error frame saying why, then the close.
+                self.send(self.error("token_expired", "your token expired; log in again"))
                 self.close(4401, "token expired")
             for task in done:
                 if task is not waiter and not task.cancelled() and task.exception():
@@ -135,10 +152,13 @@ class Connection:
             await subscription.close()
         if self._closing is not None:
             with contextlib.suppress(Exception):
-                # Flush what was queued before the close (e.g. an error frame).
-                while not self.queue.empty():
-                    await self.socket.send(json.dumps(self.queue.get_nowait()))
-                await self.socket.close(self._closing.code, self._closing.reason)
+                await asyncio.wait_for(self._flush_and_close(self._closing), CLOSE_TIMEOUT)
+
+    async def _flush_and_close(self, closing: Closing) -> None:
+        """What was queued before the close (e.g. an error frame), then the close frame."""
+        while not self.queue.empty():
+            await self.socket.send(json.dumps(self.queue.get_nowait(), separators=(",", ":")))
+        await self.socket.close(closing.code, closing.reason)
 
 
 class ClientConnection(Connection):
@@ -149,6 +169,20 @@ class ClientConnection(Connection):
         self.identity = identity
         self.subscribed = True
         self.room_filter: str | None = None
+        self._allowance = CLIENT_FRAME_BURST
+        self._allowance_at = time.monotonic()
+
+    def admit_frame(self) -> bool:
+        now = time.monotonic()
+        self._allowance = min(
+            CLIENT_FRAME_BURST,
+            self._allowance + (now - self._allowance_at) * CLIENT_FRAMES_PER_SECOND,
+        )
+        self._allowance_at = now
+        if self._allowance < 1.0:
+            return False
+        self._allowance -= 1.0
+        return True
 
     def deliver(self, message: dict[str, Any]) -> None:
         if message.get("type") == "_drop":

@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 PROTOCOL_VERSION = 1
 CHANNEL = "voice"
+# Browsers cannot set headers on a WebSocket: ours offers these two subprotocols, the
+# second carrying the token, so that it never appears in a URL (or a proxy's log).
+WS_SUBPROTOCOL = "yahaml-voice"
+WS_TOKEN_PREFIX = "yahaml-voice.token."
 SFU_PEER = "sfu"
 # The largest SDP we accept; real audio-only SDPs are 2-6 KiB.
 MAX_SDP_BYTES = 64 * 1024

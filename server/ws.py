@@ -9,11 +9,21 @@ from typing import Any
 from pydantic import ValidationError
 from quart import Blueprint, abort, websocket
 
+from .api import ApiError
 from .auth import WORKER_ROLE, AuthError, bearer, verify_token
-from .connections import ClientConnection, WorkerConnection, error_frame
+from .connections import ClientConnection, WorkerConnection
 from .context import services
 from .origins import origin_allowed
-from .protocol import WORKER_FRAMES, WorkerHello, WorkerLoad, WorkerSignal, WorkerSlots, describe
+from .protocol import (
+    WORKER_FRAMES,
+    WS_SUBPROTOCOL,
+    WS_TOKEN_PREFIX,
+    WorkerHello,
+    WorkerLoad,
+    WorkerSignal,
+    WorkerSlots,
+    describe,
+)
 from .rooms import participant_channel, worker_channel
 from .store import WorkerRecord
 
@@ -32,23 +42,44 @@ def _check_origin() -> None:
         abort(403)
 
 
+def _check_capacity() -> None:
+    svc = services()
+    if len(svc.local_sockets) >= svc.config.server.max_sockets:
+        log.warning(
+            "websocket refused: %d sockets open (server.max_sockets)", len(svc.local_sockets)
+        )
+        raise ApiError(
+            503, "server_full", "this server holds as many sockets as it may; retry later"
+        )
+
+
+def _client_token() -> tuple[str | None, str | None]:
+    """The token (subprotocol, Authorization header or ?token=) and the subprotocol to accept."""
+    offered = websocket.requested_subprotocols
+    for name in offered:
+        if name.startswith(WS_TOKEN_PREFIX):
+            accept = WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None
+            return name[len(WS_TOKEN_PREFIX) :], accept
+    accept = WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None
+    token = bearer(websocket.headers.get("Authorization")) or websocket.args.get("token")
+    return token, accept
+
+
 @blueprint.websocket("/ws")
 async def client_socket() -> None:
     svc = services()
     _check_origin()
-    token = websocket.args.get("token") or bearer(websocket.headers.get("Authorization"))
+    _check_capacity()
+    token, subprotocol = _client_token()
     try:
         identity = verify_token(svc.config, token)
         if identity.role == WORKER_ROLE:
             raise AuthError("worker tokens belong on /sfu/ws")
     except AuthError as exc:
-        # Accept so that a browser learns why (a refused upgrade tells it nothing).
-        await websocket.accept()
+        # Refused before the upgrade: nothing is held for a caller without a valid token.
         code = "token_expired" if "expired" in str(exc) else "unauthorized"
-        await websocket.send_json(error_frame(code, str(exc)))
-        await websocket.close(4401, str(exc)[:100])
-        return
-    await websocket.accept()
+        raise ApiError(401, code, str(exc)) from exc
+    await websocket.accept(subprotocol=subprotocol)
     conn = ClientConnection(websocket, identity)
     subscription = await svc.bus.subscribe(participant_channel(identity.participant_id))
     svc.local_sockets[conn.id] = conn
@@ -71,6 +102,7 @@ async def worker_socket() -> None:
         abort(401)
     if identity.role != WORKER_ROLE:
         abort(403)
+    _check_capacity()
     await websocket.accept()
     try:
         first = await _receive_hello()

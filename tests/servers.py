@@ -17,6 +17,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-for-yahaml-voice-0123456789"
+METRICS_TOKEN = "metrics-token-for-tests-0123456789"
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
@@ -53,6 +54,7 @@ class ServerProcess:
         base: dict[str, Any] = {
             "server": {"host": "127.0.0.1", "port": self.port, "test_hooks": True},
             "auth": {"mode": "open", "secret": TEST_SECRET},
+            "metrics": {"token": METRICS_TOKEN},
         }
         self.config = deep_merge(base, config or {})
         self.workdir = workdir
@@ -109,6 +111,14 @@ class ServerProcess:
                 last = exc
             time.sleep(0.1)
         raise TimeoutError(f"{self.name} not healthy in {timeout}s ({last}):\n{self.log_tail()}")
+
+    def metrics(self) -> str:
+        """The Prometheus exposition, read with the metrics token."""
+        answer = httpx.get(
+            self.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
+        )
+        answer.raise_for_status()
+        return answer.text
 
     def log_tail(self, lines: int = 60) -> str:
         with contextlib.suppress(OSError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 
@@ -117,12 +118,11 @@ async def test_expired_and_forged_tokens_are_refused_on_rest_and_ws(
             server.url + "/api/voice-rooms", headers={"Authorization": f"Bearer {token}"}
         )
         assert answer.status_code == 401 and answer.json()["error"] == code
-        async with websockets.connect(f"{server.ws_url}/ws?token={token}") as ws:
-            frame = await asyncio.wait_for(ws.recv(), 5)
-            assert code in frame
-            with pytest.raises(websockets.ConnectionClosed) as closed:
-                await asyncio.wait_for(ws.recv(), 5)
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        # Refused at the upgrade (HTTP 401 with the same body), before anything is held.
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(f"{server.ws_url}/ws?token={token}")
+        assert refused.value.response.status_code == 401
+        assert json.loads(refused.value.response.body or b"{}")["error"] == code
     assert httpx.get(server.url + "/api/voice-rooms").status_code == 401
 
 
@@ -133,10 +133,14 @@ async def test_socket_closes_when_token_expires(
     token = mint("W1AW", ttl=2)
     async with websockets.connect(f"{server.ws_url}/ws?token={token}") as ws:
         assert "connected" in await asyncio.wait_for(ws.recv(), 5)
+        frames = []
         with pytest.raises(websockets.ConnectionClosed) as closed:
             while True:
-                await asyncio.wait_for(ws.recv(), 10)
+                frames.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    # The documented order: an error frame saying why, then the 4401 close.
+    assert frames and frames[-1]["type"] == "error"
+    assert frames[-1]["data"]["code"] == "token_expired"
 
 
 async def test_cross_room_signals_and_forged_from(

@@ -124,7 +124,8 @@ def test_healthz_openapi_metrics_and_client(server: ServerProcess) -> None:
         "/api/voice-rooms/{room_id}/mute",
     ):
         assert path in spec["paths"], path
-    assert "yahaml_voice_participants" in httpx.get(server.url + "/metrics").text
+    assert httpx.get(server.url + "/metrics").status_code == 401
+    assert "yahaml_voice_participants" in server.metrics()
 
 
 def test_ice_servers_carry_fresh_turn_credentials(

@@ -16,6 +16,9 @@
  */
 
 export const PROTOCOL_VERSION = 1;
+/** WebSocket subprotocols: ours, and the one that carries the token (server/protocol.py). */
+export const WS_SUBPROTOCOL = 'yahaml-voice';
+export const WS_TOKEN_PREFIX = 'yahaml-voice.token.';
 export const SFU_PEER = 'sfu';
 
 /** Ping the server after this much silence, drop the socket after DEAD_AFTER. */
@@ -845,11 +848,13 @@ export class VoiceRoom {
   _openSocket(session) {
     if (!this.identity) return Promise.reject(new VoiceError('auth', 'log in first', 401));
     const base = this.baseUrl || location.origin;
-    const url = `${base.replace(/^http/, 'ws')}/ws?token=${encodeURIComponent(this.identity.token)}`;
+    // The token travels in a subprotocol, never in the URL (proxies log URLs).
+    const url = `${base.replace(/^http/, 'ws')}/ws`;
+    const protocols = [WS_SUBPROTOCOL, WS_TOKEN_PREFIX + this.identity.token];
     return new Promise((resolve, reject) => {
       let ws;
       try {
-        ws = new WebSocket(url);
+        ws = new WebSocket(url, protocols);
       } catch {
         reject(new VoiceError('unreachable', 'cannot open the signaling socket'));
         return;
@@ -903,12 +908,30 @@ export class VoiceRoom {
             : null);
         if (!opened) {
           this.abortOpen = null;
-          reject(auth || new VoiceError('unreachable', 'the voice server cannot be reached'));
+          if (auth) {
+            reject(auth);
+            return;
+          }
+          // A refused upgrade (bad token: HTTP 401) shows only as 1006 to a page: ask why.
+          this._whyRefused().then(reject);
           return;
         }
         this._onSocketLost(auth, event.code, event.reason);
       };
     });
+  }
+
+  /**
+   * Why the socket could not open: an auth problem if the REST API says so.
+   * @returns {Promise<VoiceError>}
+   */
+  async _whyRefused() {
+    try {
+      await this._request('GET', '/api/sessions/me');
+    } catch (err) {
+      if (err instanceof VoiceError && err.kind === 'auth') return err;
+    }
+    return new VoiceError('unreachable', 'the voice server cannot be reached');
   }
 
   /**

@@ -152,7 +152,8 @@ class Connection:
             await subscription.close()
         if self._closing is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._flush_and_close(self._closing), CLOSE_TIMEOUT)
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self._flush_and_close(self._closing)
 
     async def _flush_and_close(self, closing: Closing) -> None:
         """What was queued before the close (e.g. an error frame), then the close frame."""

@@ -16,6 +16,9 @@ What this module guarantees:
   memory than a whole idle connection.
 
 Every access to hypercorn's private names lives here, checked against the pinned version.
+Timeouts use `asyncio.timeout`, not `wait_for`: on 3.11 a `wait_for` cancelled just as
+its inner future completes swallows the cancellation (CPython gh-86296), which once left
+a socket's writer blocked after its task was cancelled.
 """
 
 from __future__ import annotations
@@ -56,6 +59,15 @@ class BoundedWebsocketConnection(ASGIWebsocketConnection):
         self.queue = asyncio.Queue(INBOUND_FRAMES)
 
 
+def _closed_event(stream: Any) -> asyncio.Event:
+    event = getattr(stream, "_yv_closed", None)
+    if event is None:
+        event = asyncio.Event()
+        stream._yv_closed = event
+    assert isinstance(event, asyncio.Event)
+    return event
+
+
 def check_version() -> None:
     found = importlib.metadata.version("hypercorn")
     if found != PINNED_HYPERCORN:
@@ -80,6 +92,9 @@ def install(write_timeout: float, stall_timeout: float, close_timeout: float) ->
     from hypercorn.events import Closed, RawData
     from hypercorn.protocol import ws_stream
     from hypercorn.protocol.events import StreamClosed
+    from wsproto import connection as wsproto_connection
+    from wsproto import events as wsproto_events
+    from wsproto.frame_protocol import CloseReason
 
     TCPServer = tcp_server.TCPServer
     original_send = TCPServer.protocol_send
@@ -95,7 +110,8 @@ def install(write_timeout: float, stall_timeout: float, close_timeout: float) ->
         async with self.send_lock:
             try:
                 self.writer.write(event.data)
-                await asyncio.wait_for(self.writer.drain(), LIMITS.write_timeout)
+                async with asyncio.timeout(LIMITS.write_timeout):
+                    await self.writer.drain()
             except TimeoutError:
                 # The peer takes nothing: cut it off instead of buffering for it.
                 _abort(self)
@@ -112,7 +128,8 @@ def install(write_timeout: float, stall_timeout: float, close_timeout: float) ->
             except (ConnectionError, OSError, TimeoutError, tcp_server.SSLError):
                 break
             try:
-                await asyncio.wait_for(self.protocol.handle(RawData(data)), LIMITS.stall_timeout)
+                async with asyncio.timeout(LIMITS.stall_timeout):
+                    await self.protocol.handle(RawData(data))
             except TimeoutError:
                 # The application has not taken this connection's data for a while.
                 _abort(self)
@@ -124,7 +141,8 @@ def install(write_timeout: float, stall_timeout: float, close_timeout: float) ->
             self.writer.write_eof()
         try:
             self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), LIMITS.close_timeout)
+            async with asyncio.timeout(LIMITS.close_timeout):
+                await self.writer.wait_closed()
         except TimeoutError:
             _abort(self)
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
@@ -154,10 +172,47 @@ def install(write_timeout: float, stall_timeout: float, close_timeout: float) ->
                 while queue.full():
                     queue.get_nowait()
                 queue.put_nowait({"type": "websocket.disconnect", "code": code})
+                _closed_event(self).set()
                 return
         await original_handle(self, event)
 
+    async def _send_pings(self: Any) -> None:
+        # hypercorn's sleeps out the whole interval, keeping a closed stream alive for it.
+        closed = _closed_event(self)
+        while not self.closed:
+            await self._send_wsproto_event(wsproto_events.Ping())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.websocket_ping_interval):
+                    await closed.wait()
+
+    setattr(WSStream, "_send_pings", _send_pings)  # noqa: B010
+
     setattr(WSStream, "handle", handle)  # noqa: B010
+
+    async def _handle_events(self: Any) -> None:
+        # hypercorn's, except that a message over the limit ends the connection: its own
+        # keeps appending every later chunk to the message buffer (it never clears it).
+        for event in self.connection.events():
+            if isinstance(event, wsproto_events.Message):
+                if self.buffer.length + len(event.data) > self.buffer.max_length:
+                    self.buffer.clear()
+                    await self._send_wsproto_event(
+                        wsproto_events.CloseConnection(code=CloseReason.MESSAGE_TOO_BIG)
+                    )
+                    await self.send(StreamClosed(stream_id=self.stream_id))
+                    return
+                self.buffer.extend(event)
+                if event.message_finished:
+                    await self.app_put(self.buffer.to_message())
+                    self.buffer.clear()
+            elif isinstance(event, wsproto_events.Ping):
+                await self._send_wsproto_event(event.response())
+            elif isinstance(event, wsproto_events.CloseConnection):
+                if self.connection.state == wsproto_connection.ConnectionState.REMOTE_CLOSING:
+                    await self._send_wsproto_event(event.response())
+                await self.send(StreamClosed(stream_id=self.stream_id))
+
+    setattr(WSStream, "_handle_events", _handle_events)  # noqa: B010
 
     class Handshake(ws_stream.Handshake):
         """permessage-deflate off, whatever the client offers."""

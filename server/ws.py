@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any
 
 from pydantic import ValidationError
 from quart import Blueprint, abort, websocket
 
-from .auth import WORKER_ROLE, AuthError, bearer, verify_token
+from .auth import AuthError, bearer, ensure_not_revoked, verify_token, verify_worker_token
 from .connections import ClientConnection, WorkerConnection, error_frame
 from .context import services
 from .origins import origin_allowed
@@ -39,13 +40,11 @@ async def client_socket() -> None:
     token = websocket.args.get("token") or bearer(websocket.headers.get("Authorization"))
     try:
         identity = verify_token(svc.config, token)
-        if identity.role == WORKER_ROLE:
-            raise AuthError("worker tokens belong on /sfu/ws")
+        await ensure_not_revoked(svc.store, identity)
     except AuthError as exc:
         # Accept so that a browser learns why (a refused upgrade tells it nothing).
         await websocket.accept()
-        code = "token_expired" if "expired" in str(exc) else "unauthorized"
-        await websocket.send_json(error_frame(code, str(exc)))
+        await websocket.send_json(error_frame(exc.code, str(exc)))
         await websocket.close(4401, str(exc)[:100])
         return
     await websocket.accept()
@@ -66,11 +65,9 @@ async def worker_socket() -> None:
     svc = services()
     token = bearer(websocket.headers.get("Authorization")) or websocket.args.get("token")
     try:
-        identity = verify_token(svc.config, token)
+        verify_worker_token(svc.config, token)
     except AuthError:
         abort(401)
-    if identity.role != WORKER_ROLE:
-        abort(403)
     await websocket.accept()
     try:
         first = await _receive_hello()
@@ -82,6 +79,21 @@ async def worker_socket() -> None:
         return
     hello = first
     ttl = svc.config.sfu.heartbeat_timeout
+    # Only the connection holding the claim on the worker id may (de)register it.
+    owner = uuid.uuid4().hex
+    if not await svc.store.claim_worker(hello.workerId, owner, ttl):
+        log.warning("sfu worker id %s refused: it is registered and live", hello.workerId)
+        await websocket.send_json(
+            {
+                "type": "error",
+                "data": {
+                    "code": "worker_id_taken",
+                    "message": f"worker id {hello.workerId!r} is registered and live",
+                },
+            }
+        )
+        await websocket.close(4409, "worker id in use")
+        return
     record = WorkerRecord(
         id=hello.workerId,
         slots=hello.slots,
@@ -100,6 +112,10 @@ async def worker_socket() -> None:
             conn.send(conn.error("bad_frame", f"{type_}.{describe(exc, root='data')}"))
             return
         if isinstance(message, WorkerLoad):
+            if not await svc.store.claim_worker(record.id, owner, ttl):
+                conn.send(conn.error("worker_id_taken", "another connection took this worker id"))
+                conn.close(4409, "worker id in use")
+                return
             record.load = message.model_dump()
             record.last_seen = time.time()
             await svc.store.worker_seen(record, ttl)
@@ -127,7 +143,9 @@ async def worker_socket() -> None:
     finally:
         svc.local_sockets.pop(conn.id, None)
         log.warning("sfu worker %s disconnected", record.id)
-        if await svc.store.remove_worker(record.id):
+        if await svc.store.release_worker(record.id, owner) and await svc.store.remove_worker(
+            record.id
+        ):
             await svc.rooms.worker_lost(record.id)
 
 

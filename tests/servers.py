@@ -17,6 +17,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-for-yahaml-voice-0123456789"
+# The SFU workers' own secret (sfu.secret): never the participants' one.
+TEST_SFU_SECRET = "test-sfu-secret-for-yahaml-voice-9876543210"
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
@@ -53,6 +55,7 @@ class ServerProcess:
         base: dict[str, Any] = {
             "server": {"host": "127.0.0.1", "port": self.port, "test_hooks": True},
             "auth": {"mode": "open", "secret": TEST_SECRET},
+            "sfu": {"secret": TEST_SFU_SECRET},
         }
         self.config = deep_merge(base, config or {})
         self.workdir = workdir

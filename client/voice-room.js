@@ -458,7 +458,15 @@ export class VoiceRoom {
     return identity;
   }
 
-  logout() {
+  /**
+   * Forget the identity; with `revoke`, the server also denies the token from now on
+   * (POST /api/sessions/logout; best effort: an unreachable server only forgets it here).
+   * @param {boolean} [revoke]
+   */
+  async logout(revoke = false) {
+    if (revoke && this.identity) {
+      await this._request('POST', '/api/sessions/logout', undefined, true, true).catch(() => null);
+    }
     this.identity = null;
   }
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import httpx
 import pytest
 from aiortc import RTCSessionDescription
 from playwright.async_api import Browser
 
-from tests.browser.pages import Operator, wait_energy
+from tests.browser.pages import Operator, until, wait_energy
 from tests.servers import ServerProcess
 from tests.voiceclient import ApiFailure, VoiceClient
 
@@ -105,4 +106,23 @@ async def test_page_never_plays_a_listener_that_tries_to_publish(
     assert attached == [0, False]
     roster = await page.roster()
     assert set(roster) == {"W1AW", "N0BAD", "K1ABC"}
+    assert not page.errors
+
+
+async def test_signing_out_revokes_the_pages_token(
+    browser: Browser, voice_server: ServerProcess
+) -> None:
+    page = await Operator.open(browser, voice_server, "W1AW")
+    await page.join("hf-desk")
+    token = await page.page.evaluate("yv.room.identity.token")
+    await page.page.click("#logout")
+    await page.page.wait_for_selector("#login-form:visible")
+
+    async def revoked() -> bool:
+        answer = httpx.get(
+            voice_server.url + "/api/sessions/me", headers={"Authorization": f"Bearer {token}"}
+        )
+        return answer.status_code == 401 and answer.json()["error"] == "revoked"
+
+    await until(revoked, "the signed-out token revoked")
     assert not page.errors

@@ -114,6 +114,26 @@ def test_sfu_cli_refuses_to_start_without_its_secret(monkeypatch: pytest.MonkeyP
     assert main(["sfu", "--server", "ws://127.0.0.1:9"]) == 2
 
 
+def test_token_cli_mints_worker_tokens_with_the_sfu_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.cli import main
+
+    monkeypatch.delenv("YAHAML_VOICE_CONFIG", raising=False)
+    monkeypatch.setenv("YAHAML_VOICE_AUTH__SECRET", TEST_SECRET)
+    monkeypatch.delenv("YAHAML_VOICE_SFU__SECRET", raising=False)
+    assert main(["token", "--sfu"]) == 2
+    monkeypatch.setenv("YAHAML_VOICE_SFU__SECRET", TEST_SFU_SECRET)
+    capsys.readouterr()
+    assert main(["token", "--sfu", "--ttl", "1h"]) == 0
+    token = capsys.readouterr().out.strip()
+    verify_worker_token(_config(), token)
+    with pytest.raises(AuthError):
+        verify_token(_config(), token)
+    # Participant tokens still need a callsign.
+    assert main(["token"]) == 2
+
+
 # ------------------------------------------------------------------ against a real server
 
 

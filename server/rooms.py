@@ -232,68 +232,56 @@ class RoomService:
         return True
 
     async def logout(self, identity: Identity) -> None:
-        """Leave every room, deny the token's session until it expires, close its sockets."""
+        """Deny the token's session until it expires, leave every room, close its sockets.
+
+        Denied first, so that nothing done with the token meanwhile (a rejoin) outlives
+        the logout."""
+        if identity.session_id:
+            await self.store.revoke(identity.session_id, identity.expires_at)
         for room_id in await self.store.rooms_of(identity.participant_id):
             record = await self.store.leave(room_id, identity.participant_id)
             if record is not None:
                 await self._after_leave(room_id, record, "logout")
-        await self.revoke(
+        await self.close_sockets(
             identity.participant_id,
-            identity.session_id,
-            identity.expires_at,
             "revoked",
             "you logged out; log in again",
-            only_session=True,
+            session_id=identity.session_id,
         )
 
     async def remove(self, identity: Identity, room_id: str, participant_id: str) -> None:
-        """Net control removes a participant: out of the room, its session revoked."""
+        """Net control removes a participant: its session revoked, out of the room."""
         self.check_access(identity, room_id)
         if identity.role != "ncs":
             raise RoomError(403, "forbidden", "only net control (role ncs) can remove participants")
         if participant_id == identity.participant_id:
             raise RoomError(400, "bad_request", "use leave to leave the room yourself")
-        record = await self.store.leave(room_id, participant_id)
-        if record is None:
+        seated = await self.store.participant(room_id, participant_id)
+        if seated is None:
             raise RoomError(
                 404, "participant_not_found", f"no participant {participant_id!r} in this room"
             )
-        await self._after_leave(room_id, record, "removed")
-        until = record.session_expires_at or time.time() + self.config.auth.session_ttl
-        await self.revoke(
-            record.id,
-            record.session_id,
-            until,
+        if seated.session_id:
+            until = seated.session_expires_at or time.time() + self.config.auth.session_ttl
+            await self.store.revoke(seated.session_id, until)
+        record = await self.store.leave(room_id, participant_id)
+        if record is not None:
+            await self._after_leave(room_id, record, "removed")
+        log.info("room=%s participant=%s removed by %s", room_id, participant_id, identity.callsign)
+        await self.close_sockets(
+            participant_id,
             "removed",
             f"net control {identity.callsign} removed you from room {room_id!r}",
-            only_session=False,
         )
 
-    async def revoke(
-        self,
-        participant_id: str,
-        session_id: str,
-        until: float,
-        code: str,
-        message: str,
-        only_session: bool,
+    async def close_sockets(
+        self, participant_id: str, code: str, message: str, session_id: str | None = None
     ) -> None:
-        """Deny `session_id` in the store (every process sees it) and close the
-        participant's sockets (those of that session only, or all) with an error frame
-        `code` then 4401."""
-        if session_id:
-            await self.store.revoke(session_id, until)
-        log.info("revoked participant=%s session=%s (%s)", participant_id, session_id, code)
+        """Close the participant's sockets on every process (only those opened with
+        `session_id`'s token, if given): an `error` frame `code`, then 4401."""
         await self.bus.publish(
             participant_channel(participant_id),
-            {
-                "type": "_revoke",
-                "data": {
-                    "session": session_id if only_session else None,
-                    "code": code,
-                    "message": message,
-                },
-            },
+            {"type": "_revoke", "data": {"session": session_id, "code": code, "message": message}},
         )
 
     async def _after_leave(self, room_id: str, record: ParticipantRecord, why: str) -> None:

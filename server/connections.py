@@ -173,7 +173,7 @@ class ClientConnection(Connection):
         self.send(message)
 
     def _revoked(self, data: dict[str, Any]) -> None:
-        """Logout or removal (rooms.revoke): the error frame, then 4401."""
+        """Logout or removal (RoomService.close_sockets): the error frame, then 4401."""
         session = data.get("session")
         if session is not None and session != self.identity.session_id:
             return

@@ -202,7 +202,8 @@ async function onLoginSubmit(/** @type {SubmitEvent} */ event) {
 async function logout(leaveFirst = true) {
   if (leaveFirst) await room.leave();
   else if (room.status !== 'idle' && room.status !== 'left') await room.leave();
-  room.logout();
+  // Signing out (not an ended session) also revokes the token on the server.
+  await room.logout(leaveFirst);
   sessionStorage.removeItem(TOKEN_KEY);
   currentRoom = null;
   setPill('', 'idle');

@@ -461,7 +461,15 @@ export class VoiceRoom {
     return identity;
   }
 
-  logout() {
+  /**
+   * Forget the identity; with `revoke`, the server also denies the token from now on
+   * (POST /api/sessions/logout; best effort: an unreachable server only forgets it here).
+   * @param {boolean} [revoke]
+   */
+  async logout(revoke = false) {
+    if (revoke && this.identity) {
+      await this._request('POST', '/api/sessions/logout', undefined, true, true).catch(() => null);
+    }
     this.identity = null;
   }
 
@@ -895,6 +903,15 @@ export class VoiceRoom {
             );
             return;
           }
+          if (code === 'revoked' || code === 'removed') {
+            // Logged out elsewhere or removed by net control: the 4401 close follows.
+            authError = new VoiceError(
+              code === 'removed' ? 'removed' : 'auth',
+              frame.data.message || 'your session was revoked; log in again',
+              401,
+            );
+            return;
+          }
         }
         this._onFrame(frame);
       };
@@ -1018,6 +1035,12 @@ export class VoiceRoom {
     if (!participant || !participant.id || !this.identity) return;
     if (participant.id === this.identity.participantId) return;
     this.participants.set(participant.id, { ...participant });
+    const link = this.links.get(participant.id);
+    if (link && !this._mayPublish(participant.id)) {
+      // Its audio arrived before we knew it is a listener: stop playing it.
+      for (const key of link.streams.keys()) this._emitAudio(key, null, null);
+      link.streams.clear();
+    }
     if (this.mode === 'mesh') this._ensureLink(participant.id, false);
     this._emitRoster();
   }
@@ -1182,9 +1205,20 @@ export class VoiceRoom {
     this._emitRoster();
   }
 
+  /** Whether a peer may be heard at all (the server also refuses a listener's sending SDP). */
+  /** @param {string} id */
+  _mayPublish(id) {
+    const peer = this.participants.get(id);
+    return !peer || (peer.canPublish !== false && peer.role !== 'listener');
+  }
+
   /** @param {Link} link @param {RTCTrackEvent} event */
   _onTrack(link, event) {
     if (event.track.kind !== 'audio') return;
+    if (link.plane === 'mesh' && !this._mayPublish(link.peerId)) {
+      this._log('ignoring audio from', link.peerId, ': it may not publish');
+      return;
+    }
     const stream = event.streams[0] || new MediaStream([event.track]);
     if (link.plane === 'sfu') {
       const index = link.pc.getTransceivers().indexOf(event.transceiver);

@@ -18,10 +18,10 @@ from quart_schema import (
 )
 
 from .auth import (
-    WORKER_ROLE,
     AuthError,
     Identity,
     bearer,
+    ensure_not_revoked,
     ice_config,
     iso,
     issue_token,
@@ -77,11 +77,9 @@ def authenticated(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         token = bearer(request.headers.get("Authorization")) or request.args.get("token")
         try:
             identity = verify_token(svc.config, token)
+            await ensure_not_revoked(svc.store, identity)
         except AuthError as exc:
-            code = "token_expired" if "expired" in str(exc) else "unauthorized"
-            raise ApiError(401, code, str(exc)) from exc
-        if identity.role == WORKER_ROLE:
-            raise ApiError(403, "forbidden", "SFU worker tokens cannot use the participant API")
+            raise ApiError(401, exc.code, str(exc)) from exc
         g.identity = identity
         return await func(*args, **kwargs)
 
@@ -157,6 +155,19 @@ async def whoami() -> dict[str, Any]:
     }
 
 
+@blueprint.post("/sessions/logout")
+@tag(["sessions"])
+@document_headers(AuthHeaders)
+@validate_response(Success)
+@authenticated
+async def logout() -> Success:
+    """Leave every room and revoke this token (every server process refuses it from now
+    on, until it would have expired); its open WebSockets get an error frame `revoked`
+    and close with 4401."""
+    await services().rooms.logout(identity())
+    return Success()
+
+
 # ---------------------------------------------------------------------------- ICE
 
 
@@ -226,6 +237,18 @@ async def join_room(room_id: str) -> JoinAnswer:
 @authenticated
 async def leave_room(room_id: str) -> Success:
     await services().rooms.leave(identity(), room_id)
+    return Success()
+
+
+@blueprint.post("/voice-rooms/<room_id>/participants/<participant_id>/remove")
+@tag(["voice-rooms"])
+@document_headers(AuthHeaders)
+@validate_response(Success)
+@authenticated
+async def remove_participant(room_id: str, participant_id: str) -> Success:
+    """Net control (role `ncs`) removes a participant: participantLeft with reason
+    `removed`, its token's session revoked, its sockets closed (error frame `removed`, 4401)."""
+    await services().rooms.remove(identity(), room_id, participant_id)
     return Success()
 
 

@@ -70,6 +70,7 @@ def create_app(config: Config) -> Quart:
         scalar_ui_path=None,
     )
     config.token_secret()
+    config.worker_secret()
     store, bus = make_store(config)
     rooms = RoomService(config, store, bus)
     svc = Services(config=config, store=store, bus=bus, rooms=rooms, node_id=uuid.uuid4().hex[:12])

@@ -32,10 +32,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
-    from .auth import issue_token
+    from .auth import issue_token, issue_worker_token
     from .callsign import CallsignError, normalize_callsign
 
     config = _load(args)
+    if args.sfu:
+        if not config.sfu.secret:
+            print("error: sfu.secret is not set; the token would not verify", file=sys.stderr)
+            return 2
+        print(issue_worker_token(config, ttl=parse_duration(args.ttl)))
+        return 0
+    if not args.callsign:
+        print("error: --callsign is required", file=sys.stderr)
+        return 2
     if not config.auth.secret:
         print("error: auth.secret is not set; tokens would not verify anywhere", file=sys.stderr)
         return 2
@@ -71,9 +80,19 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 
 def _cmd_sfu(args: argparse.Namespace) -> int:
+    import os
+
+    from sfu.worker import TOKEN_ENV
     from sfu.worker import main as worker_main
 
-    return worker_main(_load(args), server_url=args.server, worker_id=args.id)
+    config = _load(args)
+    if not config.sfu.secret and not os.environ.get(TOKEN_ENV):
+        print(
+            f"error: sfu.secret is not set (nor {TOKEN_ENV}); the server would refuse this worker",
+            file=sys.stderr,
+        )
+        return 2
+    return worker_main(config, server_url=args.server, worker_id=args.id)
 
 
 def _cmd_turn(args: argparse.Namespace) -> int:
@@ -96,11 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="mint an invite token (token auth mode)")
     token.add_argument("--config", default=argparse.SUPPRESS)
-    token.add_argument("--callsign", required=True)
+    token.add_argument("--callsign", help="the participant's callsign (required unless --sfu)")
     token.add_argument("--room", action="append", default=[], help="room id (repeat; * = all)")
     token.add_argument("--role", choices=["ncs", "operator", "listener"], default="operator")
     token.add_argument("--ttl", default="12h", help="lifetime, e.g. 90m, 12h, 7d")
     token.add_argument("--id", help="participant id (default: a fresh one)")
+    token.add_argument(
+        "--sfu",
+        action="store_true",
+        help="mint an SFU worker token (sfu.secret) for YAHAML_VOICE_SFU_TOKEN instead",
+    )
     token.set_defaults(func=_cmd_token)
 
     sfu = sub.add_parser("sfu", help="run one SFU worker process")

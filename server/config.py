@@ -189,6 +189,10 @@ class SfuConfig:
     ice_addresses: list[str] = field(default_factory=list)
     # Use the configured TURN servers from the worker too.
     use_turn: bool = True
+    # HS256 secret of the workers' own tokens (never auth.secret). The embedded workers get
+    # one generated per start; workers run elsewhere (`yahaml-voice sfu`) need it set, the
+    # same on every server process and worker.
+    secret: str | None = None
 
 
 @dataclass
@@ -242,6 +246,10 @@ class Config:
             raise ConfigError("metrics.port must differ from server.port")
         if self.sfu.slots < 1 or self.sfu.slots > 16:
             raise ConfigError("sfu.slots must be between 1 and 16")
+        if self.sfu.secret is not None and len(self.sfu.secret) < 16:
+            raise ConfigError("sfu.secret must be at least 16 characters")
+        if self.sfu.secret is not None and self.sfu.secret == self.auth.secret:
+            raise ConfigError("sfu.secret must differ from auth.secret")
 
     def room(self, room_id: str) -> RoomConfig | None:
         for room in self.rooms:
@@ -254,6 +262,13 @@ class Config:
         if not self.auth.secret:
             self.auth.secret = secrets.token_urlsafe(32)
         return self.auth.secret
+
+    def worker_secret(self) -> str:
+        """The SFU workers' HS256 secret; without one, a random secret once per process
+        (enough for the embedded workers, which the supervisor hands it to)."""
+        if not self.sfu.secret:
+            self.sfu.secret = secrets.token_urlsafe(32)
+        return self.sfu.secret
 
     def worker_count(self) -> int:
         if self.sfu.workers == "auto":

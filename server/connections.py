@@ -189,6 +189,9 @@ class ClientConnection(Connection):
         if message.get("type") == "_drop":
             self.close(4000, "dropped by the server")
             return
+        if message.get("type") == "_revoke":
+            self._revoked(message.get("data") or {})
+            return
         if not self.subscribed and message.get("channel") == CHANNEL:
             return
         data = message.get("data")
@@ -203,6 +206,14 @@ class ClientConnection(Connection):
         ):
             return
         self.send(message)
+
+    def _revoked(self, data: dict[str, Any]) -> None:
+        """Logout or removal (RoomService.close_sockets): the error frame, then 4401."""
+        session = data.get("session")
+        if session is not None and session != self.identity.session_id:
+            return
+        self.send(self.error(str(data.get("code", "revoked")), str(data.get("message", ""))))
+        self.close(4401, "token revoked")
 
     def hello(self) -> dict[str, Any]:
         return {

@@ -20,6 +20,10 @@ from .store import (
     WorkerRecord,
 )
 
+# Revoked sessions kept at most; beyond it the soonest to expire go first (a bound on
+# memory; a token revoked that way still dies at its own expiry).
+MAX_REVOKED = 100_000
+
 
 class MemoryStore:
     name = "memory"
@@ -29,6 +33,10 @@ class MemoryStore:
         self._sockets: dict[str, set[str]] = defaultdict(set)
         self._states: dict[str, RoomState] = {}
         self._workers: dict[str, tuple[WorkerRecord, float]] = {}
+        # worker id -> (owner, monotonic expiry)
+        self._claims: dict[str, tuple[str, float]] = {}
+        # session id -> unix time until which it is denied
+        self._revoked: dict[str, float] = {}
 
     async def start(self) -> None:
         return None
@@ -125,6 +133,43 @@ class MemoryStore:
 
     async def remove_worker(self, worker_id: str) -> bool:
         return self._workers.pop(worker_id, None) is not None
+
+    async def claim_worker(self, worker_id: str, owner: str, ttl: float) -> bool:
+        now = time.monotonic()
+        for other, (_, expires) in list(self._claims.items()):
+            if expires <= now:
+                del self._claims[other]
+        held = self._claims.get(worker_id)
+        if held is not None and held[0] != owner:
+            return False
+        self._claims[worker_id] = (owner, now + ttl)
+        return True
+
+    async def release_worker(self, worker_id: str, owner: str) -> bool:
+        held = self._claims.get(worker_id)
+        if held is None or held[0] != owner:
+            return False
+        del self._claims[worker_id]
+        return True
+
+    async def revoke(self, session_id: str, until: float) -> None:
+        now = time.time()
+        if until <= now:
+            return
+        self._revoked[session_id] = max(until, self._revoked.get(session_id, 0.0))
+        if len(self._revoked) > MAX_REVOKED:
+            self._revoked = {k: v for k, v in self._revoked.items() if v > now}
+        while len(self._revoked) > MAX_REVOKED:
+            del self._revoked[min(self._revoked, key=self._revoked.__getitem__)]
+
+    async def is_revoked(self, session_id: str) -> bool:
+        until = self._revoked.get(session_id)
+        if until is None:
+            return False
+        if until <= time.time():
+            del self._revoked[session_id]
+            return False
+        return True
 
 
 class MemorySubscription(LocalSubscription):

@@ -143,6 +143,8 @@ class Peer(BaseModel):
     audioSourceType: AudioSource = "microphone"
     role: Role = "operator"
     isMuted: bool = False
+    # False for a listener: clients never play audio from such a peer.
+    canPublish: bool = True
 
 
 class RoomSummary(BaseModel):

@@ -9,6 +9,8 @@ Layout, every name under `redis.prefix` (default `yv:`):
     n:<node>          node liveness, expires unless the node heartbeats (`node_alive`)
     workers           zset  worker id scored by its expiry (Redis clock, ms)
     workers:rec       hash  worker id -> JSON WorkerRecord
+    wclaim:<worker>   the connection that registered a live worker id (expires unless renewed)
+    revoked:<jti>     a logged-out or removed token session, expiring with the token
     <channel>         pub/sub channel of the bus (`p:<pid>`, `w:<worker>`)
 
 Multi-key rules run as Lua scripts so they are atomic without locks. A socket only
@@ -32,6 +34,7 @@ import dataclasses
 import json
 import logging
 import ssl
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -265,6 +268,26 @@ return 0
 """
 
 
+# KEYS claim key; ARGV owner, ttl ms
+_CLAIM_WORKER = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS claim key; ARGV owner
+_RELEASE_WORKER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+
 class _Hooks:
     """Runs the on_reconnect callbacks one batch at a time, never raising into the caller."""
 
@@ -425,6 +448,8 @@ class RedisStore:
         self._worker_seen = self._client.register_script(_WORKER_SEEN)
         self._workers = self._client.register_script(_WORKERS)
         self._remove_worker = self._client.register_script(_REMOVE_WORKER)
+        self._claim_worker = self._client.register_script(_CLAIM_WORKER)
+        self._release_worker = self._client.register_script(_RELEASE_WORKER)
 
     # keys ------------------------------------------------------------------------------
     def _room(self, room_id: str) -> str:
@@ -713,6 +738,32 @@ class RedisStore:
     async def remove_worker(self, worker_id: str) -> bool:
         with _guard("remove_worker"):
             return int(await self._remove_worker(keys=self._worker_keys(), args=[worker_id])) == 1
+
+    async def claim_worker(self, worker_id: str, owner: str, ttl: float) -> bool:
+        with _guard("claim_worker"):
+            done = await self._claim_worker(
+                keys=[f"{self.prefix}wclaim:{worker_id}"], args=[owner, max(1, int(ttl * 1000))]
+            )
+        return int(done) == 1
+
+    async def release_worker(self, worker_id: str, owner: str) -> bool:
+        with _guard("release_worker"):
+            done = await self._release_worker(
+                keys=[f"{self.prefix}wclaim:{worker_id}"], args=[owner]
+            )
+        return int(done) == 1
+
+    # revocation ------------------------------------------------------------------------
+    async def revoke(self, session_id: str, until: float) -> None:
+        ttl_ms = int((until - time.time()) * 1000)
+        if ttl_ms <= 0:
+            return
+        with _guard("revoke"):
+            await self._client.set(f"{self.prefix}revoked:{session_id}", "1", px=ttl_ms)
+
+    async def is_revoked(self, session_id: str) -> bool:
+        with _guard("is_revoked"):
+            return bool(await self._client.exists(f"{self.prefix}revoked:{session_id}"))
 
 
 class RedisSubscription(LocalSubscription):

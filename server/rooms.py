@@ -28,6 +28,7 @@ from .protocol import (
     SignalRequest,
     envelope,
 )
+from .sdp import sends_media
 from .store import Bus, ParticipantRecord, RoomFull, RoomState, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,13 @@ def peer_view(record: ParticipantRecord) -> Peer:
         audioSourceType=record.audio_source,  # type: ignore[arg-type]
         role=record.role,  # type: ignore[arg-type]
         isMuted=record.is_muted,
+        canPublish=record.can_publish,
     )
+
+
+def _leave_reason(why: str) -> str:
+    """The `reason` of participantLeft: left, logout, removed or timeout."""
+    return why if why in ("left", "logout", "removed") else "timeout"
 
 
 def participant_channel(participant_id: str) -> str:
@@ -174,6 +181,8 @@ class RoomService:
             can_publish=can_publish,
             audio_source=audio_source,
             disconnected_at=None if connected else now,
+            session_id=identity.session_id,
+            session_expires_at=identity.expires_at,
         )
         try:
             result = await self.store.join(room_id, record, room.max_participants)
@@ -190,6 +199,8 @@ class RoomService:
                 can_publish=can_publish,
                 audio_source=audio_source,
                 disconnected_at=None if connected else participant.disconnected_at or now,
+                session_id=identity.session_id,
+                session_expires_at=identity.expires_at,
             )
             participant = updated or participant
         else:
@@ -220,10 +231,65 @@ class RoomService:
         await self._after_leave(room_id, record, "left")
         return True
 
+    async def logout(self, identity: Identity) -> None:
+        """Deny the token's session until it expires, leave every room, close its sockets.
+
+        Denied first, so that nothing done with the token meanwhile (a rejoin) outlives
+        the logout."""
+        if identity.session_id:
+            await self.store.revoke(identity.session_id, identity.expires_at)
+        for room_id in await self.store.rooms_of(identity.participant_id):
+            record = await self.store.leave(room_id, identity.participant_id)
+            if record is not None:
+                await self._after_leave(room_id, record, "logout")
+        await self.close_sockets(
+            identity.participant_id,
+            "revoked",
+            "you logged out; log in again",
+            session_id=identity.session_id,
+        )
+
+    async def remove(self, identity: Identity, room_id: str, participant_id: str) -> None:
+        """Net control removes a participant: its session revoked, out of the room."""
+        self.check_access(identity, room_id)
+        if identity.role != "ncs":
+            raise RoomError(403, "forbidden", "only net control (role ncs) can remove participants")
+        if participant_id == identity.participant_id:
+            raise RoomError(400, "bad_request", "use leave to leave the room yourself")
+        seated = await self.store.participant(room_id, participant_id)
+        if seated is None:
+            raise RoomError(
+                404, "participant_not_found", f"no participant {participant_id!r} in this room"
+            )
+        if seated.session_id:
+            until = seated.session_expires_at or time.time() + self.config.auth.session_ttl
+            await self.store.revoke(seated.session_id, until)
+        record = await self.store.leave(room_id, participant_id)
+        if record is not None:
+            await self._after_leave(room_id, record, "removed")
+        log.info("room=%s participant=%s removed by %s", room_id, participant_id, identity.callsign)
+        await self.close_sockets(
+            participant_id,
+            "removed",
+            f"net control {identity.callsign} removed you from room {room_id!r}",
+        )
+
+    async def close_sockets(
+        self, participant_id: str, code: str, message: str, session_id: str | None = None
+    ) -> None:
+        """Close the participant's sockets on every process (only those opened with
+        `session_id`'s token, if given): an `error` frame `code`, then 4401."""
+        await self.bus.publish(
+            participant_channel(participant_id),
+            {"type": "_revoke", "data": {"session": session_id, "code": code, "message": message}},
+        )
+
     async def _after_leave(self, room_id: str, record: ParticipantRecord, why: str) -> None:
         log.info("leave room=%s participant=%s why=%s", room_id, record.id, why)
         await self.broadcast(
-            room_id, "participantLeft", {"roomId": room_id, "participantId": record.id}
+            room_id,
+            "participantLeft",
+            {"roomId": room_id, "participantId": record.id, "reason": _leave_reason(why)},
         )
         state = await self.store.room_state(room_id)
         if state.mode == "sfu" and state.worker_id:
@@ -343,6 +409,14 @@ class RoomService:
         if request.to == SFU_PEER:
             await self._signal_sfu(sender, room_id, request.type, data)
             return 1
+        if not sender.can_publish and data is not None and request.type in ("offer", "answer"):
+            # Mesh media never passes the server: refuse what would let a listener send.
+            if sends_media(str(data.get("sdp", ""))):
+                raise RoomError(
+                    403,
+                    "cannot_publish",
+                    "you joined as a listener: offer and answer audio as recvonly (or inactive)",
+                )
         message = {
             "type": request.type,
             "from": sender.id,

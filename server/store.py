@@ -40,6 +40,10 @@ class ParticipantRecord:
     # When the participant's last socket closed (None while one is open). A sweeper removes
     # participants whose grace period ran out.
     disconnected_at: float | None = None
+    # The session (`jti`) of the token that joined, and when that token expires: removing
+    # the participant revokes that session until then.
+    session_id: str = ""
+    session_expires_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -151,6 +155,24 @@ class Store(Protocol):
     async def remove_worker(self, worker_id: str) -> bool:
         """True if this call removed it (so exactly one process handles its failover)."""
         ...
+
+    async def claim_worker(self, worker_id: str, owner: str, ttl: float) -> bool:
+        """Claim a worker id for `ttl` seconds, or renew the claim `owner` already holds.
+
+        False while another owner's claim lives: a live worker id cannot be registered
+        twice, whichever server process the second registration reaches."""
+        ...
+
+    async def release_worker(self, worker_id: str, owner: str) -> bool:
+        """Drop the claim if `owner` holds it; True if this call dropped it."""
+        ...
+
+    # revocation ------------------------------------------------------------------------
+    async def revoke(self, session_id: str, until: float) -> None:
+        """Deny a token's session (`jti`) until unix time `until` (the token's expiry)."""
+        ...
+
+    async def is_revoked(self, session_id: str) -> bool: ...
 
 
 class Subscription(Protocol):

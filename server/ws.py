@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any
 
 from pydantic import ValidationError
 from quart import Blueprint, abort, websocket
 
 from .api import ApiError
-from .auth import WORKER_ROLE, AuthError, bearer, verify_token
+from .auth import AuthError, bearer, ensure_not_revoked, verify_token, verify_worker_token
 from .connections import ClientConnection, WorkerConnection
 from .context import services
 from .origins import origin_allowed
@@ -73,12 +74,11 @@ async def client_socket() -> None:
     token, subprotocol = _client_token()
     try:
         identity = verify_token(svc.config, token)
-        if identity.role == WORKER_ROLE:
-            raise AuthError("worker tokens belong on /sfu/ws")
+        await ensure_not_revoked(svc.store, identity)
     except AuthError as exc:
-        # Refused before the upgrade: nothing is held for a caller without a valid token.
-        code = "token_expired" if "expired" in str(exc) else "unauthorized"
-        raise ApiError(401, code, str(exc)) from exc
+        # Refused before the upgrade: nothing is held for a caller without a valid token
+        # (a page learns why from the same answer on GET /api/sessions/me).
+        raise ApiError(401, exc.code, str(exc)) from exc
     await websocket.accept(subprotocol=subprotocol)
     conn = ClientConnection(websocket, identity)
     subscription = await svc.bus.subscribe(participant_channel(identity.participant_id))
@@ -86,6 +86,13 @@ async def client_socket() -> None:
     try:
         await svc.rooms.socket_opened(identity.participant_id, conn.id, svc.node_id)
         conn.send(conn.hello())
+        try:
+            # Again, now that we are subscribed: a logout in between sent its close
+            # to a channel we were not listening on yet.
+            await ensure_not_revoked(svc.store, identity)
+        except AuthError as exc:
+            conn.send(conn.error(exc.code, str(exc)))
+            conn.close(4401, str(exc)[:100])
         await conn.serve(subscription, deadline=identity.expires_at)
     finally:
         svc.local_sockets.pop(conn.id, None)
@@ -97,11 +104,9 @@ async def worker_socket() -> None:
     svc = services()
     token = bearer(websocket.headers.get("Authorization")) or websocket.args.get("token")
     try:
-        identity = verify_token(svc.config, token)
+        verify_worker_token(svc.config, token)
     except AuthError:
         abort(401)
-    if identity.role != WORKER_ROLE:
-        abort(403)
     _check_capacity()
     await websocket.accept()
     try:
@@ -114,6 +119,21 @@ async def worker_socket() -> None:
         return
     hello = first
     ttl = svc.config.sfu.heartbeat_timeout
+    # Only the connection holding the claim on the worker id may (de)register it.
+    owner = uuid.uuid4().hex
+    if not await svc.store.claim_worker(hello.workerId, owner, ttl):
+        log.warning("sfu worker id %s refused: it is registered and live", hello.workerId)
+        await websocket.send_json(
+            {
+                "type": "error",
+                "data": {
+                    "code": "worker_id_taken",
+                    "message": f"worker id {hello.workerId!r} is registered and live",
+                },
+            }
+        )
+        await websocket.close(4409, "worker id in use")
+        return
     record = WorkerRecord(
         id=hello.workerId,
         slots=hello.slots,
@@ -132,6 +152,10 @@ async def worker_socket() -> None:
             conn.send(conn.error("bad_frame", f"{type_}.{describe(exc, root='data')}"))
             return
         if isinstance(message, WorkerLoad):
+            if not await svc.store.claim_worker(record.id, owner, ttl):
+                conn.send(conn.error("worker_id_taken", "another connection took this worker id"))
+                conn.close(4409, "worker id in use")
+                return
             record.load = message.model_dump()
             record.last_seen = time.time()
             await svc.store.worker_seen(record, ttl)
@@ -159,7 +183,9 @@ async def worker_socket() -> None:
     finally:
         svc.local_sockets.pop(conn.id, None)
         log.warning("sfu worker %s disconnected", record.id)
-        if await svc.store.remove_worker(record.id):
+        if await svc.store.release_worker(record.id, owner) and await svc.store.remove_worker(
+            record.id
+        ):
             await svc.rooms.worker_lost(record.id)
 
 

@@ -3,8 +3,9 @@
 Each worker is a separate process (`python -m server.cli sfu`) because forwarding is
 CPU-bound Python under one GIL: processes are how it uses more than one core. The
 children get their settings through YAHAML_VOICE_* variables rendered from the
-parent's resolved config (including the token secret, so a worker can mint a fresh
-token whenever it reconnects), never through the parent's own environment or file.
+parent's resolved config (including the workers' own secret `sfu.secret`, generated per
+start unless configured, so a worker can mint a fresh token whenever it reconnects;
+never the participants' `auth.secret`), never through the parent's own environment or file.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def child_environment(config: Config, base: dict[str, str] | None = None) -> dic
     source = os.environ if base is None else base
     env = {k: v for k, v in source.items() if not k.startswith("YAHAML_VOICE_")}
     settings: dict[str, Any] = {
-        "AUTH__SECRET": config.token_secret(),
+        "SFU__SECRET": config.worker_secret(),
         "AUTH__ISSUER": config.auth.issuer,
         "SFU__SLOTS": config.sfu.slots,
         "SFU__SLOT_HOLD": float(config.sfu.slot_hold),

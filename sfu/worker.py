@@ -478,9 +478,9 @@ def worker_token(config: Config) -> str:
     token = os.environ.get(TOKEN_ENV)
     if token:
         return token
-    from server.auth import issue_token
+    from server.auth import issue_worker_token
 
-    return issue_token(config, "SFU", role="sfu")[0]
+    return issue_worker_token(config)
 
 
 async def serve(

@@ -18,6 +18,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-for-yahaml-voice-0123456789"
 METRICS_TOKEN = "metrics-token-for-tests-0123456789"
+# The SFU workers' own secret (sfu.secret): never the participants' one.
+TEST_SFU_SECRET = "test-sfu-secret-for-yahaml-voice-9876543210"
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
@@ -55,6 +57,7 @@ class ServerProcess:
             "server": {"host": "127.0.0.1", "port": self.port, "test_hooks": True},
             "auth": {"mode": "open", "secret": TEST_SECRET},
             "metrics": {"token": METRICS_TOKEN},
+            "sfu": {"secret": TEST_SFU_SECRET},
         }
         self.config = deep_merge(base, config or {})
         self.workdir = workdir

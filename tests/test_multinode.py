@@ -24,7 +24,7 @@ import pytest
 
 from server.redis_store import RedisStore
 from tests.redis_fixture import RedisServer
-from tests.servers import ROOT, TEST_SECRET, ServerProcess
+from tests.servers import ROOT, TEST_SECRET, TEST_SFU_SECRET, ServerProcess
 from tests.voiceclient import SFU, VoiceClient
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(240)]
@@ -89,7 +89,8 @@ class WorkerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("YAHAML_VOICE_")}
         env.update(
             {
-                "YAHAML_VOICE_AUTH__SECRET": TEST_SECRET,
+                # A worker holds only the workers' secret, never auth.secret.
+                "YAHAML_VOICE_SFU__SECRET": TEST_SFU_SECRET,
                 "YAHAML_VOICE_SFU__ICE_ADDRESSES": '["127.0.0.1"]',
                 "PYTHONUNBUFFERED": "1",
             }

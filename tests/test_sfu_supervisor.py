@@ -15,24 +15,25 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from server.auth import verify_token
+from server.auth import verify_worker_token
 from server.config import load_config
 from sfu.supervisor import Supervisor
-from tests.servers import TEST_SECRET
+from tests.servers import TEST_SECRET, TEST_SFU_SECRET
 
 
 class FakeControl:
     def __init__(self) -> None:
         self.frames: list[dict[str, Any]] = []
         self.rejected = 0
-        self.config = load_config(environ={}, overrides={"auth.secret": TEST_SECRET})
+        # Only the workers' secret: the children never see auth.secret.
+        self.config = load_config(environ={}, overrides={"sfu.secret": TEST_SFU_SECRET})
         self.connections: list[ServerConnection] = []
 
     async def handler(self, ws: ServerConnection) -> None:
         header = ws.request.headers.get("Authorization", "") if ws.request else ""
         try:
-            identity = verify_token(self.config, header.removeprefix("Bearer "))
-            assert identity.role == "sfu" and ws.request and ws.request.path == "/sfu/ws"
+            verify_worker_token(self.config, header.removeprefix("Bearer "))
+            assert ws.request and ws.request.path == "/sfu/ws"
         except Exception:
             self.rejected += 1
             await ws.close(4401, "unauthorized")
@@ -64,6 +65,7 @@ async def test_children_register_report_load_and_are_restarted() -> None:
             environ={},
             overrides={
                 "auth.secret": TEST_SECRET,
+                "sfu.secret": TEST_SFU_SECRET,
                 "sfu.slots": 2,
                 "sfu.ice_addresses": ["127.0.0.1"],
             },

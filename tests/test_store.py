@@ -360,6 +360,69 @@ async def test_remove_expired_worker_once(store: Store) -> None:
     assert not await store.remove_worker("w7")
 
 
+async def test_worker_id_claim_is_exclusive_across_processes(backend: Backend) -> None:
+    stores = [await backend.store(), await backend.store()]
+    # Ten registrations race for one id from two processes: exactly one wins.
+    results = await asyncio.gather(
+        *(stores[i % 2].claim_worker("w1", f"conn{i}", ttl=30) for i in range(10))
+    )
+    assert sum(results) == 1
+    owner = f"conn{results.index(True)}"
+    # The owner renews; nobody else can take it or release it.
+    assert await stores[1].claim_worker("w1", owner, ttl=30)
+    assert not await stores[0].claim_worker("w1", "intruder", ttl=30)
+    assert not await stores[0].release_worker("w1", "intruder")
+    assert not await stores[1].claim_worker("w1", "intruder", ttl=30)
+    # Another id is independent.
+    assert await stores[0].claim_worker("w2", "intruder", ttl=30)
+    # Only the owner's release frees it, once.
+    assert await stores[0].release_worker("w1", owner)
+    assert not await stores[1].release_worker("w1", owner)
+    assert await stores[1].claim_worker("w1", "next", ttl=30)
+
+
+async def test_worker_id_claim_expires_unless_renewed(store: Store) -> None:
+    assert await store.claim_worker("w3", "a", ttl=0.3)
+    assert not await store.claim_worker("w3", "b", ttl=0.3)
+    await asyncio.sleep(0.5)
+    # A silent owner's claim lapses: a new connection may take the id over.
+    assert await store.claim_worker("w3", "b", ttl=30)
+    assert not await store.claim_worker("w3", "a", ttl=30)
+    assert not await store.release_worker("w3", "a")
+
+
+# revocation -----------------------------------------------------------------------------
+
+
+async def test_revocation_is_seen_by_every_process_until_expiry(backend: Backend) -> None:
+    stores = [await backend.store(), await backend.store()]
+    now = time.time()
+    await stores[0].revoke("jti-long", now + 60)
+    await stores[0].revoke("jti-short", now + 0.4)
+    await stores[0].revoke("jti-past", now - 1)
+    assert await stores[1].is_revoked("jti-long")
+    assert await stores[1].is_revoked("jti-short")
+    assert not await stores[1].is_revoked("jti-past")
+    assert not await stores[1].is_revoked("jti-other")
+    await asyncio.sleep(0.6)
+    # Expired tokens need no denial: the entry is gone with them.
+    assert not await stores[0].is_revoked("jti-short")
+    assert await stores[0].is_revoked("jti-long")
+
+
+async def test_memory_revocations_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from server import memory_store
+
+    monkeypatch.setattr(memory_store, "MAX_REVOKED", 10)
+    store = MemoryStore()
+    now = time.time()
+    for i in range(25):
+        await store.revoke(f"j{i}", now + 100 + i)
+    assert len(store._revoked) == 10
+    # The soonest to expire went first; the latest stay denied.
+    assert await store.is_revoked("j24") and not await store.is_revoked("j0")
+
+
 # bus ------------------------------------------------------------------------------------
 
 

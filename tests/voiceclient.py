@@ -161,6 +161,8 @@ class VoiceClient:
         self.slots: dict[int, str | None] = {}
         self.closed = False
         self._background: set[asyncio.Task[None]] = set()
+        # Tests of the server's role checks set this to send audio even as a listener.
+        self.ignore_role = False
 
     # ------------------------------------------------------------------ REST
     def _headers(self) -> dict[str, str]:
@@ -407,9 +409,15 @@ class VoiceClient:
                     if stats.first_loud_at is None:
                         stats.first_loud_at = now
 
+    @property
+    def sends_audio(self) -> bool:
+        """A track, and a seat that may publish (canPublish), unless told to ignore it."""
+        participant = (self.join_answer or {}).get("participant") or {}
+        return self.track is not None and (self.ignore_role or participant.get("canPublish", True))
+
     async def offer_to(self, remote: str) -> Peer:
         peer = self._new_pc(remote)
-        if self.track is not None:
+        if self.track is not None and self.sends_audio:
             peer.pc.addTrack(self.track.copy())
         else:
             peer.pc.addTransceiver("audio", direction="recvonly")
@@ -428,8 +436,7 @@ class VoiceClient:
         slots = int(((self.join_answer or {}).get("sfu") or {}).get("slots", 3))
         for _ in range(slots):
             peer.pc.addTransceiver("audio", direction="recvonly")
-        can_publish = ((self.join_answer or {}).get("participant") or {}).get("canPublish", True)
-        if self.track is not None and can_publish:
+        if self.track is not None and self.sends_audio:
             peer.pc.addTransceiver(self.track.copy(), direction="sendonly")
         offer = await peer.pc.createOffer()
         await peer.pc.setLocalDescription(offer)
@@ -447,7 +454,7 @@ class VoiceClient:
                 await self._close_peer(old)
             peer = self._new_pc(remote)
             await peer.pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "offer"))
-            if self.track is not None:
+            if self.track is not None and self.sends_audio:
                 for transceiver in peer.pc.getTransceivers():
                     if transceiver.kind == "audio":
                         transceiver.sender.replaceTrack(self.track.copy())

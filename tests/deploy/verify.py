@@ -656,6 +656,7 @@ def main() -> int:
     cfg["redis_password"] = (secrets / "redis_password").read_text().strip()
     cfg["secrets"] = {
         "token secret": (secrets / "token_secret").read_text().strip(),
+        "SFU secret": (secrets / "sfu_secret").read_text().strip(),
         "TURN secret": cfg["turn_secret"],
         "Redis password": cfg["redis_password"],
     }

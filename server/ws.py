@@ -12,6 +12,7 @@ from quart import Blueprint, abort, websocket
 from .auth import WORKER_ROLE, AuthError, bearer, verify_token
 from .connections import ClientConnection, WorkerConnection, error_frame
 from .context import services
+from .limits import RateLimited
 from .origins import origin_allowed
 from .protocol import WORKER_FRAMES, WorkerHello, WorkerLoad, WorkerSignal, WorkerSlots, describe
 from .rooms import participant_channel, worker_channel
@@ -50,10 +51,16 @@ async def client_socket() -> None:
         return
     await websocket.accept()
     conn = ClientConnection(websocket, identity)
+    try:
+        await svc.rooms.socket_opened(identity.participant_id, conn.id, svc.node_id)
+    except RateLimited as exc:
+        log.info("websocket refused: participant=%s %s", identity.participant_id, exc.limit)
+        await websocket.send_json(error_frame("too_many_sockets", exc.message))
+        await websocket.close(4429, "too many sockets")
+        return
     subscription = await svc.bus.subscribe(participant_channel(identity.participant_id))
     svc.local_sockets[conn.id] = conn
     try:
-        await svc.rooms.socket_opened(identity.participant_id, conn.id, svc.node_id)
         conn.send(conn.hello())
         await conn.serve(subscription, deadline=identity.expires_at)
     finally:

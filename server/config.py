@@ -256,7 +256,9 @@ class Config:
             try:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError as exc:
-                raise ConfigError(f"server.trusted_proxies: {entry!r} is not an address or CIDR") from exc
+                raise ConfigError(
+                    f"server.trusted_proxies: {entry!r} is not an address or CIDR"
+                ) from exc
         limits = self.limits
         for name in (
             "sessions_per_minute",

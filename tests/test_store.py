@@ -260,7 +260,7 @@ async def test_seats_per_address(store: Store) -> None:
     await store.update("a2", "s1", disconnected_at=time.time() - 100)
     assert await store.leave_if_gone("a2", "s1", time.time()) is not None
     assert await store.address_seats(addr) == 1
-    assert await store.address_seats("203.0.113.99") == 0
+    assert await store.address_seats("192.0.2.99") == 0
 
 
 async def test_concurrent_joins_from_one_address(backend: Backend) -> None:

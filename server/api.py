@@ -233,6 +233,7 @@ async def join_room(room_id: str) -> JoinAnswer:
         iceTransportPolicy=ice.iceTransportPolicy,
         sfu=SfuInfo(slots=svc.config.sfu.slots),
         gracePeriod=svc.config.server.grace_period,
+        iceTtl=ice.ttl,
     )
 
 

@@ -17,7 +17,10 @@ import httpx
 import pytest
 import websockets
 
-from tests.servers import ServerProcess
+from server.config import load_config
+from server.limits import Limits, TokenBuckets
+from tests.redis_fixture import RedisServer
+from tests.servers import TEST_SECRET, ServerProcess
 from tests.voiceclient import ApiFailure, VoiceClient
 
 
@@ -57,6 +60,36 @@ async def _client(
     await client.login(call)
     await client.connect()
     return client
+
+
+# --- the limiter itself (no server) ------------------------------------------------------
+
+
+def test_token_buckets_refill_and_forget_the_least_recent_keys() -> None:
+    buckets = TokenBuckets(rate=2.0, burst=3, max_keys=100)
+    assert [buckets.take("a", now=0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert buckets.take("a", now=0.0) == pytest.approx(0.5)
+    assert buckets.take("a", now=0.5) == 0.0  # one token back after 0.5 s at 2/s
+    # An attacker with many keys only evicts: memory stays at max_keys.
+    for i in range(10_000):
+        buckets.take(f"k{i}", now=1.0)
+    assert len(buckets) == 100
+
+
+def test_client_address_believes_forwarded_for_only_from_trusted_proxies() -> None:
+    config = load_config(environ={}, overrides={"server.trusted_proxies": ["10.0.0.0/8", "::1"]})
+    limits = Limits(config)
+    assert limits.client_address("192.0.2.5", ["198.51.100.1"]) == "192.0.2.5"
+    assert limits.client_address("10.1.2.3", ["198.51.100.1"]) == "198.51.100.1"
+    # Right-most untrusted: trusted hops are skipped, spoofed left entries are not reached.
+    assert limits.client_address("10.1.2.3", ["6.6.6.6, 198.51.100.1, 10.9.9.9"]) == (
+        "198.51.100.1"
+    )
+    assert limits.client_address("::1", ["198.51.100.1", "198.51.100.2"]) == "198.51.100.2"
+    assert limits.client_address("10.1.2.3", ["[2001:db8::1]:4711"]) == "2001:db8::1"
+    assert limits.client_address("10.1.2.3", ["unknown"]) == "10.1.2.3"
+    assert limits.client_address("10.1.2.3", []) == "10.1.2.3"
+    assert limits.client_address("::ffff:192.0.2.9", []) == "192.0.2.9"
 
 
 # --- sessions per source address ---------------------------------------------------------
@@ -132,6 +165,30 @@ async def test_sockets_per_participant_are_capped(
     held.append(ws)
     for ws in held:
         await ws.close()
+
+
+@pytest.mark.redis
+async def test_sockets_per_participant_count_across_processes(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    with RedisServer() as redis:
+        env = {"YAHAML_VOICE_REDIS__URL": redis.url, "YAHAML_VOICE_AUTH__SECRET": TEST_SECRET}
+        config = {"limits": {"sockets_per_participant": 2}}
+        a = server_factory(config, env=env, name="node-a")
+        b = server_factory(config, env=env, name="node-b")
+        token = new_session(a, "W1AW").json()["token"]
+        first, hello = await _open(f"{a.ws_url}/ws?token={token}")
+        second, hello2 = await _open(f"{b.ws_url}/ws?token={token}")
+        assert hello["type"] == hello2["type"] == "connected"
+        third, refused = await _open(f"{a.ws_url}/ws?token={token}")
+        assert refused["data"]["code"] == "too_many_sockets"
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(third.recv(), 10)
+        assert third.close_code == 4429
+        for ws in (first, second):
+            await ws.close()
+        a.stop()
+        b.stop()
 
 
 # --- joins and signals per participant ---------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -55,12 +56,13 @@ async def client_socket() -> None:
         await svc.rooms.socket_opened(identity.participant_id, conn.id, svc.node_id)
     except RateLimited as exc:
         log.info("websocket refused: participant=%s %s", identity.participant_id, exc.limit)
-        await websocket.send_json(error_frame("too_many_sockets", exc.message))
-        await websocket.close(4429, "too many sockets")
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await websocket.send_json(error_frame("too_many_sockets", exc.message))
+            await websocket.close(4429, "too many sockets")
         return
-    subscription = await svc.bus.subscribe(participant_channel(identity.participant_id))
-    svc.local_sockets[conn.id] = conn
     try:
+        subscription = await svc.bus.subscribe(participant_channel(identity.participant_id))
+        svc.local_sockets[conn.id] = conn
         conn.send(conn.hello())
         await conn.serve(subscription, deadline=identity.expires_at)
     finally:

@@ -206,7 +206,7 @@ class LimitsConfig:
     """Per-client limits (server/limits.py); 0 switches a limit off."""
 
     # POST /api/sessions per source address per minute (open mode).
-    sessions_per_minute: int = 10
+    sessions_per_minute: int = 30
     # Open WebSockets per participant, counted across server processes.
     sockets_per_participant: int = 8
     # Joins per participant: sustained rate per second and burst (token bucket).

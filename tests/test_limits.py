@@ -200,9 +200,9 @@ async def test_join_and_signal_token_buckets(
     server = server_factory(
         {
             "limits": {
-                "joins_per_second": 0.2,
+                "joins_per_second": 0.05,
                 "join_burst": 3,
-                "signals_per_second": 0.5,
+                "signals_per_second": 0.05,
                 "signal_burst": 5,
             }
         }

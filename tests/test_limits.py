@@ -231,14 +231,14 @@ async def test_a_mesh_call_never_hits_the_default_limits(
 ) -> None:
     """Two aiortc peers with the shipped defaults (the media timeout shortened): they hear
     each other, keep their seats past the media timeout, and nothing is refused."""
-    server = server_factory({"limits": {"media_timeout": "2s"}})
+    server = server_factory({"limits": {"media_timeout": "5s"}})
     alice = await _client(server, client_factory, "W1AW", tone=440)
     bob = await _client(server, client_factory, "G4ABC", tone=660)
     await alice.join("shack")
     await bob.join("shack")
     await alice.wait_audio(bob.participant_id, frames=25)
     await bob.wait_audio(alice.participant_id, frames=25)
-    await asyncio.sleep(4.0)
+    await asyncio.sleep(7.0)
     detail = await alice.request("GET", "/api/voice-rooms/shack")
     assert detail["participantCount"] == 2
     await alice.wait_audio(bob.participant_id, frames=10)

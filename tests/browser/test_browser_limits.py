@@ -43,7 +43,7 @@ async def test_page_renews_turn_credentials_over_a_relayed_call(
     client_factory: Callable[..., VoiceClient],
     artifacts: Path,
 ) -> None:
-    """All media through the relay, credentials that last 3 s, a 2 s media timeout: after
+    """All media through the relay, credentials that last 3 s, a 5 s media timeout: after
     three lifetimes the page has renewed its credentials (GET /api/ice-servers), still hears
     its peer, keeps its seat, and connects through the relay to a newcomer."""
     turn = turn_vars(lab_turn.config)
@@ -52,7 +52,7 @@ async def test_page_renews_turn_credentials_over_a_relayed_call(
         {
             "server": {"grace_period": "10s"},
             "ice": {"turn": turn, "force_relay": True},
-            "limits": {"media_timeout": "2s"},
+            "limits": {"media_timeout": "5s"},
             "rooms": ROOMS,
         }
     )

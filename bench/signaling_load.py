@@ -277,6 +277,8 @@ def run_once(nodes: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
         "rooms": [
             {"id": room, "max_participants": 1000, "sfu_threshold": 100000} for room in rooms
         ],
+        # Load clients trickle candidates only, never an offer: keep their seats.
+        "limits": {"media_timeout": 0},
     }
     with RedisServer() as redis:
         env = {"YAHAML_VOICE_REDIS__URL": redis.url, "YAHAML_VOICE_AUTH__SECRET": TEST_SECRET}

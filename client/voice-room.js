@@ -40,6 +40,10 @@ const MESH_COMMIT_MS = 6_000;
 const STATS_EVERY_MS = 250;
 /** A negotiated connection still not connected after this gets an ICE restart. */
 const STUCK_RESTART_MS = 10_000;
+/** TURN credentials are renewed after this share of their lifetime (the rest is margin). */
+const ICE_RENEW_AT = 0.8;
+/** A failed renewal is retried after this long. */
+const ICE_RETRY_MS = 10_000;
 /** A level (0..1) above this counts as speaking. */
 export const SPEAKING_LEVEL = 0.02;
 
@@ -389,6 +393,8 @@ export class VoiceRoom {
     this.tickTimer = null;
     /** @type {ReturnType<typeof setInterval>|null} */
     this.statsTimer = null;
+    /** Renews the TURN credentials while in a room. @type {ReturnType<typeof setTimeout>|null} */
+    this.iceTimer = null;
     this.statsBusy = false;
     /** Audio keys handed to the UI (key -> participant). @type {Map<string, string|null>} */
     this.emitted = new Map();
@@ -761,6 +767,7 @@ export class VoiceRoom {
       bundlePolicy: 'max-bundle',
       rtcpMuxPolicy: 'require',
     };
+    this._scheduleIceRenewal(session, Number(answer.iceTtl) || 0);
     this.slotCount = (answer.sfu && answer.sfu.slots) || 3;
     this.gracePeriod = Number(answer.gracePeriod) || this.gracePeriod;
     this.muted = !!me.isMuted || this.muted;
@@ -789,6 +796,51 @@ export class VoiceRoom {
       }
     }
     this._emitRoster();
+  }
+
+  /**
+   * Fetch fresh TURN credentials before `ttl` seconds are up. The server hands them only to
+   * participants holding a seat, for a short time (docs/turn.md): connections made later
+   * (new peers, ICE restarts, an SFU switch) need valid ones; relays already allocated
+   * keep working.
+   * @param {number} session
+   * @param {number} ttl
+   */
+  _scheduleIceRenewal(session, ttl) {
+    if (this.iceTimer) clearTimeout(this.iceTimer);
+    this.iceTimer = null;
+    if (!ttl || ttl <= 0) return;
+    this.iceTimer = setTimeout(() => this._renewIce(session), Math.max(1000, ttl * 1000 * ICE_RENEW_AT));
+  }
+
+  /** @param {number} session */
+  async _renewIce(session) {
+    this.iceTimer = null;
+    if (session !== this.session || this.status === 'idle' || this.status === 'left') return;
+    try {
+      const ice = await this._request('GET', '/api/ice-servers');
+      if (session !== this.session) return;
+      this.rtcConfig = {
+        ...this.rtcConfig,
+        iceServers: ice.iceServers || [],
+        iceTransportPolicy: ice.iceTransportPolicy || this.rtcConfig.iceTransportPolicy,
+      };
+      for (const link of [...this.links.values(), ...(this.sfu ? [this.sfu] : [])]) {
+        try {
+          link.pc.setConfiguration({ ...link.pc.getConfiguration(), iceServers: this.rtcConfig.iceServers });
+        } catch (err) {
+          this._log('new ICE servers refused by the link to', link.peerId, err);
+        }
+      }
+      this._log('TURN credentials renewed for', ice.ttl, 's');
+      this._scheduleIceRenewal(session, Number(ice.ttl) || 0);
+    } catch (err) {
+      if (session !== this.session) return;
+      // E.g. 403 while the seat is being re-taken after a reconnect: the rejoin's answer
+      // brings fresh credentials and reschedules; otherwise try again shortly.
+      this._log('renewing TURN credentials failed:', err);
+      if (!this.iceTimer) this.iceTimer = setTimeout(() => this._renewIce(session), ICE_RETRY_MS);
+    }
   }
 
   /** Leave the room and release everything (the seed's cleanup order). */
@@ -830,7 +882,8 @@ export class VoiceRoom {
     this.abortOpen = null;
     for (const timer of [this.tickTimer, this.statsTimer]) if (timer) clearInterval(timer);
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
-    this.tickTimer = this.statsTimer = this.reconnectTimer = null;
+    if (this.iceTimer) clearTimeout(this.iceTimer);
+    this.tickTimer = this.statsTimer = this.reconnectTimer = this.iceTimer = null;
     if (this.audioContext) this.audioContext.close().catch(() => {});
     this.audioContext = null;
     this.analyser = null;

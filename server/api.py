@@ -29,6 +29,7 @@ from .auth import (
 )
 from .callsign import CallsignError, normalize_callsign
 from .context import services
+from .limits import Limits
 from .protocol import (
     ErrorAnswer,
     IceConfigAnswer,
@@ -100,6 +101,11 @@ async def optional_body(model: type[M]) -> M:
         raise ApiError(400, "bad_request", describe(exc)) from exc
 
 
+def client_address(limits: Limits) -> str:
+    """The source address limits are keyed by (see server.trusted_proxies)."""
+    return limits.client_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
+
+
 def identity() -> Identity:
     found = g.identity
     assert isinstance(found, Identity)
@@ -122,6 +128,7 @@ async def create_session(data: SessionRequest) -> tuple[SessionAnswer, int]:
             "sessions_disabled",
             "this server issues tokens by invitation only; ask your net control for an invite link",
         )
+    svc.limits.session(client_address(svc.limits))
     try:
         callsign = normalize_callsign(data.callsign)
     except CallsignError as exc:
@@ -177,8 +184,15 @@ async def logout() -> Success:
 @validate_response(IceConfigAnswer)
 @authenticated
 async def ice_servers() -> IceConfigAnswer:
-    """STUN/TURN servers with fresh time-limited TURN credentials."""
-    return ice_config(services().config, identity().participant_id)
+    """STUN/TURN servers with fresh time-limited TURN credentials, for participants who hold
+    a seat in a room (clients renew them here before `ttl` runs out)."""
+    svc = services()
+    ident = identity()
+    if not await svc.store.rooms_of(ident.participant_id):
+        raise ApiError(
+            403, "not_in_room", "TURN credentials are for participants in a room; join one first"
+        )
+    return ice_config(svc.config, ident.participant_id)
 
 
 # ---------------------------------------------------------------------------- voice rooms
@@ -216,7 +230,10 @@ async def join_room(room_id: str) -> JoinAnswer:
     svc = services()
     ident = identity()
     data = await optional_body(JoinRequest)
-    joined = await svc.rooms.join(ident, room_id, data.audioSourceType, data.joinMode)
+    svc.limits.join(ident.participant_id)
+    joined = await svc.rooms.join(
+        ident, room_id, data.audioSourceType, data.joinMode, client_address(svc.limits)
+    )
     ice = ice_config(svc.config, ident.participant_id)
     return JoinAnswer(
         participant=participant_view(joined.participant),
@@ -227,6 +244,7 @@ async def join_room(room_id: str) -> JoinAnswer:
         iceTransportPolicy=ice.iceTransportPolicy,
         sfu=SfuInfo(slots=svc.config.sfu.slots),
         gracePeriod=svc.config.server.grace_period,
+        iceTtl=ice.ttl,
     )
 
 
@@ -260,7 +278,9 @@ async def remove_participant(room_id: str, participant_id: str) -> Success:
 @authenticated
 async def signal(room_id: str, data: SignalRequest) -> SignalAnswer:
     """Relay an offer/answer/candidate to one peer (`to`), the room, or `sfu`."""
-    delivered = await services().rooms.signal(identity(), room_id, data)
+    svc = services()
+    svc.limits.signal(identity().participant_id)
+    delivered = await svc.rooms.signal(identity(), room_id, data)
     return SignalAnswer(delivered=delivered)
 
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import signal
 import socket
 import uuid
@@ -24,6 +25,7 @@ from .auth import bearer
 from .config import Config
 from .context import EXTENSION, Services
 from .hosts import allowed_hosts, host_allowed
+from .limits import Limits, RateLimited
 from .logs import setup_logging
 from .metrics import metrics_blueprint
 from .origins import origin_allowed
@@ -72,7 +74,7 @@ def create_app(config: Config) -> Quart:
     config.token_secret()
     config.worker_secret()
     store, bus = make_store(config)
-    rooms = RoomService(config, store, bus)
+    rooms = RoomService(config, store, bus, Limits(config))
     svc = Services(config=config, store=store, bus=bus, rooms=rooms, node_id=uuid.uuid4().hex[:12])
     app.extensions[EXTENSION] = svc
 
@@ -125,6 +127,12 @@ def create_app(config: Config) -> Quart:
     @app.errorhandler(RoomError)
     async def room_error(exc: RoomError) -> tuple[Response, int]:
         return _error(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(RateLimited)
+    async def rate_limited(exc: RateLimited) -> tuple[Response, int]:
+        response, status = _error(429, "rate_limited", exc.message)
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return response, status
 
     @app.errorhandler(StoreError)
     async def store_error(exc: StoreError) -> tuple[Response, int]:

@@ -7,6 +7,7 @@ never silently falls back to a default. The embedded default needs no file at al
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -119,6 +120,9 @@ class ServerConfig:
     max_sockets: int = 4096
     # A client that takes none of what we send for this long is disconnected (TCP abort).
     write_timeout: Duration = Duration(10.0)
+    # Reverse proxies (addresses or CIDRs) whose X-Forwarded-For names the client; from any
+    # other peer the header is ignored and the peer's own address is the client's.
+    trusted_proxies: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -139,8 +143,8 @@ class TurnConfig:
     urls: list[str] = field(default_factory=list)
     # coturn's static-auth-secret (use-auth-secret / TURN REST credentials).
     secret: str | None = None
-    # Lifetime of issued TURN credentials.
-    ttl: Duration = Duration(3600.0)
+    # Lifetime of issued TURN credentials; clients renew them while in a room.
+    ttl: Duration = Duration(600.0)
     realm: str = "yahaml-voice"
     # Settings used to render coturn's turnserver.conf (`yahaml-voice turn`).
     listen_ip: str = "127.0.0.1"
@@ -154,7 +158,9 @@ class TurnConfig:
     max_port: int = 49999
     cert: str | None = None
     pkey: str | None = None
-    user_quota: int = 12
+    # Allocations per participant (coturn counts the id after "expiry:"): a full mesh of
+    # sfu_threshold - 1 peers x 3 TURN URLs, plus the SFU link during a switch.
+    user_quota: int = 24
     total_quota: int = 1200
     # Loopback peers allowed: only for test labs on one machine.
     allow_loopback_peers: bool = False
@@ -216,6 +222,28 @@ class MetricsConfig:
 
 
 @dataclass
+class LimitsConfig:
+    """Per-client limits (server/limits.py); 0 switches a limit off."""
+
+    # POST /api/sessions per source address per minute (open mode).
+    sessions_per_minute: int = 30
+    # Open WebSockets per participant, counted across server processes.
+    sockets_per_participant: int = 8
+    # Joins per participant: sustained rate per second and burst (token bucket).
+    joins_per_second: float = 2.0
+    join_burst: int = 10
+    # Signals (offer/answer/candidate) per participant: rate per second and burst.
+    signals_per_second: float = 20.0
+    signal_burst: int = 200
+    # Seats held (in all rooms) by participants who joined from one source address.
+    participants_per_address: int = 64
+    # A participant in company who sent no offer/answer for this long loses its seat.
+    media_timeout: Duration = Duration(30.0)
+    # Addresses and participants the in-process counters remember at most (LRU).
+    max_tracked: int = 10000
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -223,6 +251,7 @@ class Config:
     sfu: SfuConfig = field(default_factory=SfuConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     rooms: list[RoomConfig] = field(default_factory=_default_rooms)
 
     def __post_init__(self) -> None:
@@ -250,6 +279,31 @@ class Config:
             raise ConfigError("sfu.secret must be at least 16 characters")
         if self.sfu.secret is not None and self.sfu.secret == self.auth.secret:
             raise ConfigError("sfu.secret must differ from auth.secret")
+        self._check_limits()
+
+    def _check_limits(self) -> None:
+        for entry in self.server.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"server.trusted_proxies: {entry!r} is not an address or CIDR"
+                ) from exc
+        limits = self.limits
+        for name in (
+            "sessions_per_minute",
+            "sockets_per_participant",
+            "join_burst",
+            "signal_burst",
+            "participants_per_address",
+        ):
+            if getattr(limits, name) < 0:
+                raise ConfigError(f"limits.{name} must be >= 0 (0 switches it off)")
+        for name in ("joins_per_second", "signals_per_second", "media_timeout"):
+            if getattr(limits, name) < 0:
+                raise ConfigError(f"limits.{name} must be >= 0 (0 switches it off)")
+        if limits.max_tracked < 100:
+            raise ConfigError("limits.max_tracked must be at least 100")
 
     def room(self, room_id: str) -> RoomConfig | None:
         for room in self.rooms:

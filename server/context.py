@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from quart import current_app
 
 from .config import Config
+from .limits import Limits
 from .rooms import RoomService
 from .store import Bus, Store
 
@@ -31,6 +32,11 @@ class Services:
     node_id: str
     # The WebSockets this process holds (participants' and workers'), by connection id.
     local_sockets: dict[str, Connection] = field(default_factory=dict)
+
+    @property
+    def limits(self) -> Limits:
+        """Per-client limits and their refusal counts (held by the room service)."""
+        return self.rooms.limits
 
     def close_sockets(self, code: int, reason: str) -> None:
         for conn in list(self.local_sockets.values()):

@@ -12,6 +12,7 @@ from collections import defaultdict
 from typing import Any
 
 from .store import (
+    AddressFull,
     JoinResult,
     LocalSubscription,
     ParticipantRecord,
@@ -37,6 +38,8 @@ class MemoryStore:
         self._claims: dict[str, tuple[str, float]] = {}
         # session id -> unix time until which it is denied
         self._revoked: dict[str, float] = {}
+        # source address -> seats ("room|participant") taken from it
+        self._addresses: dict[str, set[str]] = {}
 
     async def start(self) -> None:
         return None
@@ -48,19 +51,36 @@ class MemoryStore:
     def _copy(record: ParticipantRecord) -> ParticipantRecord:
         return dataclasses.replace(record)
 
-    async def join(self, room_id: str, record: ParticipantRecord, limit: int) -> JoinResult:
+    async def join(
+        self, room_id: str, record: ParticipantRecord, limit: int, address_limit: int = 0
+    ) -> JoinResult:
         room = self._rooms[room_id]
         existing = room.get(record.id)
         if existing is not None:
             return JoinResult(self._copy(existing), False, len(room))
         if len(room) >= limit:
             raise RoomFull(room_id)
+        seats = self._addresses.get(record.address, set()) if record.address else set()
+        if address_limit > 0 and len(seats) >= address_limit:
+            raise AddressFull(record.address)
         room[record.id] = self._copy(record)
+        if record.address:
+            self._addresses.setdefault(record.address, set()).add(f"{room_id}|{record.id}")
         return JoinResult(self._copy(record), True, len(room))
+
+    async def address_seats(self, address: str) -> int:
+        return len(self._addresses.get(address, ()))
 
     async def leave(self, room_id: str, participant_id: str) -> ParticipantRecord | None:
         record = self._rooms[room_id].pop(participant_id, None)
-        return self._copy(record) if record else None
+        if record is None:
+            return None
+        seats = self._addresses.get(record.address)
+        if seats is not None:
+            seats.discard(f"{room_id}|{participant_id}")
+            if not seats:
+                del self._addresses[record.address]
+        return self._copy(record)
 
     async def leave_if_gone(
         self, room_id: str, participant_id: str, disconnected_before: float

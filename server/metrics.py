@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from quart import Blueprint, Response
 
@@ -27,6 +27,14 @@ async def metrics() -> Response:
     streams = Gauge(
         "yahaml_voice_sfu_streams", "Forwarded streams per worker", ["worker"], registry=registry
     )
+    limited = Counter(
+        "yahaml_voice_limited",
+        "Requests, sockets and seats refused or released by a per-client limit (this process)",
+        ["limit"],
+        registry=registry,
+    )
+    for name, count in svc.limits.refused.items():
+        limited.labels(name).inc(count)
     for room in svc.config.rooms:
         participants.labels(room.id).set(await svc.store.count(room.id))
         state = await svc.store.room_state(room.id)

@@ -180,6 +180,9 @@ class JoinAnswer(BaseModel):
     iceTransportPolicy: Literal["all", "relay"] = "all"
     sfu: SfuInfo
     gracePeriod: float
+    # Seconds the TURN credentials in iceServers last (None: no TURN); renew them with
+    # GET /api/ice-servers before then.
+    iceTtl: int | None = None
 
 
 class Success(BaseModel):

@@ -5,6 +5,7 @@ Layout, every name under `redis.prefix` (default `yv:`):
     r:<room>:p        hash  participant id -> JSON ParticipantRecord
     r:<room>:state    JSON RoomState (compare-and-set on its epoch)
     p:<pid>:rooms     set   rooms the participant holds a seat in
+    a:<address>       set   seats ("<room>|<pid>") taken from a source address
     s:<pid>           hash  socket id -> node id (the server process holding it)
     n:<node>          node liveness, expires unless the node heartbeats (`node_alive`)
     workers           zset  worker id scored by its expiry (Redis clock, ms)
@@ -47,6 +48,7 @@ from redis.backoff import ExponentialBackoff
 
 from .config import Config
 from .store import (
+    AddressFull,
     JoinResult,
     LocalSubscription,
     ParticipantRecord,
@@ -130,7 +132,8 @@ local function live(key, nodeprefix)
 end
 """
 
-# KEYS room hash, rooms-of set; ARGV pid, record json, limit, room id
+# KEYS room hash, rooms-of set, address set; ARGV pid, record json, limit, room id,
+# address ('' = none), address limit (0 = none)
 _JOIN = """
 local n = redis.call('HLEN', KEYS[1])
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
@@ -141,25 +144,49 @@ end
 if n >= tonumber(ARGV[3]) then
   return {-1, '', n}
 end
+local seat = ARGV[4] .. '|' .. ARGV[1]
+if ARGV[5] ~= '' then
+  local limit = tonumber(ARGV[6])
+  if limit > 0 and redis.call('SCARD', KEYS[3]) >= limit then
+    return {-2, '', n}
+  end
+  redis.call('SADD', KEYS[3], seat)
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[4])
 return {1, ARGV[2], n + 1}
 """
 
-# KEYS room hash, rooms-of set; ARGV pid, room id
-_LEAVE = """
+# Frees the seat's entry in its source address's set (records carry the address).
+_UNSEAT = """
+local function unseat(raw, room, pid, aprefix)
+  local address = cjson.decode(raw)['address']
+  if type(address) == 'string' and address ~= '' then
+    redis.call('SREM', aprefix .. address, room .. '|' .. pid)
+  end
+end
+"""
+
+# KEYS room hash, rooms-of set; ARGV pid, room id, address key prefix
+_LEAVE = (
+    _UNSEAT
+    + """
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if not existing then
   return false
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('SREM', KEYS[2], ARGV[2])
+unseat(existing, ARGV[2], ARGV[1], ARGV[3])
 return existing
 """
+)
 
-# KEYS room hash, rooms-of set, sockets hash; ARGV pid, cutoff, room id, node prefix
+# KEYS room hash, rooms-of set, sockets hash; ARGV pid, cutoff, room id, node prefix,
+# address key prefix
 _LEAVE_IF_GONE = (
     _LIVE
+    + _UNSEAT
     + """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then
@@ -174,6 +201,7 @@ if live(KEYS[3], ARGV[4]) > 0 then
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('SREM', KEYS[2], ARGV[3])
+unseat(raw, ARGV[3], ARGV[1], ARGV[5])
 return raw
 """
 )
@@ -461,6 +489,29 @@ class RedisStore:
     def _rooms_of(self, participant_id: str) -> str:
         return f"{self.prefix}p:{participant_id}:rooms"
 
+    @property
+    def _address_prefix(self) -> str:
+        return f"{self.prefix}a:"
+
+    def _join_call(
+        self, room_id: str, record: ParticipantRecord, limit: int, address_limit: int
+    ) -> Any:
+        return self._join(
+            keys=[
+                self._room(room_id),
+                self._rooms_of(record.id),
+                self._address_prefix + record.address,
+            ],
+            args=[
+                record.id,
+                _dumps(record.to_dict()),
+                limit,
+                room_id,
+                record.address,
+                address_limit,
+            ],
+        )
+
     def _sockets(self, participant_id: str) -> str:
         return f"{self.prefix}s:{participant_id}"
 
@@ -482,12 +533,13 @@ class RedisStore:
         await self._pool.disconnect()
 
     # participants ----------------------------------------------------------------------
-    async def join(self, room_id: str, record: ParticipantRecord, limit: int) -> JoinResult:
+    async def join(
+        self, room_id: str, record: ParticipantRecord, limit: int, address_limit: int = 0
+    ) -> JoinResult:
         with _guard("join"):
-            status, raw, count = await self._join(
-                keys=[self._room(room_id), self._rooms_of(record.id)],
-                args=[record.id, _dumps(record.to_dict()), limit, room_id],
-            )
+            status, raw, count = await self._join_call(room_id, record, limit, address_limit)
+        if int(status) == -2:
+            raise AddressFull(record.address)
         if int(status) < 0:
             raise RoomFull(room_id)
         joined = ParticipantRecord.from_dict(json.loads(raw))
@@ -499,7 +551,7 @@ class RedisStore:
         with _guard("leave"):
             raw = await self._leave(
                 keys=[self._room(room_id), self._rooms_of(participant_id)],
-                args=[participant_id, room_id],
+                args=[participant_id, room_id, self._address_prefix],
             )
         return ParticipantRecord.from_dict(json.loads(raw)) if raw else None
 
@@ -513,7 +565,13 @@ class RedisStore:
                     self._rooms_of(participant_id),
                     self._sockets(participant_id),
                 ],
-                args=[participant_id, repr(float(disconnected_before)), room_id, self._node_prefix],
+                args=[
+                    participant_id,
+                    repr(float(disconnected_before)),
+                    room_id,
+                    self._node_prefix,
+                    self._address_prefix,
+                ],
             )
         if not raw:
             return None
@@ -534,6 +592,10 @@ class RedisStore:
         if intact:
             self._shadow.room(room_id, records)
         return records
+
+    async def address_seats(self, address: str) -> int:
+        with _guard("address_seats"):
+            return int(await self._client.scard(self._address_prefix + address))
 
     async def count(self, room_id: str) -> int:
         with _guard("count"):
@@ -693,10 +755,7 @@ class RedisStore:
                 await self._open_socket(pid, sid, nid)
             seats = [(room, rec) for room, recs in shadow.seats.items() for rec in recs.values()]
             for room_id, record in seats:
-                await self._join(
-                    keys=[self._room(room_id), self._rooms_of(record.id)],
-                    args=[record.id, _dumps(record.to_dict()), RESTORE_LIMIT, room_id],
-                )
+                await self._join_call(room_id, record, RESTORE_LIMIT, 0)
             states = 0
             for room_id, state in list(shadow.states.items()):
                 if state.epoch > 0:
@@ -711,7 +770,8 @@ class RedisStore:
                     await self._close_socket(pid, sid)
             for room_id, pid in list(self._left_while_restoring):
                 await self._leave(
-                    keys=[self._room(room_id), self._rooms_of(pid)], args=[pid, room_id]
+                    keys=[self._room(room_id), self._rooms_of(pid)],
+                    args=[pid, room_id, self._address_prefix],
                 )
         self._left_while_restoring.clear()
         self._restore_pending = False

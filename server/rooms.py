@@ -17,6 +17,7 @@ from typing import Any
 
 from .auth import Identity
 from .config import Config, RoomConfig
+from .limits import MEDIA, SEATS, SOCKETS, Limits, RateLimited
 from .placement import choose_worker
 from .protocol import (
     MAX_SDP_BYTES,
@@ -29,7 +30,15 @@ from .protocol import (
     envelope,
 )
 from .sdp import sends_media
-from .store import Bus, ParticipantRecord, RoomFull, RoomState, Store, StoreUnavailable
+from .store import (
+    AddressFull,
+    Bus,
+    ParticipantRecord,
+    RoomFull,
+    RoomState,
+    Store,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +88,8 @@ def peer_view(record: ParticipantRecord) -> Peer:
 
 
 def _leave_reason(why: str) -> str:
-    """The `reason` of participantLeft: left, logout, removed or timeout."""
-    return why if why in ("left", "logout", "removed") else "timeout"
+    """The `reason` of participantLeft: left, logout, removed, no_media or timeout."""
+    return why if why in ("left", "logout", "removed", "no_media") else "timeout"
 
 
 def participant_channel(participant_id: str) -> str:
@@ -99,10 +108,16 @@ class Joined:
 
 
 class RoomService:
-    def __init__(self, config: Config, store: Store, bus: Bus) -> None:
+    def __init__(
+        self, config: Config, store: Store, bus: Bus, limits: Limits | None = None
+    ) -> None:
         self.config = config
         self.store = store
         self.bus = bus
+        self.limits = limits or Limits(config)
+        # room id -> (epoch, when this process first saw it): a mode switch restarts the
+        # media clock of everyone in the room (they negotiate anew).
+        self._epoch_seen: dict[str, tuple[int, float]] = {}
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
         # Serialises mode changes of a room within this process; across processes the
@@ -167,7 +182,12 @@ class RoomService:
 
     # membership ------------------------------------------------------------------------
     async def join(
-        self, identity: Identity, room_id: str, audio_source: str, join_mode: str
+        self,
+        identity: Identity,
+        room_id: str,
+        audio_source: str,
+        join_mode: str,
+        address: str = "",
     ) -> Joined:
         room = self.check_access(identity, room_id)
         can_publish = identity.can_publish and join_mode != "listener"
@@ -183,12 +203,22 @@ class RoomService:
             disconnected_at=None if connected else now,
             session_id=identity.session_id,
             session_expires_at=identity.expires_at,
+            address=address,
         )
+        per_address = self.config.limits.participants_per_address
         try:
-            result = await self.store.join(room_id, record, room.max_participants)
+            result = await self.store.join(room_id, record, room.max_participants, per_address)
         except RoomFull as exc:
             raise RoomError(
                 409, "room_full", f"room {room_id!r} is full ({room.max_participants} participants)"
+            ) from exc
+        except AddressFull as exc:
+            self.limits.refuse(SEATS)
+            raise RateLimited(
+                SEATS,
+                f"participants from your address already hold {per_address} seats; "
+                "leave a room first",
+                max(self.config.server.grace_period, 5.0),
             ) from exc
         participant = result.participant
         if not result.created:
@@ -325,7 +355,16 @@ class RoomService:
 
     # presence --------------------------------------------------------------------------
     async def socket_opened(self, participant_id: str, socket_id: str, node_id: str) -> None:
-        await self.store.socket_opened(participant_id, socket_id, node_id)
+        """Record the socket; RateLimited (and nothing recorded) beyond
+        limits.sockets_per_participant, counted across server processes."""
+        count = await self.store.socket_opened(participant_id, socket_id, node_id)
+        cap = self.config.limits.sockets_per_participant
+        if cap and count > cap:
+            await self.store.socket_closed(participant_id, socket_id)
+            self.limits.refuse(SOCKETS)
+            raise RateLimited(
+                SOCKETS, f"this participant already has {cap} sockets open; close one", 5.0
+            )
         for room_id in await self.store.rooms_of(participant_id):
             await self.store.update(room_id, participant_id, disconnected_at=None)
 
@@ -347,7 +386,9 @@ class RoomService:
         self._sweeps += 1
         orphans = self._sweeps % ORPHAN_CHECK_EVERY == 0
         for room in self.config.rooms:
-            for record in await self.store.participants(room.id):
+            records = await self.store.participants(room.id)
+            await self._release_silent(room, records, now)
+            for record in records:
                 if record.disconnected_at is None:
                     if orphans and not await self.store.socket_count(record.id):
                         log.info(
@@ -366,6 +407,55 @@ class RoomService:
                 removed = await self.store.leave_if_gone(room.id, record.id, cutoff)
                 if removed is not None:
                     await self._after_leave(room.id, removed, "grace period expired")
+
+    async def _release_silent(
+        self, room: RoomConfig, records: list[ParticipantRecord], now: float
+    ) -> None:
+        """Free the seats of connected participants who, in company, never sent an offer or
+        answer within limits.media_timeout: idle sockets must not keep a room full.
+
+        A lone participant has nobody to negotiate with and keeps its seat; in mesh mode two
+        listeners have nothing to send each other, so only a publisher on either side makes
+        company. The clock starts when the company arrived (or the room changed mode)."""
+        timeout = self.config.limits.media_timeout
+        if timeout <= 0 or len(records) < 2:
+            return
+        if all(r.media_started or r.disconnected_at is not None for r in records):
+            return
+        state = await self.store.room_state(room.id)
+        seen = self._epoch_seen.get(room.id)
+        if seen is None or seen[0] != state.epoch:
+            seen = (state.epoch, now)
+            self._epoch_seen[room.id] = seen
+        for record in records:
+            if record.media_started or record.disconnected_at is not None:
+                continue
+            company = [
+                other.joined_at
+                for other in records
+                if other.id != record.id
+                and (state.mode == "sfu" or record.can_publish or other.can_publish)
+            ]
+            if not company:
+                continue
+            since = max(record.joined_at, min(company), seen[1])
+            if now - since < timeout:
+                continue
+            current = await self.store.participant(room.id, record.id)
+            if current is None or current.media_started:
+                continue
+            removed = await self.store.leave(room.id, record.id)
+            if removed is None:
+                continue
+            self.limits.refuse(MEDIA)
+            await self.bus.publish(
+                participant_channel(record.id),
+                envelope(
+                    "participantLeft",
+                    {"roomId": room.id, "participantId": record.id, "reason": "no_media"},
+                ),
+            )
+            await self._after_leave(room.id, removed, "no_media")
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -406,6 +496,9 @@ class RoomService:
             raise RoomError(403, "not_in_room", f"you have not joined room {room_id!r}")
         if request.to == sender.id:
             raise RoomError(400, "bad_signal", "a signal cannot be addressed to yourself")
+        if request.type in ("offer", "answer") and not sender.media_started:
+            # Negotiating media: this seat is in use (see limits.media_timeout).
+            await self.store.update(room_id, sender.id, media_started=True)
         if request.to == SFU_PEER:
             await self._signal_sfu(sender, room_id, request.type, data)
             return 1

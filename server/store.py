@@ -27,6 +27,11 @@ class RoomFull(StoreError):
     """The room has reached max_participants (409)."""
 
 
+class AddressFull(StoreError):
+    """Participants from this source address already hold limits.participants_per_address
+    seats (429)."""
+
+
 @dataclass
 class ParticipantRecord:
     id: str
@@ -44,6 +49,11 @@ class ParticipantRecord:
     # the participant revokes that session until then.
     session_id: str = ""
     session_expires_at: float = 0.0
+    # Source address the seat was taken from (counted by limits.participants_per_address).
+    address: str = ""
+    # Set by the first offer/answer the participant sends: seats that never start media
+    # while in company are released after limits.media_timeout.
+    media_started: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -99,8 +109,16 @@ class Store(Protocol):
     async def stop(self) -> None: ...
 
     # participants ------------------------------------------------------------------
-    async def join(self, room_id: str, record: ParticipantRecord, limit: int) -> JoinResult:
-        """Add (or find) the participant; RoomFull when `limit` is reached."""
+    async def join(
+        self, room_id: str, record: ParticipantRecord, limit: int, address_limit: int = 0
+    ) -> JoinResult:
+        """Add (or find) the participant; RoomFull when `limit` is reached, AddressFull when
+        `record.address` already holds `address_limit` seats in all rooms (0: no limit).
+        A rejoin of a seat holder is never refused."""
+        ...
+
+    async def address_seats(self, address: str) -> int:
+        """Seats held in all rooms by participants who joined from `address`."""
         ...
 
     async def leave(self, room_id: str, participant_id: str) -> ParticipantRecord | None:

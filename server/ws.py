@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -12,8 +14,9 @@ from quart import Blueprint, abort, websocket
 
 from .api import ApiError
 from .auth import AuthError, bearer, ensure_not_revoked, verify_token, verify_worker_token
-from .connections import ClientConnection, WorkerConnection
+from .connections import CLOSE_TIMEOUT, ClientConnection, WorkerConnection, error_frame
 from .context import services
+from .limits import RateLimited
 from .origins import origin_allowed
 from .protocol import (
     WORKER_FRAMES,
@@ -81,10 +84,18 @@ async def client_socket() -> None:
         raise ApiError(401, exc.code, str(exc)) from exc
     await websocket.accept(subprotocol=subprotocol)
     conn = ClientConnection(websocket, identity)
-    subscription = await svc.bus.subscribe(participant_channel(identity.participant_id))
-    svc.local_sockets[conn.id] = conn
     try:
         await svc.rooms.socket_opened(identity.participant_id, conn.id, svc.node_id)
+    except RateLimited as exc:
+        log.info("websocket refused: participant=%s %s", identity.participant_id, exc.limit)
+        with contextlib.suppress(Exception):  # the client may be gone already
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await websocket.send_json(error_frame("too_many_sockets", exc.message))
+                await websocket.close(4429, "too many sockets")
+        return
+    try:
+        subscription = await svc.bus.subscribe(participant_channel(identity.participant_id))
+        svc.local_sockets[conn.id] = conn
         conn.send(conn.hello())
         try:
             # Again, now that we are subscribed: a logout in between sent its close

@@ -58,6 +58,9 @@ class ServerProcess:
             "auth": {"mode": "open", "secret": TEST_SECRET},
             "metrics": {"token": METRICS_TOKEN},
             "sfu": {"secret": TEST_SFU_SECRET},
+            # Every test client comes from 127.0.0.1: per-address limits would count them all
+            # as one client (tests/test_limits.py sets them where it tests them).
+            "limits": {"sessions_per_minute": 0, "participants_per_address": 0},
         }
         self.config = deep_merge(base, config or {})
         self.workdir = workdir

@@ -150,6 +150,10 @@ def test_ice_servers_carry_fresh_turn_credentials(
     )
     token = httpx.post(server.url + "/api/sessions", json={"callsign": "W1AW"}).json()["token"]
     headers = {"Authorization": f"Bearer {token}"}
+    # TURN credentials are for participants holding a seat (tests/test_limits.py has more).
+    before = httpx.get(server.url + "/api/ice-servers", headers=headers)
+    assert before.status_code == 403 and before.json()["error"] == "not_in_room"
+    joined = httpx.post(server.url + "/api/voice-rooms/shack/join", json={}, headers=headers).json()
     ice = httpx.get(server.url + "/api/ice-servers", headers=headers).json()
     assert ice["iceTransportPolicy"] == "relay" and ice["ttl"] == 600
     stun, turn = ice["iceServers"]
@@ -157,6 +161,5 @@ def test_ice_servers_carry_fresh_turn_credentials(
     expiry, user = turn["username"].split(":", 1)
     assert user.startswith("p-") and 590 <= int(expiry) - time.time() <= 610
     assert any(u.startswith("turns:") for u in turn["urls"])
-    joined = httpx.post(server.url + "/api/voice-rooms/shack/join", json={}, headers=headers).json()
     assert joined["iceServers"][1]["urls"] == turn["urls"]
     assert joined["iceTransportPolicy"] == "relay"

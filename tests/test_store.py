@@ -19,6 +19,7 @@ import pytest
 from server.memory_store import MemoryBus, MemoryStore
 from server.redis_store import RedisBus, RedisStore, StoreUnavailable
 from server.store import (
+    AddressFull,
     Bus,
     ParticipantRecord,
     RoomFull,
@@ -232,6 +233,60 @@ async def test_rooms_of(store: Store) -> None:
     await store.leave("r1", "m1")
     assert await store.rooms_of("m1") == ["r2"]
     assert await store.rooms_of("nobody") == []
+
+
+async def test_seats_per_address(store: Store) -> None:
+    """Seats are counted per source address in all rooms; a rejoin is never refused."""
+    addr = "198.51.100.7"
+    await store.join("a1", record("s1", address=addr), limit=10, address_limit=2)
+    await store.join("a2", record("s1", address=addr), limit=10, address_limit=2)
+    assert await store.address_seats(addr) == 2
+    with pytest.raises(AddressFull):
+        await store.join("a1", record("s2", address=addr), limit=10, address_limit=2)
+    assert await store.participant("a1", "s2") is None
+    again = await store.join("a1", record("s1", address=addr), limit=10, address_limit=2)
+    assert not again.created
+    # Other addresses and seats without an address are not affected; 0 is no limit.
+    await store.join("a1", record("s3", address="2001:db8::1"), limit=10, address_limit=2)
+    await store.join("a1", record("s4"), limit=10, address_limit=2)
+    await store.join("a3", record("s5", address=addr), limit=10, address_limit=0)
+    assert await store.address_seats(addr) == 3
+    await store.leave("a3", "s5")
+    await store.leave("a1", "s1")
+    assert await store.address_seats(addr) == 1
+    added = await store.join("a1", record("s2", address=addr), limit=10, address_limit=2)
+    assert added.created and added.participant.address == addr
+    # The grace-period sweep frees the address's seat too.
+    await store.update("a2", "s1", disconnected_at=time.time() - 100)
+    assert await store.leave_if_gone("a2", "s1", time.time()) is not None
+    assert await store.address_seats(addr) == 1
+    assert await store.address_seats("192.0.2.99") == 0
+
+
+async def test_concurrent_joins_from_one_address(backend: Backend) -> None:
+    stores = [await backend.store(), await backend.store()]
+
+    async def attempt(i: int) -> bool:
+        try:
+            await stores[i % 2].join(
+                f"room{i % 3}", record(f"c{i}", address="192.0.2.1"), limit=100, address_limit=7
+            )
+        except AddressFull:
+            return False
+        return True
+
+    results = await asyncio.gather(*(attempt(i) for i in range(30)))
+    assert sum(results) == 7
+    assert await stores[0].address_seats("192.0.2.1") == 7
+
+
+async def test_media_started_mark(store: Store) -> None:
+    await store.join("m", record("m1"), limit=10)
+    fetched = await store.participant("m", "m1")
+    assert fetched is not None and not fetched.media_started
+    await store.update("m", "m1", media_started=True)
+    fetched = await store.participant("m", "m1")
+    assert fetched is not None and fetched.media_started
 
 
 async def test_leave_if_gone(store: Store) -> None:

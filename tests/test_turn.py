@@ -15,10 +15,11 @@ import ssl
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jinja2
 import jinja2.meta
 import jinja2.nodes
@@ -43,6 +44,8 @@ from tests.fixtures.turn import (
     turn_config,
     turnserver_available,
 )
+from tests.servers import ServerProcess
+from tests.voiceclient import VoiceClient
 
 pytestmark = [
     pytest.mark.turn,
@@ -219,7 +222,7 @@ def test_rendered_file_is_hardened() -> None:
         "no-multicast-peers",
         "no-tlsv1",
         "no-tlsv1_1",
-        "user-quota=12",
+        "user-quota=24",
         "total-quota=1200",
         "cert=/etc/ssl/turn.pem",
         "denied-peer-ip=0.0.0.0-0.255.255.255",
@@ -266,7 +269,15 @@ def test_ice_config_lists_turn_urls_with_fresh_credentials() -> None:
     assert server.urls[1].endswith("?transport=tcp")
     assert server.username and server.username.endswith(":p-123")
     assert answer.iceTransportPolicy == "relay"
-    assert answer.ttl == 3600
+    assert answer.ttl == 600
+
+
+def test_defaults_are_short_lived_and_low_quota() -> None:
+    """10-minute credentials, and a per-participant quota rendered into coturn's file."""
+    defaults = TurnConfig()
+    assert defaults.ttl == 600 and defaults.user_quota == 24
+    assert "user-quota=24" in render(turn_config()).splitlines()
+    assert "user-quota=5" in render(turn_config(user_quota=5)).splitlines()
 
 
 # --- coturn's answers ----------------------------------------------------------------
@@ -382,3 +393,118 @@ async def test_without_mapped_line_coturn_461_relays_to_loopback() -> None:
         async with allocation(server, *creds, ipv6=True) as proto:
             await proto.connect()
             assert await create_permission(proto, "::ffff:127.0.0.1") == 200
+
+
+async def refresh_answer(protocol: _Allocation, lifetime: int = 600) -> int:
+    """coturn's answer to a Refresh of the allocation: 200 or the error code."""
+    request = stun.Message(message_method=stun.Method.REFRESH, message_class=stun.Class.REQUEST)
+    request.attributes["LIFETIME"] = lifetime
+    try:
+        await protocol.request_with_retry(request)
+    except stun.TransactionFailed as exc:
+        code: int = exc.response.attributes["ERROR-CODE"][0]
+        return code
+    return 200
+
+
+async def test_allocation_outlives_its_credentials() -> None:
+    """What coturn (4.6.1) does at a credential's expiry, measured: an allocation made with
+    it keeps being refreshed and given permissions after the expiry, even across nonce
+    changes (stale-nonce shortened here to 3 s, so the client re-authenticates with the
+    expired username); only a new Allocate needs fresh credentials. So clients renew
+    credentials for the connections they make later, and never lose a running call."""
+    config = turn_config(allow_loopback_peers=True)
+    text = render(config).replace("stale-nonce=600", "stale-nonce=3")
+    with running_turnserver(config, conf_text=text) as server:
+        creds = turn_credentials(server.secret, "p-short", 2)
+        async with allocation(server, *creds) as proto:
+            await proto.connect()
+            nonces = {proto.nonce}
+            for i in range(3):
+                await asyncio.sleep(3.5)  # past the expiry, and past a nonce's life
+                assert await refresh_answer(proto) == 200
+                assert await create_permission(proto, f"198.51.100.{i + 1}") == 200
+                nonces.add(proto.nonce)
+            assert len(nonces) > 1, "the nonce never went stale: re-authentication untested"
+        assert await allocate_error(server, *creds) == 401
+
+
+async def test_user_quota_counts_the_participant_not_the_credential() -> None:
+    """Renewed credentials (another expiry, same participant) share the participant's quota."""
+    with running_turnserver(turn_config(user_quota=2)) as server:
+        first = turn_credentials(server.secret, "p-quota", 600)
+        renewed = turn_credentials(server.secret, "p-quota", 900)
+        other = turn_credentials(server.secret, "p-other", 600)
+        async with contextlib.AsyncExitStack() as stack:
+            for creds in (first, renewed):
+                proto = await stack.enter_async_context(allocation(server, *creds))
+                await proto.connect()
+            assert await allocate_error(server, *renewed) == 486
+            assert await allocate_error(server, *first) == 486
+            assert await allocate_error(server, *other) is None
+
+
+def _server_turn(lab: TurnServer, **changes: Any) -> dict[str, Any]:
+    """ice.turn of a yahaml-voice server pointing at `lab`."""
+    values = turn_vars(lab.config)
+    values.update(changes)
+    return values
+
+
+async def test_turn_credentials_only_for_seated_participants(
+    loopback_lab: TurnServer, server_factory: Callable[..., ServerProcess]
+) -> None:
+    """Any session got TURN credentials for 1 h, before joining anything (3 anonymous
+    sessions exhausted a relay's total quota); now only a seat brings them."""
+    server = server_factory({"ice": {"turn": _server_turn(loopback_lab)}})
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        session = (await http.post("/api/sessions", json={"callsign": "W1AW"})).json()
+        headers = {"Authorization": f"Bearer {session['token']}"}
+        before = await http.get("/api/ice-servers", headers=headers)
+        assert before.status_code == 403 and before.json()["error"] == "not_in_room"
+        joined = (await http.post("/api/voice-rooms/shack/join", json={}, headers=headers)).json()
+        assert joined["iceTtl"] == 600 and joined["iceServers"][0]["username"]
+        answer = await http.get("/api/ice-servers", headers=headers)
+        assert answer.status_code == 200 and answer.json()["ttl"] == 600
+        ice = answer.json()["iceServers"][0]
+        assert ice["username"].endswith(":" + session["participantId"])
+        assert await allocate_error(loopback_lab, ice["username"], ice["credential"]) is None
+        await http.post("/api/voice-rooms/shack/leave", headers=headers)
+        after = await http.get("/api/ice-servers", headers=headers)
+        assert after.status_code == 403
+
+
+@pytest.mark.usefixtures("loopback_ice")
+async def test_relayed_call_outlives_short_credentials(
+    loopback_lab: TurnServer,
+    server_factory: Callable[..., ServerProcess],
+    client_factory: Callable[..., VoiceClient],
+) -> None:
+    """A call forced over the relay with 3-second credentials still has audio after three
+    lifetimes, and a newcomer then connects to both through the relay: the clients renewed
+    their credentials (the ones from the join answer would get 401 on a new Allocate)."""
+    server = server_factory(
+        {"ice": {"turn": _server_turn(loopback_lab, ttl=3), "force_relay": True}}
+    )
+    alice = client_factory(server.url, tone=440)
+    bob = client_factory(server.url, tone=660)
+    for client, call in ((alice, "W1AW"), (bob, "G4ABC")):
+        await client.login(call)
+        await client.connect()
+    await alice.join("shack")
+    await bob.join("shack")
+    await alice.wait_audio(bob.participant_id, frames=25, timeout=30)
+    await bob.wait_audio(alice.participant_id, frames=25, timeout=30)
+    await asyncio.sleep(9.0)
+    assert alice.ice_renewals >= 2 and bob.ice_renewals >= 2
+    await alice.wait_audio(bob.participant_id, frames=25)
+    await bob.wait_audio(alice.participant_id, frames=25)
+    carol = client_factory(server.url, tone=880)
+    await carol.login("K1ABC")
+    await carol.connect()
+    await carol.join("shack")
+    for listener, speaker in ((carol, alice), (carol, bob), (alice, carol), (bob, carol)):
+        await listener.wait_audio(speaker.participant_id, frames=25, timeout=30)
+    for client in (alice, bob, carol):
+        for peer in client.peers.values():
+            assert peer.pc.connectionState == "connected"

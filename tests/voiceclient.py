@@ -163,6 +163,10 @@ class VoiceClient:
         self._background: set[asyncio.Task[None]] = set()
         # Tests of the server's role checks set this to send audio even as a listener.
         self.ignore_role = False
+        # The latest GET /api/ice-servers answer (fresher than the join answer's servers).
+        self.ice: dict[str, Any] | None = None
+        self.ice_renewals = 0
+        self._ice_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ REST
     def _headers(self) -> dict[str, str]:
@@ -206,6 +210,8 @@ class VoiceClient:
         self.join_answer = answer
         self.mode = answer["mode"]
         self.epoch = answer.get("epoch", 0)
+        self.ice = None
+        self._renew_ice_in(answer.get("iceTtl"))
         if self.auto_media:
             if self.mode == "sfu":
                 await self.connect_sfu()
@@ -215,9 +221,34 @@ class VoiceClient:
         return answer
 
     async def leave(self) -> None:
+        self._renew_ice_in(None)
         if self.room_id:
             await self.request("POST", f"/api/voice-rooms/{self.room_id}/leave")
         await self.close_peers()
+
+    async def renew_ice(self) -> dict[str, Any]:
+        """Fresh TURN credentials (only while holding a seat): new connections use them."""
+        answer: dict[str, Any] = await self.request("GET", "/api/ice-servers")
+        self.ice = answer
+        self.ice_renewals += 1
+        return answer
+
+    def _renew_ice_in(self, ttl: float | None) -> None:
+        """Renew the credentials at 80 % of `ttl`, as the browser client does (None: stop)."""
+        if self._ice_task is not None:
+            self._ice_task.cancel()
+            self._ice_task = None
+        if ttl and ttl > 0 and not self.closed:
+            self._ice_task = asyncio.create_task(self._ice_renewer(float(ttl)))
+
+    async def _ice_renewer(self, ttl: float) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, 0.8 * ttl))
+            try:
+                ttl = float((await self.renew_ice()).get("ttl") or ttl)
+            except (ApiFailure, httpx.HTTPError) as exc:
+                log.info("%s: renewing TURN credentials failed: %s", self.callsign, exc)
+                ttl = 12.5  # retry in 10 s
 
     async def signal(self, type_: str, data: Any, to: str | None = None) -> dict[str, Any]:
         assert self.room_id
@@ -266,6 +297,8 @@ class VoiceClient:
             "POST", f"/api/voice-rooms/{self.room_id}/join", {"joinMode": self.join_mode}
         )
         self.join_answer = answer
+        self.ice = None
+        self._renew_ice_in(answer.get("iceTtl"))
         mode, epoch = answer["mode"], answer.get("epoch", 0)
         if (mode, epoch) != (self.mode, self.epoch):
             if self.auto_media:
@@ -366,7 +399,8 @@ class VoiceClient:
     # ------------------------------------------------------------------ media
     def _ice_config(self) -> RTCConfiguration:
         servers = []
-        for server in (self.join_answer or {}).get("iceServers", []):
+        source = self.ice or self.join_answer or {}
+        for server in source.get("iceServers", []):
             servers.append(
                 RTCIceServer(
                     urls=server["urls"],
@@ -519,6 +553,11 @@ class VoiceClient:
         if self.closed:
             return
         self.closed = True
+        ice_task = self._ice_task
+        self._renew_ice_in(None)
+        if ice_task is not None:
+            with contextlib.suppress(BaseException):
+                await ice_task
         for task in self._background:
             task.cancel()
         await self.close_peers()

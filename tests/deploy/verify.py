@@ -70,11 +70,15 @@ class _SniHTTPSConnection(http.client.HTTPSConnection):
 
 
 def https_get(
-    cfg: dict[str, Any], path: str, headers: dict[str, str] | None = None
+    cfg: dict[str, Any],
+    path: str,
+    headers: dict[str, str] | None = None,
+    method: str = "GET",
+    body: bytes | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     conn = _SniHTTPSConnection(cfg["domain"], cfg["https_port"], cfg["proxy_ssl"])
     try:
-        conn.request("GET", path, headers=headers or {})
+        conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         return resp.status, dict(resp.getheaders()), resp.read()
     finally:
@@ -355,8 +359,20 @@ def check_client(cfg: dict[str, Any], report: Report) -> None:
 
 
 async def check_turn(cfg: dict[str, Any], token: str, report: Report) -> None:
-    status, _, body = https_get(cfg, "/api/ice-servers", {"Authorization": f"Bearer {token}"})
-    report.check("/api/ice-servers with a token", status == 200, str(status))
+    auth = {"Authorization": f"Bearer {token}"}
+    status, _, _ = https_get(cfg, "/api/ice-servers", auth)
+    report.check("/api/ice-servers refused before joining a room", status == 403, str(status))
+    joined, _, _ = https_get(
+        cfg,
+        "/api/voice-rooms/shack/join",
+        {**auth, "Content-Type": "application/json"},
+        method="POST",
+        body=b"{}",
+    )
+    report.check("joined room shack", joined == 200, str(joined))
+    status, _, body = https_get(cfg, "/api/ice-servers", auth)
+    https_get(cfg, "/api/voice-rooms/shack/leave", auth, method="POST")
+    report.check("/api/ice-servers with a seat", status == 200, str(status))
     answer = json.loads(body)
     turn = ice_turn(answer)
     urls = turn["urls"]

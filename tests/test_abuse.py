@@ -117,7 +117,7 @@ def _flood(
     assert status == 101
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
-    pending = memoryview(frame(0x9, b"p" * 125) * 2000)
+    pending = memoryview(frame(0x9, b"p" * 125) * 50_000)
     message = frame(0x1, payload) if payload else frame(0x9, b"p" * 125) * 2000
     sent, peak, cut = 0, rss(pid), False
     started = time.monotonic()

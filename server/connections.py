@@ -16,7 +16,15 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from .auth import Identity
-from .protocol import CHANNEL, PROTOCOL_VERSION, WsClientFrame, describe, envelope
+from .protocol import (
+    CHANNEL,
+    PROTOCOL_VERSION,
+    JsonError,
+    WsClientFrame,
+    describe,
+    envelope,
+    parse_json,
+)
 from .store import Subscription
 
 log = logging.getLogger(__name__)
@@ -91,9 +99,9 @@ class Connection:
                 self.send(self.error("too_large", "frame larger than 64 KiB"))
                 continue
             try:
-                frame = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                self.send(self.error("bad_json", "frames must be JSON objects"))
+                frame = parse_json(raw)
+            except JsonError as exc:
+                self.send(self.error(exc.code, f"frames must be JSON objects: {exc.message}"))
                 continue
             if not isinstance(frame, dict):
                 self.send(self.error("bad_frame", "frames must be JSON objects"))

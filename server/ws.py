@@ -13,7 +13,15 @@ from .auth import WORKER_ROLE, AuthError, bearer, verify_token
 from .connections import ClientConnection, WorkerConnection, error_frame
 from .context import services
 from .origins import origin_allowed
-from .protocol import WORKER_FRAMES, WorkerHello, WorkerLoad, WorkerSignal, WorkerSlots, describe
+from .protocol import (
+    WORKER_FRAMES,
+    WorkerHello,
+    WorkerLoad,
+    WorkerSignal,
+    WorkerSlots,
+    describe,
+    parse_json,
+)
 from .rooms import participant_channel, worker_channel
 from .store import WorkerRecord
 
@@ -90,6 +98,10 @@ async def worker_socket() -> None:
     )
 
     async def handle(type_: str, data: dict[str, Any]) -> None:
+        if type_ == "error":
+            # The worker refused one of our frames; it is logged there too. Not answered.
+            log.warning("sfu worker %s reports: %.200s", record.id, data)
+            return
         model = WORKER_FRAMES.get(type_)
         if model is None:
             conn.send(conn.error("bad_frame", f"unknown frame type {type_!r}"))
@@ -133,11 +145,10 @@ async def worker_socket() -> None:
 
 async def _receive_hello() -> WorkerHello:
     import asyncio
-    import json
 
     try:
         raw = await asyncio.wait_for(websocket.receive(), HELLO_TIMEOUT)
-        frame = json.loads(raw)
+        frame = parse_json(raw)
     except (TimeoutError, ValueError) as exc:
         raise ValueError("the first frame must be hello") from exc
     if not isinstance(frame, dict) or frame.get("type") != "hello":
@@ -145,4 +156,4 @@ async def _receive_hello() -> WorkerHello:
     try:
         return WorkerHello.model_validate(frame.get("data"))
     except ValidationError as exc:
-        raise ValueError(str(exc)) from exc
+        raise ValueError(describe(exc, root="data")) from exc

@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from server.config import SFU_TOKEN_ENV, Config
 from server.protocol import (
     TO_WORKER_FRAMES,
+    JsonError,
     SlotAssignment,
     ToWorkerParticipantLeft,
     ToWorkerRoomClosed,
@@ -50,6 +51,8 @@ from server.protocol import (
     WorkerRoomState,
     WorkerSignal,
     WorkerSlots,
+    describe,
+    parse_json,
 )
 
 from .forwarder import Forwarder, make_sink, quiet_sender, tap_receiver
@@ -410,10 +413,11 @@ class Worker:
         return RTCConfiguration(iceServers=servers)
 
     async def handle(self, frame: str | bytes | dict[str, Any]) -> None:
-        """Validate and apply one server frame; a bad frame is logged, never raised."""
+        """Validate and apply one server frame; a bad frame is logged and answered with an
+        `error` frame, never raised."""
         try:
             if isinstance(frame, str | bytes):
-                frame = json.loads(frame)
+                frame = parse_json(frame)
             if not isinstance(frame, dict):
                 raise ValueError("a frame must be a JSON object")
             kind, data = frame.get("type"), frame.get("data")
@@ -424,8 +428,16 @@ class Worker:
             if model is None:
                 raise ValueError(f"unknown frame type {kind!r}")
             message = model.model_validate(data)
-        except (ValueError, ValidationError) as exc:
-            logger.warning("ignoring bad frame from server: %s", str(exc).splitlines()[0])
+        except (ValueError, ValidationError) as exc:  # JsonError is a ValueError
+            if isinstance(exc, ValidationError):
+                code, reason = "bad_frame", describe(exc, root="data")
+            elif isinstance(exc, JsonError):
+                code, reason = exc.code, exc.message
+            else:
+                code, reason = "bad_frame", (str(exc) or "?").splitlines()[0]
+            logger.warning("ignoring bad frame from server: %s", reason)
+            # Tell the server too (it logs it; neither side answers an error frame).
+            self.emit("error", {"code": code, "message": reason})
             return
         try:
             if isinstance(message, ToWorkerSignal):

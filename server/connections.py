@@ -94,7 +94,8 @@ class Connection:
 
     async def _reader(self) -> None:
         while True:
-            raw = await self.socket.receive()
+            # Quart hands an empty binary frame over as None (quart/asgi.py: `bytes or text`).
+            raw = await self.socket.receive() or b""
             if len(raw) > MAX_FRAME_BYTES:
                 self.send(self.error("too_large", "frame larger than 64 KiB"))
                 continue

@@ -107,6 +107,17 @@ class VolumeRequest(Strict):
 # ---------------------------------------------------------------- REST answers
 
 
+class SessionInfo(BaseModel):
+    """GET /api/sessions/me: who a token speaks for."""
+
+    participantId: str
+    callsign: str
+    role: Role
+    rooms: list[str] | Literal["*"]
+    expiresAt: str
+    sessionId: str
+
+
 class IceServer(BaseModel):
     urls: list[str]
     username: str | None = None

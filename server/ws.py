@@ -148,7 +148,7 @@ async def _receive_hello() -> WorkerHello:
 
     try:
         raw = await asyncio.wait_for(websocket.receive(), HELLO_TIMEOUT)
-        frame = parse_json(raw)
+        frame = parse_json(raw or b"")  # an empty binary frame arrives as None
     except (TimeoutError, ValueError) as exc:
         raise ValueError("the first frame must be hello") from exc
     if not isinstance(frame, dict) or frame.get("type") != "hello":

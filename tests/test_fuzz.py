@@ -1,0 +1,461 @@
+"""Fuzzing with well-kept tools (issue 10): schemathesis over the live OpenAPI document,
+Hypothesis for WebSocket client frames, SFU control frames both ways, and raw RTP/RTCP
+on the worker's receive path.
+
+Every run is derandomized (the same examples each time, so CI is not flaky); set
+YV_FUZZ_RANDOM=1 to explore new ones and YV_FUZZ_SCALE=N to run N times as many.
+Each test also checks the logs: zero tracebacks, and the service still works after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from server.config import Config, load_config
+from sfu.worker import Worker, worker_token
+from tests.servers import TEST_SECRET, ServerProcess
+from tests.voiceclient import VoiceClient
+
+pytestmark = pytest.mark.timeout(300)
+
+SCALE = float(os.environ.get("YV_FUZZ_SCALE", "1"))
+RANDOM = bool(os.environ.get("YV_FUZZ_RANDOM"))
+# How many examples each fuzzer ran (printed at the end of each test; `pytest -s` shows it).
+RAN: Counter[str] = Counter()
+
+
+def fuzz(examples: int) -> settings:
+    return settings(
+        max_examples=max(1, int(examples * SCALE)),
+        deadline=None,
+        database=None,
+        derandomize=not RANDOM,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    )
+
+
+def assert_clean_log(text: str) -> None:
+    assert "Traceback" not in text, text[text.index("Traceback") - 2000 :][:6000]
+    assert "unhandled error" not in text
+
+
+# ---------------------------------------------------------------- JSON strategies
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+deep_json = st.tuples(st.integers(20, 3000), st.sampled_from(["[", '{"a":'])).map(
+    lambda t: t[1] * t[0] + ("]" if t[1] == "[" else "}") * t[0]
+)
+raw_text = st.text(max_size=200) | deep_json | st.just("x" * 70_000)
+
+
+# ---------------------------------------------------------------- schemathesis over REST
+
+
+API_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+@pytest.fixture
+def fuzz_server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    return server_factory({"server": {"grace_period": "30s"}})
+
+
+def _session(server: ServerProcess, callsign: str) -> tuple[dict[str, str], str]:
+    answer = httpx.post(server.url + "/api/sessions", json={"callsign": callsign}).json()
+    return {"Authorization": f"Bearer {answer['token']}"}, answer["participantId"]
+
+
+async def test_openapi_fuzz_then_a_mesh_call_still_works(
+    fuzz_server: ServerProcess,
+    client_factory: Callable[..., VoiceClient],
+    loopback_ice: None,
+) -> None:
+    server = fuzz_server
+    auth, _ = _session(server, "W1AW")
+    other_auth, other_id = _session(server, "K1ABC")
+    for headers in (auth, other_auth):
+        httpx.post(
+            server.url + "/api/voice-rooms/shack/join", json={}, headers=headers
+        ).raise_for_status()
+    schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
+    statuses: Counter[int] = Counter()
+
+    def call(case: Any, checks: list[Any]) -> None:
+        case.headers = {**(case.headers or {}), **auth}
+        response = case.call(base_url=server.url, timeout=10)
+        statuses[response.status_code] += 1
+        RAN["openapi"] += 1
+        case.validate_response(response, checks=checks)
+
+    def runner(strategy: Any, checks: list[Any]) -> Callable[[], None]:
+        @fuzz(25)
+        @given(case=strategy)
+        def run(case: Any) -> None:
+            call(case, checks)
+
+        return run
+
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 12
+    for operation in operations:
+        checks = (
+            API_CHECKS
+            if operation.path.startswith("/api/") and not operation.path.startswith("/api/test")
+            else [not_a_server_error]
+        )
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            strategy = operation.as_strategy(generation_mode=mode)
+            if "{room_id}" in operation.path:
+                # Half in the room both participants joined, so handlers get past the 404.
+                strategy = strategy | operation.as_strategy(
+                    generation_mode=mode, path_parameters={"room_id": "shack"}
+                )
+
+            try:
+                runner(strategy, checks)()
+            except Unsatisfiable:
+                pass  # nothing to negate (an operation without a body or parameters)
+
+    # Stateful: join -> signal (to the other participant or anyone) -> mute -> volume -> leave.
+    room = {"room_id": "shack"}
+    flow = [
+        schema["/api/voice-rooms/{room_id}/join"]["POST"],
+        schema["/api/voice-rooms/{room_id}/signal"]["POST"],
+        schema["/api/voice-rooms/{room_id}/mute"]["POST"],
+        schema["/api/voice-rooms/{room_id}/volume"]["POST"],
+        schema["/api/voice-rooms/{room_id}/leave"]["POST"],
+    ]
+
+    @fuzz(30)
+    @given(data=st.data())
+    def stateful(data: st.DataObject) -> None:
+        for operation in flow:
+            mode = data.draw(st.sampled_from([GenerationMode.POSITIVE, GenerationMode.NEGATIVE]))
+            try:
+                case = data.draw(operation.as_strategy(generation_mode=mode, path_parameters=room))
+            except Unsatisfiable:
+                continue
+            if isinstance(case.body, dict) and "to" in case.body and data.draw(st.booleans()):
+                case.body["to"] = other_id
+            call(case, API_CHECKS)
+
+    stateful()
+    assert not [s for s in statuses if s >= 500], statuses
+    assert statuses[200] and statuses[400] and statuses[404], statuses
+    print(f"\nschemathesis: {RAN['openapi']} requests, statuses {dict(sorted(statuses.items()))}")
+    assert_clean_log(server.log_path.read_text(errors="replace"))
+
+    # The same server still carries a mesh call between two real aiortc peers.
+    for headers in (auth, other_auth):
+        httpx.post(server.url + "/api/voice-rooms/shack/leave", headers=headers)
+    alice = client_factory(server.url, tone=440)
+    bob = client_factory(server.url, tone=660)
+    await alice.login("G4ABC")
+    await bob.login("VE3XYZ")
+    await alice.connect()
+    await bob.connect()
+    await alice.join("shack")
+    await bob.join("shack")
+    await alice.wait_audio(bob.participant_id, frames=25)
+    await bob.wait_audio(alice.participant_id, frames=25)
+    assert_clean_log(server.log_path.read_text(errors="replace"))
+
+
+# ---------------------------------------------------------------- client frames on /ws
+
+client_frames = st.fixed_dictionaries(
+    {"type": st.sampled_from(["subscribe", "unsubscribe", "ping"]) | st.text(max_size=12)},
+    optional={
+        "channel": st.sampled_from(["voice", None]) | json_values,
+        "filters": st.fixed_dictionaries({}, optional={"roomId": json_values}) | json_values,
+        "data": json_values,
+        "extra": json_values,
+    },
+)
+any_frame = (
+    client_frames.map(json.dumps)
+    | json_values.map(json.dumps)
+    | raw_text
+    | st.binary(max_size=200)
+    | client_frames.map(lambda f: json.dumps(f).encode())
+)
+ANSWERS = {"pong", "subscribed", "unsubscribed"}
+
+
+def test_ws_client_frames_get_an_answer_or_an_error_and_the_socket_stays(
+    fuzz_server: ServerProcess,
+) -> None:
+    auth, _ = _session(fuzz_server, "W1AW")
+    token = auth["Authorization"].split()[1]
+    codes: Counter[str] = Counter()
+    with connect(f"{fuzz_server.ws_url}/ws?token={token}", max_size=2**22) as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "connected"
+
+        @fuzz(400)
+        @given(frame=any_frame)
+        @example(frame="[" * 5000 + "]" * 5000)
+        @example(frame=b"\xff\xfe\x00")
+        @example(frame=b"")  # found: Quart passes an empty binary frame as None (was a close)
+        @example(frame='{"type": "ping", "data": ' + "[" * 40 + "]" * 40 + "}")
+        @example(frame='{"type": "subscribe", "filters": {"roomId": 5}}')
+        def run(frame: str | bytes) -> None:
+            RAN["ws"] += 1
+            if os.environ.get("YV_FUZZ_DEBUG"):
+                print("WS>", repr(frame)[:300])
+            ws.send(frame)
+            reply = json.loads(ws.recv(timeout=5))
+            if reply["type"] == "error":
+                assert reply["data"]["code"] and reply["data"]["message"], reply
+                codes[reply["data"]["code"]] += 1
+            else:
+                assert reply["type"] in ANSWERS, reply
+                codes[reply["type"]] += 1
+
+        run()
+        ws.send(json.dumps({"type": "ping", "data": "still here"}))
+        assert json.loads(ws.recv(timeout=5))["data"] == "still here"
+    print(f"\n/ws frames: {RAN['ws']}, answers {dict(codes)}")
+    assert_clean_log(fuzz_server.log_path.read_text(errors="replace"))
+
+
+# ---------------------------------------------------------------- SFU control frames
+
+
+def server_config(server: ServerProcess) -> Config:
+    return load_config(environ={}, overrides={"auth.secret": TEST_SECRET})
+
+
+worker_types = st.sampled_from(["hello", "load", "signal", "slots", "roomState", "error"])
+worker_data = st.fixed_dictionaries(
+    {},
+    optional={
+        "roomId": st.sampled_from(["shack", "net", "Bad Room!"]) | json_values,
+        "to": st.sampled_from(["p-1", "sfu"]) | json_values,
+        "type": st.sampled_from(["offer", "answer", "ice-candidate"]) | json_values,
+        "data": st.none() | st.fixed_dictionaries({"type": st.just("answer"), "sdp": st.text()}),
+        "slots": st.lists(
+            st.fixed_dictionaries(
+                {"index": st.integers(-2, 20) | json_values},
+                optional={"participantId": st.none() | st.text(max_size=8)},
+            ),
+            max_size=4,
+        )
+        | json_values,
+        "speaking": st.lists(st.text(max_size=8), max_size=3) | json_values,
+        "audioFrom": st.lists(st.text(max_size=8), max_size=3) | json_values,
+        "rooms": st.integers(-1, 5) | json_values,
+        "peers": st.integers(-1, 5),
+        "streams": st.integers(-1, 5),
+        "cpu": st.floats(allow_nan=False) | st.booleans(),
+        "workerId": st.text(max_size=10),
+        "slots_": json_values,
+    },
+)
+worker_frames = (
+    st.fixed_dictionaries({"type": worker_types | st.text(max_size=8), "data": worker_data}).map(
+        json.dumps
+    )
+    | st.fixed_dictionaries({"type": worker_types, "data": json_values}).map(json.dumps)
+    | json_values.map(json.dumps)
+    | raw_text
+    | st.binary(max_size=100)
+)
+SENTINEL = json.dumps({"type": "sentinel", "data": {}})
+
+
+def _until_sentinel(ws: ClientConnection) -> list[dict[str, Any]]:
+    """Frames the server sent up to its answer to SENTINEL (which every frame precedes)."""
+    ws.send(SENTINEL)
+    seen = []
+    while True:
+        reply = json.loads(ws.recv(timeout=5))
+        if reply["type"] == "error" and "sentinel" in reply["data"].get("message", ""):
+            return seen
+        seen.append(reply)
+
+
+def test_worker_frames_to_the_server(fuzz_server: ServerProcess) -> None:
+    config = server_config(fuzz_server)
+    headers = {"Authorization": f"Bearer {worker_token(config)}"}
+    url = f"{fuzz_server.ws_url}/sfu/ws"
+    hello = {"type": "hello", "data": {"workerId": "w-fuzz", "slots": 3}}
+
+    @fuzz(30)
+    @given(first=worker_frames)
+    @example(first="[" * 5000 + "]" * 5000)
+    @example(first=b"")
+    @example(first=json.dumps({"type": "hello", "data": {"workerId": "w", "slots": True}}))
+    def bad_hello(first: str | bytes) -> None:
+        RAN["sfu-hello"] += 1
+        with connect(url, additional_headers=headers) as ws:
+            ws.send(first)
+            try:
+                reply = json.loads(ws.recv(timeout=2))
+            except TimeoutError:  # `first` happened to be a valid hello: registered
+                assert _until_sentinel(ws) == []
+                return
+            except ConnectionClosed as exc:
+                # The error frame came first, but a client still sending can lose it.
+                assert exc.rcvd is not None and exc.rcvd.code == 4400, exc
+                return
+            assert reply["type"] == "error" and reply["data"]["code"] == "bad_hello", reply
+
+    bad_hello()
+    with connect(url, additional_headers=headers, max_size=2**22) as ws:
+        ws.send(json.dumps(hello))
+        assert _until_sentinel(ws) == []
+
+        @fuzz(300)
+        @given(frame=worker_frames)
+        @example(frame="[" * 5000 + "]" * 5000)
+        @example(
+            frame=json.dumps(
+                {"type": "load", "data": {"rooms": True, "peers": 0, "streams": 0, "cpu": 0}}
+            )
+        )
+        def run(frame: str | bytes) -> None:
+            RAN["sfu-to-server"] += 1
+            ws.send(frame)
+            for reply in _until_sentinel(ws):
+                assert reply["type"] == "error" and reply["data"]["code"], reply
+
+        run()
+    health = httpx.get(fuzz_server.url + "/healthz")
+    assert health.status_code == 200
+    print(f"\nworker->server frames: {RAN['sfu-to-server']}, hellos {RAN['sfu-hello']}")
+    assert_clean_log(fuzz_server.log_path.read_text(errors="replace"))
+
+
+to_worker_data = st.fixed_dictionaries(
+    {},
+    optional={
+        "roomId": st.sampled_from(["net", "shack", "Bad!"]) | json_values,
+        "from": st.sampled_from(["p-1", "p-2"]) | json_values,
+        "participantId": st.sampled_from(["p-1", "p-2"]) | json_values,
+        "role": st.sampled_from(["operator", "listener", "ncs", "god"]),
+        "canPublish": st.booleans() | json_values,
+        "callsign": st.text(max_size=8),
+        "type": st.sampled_from(["offer", "answer", "ice-candidate"]) | json_values,
+        "data": st.none()
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "type": st.sampled_from(["offer", "answer"]) | json_values,
+                "sdp": st.sampled_from(["v=0\r\n", "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"])
+                | st.text(max_size=300),
+                "candidate": st.sampled_from(
+                    ["candidate:1 1 udp 1 127.0.0.1 9 typ host", "candidate:x", ""]
+                )
+                | st.text(max_size=60),
+                "sdpMid": json_values,
+                "sdpMLineIndex": json_values,
+            },
+        )
+        | json_values,
+    },
+)
+to_worker_frames = (
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["signal", "participantLeft", "roomClosed", "error"])
+            | st.text(max_size=8),
+            "data": to_worker_data,
+        }
+    )
+    | json_values
+    | raw_text
+    | st.binary(max_size=100)
+)
+
+
+@pytest.fixture
+async def worker(
+    loopback_ice: None,
+) -> AsyncIterator[tuple[Worker, list[tuple[str, dict[str, Any]]]]]:
+    emitted: list[tuple[str, dict[str, Any]]] = []
+    worker = Worker(load_config(environ={}), "w-fuzz", lambda k, d: emitted.append((k, d)))
+    try:
+        yield worker, emitted
+    finally:
+        await worker.stop()
+
+
+async def test_server_frames_to_the_worker(
+    worker: tuple[Worker, list[tuple[str, dict[str, Any]]]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    the_worker, emitted = worker
+    loop = asyncio.get_running_loop()
+    frames: list[Any] = []
+
+    @fuzz(300)
+    @given(frame=to_worker_frames)
+    @example(frame="[" * 5000 + "]" * 5000)
+    @example(
+        frame={
+            "type": "signal",
+            "data": {
+                "roomId": "net",
+                "from": "p-1",
+                "role": "operator",
+                "canPublish": "yes",
+                "callsign": "X",
+                "type": "offer",
+            },
+        }
+    )
+    def collect(frame: Any) -> None:
+        frames.append(frame)
+
+    collect()  # Hypothesis drives sync code; the frames are then fed on our loop.
+    with caplog.at_level(logging.INFO):
+        for index, frame in enumerate(frames):
+            RAN["server-to-worker"] += 1
+            before = len(emitted)
+            await the_worker.handle(frame)
+            for kind, data in emitted[before:]:
+                assert kind in ("error", "signal", "slots", "roomState"), (kind, data)
+                if kind == "error":
+                    assert data["code"] and data["message"]
+            if index % 50 == 49:
+                await asyncio.sleep(0.2)  # let the peers' signal tasks run
+        await asyncio.sleep(1.0)
+    crashes = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not crashes, [r.getMessage() for r in crashes[:5]]
+    errors = sum(1 for kind, _ in emitted if kind == "error")
+    print(f"\nserver->worker frames: {RAN['server-to-worker']}, error frames {errors}")
+    del loop

@@ -55,7 +55,7 @@ from server.protocol import (
     parse_json,
 )
 
-from .forwarder import Forwarder, make_sink, quiet_sender, tap_receiver
+from .forwarder import Forwarder, guard_receive_path, make_sink, quiet_sender, tap_receiver
 from .slots import SlotSelector
 
 logger = logging.getLogger(__name__)
@@ -377,6 +377,7 @@ class Worker:
         self.rooms: dict[str, Room] = {}
         self.send_tasks: set[asyncio.Task[None]] = set()
         self._cpu_mark = (time.monotonic(), time.process_time())
+        guard_receive_path()
 
     def hello(self) -> dict[str, Any]:
         return WorkerHello(

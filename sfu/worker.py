@@ -101,6 +101,24 @@ def _opus_only(transceiver: RTCRtpTransceiver) -> int:
     raise SignalError("the offer has no Opus codec")
 
 
+async def close_connection(pc: RTCPeerConnection) -> None:
+    """pc.close(), also for a connection aiortc half-built from a bad offer.
+
+    An offer aiortc only half-accepted can leave a transceiver without a transport, and
+    aiortc's close() stops at it (AttributeError), leaving the transports after it open
+    (found by tests/test_fuzz.py with a mutated offer). Stop what exists instead.
+    """
+    try:
+        await pc.close()
+    except AttributeError:
+        for transceiver in pc.getTransceivers():
+            dtls = transceiver.receiver.transport
+            if dtls is not None:
+                with contextlib.suppress(Exception):
+                    await dtls.stop()
+                    await dtls.transport.stop()
+
+
 class Peer:
     """One participant's peer connection to the worker."""
 
@@ -140,6 +158,13 @@ class Peer:
                 raise
             except SignalError as exc:
                 logger.warning("signal from %s in %s rejected: %s", self.id, self.room.id, exc)
+                self.room.worker.emit(
+                    "error",
+                    {
+                        "code": "signal_rejected",
+                        "message": f"{message.type} from {self.id} in {self.room.id}: {exc}"[:300],
+                    },
+                )
             except Exception:
                 logger.exception("signal from %s in %s failed", self.id, self.room.id)
 
@@ -155,15 +180,20 @@ class Peer:
         pc.on("connectionstatechange", lambda: self._state_changed(pc))
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        except (ValueError, AssertionError) as exc:
-            raise SignalError(f"bad offer: {exc}") from exc
+            self._configure(pc)
+            for queued in self._pending_candidates:
+                with contextlib.suppress(SignalError):
+                    await self._candidate(queued)
+            self._pending_candidates.clear()
+            # aiortc fails here too on offers it half-accepted (e.g. an m-line without a
+            # direction: ValueError in createAnswer; found by tests/test_fuzz.py).
+            await pc.setLocalDescription(await pc.createAnswer())
+        except SignalError:
+            await self._close_pc()
+            raise
         except Exception as exc:  # aiortc raises various errors for offers it cannot use
+            await self._close_pc()
             raise SignalError(f"unusable offer: {type(exc).__name__}: {exc}") from exc
-        self._configure(pc)
-        for queued in self._pending_candidates:
-            await self._candidate(queued)
-        self._pending_candidates.clear()
-        await pc.setLocalDescription(await pc.createAnswer())
         local = pc.localDescription
         self.room.worker.emit(
             "signal",
@@ -274,7 +304,7 @@ class Peer:
         pc, self.pc = self.pc, None
         self._detach()
         if pc is not None:
-            await pc.close()
+            await close_connection(pc)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -16,6 +16,7 @@ import os
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -194,6 +195,87 @@ async def test_openapi_fuzz_then_a_mesh_call_still_works(
     await alice.wait_audio(bob.participant_id, frames=25)
     await bob.wait_audio(alice.participant_id, frames=25)
     assert_clean_log(server.log_path.read_text(errors="replace"))
+
+
+# ---------------------------------------------------------------- raw HTTP (what schemathesis does not send)
+
+segments = st.sampled_from(
+    ["shack", "nowhere", "%00", "%ff", "..%2f..", "%2e%2e", "a" * 300, "%C3%28", "\u00e9", ""]
+) | st.text(max_size=12).map(lambda t: quote(t, safe=""))
+paths = st.sampled_from(
+    [
+        "/api/sessions",
+        "/api/sessions/me",
+        "/api/ice-servers",
+        "/api/voice-rooms",
+        "/api/voice-rooms/{}",
+        "/api/voice-rooms/{}/join",
+        "/api/voice-rooms/{}/leave",
+        "/api/voice-rooms/{}/signal",
+        "/api/voice-rooms/{}/mute",
+        "/api/voice-rooms/{}/volume",
+        "/{}",
+        "/{}.js",
+        "/healthz",
+        "/openapi.json",
+    ]
+)
+bodies = (
+    st.binary(max_size=300)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | deep_json.map(str.encode)
+    | st.sampled_from([b"", b"\xff\xfe", b'{"callsign": "W1AW\\u0000"}', b"\xef\xbb\xbf{}"])
+)
+content_types = st.sampled_from(
+    [
+        "application/json",
+        "application/json; charset=latin-1",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "",
+    ]
+)
+
+
+def test_raw_http_requests_never_get_a_5xx(fuzz_server: ServerProcess) -> None:
+    auth, _ = _session(fuzz_server, "W1AW")
+    statuses: Counter[int] = Counter()
+    with httpx.Client(base_url=fuzz_server.url, timeout=10) as http:
+
+        @fuzz(300)
+        @given(
+            method=st.sampled_from(["GET", "POST", "POST", "POST", "PUT", "OPTIONS", "HEAD"]),
+            path=st.tuples(paths, segments).map(lambda t: t[0].replace("{}", t[1])),
+            query=st.sampled_from(["", "?token=x", "?token=%00", "?a=%ff&a=1"]),
+            body=bodies,
+            content_type=content_types,
+            authorization=st.sampled_from([auth["Authorization"], "", "Bearer x", "Basic %%%"]),
+        )
+        @example(
+            method="POST",
+            path="/api/sessions",
+            query="",
+            body=b'{"callsign": "\xff"}',
+            content_type="application/json",
+            authorization="",
+        )
+        def run(
+            method: str, path: str, query: str, body: bytes, content_type: str, authorization: str
+        ) -> None:
+            RAN["http"] += 1
+            headers = {"Content-Type": content_type, "Authorization": authorization}
+            headers["Connection"] = "close"  # a refused body may end a keep-alive connection
+            response = http.request(method, path + query, content=body, headers=headers)
+            statuses[response.status_code] += 1
+            assert response.status_code < 500, (method, path, body[:80], response.text[:300])
+            if path.startswith("/api/") and response.status_code >= 400 and method != "HEAD":
+                answer = response.json()
+                assert answer["error"] and answer["message"], answer
+
+        run()
+    print(f"\nraw HTTP: {RAN['http']} requests, statuses {dict(sorted(statuses.items()))}")
+    assert_clean_log(fuzz_server.log_path.read_text(errors="replace"))
 
 
 # ---------------------------------------------------------------- client frames on /ws
@@ -403,6 +485,88 @@ to_worker_frames = (
 )
 
 
+async def real_offer() -> str:
+    """An offer as a client following the SFU media contract makes it (3 slots + mic)."""
+    from aiortc import RTCPeerConnection
+
+    from tests.voiceclient import ToneTrack
+
+    pc = RTCPeerConnection()
+    track = ToneTrack()
+    try:
+        for _ in range(3):
+            pc.addTransceiver("audio", direction="recvonly")
+        pc.addTransceiver(track, direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        return str(pc.localDescription.sdp)
+    finally:
+        await pc.close()
+        track.stop()
+
+
+JUNK_LINES = [
+    "a=extmap:300 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    "a=rtpmap:111 opus/0/2",
+    "a=rtpmap:abc",
+    "a=fmtp:111 minptime=-1;useinbandfec=x",
+    "a=ssrc:notanumber cname:x",
+    "a=candidate:1 1 udp 1 203.0.113.1 99999 typ host",
+    "a=candidate:garbage",
+    "a=fingerprint:sha-256 00",
+    "a=setup:bogus",
+    "a=mid:",
+    "a=group:BUNDLE 9 9 9",
+    "m=audio 9 UDP/TLS/RTP/SAVPF",
+    "m=video 9 UDP/TLS/RTP/SAVPF 96",
+    "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+    "c=IN IP4",
+    "a=sendrecv",
+    "a=inactive",
+    "a=ice-ufrag:",
+    "a=rtcp-mux-only",
+    "",
+]
+
+
+def offers(sdp: str) -> st.SearchStrategy[dict[str, Any]]:
+    """Signal frames carrying a real offer with lines dropped, duplicated or replaced."""
+    lines = sdp.split("\r\n")
+
+    @st.composite
+    def mutate(draw: st.DrawFn) -> dict[str, Any]:
+        out = list(lines)
+        for _ in range(draw(st.integers(1, 4))):
+            if not out:
+                break
+            at = draw(st.integers(0, len(out) - 1))
+            action = draw(st.sampled_from(["drop", "dup", "junk", "text", "swap"]))
+            if action == "drop":
+                del out[at]
+            elif action == "dup":
+                out.insert(at, out[at])
+            elif action == "junk":
+                out.insert(at, draw(st.sampled_from(JUNK_LINES)))
+            elif action == "text":
+                out[at] = out[at][:2] + draw(st.text(max_size=30))
+            else:
+                other = draw(st.integers(0, len(out) - 1))
+                out[at], out[other] = out[other], out[at]
+        return {
+            "type": "signal",
+            "data": {
+                "roomId": "net",
+                "from": draw(st.sampled_from(["p-1", "p-2", "p-3"])),
+                "role": "operator",
+                "canPublish": draw(st.booleans()),
+                "callsign": "W1AW",
+                "type": "offer",
+                "data": {"type": "offer", "sdp": "\r\n".join(out)},
+            },
+        }
+
+    return mutate()
+
+
 @pytest.fixture
 async def worker(
     loopback_ice: None,
@@ -420,11 +584,30 @@ async def test_server_frames_to_the_worker(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     the_worker, emitted = worker
-    loop = asyncio.get_running_loop()
     frames: list[Any] = []
+    sdp = await real_offer()
+
+    no_direction = "\r\n".join(
+        line for line in sdp.split("\r\n") if line not in ("a=sendonly", "a=recvonly")
+    )
 
     @fuzz(300)
-    @given(frame=to_worker_frames)
+    @given(frame=to_worker_frames | offers(sdp))
+    # Found: an m-line without a direction made aiortc's createAnswer raise (a traceback).
+    @example(
+        frame={
+            "type": "signal",
+            "data": {
+                "roomId": "net",
+                "from": "p-9",
+                "role": "operator",
+                "canPublish": True,
+                "callsign": "W1AW",
+                "type": "offer",
+                "data": {"type": "offer", "sdp": no_direction},
+            },
+        }
+    )
     @example(frame="[" * 5000 + "]" * 5000)
     @example(
         frame={
@@ -458,8 +641,11 @@ async def test_server_frames_to_the_worker(
     crashes = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert not crashes, [r.getMessage() for r in crashes[:5]]
     errors = sum(1 for kind, _ in emitted if kind == "error")
-    print(f"\nserver->worker frames: {RAN['server-to-worker']}, error frames {errors}")
-    del loop
+    answers = sum(1 for kind, data in emitted if kind == "signal" and data["type"] == "answer")
+    print(
+        f"\nserver->worker frames: {RAN['server-to-worker']}, error frames {errors},"
+        f" answers {answers}"
+    )
 
 
 # ---------------------------------------------------------------- raw RTP/RTCP into a worker

@@ -10,6 +10,7 @@ Each test also checks the logs: zero tracebacks, and the service still works aft
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -289,8 +290,17 @@ client_frames = st.fixed_dictionaries(
         "extra": json_values,
     },
 )
+valid_client_frames = st.fixed_dictionaries(
+    {"type": st.sampled_from(["subscribe", "unsubscribe", "ping"])},
+    optional={
+        "channel": st.sampled_from(["voice", None]),
+        "filters": st.fixed_dictionaries({}, optional={"roomId": st.text(max_size=8)}),
+        "data": json_values,
+    },
+)
 any_frame = (
-    client_frames.map(json.dumps)
+    valid_client_frames.map(json.dumps)
+    | client_frames.map(json.dumps)
     | json_values.map(json.dumps)
     | raw_text
     | st.binary(max_size=200)
@@ -391,7 +401,54 @@ def _until_sentinel(ws: ClientConnection) -> list[dict[str, Any]]:
         seen.append(reply)
 
 
-def test_worker_frames_to_the_server(fuzz_server: ServerProcess) -> None:
+def placed_frames(room: str, peers: list[str]) -> st.SearchStrategy[str]:
+    """Well-typed worker frames about a room placed on this worker, to its participants."""
+    people = st.sampled_from([*peers, "sfu", "p-nobody"])
+    signal = st.fixed_dictionaries(
+        {
+            "roomId": st.just(room),
+            "to": people,
+            "type": st.sampled_from(["offer", "answer", "ice-candidate"]),
+            "data": st.none() | st.dictionaries(st.text(max_size=8), json_values, max_size=4),
+        }
+    )
+    slots = st.fixed_dictionaries(
+        {
+            "roomId": st.just(room),
+            "slots": st.lists(
+                st.fixed_dictionaries(
+                    {"index": st.integers(0, 15), "participantId": st.none() | people}
+                ),
+                max_size=16,
+            ),
+        },
+        optional={"speaking": st.lists(st.text(max_size=12) | people, max_size=5)},
+    )
+    state = st.fixed_dictionaries(
+        {"roomId": st.just(room), "audioFrom": st.lists(st.text(max_size=12) | people)}
+    )
+    load = st.fixed_dictionaries(
+        {
+            "rooms": st.integers(0, 2**40),
+            "peers": st.integers(0, 2**40),
+            "streams": st.integers(0, 2**40),
+            "cpu": st.floats(0, 1e300),
+        }
+    )
+    return st.one_of(
+        signal.map(lambda d: {"type": "signal", "data": d}),
+        slots.map(lambda d: {"type": "slots", "data": d}),
+        state.map(lambda d: {"type": "roomState", "data": d}),
+        load.map(lambda d: {"type": "load", "data": d}),
+    ).map(json.dumps)
+
+
+# What a server may send a worker besides error frames (offers of the room placed on it).
+TO_WORKER = {"error", "signal", "participantLeft", "roomClosed"}
+
+
+def test_worker_frames_to_the_server(server_factory: Callable[..., ServerProcess]) -> None:
+    fuzz_server = server_factory({"rooms": [{"id": "net", "sfu_threshold": 2}, {"id": "shack"}]})
     config = server_config(fuzz_server)
     headers = {"Authorization": f"Bearer {worker_token(config)}"}
     url = f"{fuzz_server.ws_url}/sfu/ws"
@@ -418,12 +475,28 @@ def test_worker_frames_to_the_server(fuzz_server: ServerProcess) -> None:
             assert reply["type"] == "error" and reply["data"]["code"] == "bad_hello", reply
 
     bad_hello()
-    with connect(url, additional_headers=headers, max_size=2**22) as ws:
+    with (
+        connect(url, additional_headers=headers, max_size=2**22) as ws,
+        contextlib.ExitStack() as stack,
+    ):
         ws.send(json.dumps(hello))
         assert _until_sentinel(ws) == []
+        # Two participants join "net": it is placed on this (the only) worker.
+        sessions = [_session(fuzz_server, call) for call in ("W1AW", "K1ABC")]
+        for auth, _ in sessions:
+            httpx.post(
+                fuzz_server.url + "/api/voice-rooms/net/join", json={}, headers=auth
+            ).raise_for_status()
+        listener = stack.enter_context(
+            connect(
+                f"{fuzz_server.ws_url}/ws?token={sessions[0][0]['Authorization'].split()[1]}",
+                max_size=2**22,
+            )
+        )
+        peers = [pid for _, pid in sessions]
 
         @fuzz(300)
-        @given(frame=worker_frames)
+        @given(frame=worker_frames | placed_frames("net", peers))
         @example(frame="[" * 5000 + "]" * 5000)
         @example(
             frame=json.dumps(
@@ -434,9 +507,21 @@ def test_worker_frames_to_the_server(fuzz_server: ServerProcess) -> None:
             RAN["sfu-to-server"] += 1
             ws.send(frame)
             for reply in _until_sentinel(ws):
-                assert reply["type"] == "error" and reply["data"]["code"], reply
+                assert reply["type"] in TO_WORKER, reply
+                if reply["type"] == "error":
+                    assert reply["data"]["code"], reply
 
         run()
+        # The participant's socket took whatever the worker relayed and is still open.
+        relayed = 0
+        with contextlib.suppress(TimeoutError):
+            while True:
+                json.loads(listener.recv(timeout=0.5))
+                relayed += 1
+        listener.send(json.dumps({"type": "ping", "data": "after"}))
+        while json.loads(listener.recv(timeout=5))["type"] != "pong":
+            pass
+        print(f"\nrelayed to a participant: {relayed}")
     health = httpx.get(fuzz_server.url + "/healthz")
     assert health.status_code == 200
     print(f"\nworker->server frames: {RAN['sfu-to-server']}, hellos {RAN['sfu-hello']}")
@@ -463,6 +548,36 @@ to_worker_data = st.fixed_dictionaries(
                 "candidate": st.sampled_from(
                     ["candidate:1 1 udp 1 127.0.0.1 9 typ host", "candidate:x", ""]
                 )
+                | st.lists(
+                    st.sampled_from(
+                        [
+                            "candidate:1",
+                            "1",
+                            "udp",
+                            "tcp",
+                            "2122260223",
+                            "127.0.0.1",
+                            "::1",
+                            "203.0.113.9",
+                            "9",
+                            "65536",
+                            "-1",
+                            "typ",
+                            "host",
+                            "srflx",
+                            "relay",
+                            "raddr",
+                            "rport",
+                            "generation",
+                            "0",
+                            "ufrag",
+                            "tcptype",
+                            "passive",
+                        ]
+                    )
+                    | st.text(max_size=6),
+                    max_size=12,
+                ).map(" ".join)
                 | st.text(max_size=60),
                 "sdpMid": json_values,
                 "sdpMLineIndex": json_values,

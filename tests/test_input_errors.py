@@ -160,3 +160,34 @@ async def test_worker_survives_a_deep_frame_and_answers_with_an_error(
         await worker.stop()
     assert [d["code"] for k, d in emitted if k == "error"] == ["too_deep", "bad_encoding"]
     assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_global_error_path_input_errors_are_400_and_bugs_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What slips past every check: a decoding error is the input's fault (400, one log
+    line), anything else is our bug (500 `internal`, with its traceback logged)."""
+    from server.app import create_app
+
+    app = create_app(load_config(environ={}, overrides={"auth.secret": "s" * 40}))
+
+    @app.post("/boom/<kind>")
+    async def boom(kind: str) -> str:
+        if kind == "unicode":
+            b"\xff".decode()
+        if kind == "deep":
+            raise RecursionError("maximum recursion depth exceeded")
+        raise RuntimeError("a bug")
+
+    client = app.test_client()
+    with caplog.at_level(logging.WARNING):
+        for kind, status, code in [
+            ("unicode", 400, "bad_request"),
+            ("deep", 400, "bad_request"),
+            ("bug", 500, "internal"),
+        ]:
+            response = await client.post(f"/boom/{kind}")
+            assert response.status_code == status
+            assert (await response.get_json())["error"] == code
+    with_traceback = [r.getMessage() for r in caplog.records if r.exc_info]
+    assert with_traceback == ["unhandled error on POST /boom/bug"]

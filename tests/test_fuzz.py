@@ -198,6 +198,22 @@ async def test_openapi_fuzz_then_a_mesh_call_still_works(
     assert_clean_log(server.log_path.read_text(errors="replace"))
 
 
+ascii_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
+forged_tokens = st.one_of(
+    ascii_text,
+    st.lists(ascii_text.map(lambda t: t.replace(".", "")), min_size=2, max_size=4).map(".".join),
+    st.sampled_from(
+        [
+            "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.",  # alg none
+            "eyJhbGciOiJIUzI1NiJ9.e30.x",
+            "a.b.c",
+            "%00",
+            "x" * 5000,
+        ]
+    ),
+)
+
+
 # ---------------------------------------------------------------- raw HTTP (what schemathesis does not send)
 
 segments = st.sampled_from(
@@ -251,7 +267,8 @@ def test_raw_http_requests_never_get_a_5xx(fuzz_server: ServerProcess) -> None:
             query=st.sampled_from(["", "?token=x", "?token=%00", "?a=%ff&a=1"]),
             body=bodies,
             content_type=content_types,
-            authorization=st.sampled_from([auth["Authorization"], "", "Bearer x", "Basic %%%"]),
+            authorization=st.sampled_from([auth["Authorization"], "", "Bearer x", "Basic %%%"])
+            | forged_tokens.map(lambda t: ("Bearer " + t).strip()),
         )
         @example(
             method="POST",
@@ -276,6 +293,42 @@ def test_raw_http_requests_never_get_a_5xx(fuzz_server: ServerProcess) -> None:
 
         run()
     print(f"\nraw HTTP: {RAN['http']} requests, statuses {dict(sorted(statuses.items()))}")
+    assert_clean_log(fuzz_server.log_path.read_text(errors="replace"))
+
+
+def test_ws_upgrades_with_forged_tokens_and_origins(fuzz_server: ServerProcess) -> None:
+    """Every refused upgrade is a 4xx at the upgrade or an error frame and a 4401 close."""
+    from websockets.exceptions import InvalidStatus
+
+    outcomes: Counter[str] = Counter()
+
+    @fuzz(60)
+    @given(
+        token=forged_tokens,
+        origin=st.sampled_from([None, fuzz_server.url, "http://evil.example", "null", ""])
+        | ascii_text,
+    )
+    def run(token: str, origin: str | None) -> None:
+        RAN["ws-upgrade"] += 1
+        url = f"{fuzz_server.ws_url}/ws?token={quote(token, safe='')}"
+        try:
+            with connect(url, origin=origin, open_timeout=5) as ws:  # type: ignore[arg-type]
+                with pytest.raises(ConnectionClosed) as closed:
+                    # The error frame comes first (a client whose close echo fails with
+                    # EPIPE may not see it: websockets then raises at once).
+                    reply = json.loads(ws.recv(timeout=5))
+                    assert reply["type"] == "error", reply
+                    assert reply["data"]["code"] in ("unauthorized", "token_expired"), reply
+                    ws.recv(timeout=5)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+                outcomes["4401"] += 1
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            assert 400 <= status < 500, status
+            outcomes[str(status)] += 1
+
+    run()
+    print(f"\nforged upgrades: {RAN['ws-upgrade']}, outcomes {dict(outcomes)}")
     assert_clean_log(fuzz_server.log_path.read_text(errors="replace"))
 
 

@@ -363,12 +363,18 @@ def check_depth(text: str) -> None:
         raise JsonError("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
 
 
+def _no_constant(name: str) -> Any:
+    # Python's json takes NaN and Infinity, which are not JSON: echoed back (a ping's
+    # data) they would make the client's JSON.parse fail.
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_json(raw: str | bytes) -> Any:
     """Decode a body or frame: UTF-8, at most MAX_JSON_DEPTH deep, valid JSON; else JsonError."""
     text = decode_text(raw)
     check_depth(text)
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         raise JsonError("bad_json", "not valid JSON") from exc
 

@@ -378,6 +378,8 @@ def test_ws_client_frames_get_an_answer_or_an_error_and_the_socket_stays(
         @example(frame=b"")  # found: Quart passes an empty binary frame as None (was a close)
         @example(frame='{"type": "ping", "data": ' + "[" * 40 + "]" * 40 + "}")
         @example(frame='{"type": "subscribe", "filters": {"roomId": 5}}')
+        # Found: NaN/Infinity (not JSON) were echoed in a pong the client could not parse.
+        @example(frame='{"type": "ping", "data": [NaN, Infinity, -Infinity]}')
         def run(frame: str | bytes) -> None:
             RAN["ws"] += 1
             if os.environ.get("YV_FUZZ_DEBUG"):
@@ -390,6 +392,8 @@ def test_ws_client_frames_get_an_answer_or_an_error_and_the_socket_stays(
             else:
                 assert reply["type"] in ANSWERS, reply
                 codes[reply["type"]] += 1
+            # Every answer is strict JSON (what a browser's JSON.parse takes).
+            json.loads(json.dumps(reply), parse_constant=pytest.fail)
 
         run()
         ws.send(json.dumps({"type": "ping", "data": "still here"}))

@@ -115,7 +115,13 @@ async def test_deep_json_frame_gets_an_error_frame_and_the_socket_stays(
     token = token_for(shared_server)
     async with websockets.connect(f"{shared_server.ws_url}/ws?token={token}") as ws:
         assert json.loads(await ws.recv())["type"] == "connected"
-        for frame, code in [(DEEP, "too_deep"), (b"\xff\xfe", "bad_encoding"), ("{", "bad_json")]:
+        for frame, code in [
+            (DEEP, "too_deep"),
+            (b"\xff\xfe", "bad_encoding"),
+            ("{", "bad_json"),
+            ('{"type": "ping", "data": NaN}', "bad_json"),
+            (b"", "bad_json"),
+        ]:
             await ws.send(frame)
             reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert reply["type"] == "error" and reply["data"]["code"] == code, reply

@@ -332,6 +332,75 @@ def test_ws_upgrades_with_forged_tokens_and_origins(fuzz_server: ServerProcess) 
     assert_clean_log(fuzz_server.log_path.read_text(errors="replace"))
 
 
+# ---------------------------------------------------------------- raw bytes on the socket
+
+request_heads = st.sampled_from(
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n",
+        b"POST /api/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\n",
+        b"GET /sfu/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+        b"",
+    ]
+)
+header_lines = st.sampled_from(
+    [
+        b"Content-Length: 5\r\n",
+        b"Content-Length: -1\r\n",
+        b"Content-Length: 99999999999999999999\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Sec-WebSocket-Key: !!!\r\n",
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+        b"Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=99\r\n",
+        b"X-Long: " + b"a" * 20_000 + b"\r\n",
+        b"Authorization: Bearer \xff\xfe\r\n",
+        b"Host: \x00\r\n",
+        b": no-name\r\n",
+    ]
+) | st.binary(max_size=40).map(lambda b: b + b"\r\n")
+
+
+def test_raw_bytes_on_the_http_socket(fuzz_server: ServerProcess) -> None:
+    """Malformed HTTP/1.1 and upgrade requests: a 4xx or a closed socket, never a trace."""
+    import socket
+
+    answers: Counter[str] = Counter()
+
+    @fuzz(150)
+    @given(
+        head=request_heads,
+        headers=st.lists(header_lines, max_size=4),
+        tail=st.sampled_from([b"\r\n", b"\r\n0\r\n\r\n", b"\r\nzz\r\n", b""]),
+        body=st.binary(max_size=60),
+    )
+    def run(head: bytes, headers: list[bytes], tail: bytes, body: bytes) -> None:
+        RAN["raw-socket"] += 1
+        # A valid request keeps the connection alive (hypercorn's keep-alive timeout):
+        # the answer is in by then.
+        with socket.create_connection(("127.0.0.1", fuzz_server.port), timeout=1.5) as sock:
+            sock.sendall(head + b"".join(headers) + tail + body)
+            sock.shutdown(socket.SHUT_WR)
+            data = b""
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                while chunk := sock.recv(65536):
+                    data += chunk
+        status = data[9:12].decode(errors="replace") if data.startswith(b"HTTP/1.1") else "-"
+        answers[status] += 1
+        sent = b"".join(headers).lower()
+        if status == "501":
+            # h11 answers an unknown transfer coding (e.g. "chunked" twice) with 501, as
+            # RFC 9112 section 6.1 says; the only 5xx allowed, and not ours to change.
+            assert b"transfer-encoding" in sent, data[:300]
+        else:
+            assert not status.startswith("5"), data[:300]
+
+    run()
+    assert httpx.get(fuzz_server.url + "/healthz").status_code == 200
+    print(f"\nraw socket requests: {RAN['raw-socket']}, statuses {dict(answers)}")
+    assert_clean_log(fuzz_server.log_path.read_text(errors="replace"))
+
+
 # ---------------------------------------------------------------- client frames on /ws
 
 client_frames = st.fixed_dictionaries(

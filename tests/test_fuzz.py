@@ -102,6 +102,29 @@ def _session(server: ServerProcess, callsign: str) -> tuple[dict[str, str], str]
     return {"Authorization": f"Bearer {answer['token']}"}, answer["participantId"]
 
 
+ROOM_LINKS = {
+    "Signal": ("/api/voice-rooms/{room_id}/signal", "post"),
+    "Mute": ("/api/voice-rooms/{room_id}/mute", "post"),
+    "Volume": ("/api/voice-rooms/{room_id}/volume", "post"),
+    "Leave": ("/api/voice-rooms/{room_id}/leave", "post"),
+    "Detail": ("/api/voice-rooms/{room_id}", "get"),
+}
+
+
+def stateful_schema(server: ServerProcess) -> Any:
+    """The live OpenAPI document plus links from a join to what one does in that room."""
+    doc = httpx.get(server.url + "/openapi.json").json()
+    joined = doc["paths"]["/api/voice-rooms/{room_id}/join"]["post"]["responses"]["200"]
+    joined["links"] = {
+        name: {
+            "operationRef": "#/paths/" + path.replace("/", "~1") + "/" + method,
+            "parameters": {"room_id": "$request.path.room_id"},
+        }
+        for name, (path, method) in ROOM_LINKS.items()
+    }
+    return schemathesis.openapi.from_dict(doc)
+
+
 async def test_openapi_fuzz_then_a_mesh_call_still_works(
     fuzz_server: ServerProcess,
     client_factory: Callable[..., VoiceClient],
@@ -177,9 +200,32 @@ async def test_openapi_fuzz_then_a_mesh_call_still_works(
             call(case, API_CHECKS)
 
     stateful()
+
+    # schemathesis's own state machine, over OpenAPI links: the ones it infers (room ids
+    # from the room list, ...) plus join -> signal/mute/volume/leave/detail of that room.
+    machine = stateful_schema(server).as_state_machine()
+
+    class Scenario(machine):  # type: ignore[misc, valid-type]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"base_url": server.url, "headers": auth, "timeout": 10}
+
+        def after_call(self, response: Any, case: Any) -> None:
+            statuses[response.status_code] += 1
+            RAN["openapi-stateful"] += 1
+
+        def validate_response(self, response: Any, case: Any, *args: Any, **kw: Any) -> None:
+            path = case.operation.path
+            api = path.startswith("/api/") and not path.startswith("/api/test")
+            case.validate_response(response, checks=API_CHECKS if api else [not_a_server_error])
+
+    Scenario.run(settings=settings(fuzz(40), stateful_step_count=6))
+    assert RAN["openapi-stateful"]
     assert not [s for s in statuses if s >= 500], statuses
     assert statuses[200] and statuses[400] and statuses[404], statuses
-    print(f"\nschemathesis: {RAN['openapi']} requests, statuses {dict(sorted(statuses.items()))}")
+    print(
+        f"\nschemathesis: {RAN['openapi']} requests + {RAN['openapi-stateful']} in stateful"
+        f" scenarios, statuses {dict(sorted(statuses.items()))}"
+    )
     assert_clean_log(server.log_path.read_text(errors="replace"))
 
     # The same server still carries a mesh call between two real aiortc peers.

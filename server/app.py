@@ -124,7 +124,7 @@ def create_app(config: Config) -> Quart:
         if isinstance(exc, INPUT_ERRORS):
             # Input that slipped past the checks above is still the client's fault: a 400
             # and one log line, not a traceback.
-            log.warning("bad input on %s %s: %s", request.method, request.path, exc)
+            log.warning("bad input on %s %r: %s", request.method, request.path, exc)
             return _error(400, "bad_request", "the request could not be decoded")
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error(500, "internal", "internal error; it has been logged")

@@ -999,8 +999,13 @@ def rtp_packets(draw: st.DrawFn, ids: Ids) -> bytes:
 
 
 @st.composite
-def rtcp_packets(draw: st.DrawFn) -> bytes:
-    """Compound RTCP with wrong lengths, counts, versions and padding."""
+def rtcp_packets(draw: st.DrawFn, ssrcs: list[int]) -> bytes:
+    """Compound RTCP with wrong lengths, counts, versions and padding.
+
+    Sender and media SSRCs are often the worker's own slot SSRCs, so reports and feedback
+    reach its (quieted) slot senders.
+    """
+    known = st.sampled_from(ssrcs).map(lambda x: x.to_bytes(4, "big"))
     data = b""
     for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from([200, 201, 202, 203, 204, 205, 206, 207, 192, 208]))
@@ -1008,6 +1013,8 @@ def rtcp_packets(draw: st.DrawFn) -> bytes:
         padding = draw(st.booleans())
         version = draw(st.sampled_from([2, 2, 2, 1]))
         body = draw(st.binary(max_size=120))
+        if draw(st.booleans()):  # sender SSRC, then (reports, feedback) a media SSRC
+            body = draw(known) + draw(known) + body
         if padding and body:
             body = body[:-1] + bytes([draw(st.integers(0, 255))])
         words = draw(st.sampled_from([len(body) // 4, (len(body) + 3) // 4]) | st.integers(0, 60))
@@ -1070,8 +1077,10 @@ async def test_raw_rtp_and_rtcp_into_a_worker_then_forwarding_still_works(
         )
         packets: list[bytes] = [bytes.fromhex(h) for h in RTP_REGRESSIONS]
 
+        slot_ssrcs = [room.forwarder.ssrc(i) for i in range(len(room.forwarder.slots))]
+
         @fuzz(600)
-        @given(packet=rtp_packets(ids) | rtcp_packets())
+        @given(packet=rtp_packets(ids) | rtcp_packets([*slot_ssrcs, ids.ssrc]))
         def collect(packet: bytes) -> None:
             packets.append(packet)
 

@@ -104,9 +104,10 @@ def _opus_only(transceiver: RTCRtpTransceiver) -> int:
 async def close_connection(pc: RTCPeerConnection) -> None:
     """pc.close(), also for a connection aiortc half-built from a bad offer.
 
-    An offer aiortc only half-accepted can leave a transceiver without a transport, and
-    aiortc's close() stops at it (AttributeError), leaving the transports after it open
-    (found by tests/test_fuzz.py with a mutated offer). Stop what exists instead.
+    An offer aiortc only half-accepted (a BUNDLE group whose first mid is not in the
+    offer) leaves transceivers without a transport, and aiortc's close() stops at the
+    first (AttributeError), leaving the transports after it open (found by
+    tests/test_fuzz.py with a mutated offer). Stop what exists instead.
     """
     try:
         await pc.close()

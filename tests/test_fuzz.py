@@ -879,12 +879,11 @@ async def test_server_frames_to_the_worker(
     no_direction = "\r\n".join(
         line for line in sdp.split("\r\n") if line not in ("a=sendonly", "a=recvonly")
     )
+    bundle = next(line for line in sdp.split("\r\n") if line.startswith("a=group:BUNDLE "))
+    missing_first_mid = sdp.replace(bundle, bundle.replace("BUNDLE ", "BUNDLE 9 "))
 
-    @fuzz(300)
-    @given(frame=to_worker_frames | offers(sdp))
-    # Found: an m-line without a direction made aiortc's createAnswer raise (a traceback).
-    @example(
-        frame={
+    def offer(sdp: str) -> dict[str, Any]:
+        return {
             "type": "signal",
             "data": {
                 "roomId": "net",
@@ -893,10 +892,17 @@ async def test_server_frames_to_the_worker(
                 "canPublish": True,
                 "callsign": "W1AW",
                 "type": "offer",
-                "data": {"type": "offer", "sdp": no_direction},
+                "data": {"type": "offer", "sdp": sdp},
             },
         }
-    )
+
+    @fuzz(300)
+    @given(frame=to_worker_frames | offers(sdp))
+    # Found: an m-line without a direction made aiortc's createAnswer raise (a traceback).
+    @example(frame=offer(no_direction))
+    # Found: a BUNDLE group whose first mid is missing left transceivers without a
+    # transport; createAnswer and then aiortc's own close() raised AttributeError.
+    @example(frame=offer(missing_first_mid))
     @example(frame="[" * 5000 + "]" * 5000)
     @example(
         frame={

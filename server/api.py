@@ -12,6 +12,7 @@ from quart import Blueprint, g, request
 from quart_schema import (
     document_headers,
     document_request,
+    document_response,
     tag,
     validate_request,
     validate_response,
@@ -39,6 +40,7 @@ from .protocol import (
     RoomDetail,
     RoomSummary,
     SessionAnswer,
+    SessionInfo,
     SessionRequest,
     SfuInfo,
     SignalAnswer,
@@ -88,6 +90,23 @@ def authenticated(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 
 
 M = TypeVar("M", bound=BaseModel)
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The error statuses a participant route can answer, each as {error, message} (so the
+# OpenAPI document, and schemathesis checking against it, knows them all).
+ROOM_ERRORS = (400, 401, 403, 404, 409, 413, 429, 503)
+SESSION_ERRORS = (400, 403, 413, 429, 503)
+
+
+def errors(*statuses: int) -> Callable[[F], F]:
+    """Document ErrorAnswer for each status (the handlers in app.py produce them)."""
+
+    def decorate(func: F) -> F:
+        for status in statuses:
+            func = document_response(ErrorAnswer, status)(func)
+        return func
+
+    return decorate
 
 
 async def optional_body(model: type[M]) -> M:
@@ -117,6 +136,7 @@ def identity() -> Identity:
 
 @blueprint.post("/sessions")
 @tag(["sessions"])
+@errors(*SESSION_ERRORS)
 @validate_request(SessionRequest)
 @validate_response(SessionAnswer, 201)
 async def create_session(data: SessionRequest) -> tuple[SessionAnswer, int]:
@@ -148,6 +168,8 @@ async def create_session(data: SessionRequest) -> tuple[SessionAnswer, int]:
 @blueprint.get("/sessions/me")
 @tag(["sessions"])
 @document_headers(AuthHeaders)
+@document_response(SessionInfo)
+@errors(*ROOM_ERRORS)
 @authenticated
 async def whoami() -> dict[str, Any]:
     """Who the presented token speaks for (an invite link's page uses it)."""
@@ -182,6 +204,7 @@ async def logout() -> Success:
 @tag(["ice"])
 @document_headers(AuthHeaders)
 @validate_response(IceConfigAnswer)
+@errors(*ROOM_ERRORS)
 @authenticated
 async def ice_servers() -> IceConfigAnswer:
     """STUN/TURN servers with fresh time-limited TURN credentials, for participants who hold
@@ -201,6 +224,8 @@ async def ice_servers() -> IceConfigAnswer:
 @blueprint.get("/voice-rooms")
 @tag(["voice-rooms"])
 @document_headers(AuthHeaders)
+@document_response(list[RoomSummary])
+@errors(*ROOM_ERRORS)
 @authenticated
 async def list_rooms() -> list[dict[str, Any]]:
     rooms: list[RoomSummary] = await services().rooms.list_rooms(identity())
@@ -211,6 +236,7 @@ async def list_rooms() -> list[dict[str, Any]]:
 @tag(["voice-rooms"])
 @document_headers(AuthHeaders)
 @validate_response(RoomDetail)
+@errors(*ROOM_ERRORS)
 @authenticated
 async def get_room(room_id: str) -> RoomDetail:
     return await services().rooms.detail(identity(), room_id)
@@ -221,6 +247,7 @@ async def get_room(room_id: str) -> RoomDetail:
 @document_headers(AuthHeaders)
 @document_request(JoinRequest)
 @validate_response(JoinAnswer)
+@errors(*ROOM_ERRORS)
 @authenticated
 async def join_room(room_id: str) -> JoinAnswer:
     """Join (or rejoin within the grace period); returns peers, mode and ICE servers.
@@ -252,6 +279,7 @@ async def join_room(room_id: str) -> JoinAnswer:
 @tag(["voice-rooms"])
 @document_headers(AuthHeaders)
 @validate_response(Success)
+@errors(*ROOM_ERRORS)
 @authenticated
 async def leave_room(room_id: str) -> Success:
     await services().rooms.leave(identity(), room_id)
@@ -275,6 +303,7 @@ async def remove_participant(room_id: str, participant_id: str) -> Success:
 @document_headers(AuthHeaders)
 @validate_request(SignalRequest)
 @validate_response(SignalAnswer)
+@errors(*ROOM_ERRORS)
 @authenticated
 async def signal(room_id: str, data: SignalRequest) -> SignalAnswer:
     """Relay an offer/answer/candidate to one peer (`to`), the room, or `sfu`."""
@@ -289,6 +318,7 @@ async def signal(room_id: str, data: SignalRequest) -> SignalAnswer:
 @document_headers(AuthHeaders)
 @validate_request(MuteRequest)
 @validate_response(Success)
+@errors(*ROOM_ERRORS)
 @authenticated
 async def mute(room_id: str, data: MuteRequest) -> Success:
     await services().rooms.set_muted(identity(), room_id, data.isMuted)
@@ -300,6 +330,7 @@ async def mute(room_id: str, data: MuteRequest) -> Success:
 @document_headers(AuthHeaders)
 @validate_request(VolumeRequest)
 @validate_response(Success)
+@errors(*ROOM_ERRORS)
 @authenticated
 async def volume(room_id: str, data: VolumeRequest) -> Success:
     await services().rooms.set_volume(identity(), room_id, data.volume)

@@ -29,7 +29,7 @@ from .limits import Limits, RateLimited
 from .logs import setup_logging
 from .metrics import metrics_blueprint
 from .origins import origin_allowed
-from .protocol import describe
+from .protocol import JsonError, check_depth, decode_text, describe
 from .rooms import RoomError, RoomService
 from .static import static_blueprint
 from .store import StoreError, StoreUnavailable
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 WATCH_INTERVAL = 0.5
 # Operator pages: not for the public (bearer metrics.token, or the metrics listener).
 PRIVATE_PATHS = ("/metrics", "/docs")
+# Exceptions that can only come from what a client sent (decoding, nesting).
+INPUT_ERRORS = (UnicodeError, RecursionError, JsonError)
 
 
 def _error(status: int, code: str, message: str) -> tuple[Response, int]:
@@ -157,8 +159,25 @@ def create_app(config: Config) -> Quart:
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> tuple[Response, int]:
+        if isinstance(exc, INPUT_ERRORS):
+            # Input that slipped past the checks above is still the client's fault: a 400
+            # and one log line, not a traceback.
+            log.warning("bad input on %s %r: %s", request.method, request.path, exc)
+            return _error(400, "bad_request", "the request could not be decoded")
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _error(500, "internal", "internal error; it has been logged")
+
+    @app.before_request
+    async def check_body() -> None:
+        """Every body is UTF-8 and shallow before any handler decodes it (400 otherwise)."""
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return
+        raw = await request.get_data()
+        if raw:
+            try:
+                check_depth(decode_text(raw))
+            except JsonError as exc:
+                raise ApiError(400, exc.code, exc.message) from exc
 
     @app.after_request
     async def cors(response: Response) -> Response:

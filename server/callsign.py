@@ -24,14 +24,20 @@ def normalize_callsign(text: str) -> str:
     """Upper-cased, trimmed callsign, or CallsignError."""
     if not isinstance(text, str):
         raise CallsignError("callsign must be a string")
-    call = text.strip().upper()
+    # Spaces around a typed callsign are trimmed; newlines, tabs and other control
+    # characters are refused (they would end up in logs and in every roster).
+    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in text):
+        raise CallsignError(f"callsign {text!r} contains a control character")
+    if not text.isascii():
+        raise CallsignError(f"callsign {text!r} may only contain letters, digits and '/'")
+    call = text.strip(" ").upper()
     if not call:
         raise CallsignError("callsign is empty")
     if len(call) > 20:
         raise CallsignError("callsign is longer than 20 characters")
-    if not re.fullmatch(r"[A-Z0-9/]+", call):
+    if not re.fullmatch(r"[A-Z0-9/]+", call, re.ASCII):
         raise CallsignError(f"callsign {text!r} may only contain letters, digits and '/'")
-    if not _PATTERN.match(call):
+    if not _PATTERN.fullmatch(call):
         raise CallsignError(
             f"{text!r} is not an amateur callsign (expected e.g. W1AW, G4ABC/P, VE3/W1AW)"
         )

@@ -16,7 +16,15 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from .auth import Identity
-from .protocol import CHANNEL, PROTOCOL_VERSION, WsClientFrame, describe, envelope
+from .protocol import (
+    CHANNEL,
+    PROTOCOL_VERSION,
+    JsonError,
+    WsClientFrame,
+    describe,
+    envelope,
+    parse_json,
+)
 from .store import Subscription
 
 log = logging.getLogger(__name__)
@@ -97,7 +105,8 @@ class Connection:
 
     async def _reader(self) -> None:
         while True:
-            raw = await self.socket.receive()
+            # Quart hands an empty binary frame over as None (quart/asgi.py: `bytes or text`).
+            raw = await self.socket.receive() or b""
             if not self.admit_frame():
                 self.send(self.error("rate_limited", "too many frames; slow down"))
                 self.close(4429, "too many frames")
@@ -106,9 +115,9 @@ class Connection:
                 self.send(self.error("too_large", "frame larger than 64 KiB"))
                 continue
             try:
-                frame = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                self.send(self.error("bad_json", "frames must be JSON objects"))
+                frame = parse_json(raw)
+            except JsonError as exc:
+                self.send(self.error(exc.code, f"frames must be JSON objects: {exc.message}"))
                 continue
             if not isinstance(frame, dict):
                 self.send(self.error("bad_frame", "frames must be JSON objects"))

@@ -7,6 +7,8 @@ Field names follow YAHAML's camelCase wire format.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -21,6 +23,8 @@ SFU_PEER = "sfu"
 # The largest SDP we accept; real audio-only SDPs are 2-6 KiB.
 MAX_SDP_BYTES = 64 * 1024
 MAX_CANDIDATE_BYTES = 2048
+# The deepest JSON nesting we parse; our messages are at most 4 levels deep.
+MAX_JSON_DEPTH = 32
 
 Role = Literal["ncs", "operator", "listener"]
 Mode = Literal["mesh", "sfu"]
@@ -35,7 +39,10 @@ RoomId = Annotated[
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    """Unknown fields are refused, and so are lax conversions: `"yes"` is not a boolean,
+    `true` is not an integer, `"3"` is not a number."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
 # ---------------------------------------------------------------- REST request bodies
@@ -102,6 +109,17 @@ class VolumeRequest(Strict):
 
 
 # ---------------------------------------------------------------- REST answers
+
+
+class SessionInfo(BaseModel):
+    """GET /api/sessions/me: who a token speaks for."""
+
+    participantId: str
+    callsign: str
+    role: Role
+    rooms: list[str] | Literal["*"]
+    expiresAt: str
+    sessionId: str
 
 
 class IceServer(BaseModel):
@@ -310,6 +328,64 @@ TO_WORKER_FRAMES: dict[str, type[Strict]] = {
     "participantLeft": ToWorkerParticipantLeft,
     "roomClosed": ToWorkerRoomClosed,
 }
+
+
+class JsonError(ValueError):
+    """Bytes that are not the JSON we take; `code` is the wire error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of arrays/objects in `text` (strings skipped), without parsing."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def decode_text(raw: str | bytes) -> str:
+    """UTF-8 text of a body or frame, or JsonError `bad_encoding`."""
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JsonError("bad_encoding", f"not UTF-8 text (byte {exc.start})") from exc
+
+
+def check_depth(text: str) -> None:
+    """JsonError `too_deep` when `text` nests deeper than MAX_JSON_DEPTH."""
+    # Cheap first: a text with few brackets cannot be deep.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and json_depth(text) > MAX_JSON_DEPTH:
+        raise JsonError("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json takes NaN and Infinity, which are not JSON: echoed back (a ping's
+    # data) they would make the client's JSON.parse fail.
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(raw: str | bytes) -> Any:
+    """Decode a body or frame: UTF-8, at most MAX_JSON_DEPTH deep, valid JSON; else JsonError."""
+    text = decode_text(raw)
+    check_depth(text)
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise JsonError("bad_json", "not valid JSON") from exc
 
 
 def describe(exc: ValidationError, root: str = "body", limit: int = 1) -> str:

@@ -36,8 +36,15 @@ def static_blueprint(config: Config) -> Blueprint:
     bp = Blueprint("client", __name__)
 
     async def send(name: str) -> Response:
-        path = (root / name).resolve()
-        if root.resolve() not in path.parents or not path.is_file():
+        # NUL and other control characters name no file of ours (and make os calls raise).
+        if any(ord(ch) < 0x20 or ch == "\x7f" for ch in name):
+            abort(404)
+        try:
+            path = (root / name).resolve()
+            found = root.resolve() in path.parents and path.is_file()
+        except (OSError, ValueError):
+            found = False
+        if not found:
             abort(404)
         suffix = path.suffix.lower()
         if suffix not in TYPES:

@@ -27,6 +27,7 @@ from .protocol import (
     WorkerSignal,
     WorkerSlots,
     describe,
+    parse_json,
 )
 from .rooms import participant_channel, worker_channel
 from .store import WorkerRecord
@@ -153,6 +154,10 @@ async def worker_socket() -> None:
     )
 
     async def handle(type_: str, data: dict[str, Any]) -> None:
+        if type_ == "error":
+            # The worker refused one of our frames; it is logged there too. Not answered.
+            log.warning("sfu worker %s reports: %.200s", record.id, data)
+            return
         model = WORKER_FRAMES.get(type_)
         if model is None:
             conn.send(conn.error("bad_frame", f"unknown frame type {type_!r}"))
@@ -202,11 +207,10 @@ async def worker_socket() -> None:
 
 async def _receive_hello() -> WorkerHello:
     import asyncio
-    import json
 
     try:
         raw = await asyncio.wait_for(websocket.receive(), HELLO_TIMEOUT)
-        frame = json.loads(raw)
+        frame = parse_json(raw or b"")  # an empty binary frame arrives as None
     except (TimeoutError, ValueError) as exc:
         raise ValueError("the first frame must be hello") from exc
     if not isinstance(frame, dict) or frame.get("type") != "hello":
@@ -214,4 +218,4 @@ async def _receive_hello() -> WorkerHello:
     try:
         return WorkerHello.model_validate(frame.get("data"))
     except ValidationError as exc:
-        raise ValueError(str(exc)) from exc
+        raise ValueError(describe(exc, root="data")) from exc

@@ -34,7 +34,7 @@ from typing import Any
 from aioice.ice import StunProtocol
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender, clock
 from aiortc.rtcrtpreceiver import StreamStatistics
-from aiortc.rtp import RtcpSdesPacket, RtcpSourceInfo, RtpPacket
+from aiortc.rtp import RtcpPacket, RtcpSdesPacket, RtcpSourceInfo, RtpPacket
 from pylibsrtp import Session
 from pylibsrtp._binding import ffi, lib
 
@@ -65,6 +65,9 @@ FastSink = tuple[Any, Callable[[Any, Any], Any], Any, Session]
 AnySink = Sink | FastSink
 # libsrtp's largest trailer (tag + MKI) on top of an MTU-sized packet.
 _SCRATCH = 1500 + 16 + 128
+# SSRCs one transport learns from payload types (aiortc's router adds every new one it
+# sees; a peer inventing SSRCs would grow that table and the receiver's statistics).
+MAX_LEARNED_SSRCS = 16
 
 
 def _ext_block(elements: bytes) -> bytes:
@@ -577,3 +580,42 @@ def tap_receiver(
         on_packet(packet)
 
     receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+
+
+def guard_receive_path() -> None:
+    """Make aiortc's SRTP receive path drop malformed packets instead of dying on them.
+
+    aiortc 1.16.0 parses decrypted RTP/RTCP in `RTCDtlsTransport._handle_rtp_data` and
+    `_handle_rtcp_data` and catches only ValueError; an audio-level extension of the wrong
+    length raises struct.error, which ends the transport's receive loop, so one bad packet
+    from a publisher cut its whole connection (found by tests/test_fuzz.py). The same
+    steps are done here with that caught, and with a bound on the SSRCs a transport
+    learns. Patched on the class, once per process (a worker process is all SFU).
+    """
+    if getattr(RTCDtlsTransport, "_yv_guarded", False):
+        return
+
+    async def handle_rtp_data(self: Any, data: bytes, arrival_time_ms: int) -> None:
+        try:
+            packet = RtpPacket.parse(data, self._rtp_header_extensions_map)
+        except (ValueError, struct.error):
+            return
+        router = self._rtp_router
+        if packet.ssrc not in router.ssrc_table and len(router.ssrc_table) >= MAX_LEARNED_SSRCS:
+            return
+        receiver = router.route_rtp(packet)
+        if receiver is not None:
+            await receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_time_ms)
+
+    async def handle_rtcp_data(self: Any, data: bytes) -> None:
+        try:
+            packets = RtcpPacket.parse(data)
+        except (ValueError, struct.error):
+            return
+        for packet in packets:
+            for recipient in self._rtp_router.route_rtcp(packet):
+                await recipient._handle_rtcp_packet(packet)
+
+    RTCDtlsTransport._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
+    RTCDtlsTransport._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
+    RTCDtlsTransport._yv_guarded = True  # type: ignore[attr-defined]

@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from server.config import SFU_TOKEN_ENV, Config
 from server.protocol import (
     TO_WORKER_FRAMES,
+    JsonError,
     SlotAssignment,
     ToWorkerParticipantLeft,
     ToWorkerRoomClosed,
@@ -50,9 +51,11 @@ from server.protocol import (
     WorkerRoomState,
     WorkerSignal,
     WorkerSlots,
+    describe,
+    parse_json,
 )
 
-from .forwarder import Forwarder, make_sink, quiet_sender, tap_receiver
+from .forwarder import Forwarder, guard_receive_path, make_sink, quiet_sender, tap_receiver
 from .slots import SlotSelector
 
 logger = logging.getLogger(__name__)
@@ -98,6 +101,25 @@ def _opus_only(transceiver: RTCRtpTransceiver) -> int:
     raise SignalError("the offer has no Opus codec")
 
 
+async def close_connection(pc: RTCPeerConnection) -> None:
+    """pc.close(), also for a connection aiortc half-built from a bad offer.
+
+    An offer aiortc only half-accepted (a BUNDLE group whose first mid is not in the
+    offer) leaves transceivers without a transport, and aiortc's close() stops at the
+    first (AttributeError), leaving the transports after it open (found by
+    tests/test_fuzz.py with a mutated offer). Stop what exists instead.
+    """
+    try:
+        await pc.close()
+    except AttributeError:
+        for transceiver in pc.getTransceivers():
+            dtls = transceiver.receiver.transport
+            if dtls is not None:
+                with contextlib.suppress(Exception):
+                    await dtls.stop()
+                    await dtls.transport.stop()
+
+
 class Peer:
     """One participant's peer connection to the worker."""
 
@@ -137,6 +159,13 @@ class Peer:
                 raise
             except SignalError as exc:
                 logger.warning("signal from %s in %s rejected: %s", self.id, self.room.id, exc)
+                self.room.worker.emit(
+                    "error",
+                    {
+                        "code": "signal_rejected",
+                        "message": f"{message.type} from {self.id} in {self.room.id}: {exc}"[:300],
+                    },
+                )
             except Exception:
                 logger.exception("signal from %s in %s failed", self.id, self.room.id)
 
@@ -152,15 +181,20 @@ class Peer:
         pc.on("connectionstatechange", lambda: self._state_changed(pc))
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        except (ValueError, AssertionError) as exc:
-            raise SignalError(f"bad offer: {exc}") from exc
+            self._configure(pc)
+            for queued in self._pending_candidates:
+                with contextlib.suppress(SignalError):
+                    await self._candidate(queued)
+            self._pending_candidates.clear()
+            # aiortc fails here too on offers it half-accepted (e.g. an m-line without a
+            # direction: ValueError in createAnswer; found by tests/test_fuzz.py).
+            await pc.setLocalDescription(await pc.createAnswer())
+        except SignalError:
+            await self._close_pc()
+            raise
         except Exception as exc:  # aiortc raises various errors for offers it cannot use
+            await self._close_pc()
             raise SignalError(f"unusable offer: {type(exc).__name__}: {exc}") from exc
-        self._configure(pc)
-        for queued in self._pending_candidates:
-            await self._candidate(queued)
-        self._pending_candidates.clear()
-        await pc.setLocalDescription(await pc.createAnswer())
         local = pc.localDescription
         self.room.worker.emit(
             "signal",
@@ -271,7 +305,7 @@ class Peer:
         pc, self.pc = self.pc, None
         self._detach()
         if pc is not None:
-            await pc.close()
+            await close_connection(pc)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -374,6 +408,7 @@ class Worker:
         self.rooms: dict[str, Room] = {}
         self.send_tasks: set[asyncio.Task[None]] = set()
         self._cpu_mark = (time.monotonic(), time.process_time())
+        guard_receive_path()
 
     def hello(self) -> dict[str, Any]:
         return WorkerHello(
@@ -410,10 +445,11 @@ class Worker:
         return RTCConfiguration(iceServers=servers)
 
     async def handle(self, frame: str | bytes | dict[str, Any]) -> None:
-        """Validate and apply one server frame; a bad frame is logged, never raised."""
+        """Validate and apply one server frame; a bad frame is logged and answered with an
+        `error` frame, never raised."""
         try:
             if isinstance(frame, str | bytes):
-                frame = json.loads(frame)
+                frame = parse_json(frame)
             if not isinstance(frame, dict):
                 raise ValueError("a frame must be a JSON object")
             kind, data = frame.get("type"), frame.get("data")
@@ -424,8 +460,16 @@ class Worker:
             if model is None:
                 raise ValueError(f"unknown frame type {kind!r}")
             message = model.model_validate(data)
-        except (ValueError, ValidationError) as exc:
-            logger.warning("ignoring bad frame from server: %s", str(exc).splitlines()[0])
+        except (ValueError, ValidationError) as exc:  # JsonError is a ValueError
+            if isinstance(exc, ValidationError):
+                code, reason = "bad_frame", describe(exc, root="data")
+            elif isinstance(exc, JsonError):
+                code, reason = exc.code, exc.message
+            else:
+                code, reason = "bad_frame", (str(exc) or "?").splitlines()[0]
+            logger.warning("ignoring bad frame from server: %s", reason)
+            # Tell the server too (it logs it; neither side answers an error frame).
+            self.emit("error", {"code": code, "message": reason})
             return
         try:
             if isinstance(message, ToWorkerSignal):

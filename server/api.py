@@ -188,6 +188,7 @@ async def whoami() -> dict[str, Any]:
 @tag(["sessions"])
 @document_headers(AuthHeaders)
 @validate_response(Success)
+@errors(*ROOM_ERRORS)
 @authenticated
 async def logout() -> Success:
     """Leave every room and revoke this token (every server process refuses it from now
@@ -290,6 +291,7 @@ async def leave_room(room_id: str) -> Success:
 @tag(["voice-rooms"])
 @document_headers(AuthHeaders)
 @validate_response(Success)
+@errors(*ROOM_ERRORS)
 @authenticated
 async def remove_participant(room_id: str, participant_id: str) -> Success:
     """Net control (role `ncs`) removes a participant: participantLeft with reason

@@ -241,6 +241,10 @@ class LimitsConfig:
     media_timeout: Duration = Duration(30.0)
     # Addresses and participants the in-process counters remember at most (LRU).
     max_tracked: int = 10000
+    # Frames one participant socket may send: sustained rate and burst (clients send a
+    # ping every few seconds and a subscribe or two); beyond: error frame and close 4429.
+    frames_per_second: float = 10.0
+    frame_burst: int = 40
 
 
 @dataclass
@@ -296,10 +300,16 @@ class Config:
             "join_burst",
             "signal_burst",
             "participants_per_address",
+            "frame_burst",
         ):
             if getattr(limits, name) < 0:
                 raise ConfigError(f"limits.{name} must be >= 0 (0 switches it off)")
-        for name in ("joins_per_second", "signals_per_second", "media_timeout"):
+        for name in (
+            "joins_per_second",
+            "signals_per_second",
+            "media_timeout",
+            "frames_per_second",
+        ):
             if getattr(limits, name) < 0:
                 raise ConfigError(f"limits.{name} must be >= 0 (0 switches it off)")
         if limits.max_tracked < 100:

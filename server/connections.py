@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from .auth import Identity
+from .limits import Limits
 from .protocol import (
     CHANNEL,
     PROTOCOL_VERSION,
@@ -34,10 +35,6 @@ MAX_FRAME_BYTES = 64 * 1024
 # Closing (flushing what is queued, then the close frame) never waits longer than this
 # on a peer that does not read; the transport's write timeout then cuts it off.
 CLOSE_TIMEOUT = 2.0
-# Frames a participant's socket may send: a sustained rate and a burst (clients send a
-# ping every few seconds and a subscribe or two; nothing legitimate comes close).
-CLIENT_FRAMES_PER_SECOND = 10.0
-CLIENT_FRAME_BURST = 40.0
 
 
 class Socket(Protocol):
@@ -174,25 +171,15 @@ class Connection:
 class ClientConnection(Connection):
     """A participant's socket on /ws."""
 
-    def __init__(self, socket: Socket, identity: Identity) -> None:
+    def __init__(self, socket: Socket, identity: Identity, limits: Limits | None = None) -> None:
         super().__init__(socket)
         self.identity = identity
         self.subscribed = True
         self.room_filter: str | None = None
-        self._allowance = CLIENT_FRAME_BURST
-        self._allowance_at = time.monotonic()
+        self._limits = limits
 
     def admit_frame(self) -> bool:
-        now = time.monotonic()
-        self._allowance = min(
-            CLIENT_FRAME_BURST,
-            self._allowance + (now - self._allowance_at) * CLIENT_FRAMES_PER_SECOND,
-        )
-        self._allowance_at = now
-        if self._allowance < 1.0:
-            return False
-        self._allowance -= 1.0
-        return True
+        return self._limits is None or self._limits.frame(self.id)
 
     def deliver(self, message: dict[str, Any]) -> None:
         if message.get("type") == "_drop":

@@ -23,7 +23,8 @@ JOINS = "joins_per_participant"
 SIGNALS = "signals_per_participant"
 SEATS = "participants_per_address"
 MEDIA = "media_timeout"
-LIMIT_NAMES = (SESSIONS, SOCKETS, JOINS, SIGNALS, SEATS, MEDIA)
+FRAMES = "frames_per_socket"
+LIMIT_NAMES = (SESSIONS, SOCKETS, JOINS, SIGNALS, SEATS, MEDIA, FRAMES)
 
 
 class RateLimited(Exception):
@@ -101,6 +102,7 @@ class Limits:
         self.signals = TokenBuckets(
             limits.signals_per_second, limits.signal_burst, limits.max_tracked
         )
+        self.frames = TokenBuckets(limits.frames_per_second, limits.frame_burst, limits.max_tracked)
         # Refusals per limit name since this process started (exported by /metrics).
         self.refused: dict[str, int] = dict.fromkeys(LIMIT_NAMES, 0)
 
@@ -157,6 +159,16 @@ class Limits:
             self.signals, SIGNALS, participant_id, "signals",
             limits.signals_per_second > 0 and limits.signal_burst > 0,
         )  # fmt: skip
+
+    def frame(self, socket_id: str) -> bool:
+        """Whether one more inbound frame of a participant socket is within its rate."""
+        limits = self.config.limits
+        if limits.frames_per_second <= 0 or limits.frame_burst <= 0:
+            return True
+        if self.frames.take(socket_id) > 0:
+            self.refuse(FRAMES)
+            return False
+        return True
 
     def refuse(self, name: str) -> None:
         """Count one refusal of limit `name` (also for limits checked in the Store)."""

@@ -84,7 +84,7 @@ async def client_socket() -> None:
         # (a page learns why from the same answer on GET /api/sessions/me).
         raise ApiError(401, exc.code, str(exc)) from exc
     await websocket.accept(subprotocol=subprotocol)
-    conn = ClientConnection(websocket, identity)
+    conn = ClientConnection(websocket, identity, svc.limits)
     try:
         await svc.rooms.socket_opened(identity.participant_id, conn.id, svc.node_id)
     except RateLimited as exc:

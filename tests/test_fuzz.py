@@ -38,7 +38,7 @@ from websockets.sync.client import ClientConnection, connect
 from server.config import Config, load_config
 from sfu.forwarder import MAX_LEARNED_SSRCS
 from sfu.worker import Worker, worker_token
-from tests.servers import TEST_SECRET, ServerProcess
+from tests.servers import TEST_SECRET, TEST_SFU_SECRET, ServerProcess
 from tests.voiceclient import VoiceClient
 
 pytestmark = pytest.mark.timeout(300)
@@ -94,7 +94,18 @@ API_CHECKS = [
 
 @pytest.fixture
 def fuzz_server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
-    return server_factory({"server": {"grace_period": "30s"}})
+    # The fuzzers send thousands of requests and frames as one client: the rate limits
+    # (tested in test_limits.py and test_abuse.py) would answer most of them with 429/4429.
+    return server_factory(
+        {
+            "server": {"grace_period": "30s"},
+            "limits": {
+                "frames_per_second": 0,
+                "joins_per_second": 0,
+                "signals_per_second": 0,
+            },
+        }
+    )
 
 
 def _session(server: ServerProcess, callsign: str) -> tuple[dict[str, str], str]:
@@ -523,7 +534,9 @@ def test_ws_client_frames_get_an_answer_or_an_error_and_the_socket_stays(
 
 
 def server_config(server: ServerProcess) -> Config:
-    return load_config(environ={}, overrides={"auth.secret": TEST_SECRET})
+    return load_config(
+        environ={}, overrides={"auth.secret": TEST_SECRET, "sfu.secret": TEST_SFU_SECRET}
+    )
 
 
 worker_types = st.sampled_from(["hello", "load", "signal", "slots", "roomState", "error"])

@@ -397,7 +397,8 @@ def run(settings: Settings, workdir: Path, log: Any = print) -> dict[str, Any]:
         end = t_ready + settings.duration
         turns: list[tuple[int, float, float]] = []
         churns: list[dict[str, Any]] = []
-        pending: dict[int, Role] = {}
+        pending: dict[int, Role] = {}  # listener process -> its churn not answered yet
+        churned = 0
         on_air: int | None = None
         next_turn = t_ready
         next_churn = t_ready + settings.churn_interval
@@ -421,7 +422,7 @@ def run(settings: Settings, workdir: Path, log: Any = print) -> dict[str, Any]:
                     if not mine:
                         continue
                     if k in pending:
-                        pending.pop(k).read(timeout=300)
+                        churned += pending.pop(k).read(timeout=300)["churned"]
                     role.send(
                         {
                             "cmd": "churn",
@@ -436,7 +437,7 @@ def run(settings: Settings, workdir: Path, log: Any = print) -> dict[str, Any]:
         t_end = time.monotonic()
         if turns:
             turns[-1] = (turns[-1][0], turns[-1][1], t_end)
-        churned = sum(role.read(timeout=300)["churned"] for role in pending.values())
+        churned += sum(role.read(timeout=300)["churned"] for role in pending.values())
         time.sleep(1.0)  # roster events of the last rejoins
         samples = sampler.stop()
         data: list[dict[str, Any]] = []

@@ -113,7 +113,7 @@ def tap_rtp(pc: RTCPeerConnection, on_rtp: Callable[[bytes], None]) -> None:
         else:
             original(data, addr)
 
-    protocol.datagram_received = on_datagram
+    protocol.datagram_received = on_datagram  # type: ignore[method-assign,assignment]
 
 
 class PacketCounter:

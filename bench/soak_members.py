@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 ROSTER = ("participantJoined", "participantLeft")
 KEPT = (*ROSTER, "connected", "error")
+SETTLE = 0.5  # seconds a leaving member keeps reading its WebSocket
 
 
 def keep_event(event: dict[str, Any]) -> bool:
@@ -131,6 +132,8 @@ class Members:
         session["leave_req"] = time.monotonic()
         await client.request("POST", f"/api/voice-rooms/{self.room}/leave")
         session["leave_resp"] = time.monotonic()
+        # Roster frames the server queued before it answered may still be in flight.
+        await asyncio.sleep(SETTLE)
         member.harvest()
         await client.close()
         member.client = None
@@ -193,7 +196,7 @@ class Members:
 
         async def again(member: Member) -> None:
             await self.exit_room(member)
-            await asyncio.sleep(pause)
+            await asyncio.sleep(max(0.0, pause - SETTLE))
             await self.enter(member)
 
         chosen = [self.members[i] for i in command["indices"] if self.members[i].client]

@@ -89,6 +89,21 @@ class Settings:
     seed: int = 1
 
 
+HELP = {
+    "participants": "members in the room, talkers included",
+    "talkers": "members that take the air in turn",
+    "duration": "seconds of the run after setup",
+    "warmup": "seconds after setup before RSS and fd baselines",
+    "turn": "seconds each talker holds the air",
+    "churn_interval": "seconds between churn rounds",
+    "churn_fraction": "share of the listeners that leave and rejoin each round",
+    "churn_pause": "seconds a churned listener stays out",
+    "listeners_per_process": "listeners per load-generator process",
+    "join_concurrency": "joins in flight per process",
+    "seed": "of the churn's random choice",
+}
+
+
 class Sampler(threading.Thread):
     """RSS, open fds and CPU of the server and of its children (the SFU workers), every second."""
 
@@ -568,9 +583,18 @@ def summary(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     defaults = Settings()
-    parser = argparse.ArgumentParser(prog="python -m bench soak --", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench soak --",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=type(value),
+            default=value,
+            help=f"{HELP.get(name, '')} (default {value})",
+        )
     parser.add_argument("--output", help="JSON file (default: bench/results/soak-<time>.json)")
     args = parser.parse_args(argv)
     settings = Settings(**{k: getattr(args, k) for k in asdict(defaults)})

@@ -389,6 +389,7 @@ def run(settings: Settings, workdir: Path, log: Any = print) -> dict[str, Any]:
         # second member: the first must hear of it as a member, not while its own join
         # is in flight), then the listeners.
         join = {"cmd": "join", "concurrency": settings.join_concurrency}
+        t_join = time.monotonic()
         talk.send({**join, "members": members[:1], "wait_media": False})
         joined = talk.read(timeout=600)["joined"]
         talk.send({**join, "members": members[1:talkers]})
@@ -404,9 +405,10 @@ def run(settings: Settings, workdir: Path, log: Any = print) -> dict[str, Any]:
         setup = t_ready - t_begin
         log(f"setup: {joined}/{settings.participants} members on the SFU in {setup:.1f} s")
         report["setup"] = {
-            "seconds": round(setup, 1),
+            "seconds": round(setup, 1),  # from starting the server
+            "join_seconds": round(t_ready - t_join, 1),  # from the first join
             "joined": joined,
-            "per_second": round(joined / setup, 2),
+            "per_second": round(joined / (t_ready - t_join), 2),
         }
 
         # The run: turns on the talker process, churn on the listener processes.
@@ -430,7 +432,9 @@ def run(settings: Settings, workdir: Path, log: Any = print) -> dict[str, Any]:
                 turns.append((speaker, at, end))
                 on_air = speaker
                 next_turn += settings.turn
-            if now >= next_churn and next_churn + 5 < end:
+            if now >= next_churn and next_churn + 5 >= end:
+                next_churn = end  # too late for another round
+            elif now >= next_churn:
                 chosen = rng.sample(listeners, min(churn_size, len(listeners)))
                 churns.append({"at": now, "members": len(chosen)})
                 for k, role in enumerate(lis):

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bench.soak import Settings, packet_loss, roster_loss, run
+from bench.soak import Settings, packet_loss, roster_loss, run, summary
 from tests.voiceclient import PacketCounter
 
 
@@ -32,17 +32,18 @@ def test_one_minute_soak_keeps_roster_fds_and_memory(tmp_path: Path) -> None:
         join_concurrency=6,
     )
     report = run(settings, tmp_path)
-    summary = {k: report[k] for k in ("setup", "loss", "roster", "churn", "targets")}
-    summary["loss"] = {k: v for k, v in report["loss"].items() if k != "series"}
-    assert report["setup"]["joined"] == 30, summary
+    print(summary(report))  # shown on failure, or with -s
+    brief = {k: report[k] for k in ("setup", "loss", "roster", "churn", "targets")}
+    brief["loss"] = {k: v for k, v in report["loss"].items() if k != "series"}
+    assert report["setup"]["joined"] == 30, brief
     assert report["member_error_count"] == 0, report["member_errors"]
-    assert report["churn"] == {"rounds": 2, "rejoined": 6}, summary
+    assert report["churn"] == {"rounds": 2, "rejoined": 6}, brief
     # Every join and leave reached every member that was in the room.
-    assert report["roster"]["expected"] > 30 * 29 // 2, summary
-    assert report["roster"]["lost"] == 0, summary
+    assert report["roster"]["expected"] > 30 * 29 // 2, brief
+    assert report["roster"]["lost"] == 0, brief
     # Packets: a loose bound (shared machine); every listener heard the talkers.
-    assert report["loss"]["listeners_measured"] == 27, summary
-    assert report["loss"]["loss_pct"] is not None and report["loss"]["loss_pct"] < 5.0, summary
+    assert report["loss"]["listeners_measured"] == 27, brief
+    assert report["loss"]["loss_pct"] is not None and report["loss"]["loss_pct"] < 5.0, brief
     resources = report["resources"]
     for group in ("server", "worker"):
         fds = resources[f"{group}_fds"]

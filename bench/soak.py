@@ -549,7 +549,16 @@ def plot(report: dict[str, Any], path: Path) -> None:
                     if key == "rss_mb"
                     else base + fd_allowance(base)
                 )
+                limit = f"+{RSS_TARGET_PCT:g} %" if key == "rss_mb" else "flat"
                 ax.axhline(top, color="red", linestyle=":", linewidth=0.8)
+                ax.annotate(
+                    f"{group} target ({limit})",
+                    (t[-1] if t else 0, top),
+                    fontsize=7,
+                    color="red",
+                    ha="right",
+                    va="bottom",
+                )
         ax.set_ylabel(label)
     for ax in axes:
         ax.axvline(line["ready"] - t0, color="grey", linestyle="--", linewidth=0.8)

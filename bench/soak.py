@@ -356,7 +356,7 @@ def run(settings: Settings, workdir: Path, log: Any = print) -> dict[str, Any]:
     )
     roles: list[Role] = []
     sampler: Sampler | None = None
-    report: dict[str, Any] = {"settings": asdict(settings)}
+    report: dict[str, Any] = {"settings": asdict(settings), "server_config": SERVER_CONFIG}
     try:
         t_begin = time.monotonic()
         server.start(timeout=60)

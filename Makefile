@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast bench natlab deploy-test turn lint typecheck system-deps clean
+.PHONY: run test test-fast bench soak natlab deploy-test turn lint typecheck system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ system-deps:
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## The full soak (not in CI): one net room, 300 members for 10 minutes on a real server and
+## SFU worker; JSON and PNG land in bench/results/soak-<time>.*. SOAK_ARGS overrides, e.g.
+## SOAK_ARGS="--participants 60 --duration 120".
+soak: $(STAMP)
+	$(BIN)/python -m bench soak -- $(SOAK_ARGS)
 
 natlab: $(STAMP) system-deps
 	$(BIN)/python -m tests.natlab.matrix

@@ -1,7 +1,8 @@
 """`python -m bench [NAME ...] [-- ARGS]`: run benchmarks; results land in bench/results/.
 
-With no name every benchmark runs with its defaults (what `make bench` does). Each
-benchmark is a module with `main(argv) -> int`; register it in BENCHMARKS.
+With no name every benchmark but the soak runs with its defaults (what `make bench`
+does; `make soak` runs the soak). Each benchmark is a module with `main(argv) -> int`;
+register it in BENCHMARKS.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ BENCHMARKS: dict[str, str] = {
     "join": "bench.join_latency",
     "signaling": "bench.signaling_load",
     "sfu": "bench.sfu_forwarding",
+    "soak": "bench.soak",
 }
+# Run only when named: minutes long, not a speed figure.
+ONLY_BY_NAME = {"soak"}
 
 
 def main(argv: list[str]) -> int:
@@ -29,7 +33,7 @@ def main(argv: list[str]) -> int:
         print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
         return 2
     status = 0
-    for name in names or list(BENCHMARKS):
+    for name in names or [n for n in BENCHMARKS if n not in ONLY_BY_NAME]:
         print(f"== {name} ==", flush=True)
         module = importlib.import_module(BENCHMARKS[name])
         status |= module.main(rest if names else [])

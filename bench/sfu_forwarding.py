@@ -130,12 +130,20 @@ class Lab:
 
 
 class Role:
-    """A `bench.sfu_roles` child speaking JSON lines."""
+    """A `bench.sfu_roles` child (or another module's: the soak's members) speaking JSON lines."""
 
-    def __init__(self, args: list[str], log: Path, cpus: set[int] | None, lab: Lab) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        log: Path,
+        cpus: set[int] | None,
+        lab: Lab | None = None,
+        module: str = "bench.sfu_roles",
+    ) -> None:
         self.log = open(log, "ab")
+        prefix, address = (lab.prefix, lab.address) if lab is not None else ([], "127.0.0.1")
         self.proc = subprocess.Popen(
-            [*lab.prefix, sys.executable, "-m", "bench.sfu_roles", *args, "--ice", lab.address],
+            [*prefix, sys.executable, "-m", module, *args, "--ice", address],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,

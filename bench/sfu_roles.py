@@ -40,6 +40,7 @@ from aiortc.rtp import RtpPacket
 from server.config import load_config
 from sfu.forwarder import Forwarder, Layout, make_sink, quiet_sender
 from sfu.worker import Worker, restrict_ice_addresses
+from tests.voiceclient import tap_rtp
 
 logger = logging.getLogger(__name__)
 
@@ -416,34 +417,26 @@ class Listener:
 
     def tap(self) -> None:
         """Take RTP before aioice's queue and aiortc's receiver ever see it."""
-        dtls = self.pc.getTransceivers()[0].receiver.transport
-        pair = dtls.transport._connection._nominated[1]
-        protocol = pair.protocol
-        original = protocol.datagram_received
-        unprotect = dtls._rx_srtp.unprotect
+        unprotect = self.pc.getTransceivers()[0].receiver.transport._rx_srtp.unprotect
         counters, sent, received = self.counters, self.sent, self.received
         clock = time.monotonic_ns
 
-        def on_datagram(data: bytes, addr: Any) -> None:
-            first = data[0]
-            if 127 < first < 192 and not 192 <= data[1] <= 223:
-                now = clock()
-                try:
-                    plain = unprotect(data)
-                except Exception:
-                    self.errors += 1
-                    return
-                mark = read_mark(plain)
-                if mark is None:
-                    self.other.append(now)
-                    return
-                counters.append(mark[0])
-                sent.append(mark[1])
-                received.append(now)
-            else:
-                original(data, addr)
+        def on_rtp(data: bytes) -> None:
+            now = clock()
+            try:
+                plain = unprotect(data)
+            except Exception:
+                self.errors += 1
+                return
+            mark = read_mark(plain)
+            if mark is None:
+                self.other.append(now)
+                return
+            counters.append(mark[0])
+            sent.append(mark[1])
+            received.append(now)
 
-        protocol.datagram_received = on_datagram
+        tap_rtp(self.pc, on_rtp)
 
     def window(self, t0: int, t1: int) -> tuple[int, list[int]]:
         """Unique packets sent in [t0, t1) that arrived, and their latencies (ns).

@@ -56,6 +56,7 @@ from server.protocol import (
 )
 
 from .forwarder import Forwarder, guard_receive_path, make_sink, quiet_sender, tap_receiver
+from .reclaim import Reclaimer
 from .slots import SlotSelector
 
 logger = logging.getLogger(__name__)
@@ -306,6 +307,7 @@ class Peer:
         self._detach()
         if pc is not None:
             await close_connection(pc)
+            self.room.worker.reclaimer.closed()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -408,6 +410,7 @@ class Worker:
         self.rooms: dict[str, Room] = {}
         self.send_tasks: set[asyncio.Task[None]] = set()
         self._cpu_mark = (time.monotonic(), time.process_time())
+        self.reclaimer = Reclaimer()
         guard_receive_path()
 
     def hello(self) -> dict[str, Any]:
@@ -499,6 +502,7 @@ class Worker:
             await self._close_room(room_id)
         for task in list(self.send_tasks):
             task.cancel()
+        await self.reclaimer.stop()
 
 
 # ---------------------------------------------------------------- process entry point

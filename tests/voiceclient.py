@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms
 SFU = "sfu"
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+# RFC 6464 level (-dBov) at or below which a packet carries speech (sfu/slots.py's bound).
+LOUD_LEVEL = 50
 
 
 class ApiFailure(Exception):
@@ -96,6 +99,107 @@ class ToneTrack(MediaStreamTrack):
         return frame
 
 
+def tap_rtp(pc: RTCPeerConnection, on_rtp: Callable[[bytes], None]) -> None:
+    """Hand every RTP datagram of `pc`'s bundled transport to `on_rtp`, still SRTP-protected,
+    before aioice's queue and aiortc's receivers see it (so no jitter buffer, no decoder);
+    STUN, DTLS and RTCP go on as usual. Call once the connection is connected."""
+    dtls = pc.getTransceivers()[0].receiver.transport
+    protocol = dtls.transport._connection._nominated[1].protocol
+    original = protocol.datagram_received
+
+    def on_datagram(data: bytes, addr: Any) -> None:
+        if len(data) >= 12 and 127 < data[0] < 192 and not 192 <= data[1] <= 223:
+            on_rtp(data)
+        else:
+            original(data, addr)
+
+    protocol.datagram_received = on_datagram  # type: ignore[method-assign,assignment]
+
+
+class PacketCounter:
+    """Counts RTP packets per second from their plain-text headers alone (no SRTP unprotect,
+    no decoding), so one process can listen for a hundred peers.
+
+    `seconds[int(time.monotonic())]` is `[received, lost, loud]`: unique packets that
+    arrived in that second, sequence-number gaps detected in it (per SSRC, a gap is
+    counted when the packet after it arrives and taken back if a straggler fills it), and
+    packets whose audio-level extension says speech. CLOCK_MONOTONIC is shared by all
+    processes of the machine, so seconds line up with an orchestrator's clock.
+    """
+
+    MAX_MISSING = 256  # remembered gap sequence numbers per SSRC (late arrivals)
+
+    def __init__(self) -> None:
+        self.seconds: dict[int, list[int]] = {}
+        self.level_id: int | None = None
+        self._highest: dict[int, int] = {}
+        self._missing: dict[int, set[int]] = {}
+
+    def attach(self, pc: RTCPeerConnection) -> None:
+        """Count `pc`'s packets from now on; sequence state starts afresh (a new connection)."""
+        self._highest.clear()
+        self._missing.clear()
+        self.level_id = None
+        for transceiver in pc.getTransceivers():
+            for ext in transceiver._headerExtensions:
+                if ext.uri == AUDIO_LEVEL_URI:
+                    self.level_id = ext.id
+        tap_rtp(pc, self.on_rtp)
+
+    def on_rtp(self, data: bytes) -> None:
+        second = int(time.monotonic())
+        bucket = self.seconds.get(second)
+        if bucket is None:
+            bucket = self.seconds[second] = [0, 0, 0]
+        ssrc = int.from_bytes(data[8:12], "big")
+        seq = (data[2] << 8) | data[3]
+        highest = self._highest.get(ssrc)
+        if highest is None:
+            self._highest[ssrc] = seq
+            self._missing[ssrc] = set()
+        else:
+            delta = (seq - highest) & 0xFFFF
+            if delta == 0:
+                return  # duplicate
+            if delta < 0x8000:
+                extended = highest + delta
+                missing = self._missing[ssrc]
+                if delta > 1:
+                    bucket[1] += delta - 1
+                    if len(missing) + delta - 1 <= self.MAX_MISSING:
+                        missing.update(range(highest + 1, extended))
+                self._highest[ssrc] = extended
+            else:
+                extended = highest - (0x10000 - delta)
+                missing = self._missing[ssrc]
+                if extended not in missing:
+                    return  # duplicate (or older than we remember)
+                missing.discard(extended)
+                bucket[1] -= 1
+        bucket[0] += 1
+        if self.level_id is not None and data[0] & 0x10:
+            level = self._level(data)
+            if level is not None and level <= LOUD_LEVEL:
+                bucket[2] += 1
+
+    def _level(self, data: bytes) -> int | None:
+        """The audio level from an RFC 8285 one-byte-header extension block."""
+        pos = 12 + 4 * (data[0] & 0x0F)
+        if data[pos : pos + 2] != b"\xbe\xde":
+            return None
+        end = min(len(data), pos + 4 + 4 * int.from_bytes(data[pos + 2 : pos + 4], "big"))
+        pos += 4
+        while pos < end:
+            head = data[pos]
+            if head == 0:
+                pos += 1
+                continue
+            if head >> 4 == self.level_id and pos + 1 < end:
+                return data[pos + 1] & 0x7F
+            pos += 2 + (head & 0x0F)
+        return None
+
+
 @dataclass
 class AudioStats:
     """What one remote track delivered."""
@@ -133,6 +237,8 @@ class VoiceClient:
         auto_media: bool = True,
         loud_threshold: float = 500.0,
         http: httpx.AsyncClient | None = None,
+        count_only: bool = False,
+        keep_event: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         # A load generator shares one HTTP client per server among many VoiceClients
@@ -167,6 +273,14 @@ class VoiceClient:
         self.ice: dict[str, Any] | None = None
         self.ice_renewals = 0
         self._ice_task: asyncio.Task[None] | None = None
+        # Load generators: count the SFU's packets off the socket instead of decoding them
+        # (`counter`, `media_at`: when the SFU connection last became connected) ...
+        self.counter: PacketCounter | None = PacketCounter() if count_only else None
+        self.media_at: float | None = None
+        # ... and keep only the events they look at (waiters still see every event);
+        # `event_times[i]` is when `events[i]` arrived (time.monotonic()).
+        self.keep_event = keep_event
+        self.event_times: list[float] = []
 
     # ------------------------------------------------------------------ REST
     def _headers(self) -> dict[str, str]:
@@ -311,7 +425,9 @@ class VoiceClient:
         try:
             async for raw in ws:
                 event = json.loads(raw)
-                self.events.append(event)
+                if self.keep_event is None or self.keep_event(event):
+                    self.events.append(event)
+                    self.event_times.append(time.monotonic())
                 for predicate, future in list(self._event_waiters):
                     if not future.done() and predicate(event):
                         future.set_result(event)
@@ -325,6 +441,7 @@ class VoiceClient:
             self.events.append(
                 {"type": "_closed", "data": {"code": ws.close_code, "reason": ws.close_reason}}
             )
+            self.event_times.append(time.monotonic())
             for predicate, future in list(self._event_waiters):
                 if not future.done() and predicate(self.events[-1]):
                     future.set_result(self.events[-1])
@@ -417,9 +534,18 @@ class VoiceClient:
         pc = RTCPeerConnection(self._ice_config())
         peer = Peer(remote=remote, pc=pc)
 
+        counter = self.counter if remote == SFU else None
+        if counter is not None:
+
+            @pc.on("connectionstatechange")
+            def on_state() -> None:
+                if pc.connectionState == "connected" and self.peers.get(remote) is peer:
+                    counter.attach(pc)
+                    self.media_at = time.monotonic()
+
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            if track.kind != "audio":
+            if track.kind != "audio" or counter is not None:
                 return
             stats = AudioStats()
             peer.audio.append(stats)

@@ -301,10 +301,6 @@ class Config:
             "signal_burst",
             "participants_per_address",
             "frame_burst",
-        ):
-            if getattr(limits, name) < 0:
-                raise ConfigError(f"limits.{name} must be >= 0 (0 switches it off)")
-        for name in (
             "joins_per_second",
             "signals_per_second",
             "media_timeout",

@@ -40,8 +40,10 @@ const MESH_COMMIT_MS = 6_000;
 const STATS_EVERY_MS = 250;
 /** A negotiated connection still not connected after this gets an ICE restart. */
 const STUCK_RESTART_MS = 10_000;
-/** TURN credentials are renewed after this share of their lifetime (the rest is margin). */
+/** TURN credentials are renewed after this share of their lifetime, and at least
+ * ICE_RENEW_MARGIN_S seconds before it ends (a relay allocation started then still works). */
 const ICE_RENEW_AT = 0.8;
+const ICE_RENEW_MARGIN_S = 2;
 /** A failed renewal is retried after this long. */
 const ICE_RETRY_MS = 10_000;
 /** A level (0..1) above this counts as speaking. */
@@ -810,7 +812,10 @@ export class VoiceRoom {
     if (this.iceTimer) clearTimeout(this.iceTimer);
     this.iceTimer = null;
     if (!ttl || ttl <= 0) return;
-    this.iceTimer = setTimeout(() => this._renewIce(session), Math.max(1000, ttl * 1000 * ICE_RENEW_AT));
+    // At 80 % of the lifetime, and never later than ICE_RENEW_MARGIN_S before it ends, so
+    // that a connection started just before the renewal can still allocate a relay.
+    const at = Math.min(ttl * ICE_RENEW_AT, ttl - ICE_RENEW_MARGIN_S);
+    this.iceTimer = setTimeout(() => this._renewIce(session), Math.max(1000, at * 1000));
   }
 
   /** @param {number} session */

@@ -348,7 +348,8 @@ class VoiceClient:
         return answer
 
     def _renew_ice_in(self, ttl: float | None) -> None:
-        """Renew the credentials at 80 % of `ttl`, as the browser client does (None: stop)."""
+        """Renew the credentials at 80 % of `ttl` (at most 2 s before it ends), as the
+        browser client does (None: stop)."""
         if self._ice_task is not None:
             self._ice_task.cancel()
             self._ice_task = None
@@ -357,7 +358,7 @@ class VoiceClient:
 
     async def _ice_renewer(self, ttl: float) -> None:
         while True:
-            await asyncio.sleep(max(1.0, 0.8 * ttl))
+            await asyncio.sleep(max(1.0, min(0.8 * ttl, ttl - 2.0)))
             try:
                 ttl = float((await self.renew_ice()).get("ttl") or ttl)
             except (ApiFailure, httpx.HTTPError) as exc:

@@ -61,11 +61,10 @@ def _check_capacity() -> None:
 def _client_token() -> tuple[str | None, str | None]:
     """The token (subprotocol, Authorization header or ?token=) and the subprotocol to accept."""
     offered = websocket.requested_subprotocols
+    accept = WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None
     for name in offered:
         if name.startswith(WS_TOKEN_PREFIX):
-            accept = WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None
             return name[len(WS_TOKEN_PREFIX) :], accept
-    accept = WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None
     token = bearer(websocket.headers.get("Authorization")) or websocket.args.get("token")
     return token, accept
 

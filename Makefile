@@ -46,11 +46,11 @@ turn: $(STAMP)
 	$(BIN)/yahaml-voice turn --run $(if $(CONFIG),--config $(CONFIG))
 
 lint: $(STAMP)
-	$(BIN)/ruff check server sfu tests bench
-	$(BIN)/ruff format --check server sfu tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy server sfu
+	$(BIN)/mypy -p yahaml_voice
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -37,10 +37,10 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RtpPacket
 
-from server.config import load_config
-from sfu.forwarder import Forwarder, Layout, make_sink, quiet_sender
-from sfu.worker import Worker, restrict_ice_addresses
 from tests.voiceclient import tap_rtp
+from yahaml_voice.core.config import load_config
+from yahaml_voice.sfu.forwarder import Forwarder, Layout, make_sink, quiet_sender
+from yahaml_voice.sfu.worker import Worker, restrict_ice_addresses
 
 logger = logging.getLogger(__name__)
 

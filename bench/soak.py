@@ -45,9 +45,9 @@ from typing import Any
 import psutil
 
 from bench.sfu_forwarding import Role
-from server.auth import issue_token
-from server.config import load_config
 from tests.servers import TEST_SECRET, ServerProcess
+from yahaml_voice.core.config import load_config
+from yahaml_voice.core.tokens import issue_token
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOM = "net"

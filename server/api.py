@@ -18,20 +18,7 @@ from quart_schema import (
     validate_response,
 )
 
-from .auth import (
-    AuthError,
-    Identity,
-    bearer,
-    ensure_not_revoked,
-    ice_config,
-    iso,
-    issue_token,
-    verify_token,
-)
-from .callsign import CallsignError, normalize_callsign
-from .context import services
-from .limits import Limits
-from .protocol import (
+from yahaml_voice.core.protocol import (
     ErrorAnswer,
     IceConfigAnswer,
     JoinAnswer,
@@ -49,6 +36,12 @@ from .protocol import (
     VolumeRequest,
     describe,
 )
+from yahaml_voice.core.tokens import AuthError, Identity, bearer, iso, issue_token, verify_token
+
+from .auth import ensure_not_revoked, ice_config
+from .callsign import CallsignError, normalize_callsign
+from .context import services
+from .limits import Limits
 from .rooms import participant_view, peer_view
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")

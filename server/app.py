@@ -11,7 +11,7 @@ import math
 import signal
 import socket
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,17 +19,19 @@ from quart import Quart, Response, jsonify, request, websocket
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
+from yahaml_voice.core.aio import Service
+from yahaml_voice.core.config import Config
+from yahaml_voice.core.protocol import JsonError, check_depth, decode_text, describe
+from yahaml_voice.core.tokens import bearer
+
 from .api import ApiError, test_blueprint
 from .api import blueprint as api_blueprint
-from .auth import bearer
-from .config import Config
 from .context import EXTENSION, Services
 from .hosts import allowed_hosts, host_allowed
 from .limits import Limits, RateLimited
 from .logs import setup_logging
 from .metrics import metrics_blueprint
 from .origins import origin_allowed
-from .protocol import JsonError, check_depth, decode_text, describe
 from .rooms import RoomError, RoomService
 from .static import static_blueprint
 from .store import StoreError, StoreUnavailable
@@ -251,8 +253,12 @@ def _bind(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def serve(config: Config) -> None:
-    """Run hypercorn until SIGINT/SIGTERM; spawn and reap the embedded SFU workers."""
+def serve(config: Config, companions: Callable[[str], Sequence[Service]] | None = None) -> None:
+    """Run hypercorn until SIGINT/SIGTERM.
+
+    `companions(url)` gives services that live exactly as long as the server (the embedded
+    SFU workers, which register at `url`): the entry point wires them, so this package
+    never imports the SFU."""
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config as HypercornConfig
 
@@ -292,19 +298,20 @@ def serve(config: Config) -> None:
             loop.default_exception_handler(context)
 
         loop.set_exception_handler(on_loop_error)
-        supervisor = None
-        if config.worker_count() > 0:
-            from sfu.supervisor import Supervisor
+        url = config.sfu.server_url or base.replace("http", "ws", 1)
+        started: list[Service] = []
+        for companion in companions(url) if companions else ():
+            await companion.start()
+            started.append(companion)
 
-            url = config.sfu.server_url or base.replace("http", "ws", 1)
-            supervisor = Supervisor(config, server_url=url)
-            await supervisor.start()
+        async def stop_companions() -> None:
+            while started:
+                await started.pop().stop()
 
         async def shutdown() -> None:
             await stop.wait()
             log.info("shutting down")
-            if supervisor is not None:
-                await supervisor.stop()
+            await stop_companions()
             # Tell clients to reconnect (1012) rather than have hypercorn cut them off.
             app.extensions[EXTENSION].close_sockets(1012, "server restarting")
             await asyncio.sleep(0.2)
@@ -312,7 +319,6 @@ def serve(config: Config) -> None:
         try:
             await hypercorn_serve(app, hconf, shutdown_trigger=shutdown)
         finally:
-            if supervisor is not None:
-                await supervisor.stop()
+            await stop_companions()
 
     asyncio.run(main())

@@ -15,9 +15,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from .auth import Identity
-from .limits import Limits
-from .protocol import (
+from yahaml_voice.core.protocol import (
     CHANNEL,
     PROTOCOL_VERSION,
     JsonError,
@@ -26,6 +24,9 @@ from .protocol import (
     envelope,
     parse_json,
 )
+from yahaml_voice.core.tokens import Identity
+
+from .limits import Limits
 from .store import Subscription
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from quart import current_app
 
-from .config import Config
+from yahaml_voice.core.config import Config
+
 from .limits import Limits
 from .rooms import RoomService
 from .store import Bus, Store

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from .config import Config
+from yahaml_voice.core.config import Config
 
 WILDCARDS = {"0.0.0.0", "::", ""}
 

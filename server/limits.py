@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from .config import Config
+from yahaml_voice.core.config import Config
 
 # Names of the limits, as they appear in /metrics (label `limit`) and in error messages.
 SESSIONS = "sessions_per_address"

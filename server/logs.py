@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-from .config import Config
+from yahaml_voice.core.config import Config
 
 
 class JsonFormatter(logging.Formatter):

@@ -46,7 +46,8 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from .config import Config
+from yahaml_voice.core.config import Config
+
 from .store import (
     AddressFull,
     JoinResult,

@@ -15,11 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .auth import Identity
-from .config import Config, RoomConfig
-from .limits import MEDIA, SEATS, SOCKETS, Limits, RateLimited
-from .placement import choose_worker
-from .protocol import (
+from yahaml_voice.core.config import Config, RoomConfig
+from yahaml_voice.core.protocol import (
     MAX_SDP_BYTES,
     SFU_PEER,
     Participant,
@@ -29,6 +26,10 @@ from .protocol import (
     SignalRequest,
     envelope,
 )
+from yahaml_voice.core.tokens import Identity
+
+from .limits import MEDIA, SEATS, SOCKETS, Limits, RateLimited
+from .placement import choose_worker
 from .sdp import sends_media
 from .store import (
     AddressFull,

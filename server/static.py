@@ -10,7 +10,8 @@ from pathlib import Path
 
 from quart import Blueprint, Response, abort, send_from_directory
 
-from .config import Config
+from yahaml_voice.core.config import Config
+from yahaml_voice.core.resources import package_path
 
 TYPES = {
     ".js": "text/javascript",
@@ -28,7 +29,7 @@ TYPES = {
 def client_dir(config: Config) -> Path:
     if config.server.client_dir:
         return Path(config.server.client_dir)
-    return Path(__file__).resolve().parent.parent / "client"
+    return package_path("client")
 
 
 def static_blueprint(config: Config) -> Blueprint:

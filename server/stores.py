@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .config import Config
+from yahaml_voice.core.config import Config
+
 from .memory_store import MemoryBus, MemoryStore
 from .store import Bus, Store
 

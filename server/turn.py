@@ -21,11 +21,12 @@ from typing import Any
 
 import jinja2
 
-from .config import Config, ConfigError
+from yahaml_voice.core.config import Config, ConfigError
+from yahaml_voice.core.resources import package_path
 
 log = logging.getLogger(__name__)
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "coturn" / "turnserver.conf.j2"
+TEMPLATE = package_path("coturn", "turnserver.conf.j2")
 TURNSERVER = "turnserver"
 
 

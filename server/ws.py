@@ -12,13 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 from quart import Blueprint, abort, websocket
 
-from .api import ApiError
-from .auth import AuthError, bearer, ensure_not_revoked, verify_token, verify_worker_token
-from .connections import CLOSE_TIMEOUT, ClientConnection, WorkerConnection, error_frame
-from .context import services
-from .limits import RateLimited
-from .origins import origin_allowed
-from .protocol import (
+from yahaml_voice.core.protocol import (
     WORKER_FRAMES,
     WS_SUBPROTOCOL,
     WS_TOKEN_PREFIX,
@@ -29,6 +23,14 @@ from .protocol import (
     describe,
     parse_json,
 )
+from yahaml_voice.core.tokens import AuthError, bearer, verify_token, verify_worker_token
+
+from .api import ApiError
+from .auth import ensure_not_revoked
+from .connections import CLOSE_TIMEOUT, ClientConnection, WorkerConnection, error_frame
+from .context import services
+from .limits import RateLimited
+from .origins import origin_allowed
 from .rooms import participant_channel, worker_channel
 from .store import WorkerRecord
 

@@ -1,6 +1,6 @@
 """Child SFU workers for the embedded default: spawn N, restart the dead with backoff.
 
-Each worker is a separate process (`python -m server.cli sfu`) because forwarding is
+Each worker is a separate process (`python -m yahaml_voice sfu`) because forwarding is
 CPU-bound Python under one GIL: processes are how it uses more than one core. The
 children get their settings through YAHAML_VOICE_* variables rendered from the
 parent's resolved config (including the workers' own secret `sfu.secret`, generated per
@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from server.config import Config
+from yahaml_voice.core.config import Config
 
 from .worker import PARENT_ENV
 
@@ -86,7 +86,7 @@ class Supervisor:
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "server.cli",
+            "yahaml_voice",
             "sfu",
             "--server",
             self.server_url,

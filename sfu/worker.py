@@ -38,8 +38,8 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import candidate_from_sdp
 from pydantic import ValidationError
 
-from server.config import SFU_TOKEN_ENV, Config
-from server.protocol import (
+from yahaml_voice.core.config import SFU_TOKEN_ENV, Config
+from yahaml_voice.core.protocol import (
     TO_WORKER_FRAMES,
     JsonError,
     SlotAssignment,
@@ -437,7 +437,7 @@ class Worker:
     def rtc_configuration(self) -> RTCConfiguration:
         servers: list[RTCIceServer] = []
         if self.config.sfu.use_turn and self.config.ice.turn.urls:
-            from server.auth import ice_config
+            from yahaml_voice.server.auth import ice_config
 
             for server in ice_config(self.config, self.id).iceServers:
                 servers.append(
@@ -526,7 +526,7 @@ def worker_token(config: Config) -> str:
     token = os.environ.get(TOKEN_ENV)
     if token:
         return token
-    from server.auth import issue_worker_token
+    from yahaml_voice.core.tokens import issue_worker_token
 
     return issue_worker_token(config)
 

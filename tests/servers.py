@@ -87,7 +87,7 @@ class ServerProcess:
             [
                 sys.executable,
                 "-m",
-                "server.cli",
+                "yahaml_voice",
                 "serve",
                 "--config",
                 str(self.config_path),

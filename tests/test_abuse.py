@@ -86,8 +86,8 @@ def session(server: ServerProcess, callsign: str = "W1AW") -> dict[str, str]:
 
 
 def mint(callsign: str, ttl: float = 3600) -> str:
-    from server.auth import issue_token
-    from server.config import load_config
+    from yahaml_voice.core.config import load_config
+    from yahaml_voice.core.tokens import issue_token
 
     config = load_config(environ={}, overrides={"auth.mode": "token", "auth.secret": TEST_SECRET})
     token, _ = issue_token(config, callsign, ttl=ttl)

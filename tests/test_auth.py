@@ -12,10 +12,10 @@ import jwt
 import pytest
 import websockets
 
-from server.auth import AuthError, issue_token, turn_credentials, verify_token
-from server.config import load_config
 from tests.servers import TEST_SECRET, ServerProcess
 from tests.voiceclient import ApiFailure, VoiceClient
+from yahaml_voice.core.config import load_config
+from yahaml_voice.core.tokens import AuthError, issue_token, turn_credentials, verify_token
 
 OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}
 

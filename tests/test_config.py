@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server.callsign import CallsignError, normalize_callsign
-from server.config import Config, ConfigError, load_config, parse_duration
+from yahaml_voice.core.config import Config, ConfigError, load_config, parse_duration
+from yahaml_voice.server.callsign import CallsignError, normalize_callsign
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 

@@ -35,11 +35,11 @@ from schemathesis.specs.openapi.checks import (
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from server.config import Config, load_config
-from sfu.forwarder import MAX_LEARNED_SSRCS
-from sfu.worker import Worker, worker_token
 from tests.servers import TEST_SECRET, TEST_SFU_SECRET, ServerProcess
 from tests.voiceclient import VoiceClient
+from yahaml_voice.core.config import Config, load_config
+from yahaml_voice.sfu.forwarder import MAX_LEARNED_SSRCS
+from yahaml_voice.sfu.worker import Worker, worker_token
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -14,11 +14,11 @@ import httpx
 import pytest
 import websockets
 
-from server.callsign import CallsignError, normalize_callsign
-from server.config import load_config
-from server.protocol import MAX_JSON_DEPTH, JsonError, json_depth, parse_json
-from sfu.worker import Worker
 from tests.servers import ServerProcess
+from yahaml_voice.core.config import load_config
+from yahaml_voice.core.protocol import MAX_JSON_DEPTH, JsonError, json_depth, parse_json
+from yahaml_voice.server.callsign import CallsignError, normalize_callsign
+from yahaml_voice.sfu.worker import Worker
 
 DEEP = "[" * 5000 + "]" * 5000
 
@@ -173,7 +173,7 @@ async def test_global_error_path_input_errors_are_400_and_bugs_500(
 ) -> None:
     """What slips past every check: a decoding error is the input's fault (400, one log
     line), anything else is our bug (500 `internal`, with its traceback logged)."""
-    from server.app import create_app
+    from yahaml_voice.server.app import create_app
 
     app = create_app(load_config(environ={}, overrides={"auth.secret": "s" * 40}))
 

@@ -17,11 +17,11 @@ import httpx
 import pytest
 import websockets
 
-from server.config import load_config
-from server.limits import Limits, TokenBuckets
 from tests.redis_fixture import RedisServer
 from tests.servers import TEST_SECRET, ServerProcess
 from tests.voiceclient import ApiFailure, VoiceClient
+from yahaml_voice.core.config import load_config
+from yahaml_voice.server.limits import Limits, TokenBuckets
 
 
 def metrics_text(server: ServerProcess) -> str:

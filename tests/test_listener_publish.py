@@ -13,9 +13,9 @@ from collections.abc import Callable
 import pytest
 from aiortc import RTCSessionDescription
 
-from server.sdp import sends_media
 from tests.servers import ServerProcess
 from tests.voiceclient import ApiFailure, VoiceClient
+from yahaml_voice.server.sdp import sends_media
 
 
 async def refused(call: object) -> None:

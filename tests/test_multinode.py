@@ -22,15 +22,15 @@ from typing import Any
 import httpx
 import pytest
 
-from server.redis_store import RedisStore
 from tests.redis_fixture import RedisServer
 from tests.servers import ROOT, TEST_SECRET, TEST_SFU_SECRET, ServerProcess
 from tests.voiceclient import SFU, VoiceClient
+from yahaml_voice.server.redis_store import RedisStore
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(240)]
 
 PREFIX = "yv:"
-SFU_CLI = [sys.executable, "-m", "server.cli", "sfu"]
+SFU_CLI = [sys.executable, "-m", "yahaml_voice", "sfu"]
 CONFIG: dict[str, Any] = {
     "server": {"grace_period": "3s"},
     "sfu": {"ice_addresses": ["127.0.0.1"]},

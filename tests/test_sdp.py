@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aiortc import RTCPeerConnection
 
-from server.sdp import media_sections, sends_media
+from yahaml_voice.server.sdp import media_sections, sends_media
 
 HEAD = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 

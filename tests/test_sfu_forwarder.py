@@ -12,7 +12,7 @@ import struct
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
-from sfu.forwarder import AUDIO_LEVEL_URI, MID_URI, Forwarder, Layout, Sink
+from yahaml_voice.sfu.forwarder import AUDIO_LEVEL_URI, MID_URI, Forwarder, Layout, Sink
 
 
 def layout(pt: int = 111, level_id: int | None = 1, mid_id: int | None = 4) -> Layout:

@@ -15,10 +15,10 @@ from typing import Any
 
 import psutil
 
-from server.auth import issue_token
-from server.config import load_config
 from tests.servers import TEST_SECRET, ServerProcess
 from tests.voiceclient import SFU, VoiceClient
+from yahaml_voice.core.config import load_config
+from yahaml_voice.core.tokens import issue_token
 
 ROOM = "net"
 

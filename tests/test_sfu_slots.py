@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sfu.slots import SlotSelector
+from yahaml_voice.sfu.slots import SlotSelector
 
 LOUD = 20
 QUIET = 127

@@ -2,7 +2,7 @@
 
 A minimal `/sfu/ws` endpoint stands in for the server here (the server's own endpoint
 has its own tests): it checks the bearer token, records frames and can feed the worker
-garbage. The children are real `python -m server.cli sfu` processes.
+garbage. The children are real `python -m yahaml_voice sfu` processes.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from server.auth import verify_worker_token
-from server.config import load_config
-from sfu.supervisor import Supervisor
 from tests.servers import TEST_SECRET, TEST_SFU_SECRET
+from yahaml_voice.core.config import load_config
+from yahaml_voice.core.tokens import verify_worker_token
+from yahaml_voice.sfu.supervisor import Supervisor
 
 
 class FakeControl:

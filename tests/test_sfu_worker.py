@@ -18,10 +18,10 @@ from aiortc.codecs import get_decoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtcpSrPacket, RtpPacket
 
-from server.config import Config, load_config
-from sfu.forwarder import tap_receiver
-from sfu.worker import Worker
 from tests.voiceclient import ToneTrack
+from yahaml_voice.core.config import Config, load_config
+from yahaml_voice.sfu.forwarder import tap_receiver
+from yahaml_voice.sfu.worker import Worker
 
 ROOM = "net"
 

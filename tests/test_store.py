@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from server.memory_store import MemoryBus, MemoryStore
-from server.redis_store import RedisBus, RedisStore, StoreUnavailable
-from server.store import (
+from tests.redis_fixture import RedisServer
+from yahaml_voice.server.memory_store import MemoryBus, MemoryStore
+from yahaml_voice.server.redis_store import RedisBus, RedisStore, StoreUnavailable
+from yahaml_voice.server.store import (
     AddressFull,
     Bus,
     ParticipantRecord,
@@ -28,7 +29,6 @@ from server.store import (
     Subscription,
     WorkerRecord,
 )
-from tests.redis_fixture import RedisServer
 
 BACKENDS = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
 
@@ -466,7 +466,7 @@ async def test_revocation_is_seen_by_every_process_until_expiry(backend: Backend
 
 
 async def test_memory_revocations_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from server import memory_store
+    from yahaml_voice.server import memory_store
 
     monkeypatch.setattr(memory_store, "MAX_REVOKED", 10)
     store = MemoryStore()

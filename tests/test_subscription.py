@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from server.memory_store import MemoryBus
-from server.store import QUEUE_LIMIT
+from yahaml_voice.server.memory_store import MemoryBus
+from yahaml_voice.server.store import QUEUE_LIMIT
 
 
 async def test_overflow_ends_the_stream_after_what_was_queued() -> None:

@@ -32,9 +32,6 @@ from aioice.turn import (
     create_turn_endpoint,
 )
 
-from server.auth import ice_config, turn_credentials
-from server.config import TurnConfig
-from server.turn import TEMPLATE, render, turn_vars
 from tests.fixtures.turn import (
     TEST_SECRET,
     TurnServer,
@@ -46,6 +43,10 @@ from tests.fixtures.turn import (
 )
 from tests.servers import ServerProcess
 from tests.voiceclient import VoiceClient
+from yahaml_voice.core.config import TurnConfig
+from yahaml_voice.core.tokens import turn_credentials
+from yahaml_voice.server.auth import ice_config
+from yahaml_voice.server.turn import TEMPLATE, render, turn_vars
 
 pytestmark = [
     pytest.mark.turn,
@@ -250,7 +251,7 @@ def test_cli_writes_private_file_and_refuses_without_secret(tmp_path: Path) -> N
     cfg = tmp_path / "voice.yaml"
     cfg.write_text("ice:\n  turn:\n    secret: 0123456789abcdef0123\n    realm: turn.example.org\n")
     out = tmp_path / "etc" / "turnserver.conf"
-    cli = [sys.executable, "-m", "server.cli", "--config", str(cfg), "turn", "-o", str(out)]
+    cli = [sys.executable, "-m", "yahaml_voice", "--config", str(cfg), "turn", "-o", str(out)]
     subprocess.run(cli, check=True, capture_output=True)
     assert "realm=turn.example.org" in out.read_text()
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
@@ -284,7 +285,7 @@ def test_defaults_are_short_lived_and_low_quota() -> None:
 
 
 async def test_relay_works_with_server_credentials(loopback_lab: TurnServer) -> None:
-    """Credentials from server.auth.ice_config allocate a relay that carries datagrams."""
+    """Credentials from yahaml_voice.server.auth.ice_config allocate a relay that carries datagrams."""
     answer = ice_config(loopback_lab.config, "p-relay")
     ice = answer.iceServers[0]
     assert ice.username and ice.credential

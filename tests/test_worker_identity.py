@@ -18,7 +18,10 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from server.auth import (
+from tests.servers import TEST_SECRET, TEST_SFU_SECRET, ServerProcess
+from tests.voiceclient import SFU, ApiFailure, VoiceClient
+from yahaml_voice.core.config import ConfigError, load_config
+from yahaml_voice.core.tokens import (
     PARTICIPANT_AUDIENCE,
     WORKER_AUDIENCE,
     AuthError,
@@ -27,9 +30,6 @@ from server.auth import (
     verify_token,
     verify_worker_token,
 )
-from server.config import ConfigError, load_config
-from tests.servers import TEST_SECRET, TEST_SFU_SECRET, ServerProcess
-from tests.voiceclient import SFU, ApiFailure, VoiceClient
 
 OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}
 
@@ -98,7 +98,7 @@ def test_sfu_secret_rules() -> None:
 
 
 def test_supervisor_hands_children_the_worker_secret_only() -> None:
-    from sfu.supervisor import child_environment
+    from yahaml_voice.sfu.supervisor import child_environment
 
     env = child_environment(_config(), base={})
     assert env["YAHAML_VOICE_SFU__SECRET"] == TEST_SFU_SECRET
@@ -107,7 +107,7 @@ def test_supervisor_hands_children_the_worker_secret_only() -> None:
 
 
 def test_sfu_cli_refuses_to_start_without_its_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    from server.cli import main
+    from yahaml_voice.cli import main
 
     for name in ("YAHAML_VOICE_SFU__SECRET", "YAHAML_VOICE_SFU_TOKEN", "YAHAML_VOICE_CONFIG"):
         monkeypatch.delenv(name, raising=False)
@@ -117,7 +117,7 @@ def test_sfu_cli_refuses_to_start_without_its_secret(monkeypatch: pytest.MonkeyP
 def test_token_cli_mints_worker_tokens_with_the_sfu_secret(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from server.cli import main
+    from yahaml_voice.cli import main
 
     monkeypatch.delenv("YAHAML_VOICE_CONFIG", raising=False)
     monkeypatch.setenv("YAHAML_VOICE_AUTH__SECRET", TEST_SECRET)

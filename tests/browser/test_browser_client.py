@@ -15,11 +15,11 @@ import httpx
 import pytest
 from playwright.async_api import Browser
 
-from server.auth import issue_token
-from server.config import load_config
 from tests.browser.pages import PHONE, SERVER_CONFIG, Operator, energy_growth, until, wait_energy
 from tests.servers import TEST_SECRET, ServerProcess
 from tests.voiceclient import VoiceClient
+from yahaml_voice.core.config import load_config
+from yahaml_voice.core.tokens import issue_token
 
 pytestmark = pytest.mark.browser
 

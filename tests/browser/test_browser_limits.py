@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Request
 
-from server.turn import turn_vars
 from tests.browser.pages import ROOMS, Operator, until, wait_energy
 from tests.fixtures.turn import TurnServer, running_turnserver, turn_config, turnserver_available
 from tests.servers import ServerProcess
 from tests.voiceclient import VoiceClient
+from yahaml_voice.server.turn import turn_vars
 
 pytestmark = [
     pytest.mark.browser,

@@ -38,7 +38,7 @@ from aioice.turn import TurnClientTcpProtocol, TurnClientUdpProtocol
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from server.auth import turn_credentials  # noqa: E402
+from yahaml_voice.server.auth import turn_credentials  # noqa: E402
 
 # Peers the relay must refuse in every deployment (RFC 1918, CGNAT, link-local, "this").
 PRIVATE_PEERS = ["10.0.0.1", "172.16.0.1", "192.168.1.1", "100.64.0.1", "169.254.1.1", "0.0.0.1"]
@@ -335,7 +335,7 @@ def check_client(cfg: dict[str, Any], report: Report) -> None:
         [
             str(venv_python),
             "-c",
-            "import sys; from server.config import load_config; from server.static import"
+            "import sys; from yahaml_voice.core.config import load_config; from yahaml_voice.server.static import"
             " client_dir; print(client_dir(load_config(sys.argv[1], environ={})))",
             cfg["config_file"],
         ],

@@ -23,10 +23,10 @@ from typing import Any
 import httpx
 import yaml
 
-from server.config import Config
 from tests.fixtures.turn import TEST_SECRET, TurnServer, turn_config
 from tests.natlab.lab import LAB_PUBLIC_PEERS, PUBLIC_IP, TURN_PORT, Lab
 from tests.natlab.netns import NetnsLoop
+from yahaml_voice.core.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH_SECRET = "natlab-auth-secret-0123456789abcdef"
@@ -105,7 +105,7 @@ class LabServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("YAHAML_VOICE_")}
         env["PYTHONUNBUFFERED"] = "1"
         argv = [
-            "ip", "netns", "exec", self.lab.pub, sys.executable, "-m", "server.cli",
+            "ip", "netns", "exec", self.lab.pub, sys.executable, "-m", "yahaml_voice",
             "serve", "--config", str(path), "--workers", str(self.workers),
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:

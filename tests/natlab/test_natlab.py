@@ -10,13 +10,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from server.auth import turn_credentials
 from tests.fixtures.turn import TEST_SECRET, turnserver_available
 from tests.natlab.browser import chromium_available
 from tests.natlab.netns import nsexec, run, unavailable_reason
 from tests.natlab.scenarios import Outcome, raw_pair
 from tests.natlab.services import turn_urls
 from tests.natlab.session import LabSession
+from yahaml_voice.core.tokens import turn_credentials
 
 pytestmark = pytest.mark.natlab
 

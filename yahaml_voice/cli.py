@@ -1,4 +1,4 @@
-"""`yahaml-voice` command line: serve, token, sfu, turn.
+"""`yahaml-voice` command line: serve, token, sfu, turn. The one module that wires server and SFU.
 
 Each subcommand loads the same config (file from --config or YAHAML_VOICE_CONFIG, then
 YAHAML_VOICE_* env) so a secret or a realm is never typed twice.
@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .config import Config, ConfigError, load_config, parse_duration
+from .core.config import Config, ConfigError, load_config, parse_duration
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -18,7 +18,9 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .app import serve
+    from .core.aio import Service
+    from .server.app import serve
+    from .sfu.supervisor import Supervisor
 
     config = _load(args)
     if args.host:
@@ -27,13 +29,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         config.server.port = args.port
     if args.workers is not None:
         config.sfu.workers = args.workers
-    serve(config)
+
+    def companions(url: str) -> list[Service]:
+        # The embedded default: SFU workers as children, registering at this server.
+        return [Supervisor(config, server_url=url)] if config.worker_count() > 0 else []
+
+    serve(config, companions)
     return 0
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
-    from .auth import issue_token, issue_worker_token
-    from .callsign import CallsignError, normalize_callsign
+    from yahaml_voice.core.tokens import issue_token, issue_worker_token
+
+    from .server.callsign import CallsignError, normalize_callsign
 
     config = _load(args)
     if args.sfu:
@@ -82,8 +90,8 @@ def _cmd_token(args: argparse.Namespace) -> int:
 def _cmd_sfu(args: argparse.Namespace) -> int:
     import os
 
-    from sfu.worker import TOKEN_ENV
-    from sfu.worker import main as worker_main
+    from .sfu.worker import TOKEN_ENV
+    from .sfu.worker import main as worker_main
 
     config = _load(args)
     if not config.sfu.secret and not os.environ.get(TOKEN_ENV):
@@ -96,7 +104,7 @@ def _cmd_sfu(args: argparse.Namespace) -> int:
 
 
 def _cmd_turn(args: argparse.Namespace) -> int:
-    from .turn import main as turn_main
+    from .server.turn import main as turn_main
 
     return turn_main(_load(args), output=args.output, run=args.run)
 

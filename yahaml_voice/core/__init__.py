@@ -1,0 +1,1 @@
+"""What the server and the SFU worker share: wire protocol, configuration, tokens."""

@@ -39,8 +39,15 @@ from aiortc.rtp import RtpPacket
 
 from tests.voiceclient import tap_rtp
 from yahaml_voice.core.config import load_config
-from yahaml_voice.sfu.forwarder import Forwarder, Layout, make_sink, quiet_sender
-from yahaml_voice.sfu.worker import Worker, restrict_ice_addresses
+from yahaml_voice.sfu.aiortc_private import (
+    make_sink,
+    negotiated_layout,
+    quiet_sender,
+    restrict_ice_addresses,
+    set_sender_ssrc,
+)
+from yahaml_voice.sfu.forwarder import Forwarder, Layout
+from yahaml_voice.sfu.worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -282,11 +289,7 @@ class Publisher:
     def attach(self, pc: RTCPeerConnection, transceiver: RTCRtpTransceiver, name: str) -> None:
         sink = make_sink(transceiver.sender.transport, self.tasks)
         assert sink is not None, "publisher transport not connected"
-        layout = Layout.from_parameters(
-            int(transceiver._codecs[0].payloadType or 0),
-            transceiver._headerExtensions,
-            transceiver.mid,
-        )
+        layout = Layout.from_parameters(*negotiated_layout(transceiver), transceiver.mid)
         self.forwarder.add_output(name, 0, layout, sink, transceiver.sender)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -315,7 +318,7 @@ class Publisher:
 
 def new_sender_transceiver(pc: RTCPeerConnection, ssrc: int) -> RTCRtpTransceiver:
     transceiver = pc.addTransceiver("audio", direction="sendonly")
-    transceiver.sender._ssrc = ssrc
+    set_sender_ssrc(transceiver.sender, ssrc)
     quiet_sender(transceiver.sender)
     return transceiver
 
@@ -338,7 +341,7 @@ async def role_publisher(args: argparse.Namespace) -> None:
             for t in transceivers:
                 t.direction = "inactive"
             transceivers[0].direction = "sendonly"
-            transceivers[0].sender._ssrc = ssrc
+            set_sender_ssrc(transceivers[0].sender, ssrc)
             quiet_sender(transceivers[0].sender)
             await pc.setLocalDescription(await pc.createAnswer())
 

@@ -36,9 +36,17 @@ from yahaml_voice.core.protocol import (
     VolumeRequest,
     describe,
 )
-from yahaml_voice.core.tokens import AuthError, Identity, bearer, iso, issue_token, verify_token
+from yahaml_voice.core.tokens import (
+    AuthError,
+    Identity,
+    bearer,
+    ice_config,
+    iso,
+    issue_token,
+    verify_token,
+)
 
-from .auth import ensure_not_revoked, ice_config
+from .auth import ensure_not_revoked
 from .callsign import CallsignError, normalize_callsign
 from .context import services
 from .limits import Limits

@@ -16,8 +16,8 @@ loss stays visible downstream, and are rebased when the slot's source changes so
 numbers stay monotonic for every subscriber. A publisher never receives its own audio:
 while it is a slot's source its output of that slot sits in its own paused group.
 
-aiortc 1.16.0 is pinned because this module touches its private names (name-mangled
-sender/receiver counters, `RTCDtlsTransport._tx_srtp`, aioice's nominated pair).
+The private names of aiortc, aioice and pylibsrtp this needs (the receiver tap, the
+sender's counters, the transport's SRTP context and socket) live in `aiortc_private.py`.
 """
 
 from __future__ import annotations
@@ -25,24 +25,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from aioice.ice import StunProtocol
-from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender, clock
-from aiortc.rtcrtpreceiver import StreamStatistics
-from aiortc.rtp import RtcpPacket, RtcpSdesPacket, RtcpSourceInfo, RtpPacket
-from pylibsrtp import Session
-from pylibsrtp._binding import ffi, lib
+from aiortc import RTCRtpSender, clock
+from aiortc.rtp import RtcpSdesPacket, RtcpSourceInfo, RtpPacket
+
+from .aiortc_private import (
+    OPUS_RATE,
+    AnySink,
+    FastSink,
+    Sink,
+    record_sender_report,
+    send_rtcp,
+    sender_cname,
+    srtp_ffi,
+    srtp_protect,
+)
 
 logger = logging.getLogger(__name__)
 
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
-OPUS_RATE = 48000
 OPUS_FRAME = 960  # 20 ms at 48 kHz: the smallest timestamp step after a source change
 # Sender Reports per output: the first about a second after it starts, then about every
 # 5 s (libwebrtc's audio interval), each spread by +-50 % (RFC 3550 6.2).
@@ -54,20 +60,8 @@ _SR = struct.Struct("!BBHIIIIII")  # V/RC, PT 200, length 6, SSRC, NTP (2), RTP 
 _HEADER = struct.Struct("!BBHII")
 _NTP_PER_SECOND = 1 << 32
 
-# A generic send path: (protect, sendto, addr) callables (TURN relays, tests).
-Sink = tuple[Callable[[bytes], bytes], Callable[[Any, Any], Any], Any]
-# The fast path: (libsrtp context, socket.sendto, addr, owner), or (context, socket.send,
-# 0, owner) on a connected socket (the 0 is send()'s flags). The packet is protected in
-# place in the forwarder's scratch buffer by a direct libsrtp call (pylibsrtp's wrapper
-# allocates and checks per call) and sent with the socket's own sendto (no asyncio
-# transport frame). `owner` is the pylibsrtp Session, kept alive as long as the sink.
-FastSink = tuple[Any, Callable[[Any, Any], Any], Any, Session]
-AnySink = Sink | FastSink
 # libsrtp's largest trailer (tag + MKI) on top of an MTU-sized packet.
 _SCRATCH = 1500 + 16 + 128
-# SSRCs one transport learns from payload types (aiortc's router adds every new one it
-# sees; a peer inventing SSRCs would grow that table and the receiver's statistics).
-MAX_LEARNED_SSRCS = 16
 
 
 def _ext_block(elements: bytes) -> bytes:
@@ -225,10 +219,10 @@ class Forwarder:
         self._outputs: dict[tuple[str, int], Output] = {}
         self._task: asyncio.Task[None] | None = None
         self._layouts: dict[tuple[Any, ...], Layout] = {}
-        self._scratch = ffi.new("char[]", _SCRATCH)
-        self._scratch_buffer = ffi.buffer(self._scratch)
+        self._scratch = srtp_ffi.new("char[]", _SCRATCH)
+        self._scratch_buffer = srtp_ffi.buffer(self._scratch)
         self._scratch_view = memoryview(self._scratch_buffer)
-        self._length = ffi.new("int *")
+        self._length = srtp_ffi.new("int *")
         self.packets_in = 0
         self.packets_out = 0
         self.send_errors = 0
@@ -381,7 +375,7 @@ class Forwarder:
             self._scratch_view,
             self._length,
         )
-        protect = lib.srtp_protect
+        protect = srtp_protect
         sent = errors = 0
         for group in slot.groups:
             if group.paused or not group.outputs:
@@ -471,7 +465,7 @@ class Forwarder:
             octets & 0xFFFFFFFF,
         )
         if out.sdes is None:
-            cname = getattr(sender, "_RTCRtpSender__cname", None) or ""
+            cname = sender_cname(sender)
             out.sdes = (
                 bytes(
                     RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=ssrc, items=[(1, cname.encode())])])
@@ -481,141 +475,10 @@ class Forwarder:
             )
         data += out.sdes
         # Keep the sender's own view (getStats, RTT from receiver reports) consistent.
-        sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
-        sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
-        sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
-        sender._RTCRtpSender__rtp_timestamp = rtp_ts  # type: ignore[attr-defined]
-        sender._RTCRtpSender__lsr = (ntp >> 16) & 0xFFFFFFFF  # type: ignore[attr-defined]
-        sender._RTCRtpSender__lsr_time = time.time()  # type: ignore[attr-defined]
+        record_sender_report(sender, packets, octets, ntp, rtp_ts)
         sink = out.sink
         if len(sink) == 4:
             _context, sendto, addr, session = sink
             sendto(session.protect_rtcp(data), addr)
         else:
-            await sender.transport._send_rtp(data)
-
-
-# ---------------------------------------------------------------- aiortc glue
-
-
-def make_sink(dtls: RTCDtlsTransport, tasks: set[asyncio.Task[None]]) -> AnySink | None:
-    """The direct send path of a connected transport, or None if it is not connected.
-
-    Host and server-reflexive pairs get a FastSink: libsrtp context and the UDP
-    socket's `sendto` (no coroutine, no aioice lookup, no asyncio transport); a
-    TURN-relayed pair goes through aioice's coroutine as a task kept in `tasks`.
-    """
-    srtp = dtls._tx_srtp
-    if srtp is None or dtls.state != "connected":
-        return None
-    connection = dtls.transport._connection
-    pair = connection._nominated.get(1)
-    if pair is None:
-        return None
-    protocol = pair.protocol
-    if type(protocol) is StunProtocol:
-        sock = getattr(protocol.transport, "_sock", None)
-        if isinstance(sock, socket.socket):
-            try:
-                # Once ICE has nominated a host pair this socket only talks to that
-                # address (consent checks included): connecting it saves the kernel a
-                # route lookup per packet and Python the address conversion. The sink
-                # then calls sock.send(data, 0), the 0 being send()'s flags.
-                sock.connect(pair.remote_addr)
-                return (srtp._srtp[0], sock.send, 0, srtp)
-            except OSError:
-                return (srtp._srtp[0], sock.sendto, pair.remote_addr, srtp)
-        return (srtp.protect, protocol.transport.sendto, pair.remote_addr)
-    loop = asyncio.get_running_loop()
-
-    def relay(data: bytes, addr: Any) -> None:
-        task = loop.create_task(protocol.send_data(data, addr))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    return (srtp.protect, relay, pair.remote_addr)
-
-
-def quiet_sender(sender: RTCRtpSender) -> None:
-    """Stop aiortc's own RTP/RTCP loops for a sender the forwarder feeds.
-
-    Without a track its RTP loop would poll every 20 ms and its RTCP loop would send
-    Sender Reports with zero counters; the forwarder sends truthful ones instead.
-    Must be called before the sender is started (before setLocalDescription).
-    """
-
-    def idle(started: str, exited: str) -> Callable[..., Any]:
-        async def run(*_: Any) -> None:
-            getattr(sender, started).set()
-            try:
-                await asyncio.get_running_loop().create_future()
-            except asyncio.CancelledError:
-                pass
-            finally:
-                getattr(sender, exited).set()
-
-        return run
-
-    sender._run_rtp = idle("_RTCRtpSender__rtp_started", "_RTCRtpSender__rtp_exited")  # type: ignore[method-assign]
-    sender._run_rtcp = idle("_RTCRtpSender__rtcp_started", "_RTCRtpSender__rtcp_exited")  # type: ignore[method-assign]
-
-
-def tap_receiver(
-    receiver: RTCRtpReceiver, payload_type: int, on_packet: Callable[[RtpPacket], None]
-) -> None:
-    """Route a receiver's parsed RTP to `on_packet` instead of its jitter buffer/decoder.
-
-    Keeps the receiver's per-SSRC statistics so its RTCP Receiver Reports stay truthful.
-    Packets of any other payload type are dropped.
-    """
-    streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
-
-    async def handle(packet: RtpPacket, arrival_time_ms: int = 0) -> None:
-        if packet.payload_type != payload_type:
-            return
-        stats = streams.get(packet.ssrc)
-        if stats is None:
-            stats = streams[packet.ssrc] = StreamStatistics(OPUS_RATE)
-        stats.add(packet)
-        on_packet(packet)
-
-    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
-
-
-def guard_receive_path() -> None:
-    """Make aiortc's SRTP receive path drop malformed packets instead of dying on them.
-
-    aiortc 1.16.0 parses decrypted RTP/RTCP in `RTCDtlsTransport._handle_rtp_data` and
-    `_handle_rtcp_data` and catches only ValueError; an audio-level extension of the wrong
-    length raises struct.error, which ends the transport's receive loop, so one bad packet
-    from a publisher cut its whole connection (found by tests/test_fuzz.py). The same
-    steps are done here with that caught, and with a bound on the SSRCs a transport
-    learns. Patched on the class, once per process (a worker process is all SFU).
-    """
-    if getattr(RTCDtlsTransport, "_yv_guarded", False):
-        return
-
-    async def handle_rtp_data(self: Any, data: bytes, arrival_time_ms: int) -> None:
-        try:
-            packet = RtpPacket.parse(data, self._rtp_header_extensions_map)
-        except (ValueError, struct.error):
-            return
-        router = self._rtp_router
-        if packet.ssrc not in router.ssrc_table and len(router.ssrc_table) >= MAX_LEARNED_SSRCS:
-            return
-        receiver = router.route_rtp(packet)
-        if receiver is not None:
-            await receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_time_ms)
-
-    async def handle_rtcp_data(self: Any, data: bytes) -> None:
-        try:
-            packets = RtcpPacket.parse(data)
-        except (ValueError, struct.error):
-            return
-        for packet in packets:
-            for recipient in self._rtp_router.route_rtcp(packet):
-                await recipient._handle_rtcp_packet(packet)
-
-    RTCDtlsTransport._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
-    RTCDtlsTransport._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
-    RTCDtlsTransport._yv_guarded = True  # type: ignore[attr-defined]
+            await send_rtcp(sender, data)

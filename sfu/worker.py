@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import json
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-import aioice.ice
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
@@ -54,8 +52,20 @@ from yahaml_voice.core.protocol import (
     describe,
     parse_json,
 )
+from yahaml_voice.core.tokens import ice_config, issue_worker_token
 
-from .forwarder import Forwarder, guard_receive_path, make_sink, quiet_sender, tap_receiver
+from .aiortc_private import (
+    guard_receive_path,
+    keep_only_codec,
+    make_sink,
+    negotiated_layout,
+    offered_direction,
+    quiet_sender,
+    restrict_ice_addresses,
+    set_sender_ssrc,
+    tap_receiver,
+)
+from .forwarder import Forwarder
 from .reclaim import Reclaimer
 from .slots import SlotSelector
 
@@ -80,25 +90,11 @@ class SignalError(Exception):
     """An offer or candidate the worker cannot use (logged; the client gets no answer)."""
 
 
-def restrict_ice_addresses(addresses: Sequence[str]) -> None:
-    """Gather host ICE candidates only on `addresses` (this process; empty: aioice's choice).
-
-    aioice gathers on every interface except 127.0.0.1 and has no option for it; the
-    worker (and the test labs, which must stay on loopback) need to pick.
-    """
-    if addresses:
-        chosen = list(addresses)
-        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(chosen)
-
-
 def _opus_only(transceiver: RTCRtpTransceiver) -> int:
     """Keep only Opus (we forward, never transcode) and ask for in-band FEC."""
-    for codec in transceiver._codecs:
-        if codec.mimeType.lower() == "audio/opus":
-            opus = copy.deepcopy(codec)
-            opus.parameters = {**opus.parameters, "minptime": 10, "useinbandfec": 1}
-            transceiver._codecs = [opus]
-            return int(opus.payloadType or 0)
+    pt = keep_only_codec(transceiver, "audio/opus", minptime=10, useinbandfec=1)
+    if pt is not None:
+        return pt
     raise SignalError("the offer has no Opus codec")
 
 
@@ -213,7 +209,7 @@ class Peer:
         self.slot_transceivers = []
         publishing = False
         for index, transceiver in enumerate(pc.getTransceivers()):
-            offered = transceiver._offerDirection  # our side's view of the remote's offer
+            offered = offered_direction(transceiver)
             if transceiver.kind != "audio":
                 transceiver.direction = "inactive"
                 continue
@@ -221,7 +217,7 @@ class Peer:
             if index < len(slots) and offered in ("sendonly", "sendrecv"):
                 transceiver.direction = "sendonly"
                 sender = transceiver.sender
-                sender._ssrc = self.room.forwarder.ssrc(index)
+                set_sender_ssrc(sender, self.room.forwarder.ssrc(index))
                 quiet_sender(sender)
                 self.slot_transceivers.append((index, transceiver))
             elif (
@@ -285,11 +281,7 @@ class Peer:
             if sink is None:
                 logger.warning("%s slot %d: transport not ready", self.id, index)
                 continue
-            layout = forwarder.layout(
-                int(transceiver._codecs[0].payloadType or 0),
-                transceiver._headerExtensions,
-                transceiver.mid,
-            )
+            layout = forwarder.layout(*negotiated_layout(transceiver), transceiver.mid)
             forwarder.add_output(self.id, index, layout, sink, transceiver.sender)
         # The newcomer needs the current mapping; the server broadcasts it to the room,
         # so joins are coalesced into at most one announcement per tick.
@@ -437,8 +429,6 @@ class Worker:
     def rtc_configuration(self) -> RTCConfiguration:
         servers: list[RTCIceServer] = []
         if self.config.sfu.use_turn and self.config.ice.turn.urls:
-            from yahaml_voice.server.auth import ice_config
-
             for server in ice_config(self.config, self.id).iceServers:
                 servers.append(
                     RTCIceServer(
@@ -526,8 +516,6 @@ def worker_token(config: Config) -> str:
     token = os.environ.get(TOKEN_ENV)
     if token:
         return token
-    from yahaml_voice.core.tokens import issue_worker_token
-
     return issue_worker_token(config)
 
 

@@ -28,7 +28,7 @@ def loopback_ice() -> Iterator[None]:
     """aiortc peers in this process offer 127.0.0.1 only, like the SFU workers in tests."""
     import aioice.ice
 
-    from yahaml_voice.sfu.worker import restrict_ice_addresses
+    from yahaml_voice.sfu.aiortc_private import restrict_ice_addresses
 
     original = aioice.ice.get_host_addresses
     restrict_ice_addresses(["127.0.0.1"])

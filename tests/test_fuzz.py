@@ -38,7 +38,7 @@ from websockets.sync.client import ClientConnection, connect
 from tests.servers import TEST_SECRET, TEST_SFU_SECRET, ServerProcess
 from tests.voiceclient import VoiceClient
 from yahaml_voice.core.config import Config, load_config
-from yahaml_voice.sfu.forwarder import MAX_LEARNED_SSRCS
+from yahaml_voice.sfu.aiortc_private import MAX_LEARNED_SSRCS
 from yahaml_voice.sfu.worker import Worker, worker_token
 
 pytestmark = pytest.mark.timeout(300)

@@ -20,7 +20,7 @@ from aiortc.rtp import RtcpSrPacket, RtpPacket
 
 from tests.voiceclient import ToneTrack
 from yahaml_voice.core.config import Config, load_config
-from yahaml_voice.sfu.forwarder import tap_receiver
+from yahaml_voice.sfu.aiortc_private import tap_receiver
 from yahaml_voice.sfu.worker import Worker
 
 ROOM = "net"

@@ -44,8 +44,7 @@ from tests.fixtures.turn import (
 from tests.servers import ServerProcess
 from tests.voiceclient import VoiceClient
 from yahaml_voice.core.config import TurnConfig
-from yahaml_voice.core.tokens import turn_credentials
-from yahaml_voice.server.auth import ice_config
+from yahaml_voice.core.tokens import ice_config, turn_credentials
 from yahaml_voice.server.turn import TEMPLATE, render, turn_vars
 
 pytestmark = [
@@ -285,7 +284,7 @@ def test_defaults_are_short_lived_and_low_quota() -> None:
 
 
 async def test_relay_works_with_server_credentials(loopback_lab: TurnServer) -> None:
-    """Credentials from yahaml_voice.server.auth.ice_config allocate a relay that carries datagrams."""
+    """Credentials from yahaml_voice.core.tokens.ice_config allocate a relay that carries datagrams."""
     answer = ice_config(loopback_lab.config, "p-relay")
     ice = answer.iceServers[0]
     assert ice.username and ice.credential

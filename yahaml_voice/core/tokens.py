@@ -1,4 +1,4 @@
-"""Tokens both processes check: participant and SFU-worker JWTs, TURN REST credentials.
+"""Credentials both processes use: participant and SFU-worker JWTs, TURN REST credentials, ICE config.
 
 Tokens are HS256 JWTs (PyJWT) so that a host application sharing the secret can mint
 them, and any server process of a deployment can check them without shared state.
@@ -18,7 +18,7 @@ from typing import Any, Literal
 import jwt
 
 from .config import Config
-from .protocol import Role
+from .protocol import IceConfigAnswer, IceServer, Role
 
 ALGORITHM = "HS256"
 WORKER_ROLE = "sfu"
@@ -188,3 +188,19 @@ def turn_credentials(
     username = f"{expiry}:{user}"
     digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
     return username, base64.b64encode(digest).decode()
+
+
+def ice_config(config: Config, participant_id: str) -> IceConfigAnswer:
+    """ICE servers for one participant, with fresh time-limited TURN credentials."""
+    servers: list[IceServer] = []
+    if config.ice.stun_urls:
+        servers.append(IceServer(urls=list(config.ice.stun_urls)))
+    turn = config.ice.turn
+    if turn.urls and turn.secret:
+        username, credential = turn_credentials(turn.secret, participant_id, turn.ttl)
+        servers.append(IceServer(urls=list(turn.urls), username=username, credential=credential))
+    return IceConfigAnswer(
+        iceServers=servers,
+        iceTransportPolicy="relay" if config.ice.force_relay else "all",
+        ttl=int(turn.ttl) if turn.urls else None,
+    )

@@ -1,0 +1,270 @@
+"""Every private name of aiortc, aioice and pylibsrtp the SFU touches, in one place.
+
+Forwarding without decoding means reaching under aiortc's public API: the receiver's
+parsed-RTP hook, the sender's name-mangled counters, the DTLS transport's SRTP context,
+aioice's nominated pair and its socket, libsrtp's C entry points. Those names change
+between releases without notice, so the three libraries are pinned exactly in
+pyproject.toml and this module refuses to import against any other version: a worker
+then fails at start with a message naming the package, instead of forwarding silence
+or dying on the first packet. Nothing else in `sfu/` may use a private name of theirs
+(tests/test_import_graph.py checks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import aioice.ice
+from aioice.ice import StunProtocol
+from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import RtcpPacket, RtpPacket
+from pylibsrtp import Session
+from pylibsrtp._binding import ffi, lib
+
+# The versions whose private names this module was written against (pyproject pins them).
+PINNED: dict[str, str] = {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}
+
+OPUS_RATE = 48000
+# SSRCs one transport learns from payload types (aiortc's router adds every new one it
+# sees; a peer inventing SSRCs would grow that table and the receiver's statistics).
+MAX_LEARNED_SSRCS = 16
+
+# libsrtp's `srtp_protect(ctx, buffer, &length)`, called per packet per subscriber, and
+# cffi to build the scratch buffer and length cell it works in.
+srtp_protect: Callable[[Any, Any, Any], int] = lib.srtp_protect
+srtp_ffi = ffi
+
+# A generic send path: (protect, sendto, addr) callables (TURN relays, tests).
+Sink = tuple[Callable[[bytes], bytes], Callable[[Any, Any], Any], Any]
+# The fast path: (libsrtp context, socket.sendto, addr, owner), or (context, socket.send,
+# 0, owner) on a connected socket (the 0 is send()'s flags). `owner` is the pylibsrtp
+# Session, kept alive as long as the sink.
+FastSink = tuple[Any, Callable[[Any, Any], Any], Any, Session]
+AnySink = Sink | FastSink
+
+
+class VersionMismatch(ImportError):
+    """An installed aiortc/aioice/pylibsrtp is not the version this module was written for."""
+
+
+def check_versions(pinned: dict[str, str] = PINNED) -> None:
+    wrong = []
+    for name, wanted in pinned.items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = "not installed"
+        if installed != wanted:
+            wrong.append(f"{name} {installed} (need {wanted})")
+    if wrong:
+        raise VersionMismatch(
+            "the SFU uses private names of these libraries and was written against other "
+            "versions: " + ", ".join(wrong) + "; install the versions pyproject.toml pins"
+        )
+
+
+check_versions()
+
+
+# ---------------------------------------------------------------- ICE
+
+
+def restrict_ice_addresses(addresses: Sequence[str]) -> None:
+    """Gather host ICE candidates only on `addresses` (this process; empty: aioice's choice).
+
+    aioice gathers on every interface except 127.0.0.1 and has no option for it; the
+    worker (and the test labs, which must stay on loopback) need to pick.
+    """
+    if addresses:
+        chosen = list(addresses)
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(chosen)
+
+
+# ---------------------------------------------------------------- transceivers
+
+
+def offered_direction(transceiver: RTCRtpTransceiver) -> str | None:
+    """The direction the remote offered for this m-line (our side's view of it)."""
+    direction: str | None = transceiver._offerDirection
+    return direction
+
+
+def keep_only_codec(transceiver: RTCRtpTransceiver, mime_type: str, **params: Any) -> int | None:
+    """Negotiate only `mime_type` (with extra fmtp `params`); its payload type, or None."""
+    for codec in transceiver._codecs:
+        if codec.mimeType.lower() == mime_type.lower():
+            chosen = copy.deepcopy(codec)
+            chosen.parameters = {**chosen.parameters, **params}
+            transceiver._codecs = [chosen]
+            return int(chosen.payloadType or 0)
+    return None
+
+
+def negotiated_layout(transceiver: RTCRtpTransceiver) -> tuple[int, list[Any]]:
+    """The negotiated payload type and header extensions of a transceiver."""
+    return int(transceiver._codecs[0].payloadType or 0), list(transceiver._headerExtensions)
+
+
+def set_sender_ssrc(sender: RTCRtpSender, ssrc: int) -> None:
+    """Send under `ssrc` (a slot's fixed SSRC) instead of aiortc's random one."""
+    sender._ssrc = ssrc
+
+
+# ---------------------------------------------------------------- sending
+
+
+def make_sink(dtls: RTCDtlsTransport, tasks: set[asyncio.Task[None]]) -> AnySink | None:
+    """The direct send path of a connected transport, or None if it is not connected.
+
+    Host and server-reflexive pairs get a FastSink: libsrtp context and the UDP
+    socket's `sendto` (no coroutine, no aioice lookup, no asyncio transport); a
+    TURN-relayed pair goes through aioice's coroutine as a task kept in `tasks`.
+    """
+    srtp = dtls._tx_srtp
+    if srtp is None or dtls.state != "connected":
+        return None
+    connection = dtls.transport._connection
+    pair = connection._nominated.get(1)
+    if pair is None:
+        return None
+    protocol = pair.protocol
+    if type(protocol) is StunProtocol:
+        sock = getattr(protocol.transport, "_sock", None)
+        if isinstance(sock, socket.socket):
+            try:
+                # Once ICE has nominated a host pair this socket only talks to that
+                # address (consent checks included): connecting it saves the kernel a
+                # route lookup per packet and Python the address conversion. The sink
+                # then calls sock.send(data, 0), the 0 being send()'s flags.
+                sock.connect(pair.remote_addr)
+                return (srtp._srtp[0], sock.send, 0, srtp)
+            except OSError:
+                return (srtp._srtp[0], sock.sendto, pair.remote_addr, srtp)
+        return (srtp.protect, protocol.transport.sendto, pair.remote_addr)
+    loop = asyncio.get_running_loop()
+
+    def relay(data: bytes, addr: Any) -> None:
+        task = loop.create_task(protocol.send_data(data, addr))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return (srtp.protect, relay, pair.remote_addr)
+
+
+async def send_rtcp(sender: RTCRtpSender, data: bytes) -> None:
+    """Send an already-built RTCP compound packet on a sender's transport (SRTCP)."""
+    await sender.transport._send_rtp(data)
+
+
+def sender_cname(sender: RTCRtpSender) -> str:
+    cname: str = getattr(sender, "_RTCRtpSender__cname", None) or ""
+    return cname
+
+
+def record_sender_report(
+    sender: RTCRtpSender, packets: int, octets: int, ntp: int, rtp_ts: int
+) -> None:
+    """Keep a sender's own view (getStats, RTT from receiver reports) in step with the
+    Sender Report the forwarder just sent in its name."""
+    sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
+    sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
+    sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
+    sender._RTCRtpSender__rtp_timestamp = rtp_ts  # type: ignore[attr-defined]
+    sender._RTCRtpSender__lsr = (ntp >> 16) & 0xFFFFFFFF  # type: ignore[attr-defined]
+    sender._RTCRtpSender__lsr_time = time.time()  # type: ignore[attr-defined]
+
+
+def quiet_sender(sender: RTCRtpSender) -> None:
+    """Stop aiortc's own RTP/RTCP loops for a sender the forwarder feeds.
+
+    Without a track its RTP loop would poll every 20 ms and its RTCP loop would send
+    Sender Reports with zero counters; the forwarder sends truthful ones instead.
+    Must be called before the sender is started (before setLocalDescription).
+    """
+
+    def idle(started: str, exited: str) -> Callable[..., Any]:
+        async def run(*_: Any) -> None:
+            getattr(sender, started).set()
+            try:
+                await asyncio.get_running_loop().create_future()
+            except asyncio.CancelledError:
+                pass
+            finally:
+                getattr(sender, exited).set()
+
+        return run
+
+    sender._run_rtp = idle("_RTCRtpSender__rtp_started", "_RTCRtpSender__rtp_exited")  # type: ignore[method-assign]
+    sender._run_rtcp = idle("_RTCRtpSender__rtcp_started", "_RTCRtpSender__rtcp_exited")  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------- receiving
+
+
+def tap_receiver(
+    receiver: RTCRtpReceiver, payload_type: int, on_packet: Callable[[RtpPacket], None]
+) -> None:
+    """Route a receiver's parsed RTP to `on_packet` instead of its jitter buffer/decoder.
+
+    Keeps the receiver's per-SSRC statistics so its RTCP Receiver Reports stay truthful.
+    Packets of any other payload type are dropped.
+    """
+    streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+
+    async def handle(packet: RtpPacket, arrival_time_ms: int = 0) -> None:
+        if packet.payload_type != payload_type:
+            return
+        stats = streams.get(packet.ssrc)
+        if stats is None:
+            stats = streams[packet.ssrc] = StreamStatistics(OPUS_RATE)
+        stats.add(packet)
+        on_packet(packet)
+
+    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+
+
+def guard_receive_path() -> None:
+    """Make aiortc's SRTP receive path drop malformed packets instead of dying on them.
+
+    aiortc 1.16.0 parses decrypted RTP/RTCP in `RTCDtlsTransport._handle_rtp_data` and
+    `_handle_rtcp_data` and catches only ValueError; an audio-level extension of the wrong
+    length raises struct.error, which ends the transport's receive loop, so one bad packet
+    from a publisher cut its whole connection (found by tests/test_fuzz.py). The same
+    steps are done here with that caught, and with a bound on the SSRCs a transport
+    learns. Patched on the class, once per process (a worker process is all SFU).
+    """
+    if getattr(RTCDtlsTransport, "_yv_guarded", False):
+        return
+
+    async def handle_rtp_data(self: Any, data: bytes, arrival_time_ms: int) -> None:
+        try:
+            packet = RtpPacket.parse(data, self._rtp_header_extensions_map)
+        except (ValueError, struct.error):
+            return
+        router = self._rtp_router
+        if packet.ssrc not in router.ssrc_table and len(router.ssrc_table) >= MAX_LEARNED_SSRCS:
+            return
+        receiver = router.route_rtp(packet)
+        if receiver is not None:
+            await receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_time_ms)
+
+    async def handle_rtcp_data(self: Any, data: bytes) -> None:
+        try:
+            packets = RtcpPacket.parse(data)
+        except (ValueError, struct.error):
+            return
+        for packet in packets:
+            for recipient in self._rtp_router.route_rtcp(packet):
+                await recipient._handle_rtcp_packet(packet)
+
+    RTCDtlsTransport._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
+    RTCDtlsTransport._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
+    RTCDtlsTransport._yv_guarded = True  # type: ignore[attr-defined]

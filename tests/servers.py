@@ -49,8 +49,13 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         workers: int = 0,
         name: str = "server",
+        command: list[str] | None = None,
+        cwd: Path = ROOT,
     ) -> None:
         self.port = port or free_port()
+        # The `yahaml-voice` command to run (default: this checkout's, through this Python).
+        self.command = command or [sys.executable, "-m", "yahaml_voice"]
+        self.cwd = cwd
         self.workers = workers
         self.name = name
         base: dict[str, Any] = {
@@ -85,16 +90,14 @@ class ServerProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "yahaml_voice",
+                *self.command,
                 "serve",
                 "--config",
                 str(self.config_path),
                 "--workers",
                 str(self.workers),
             ],
-            cwd=ROOT,
+            cwd=self.cwd,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -9,6 +9,7 @@
  * - signalling.js:  the WebSocket (token subprotocol, keepalive, reconnect, frame parsing);
  * - microphone.js:  the local track, its gate (mute, push-to-talk) and level;
  * - peer-link.js:   one RTCPeerConnection with perfect negotiation;
+ * - mesh.js:        the mesh links by peer id;
  * - sfu-link.js:    the SFU connection and its speaker slots;
  * - audio-stats.js: getStats() counters and levels.
  *
@@ -25,7 +26,8 @@ import { Api, identityFromToken } from './api.js';
 import { collectStats, levelsOf, SPEAKING_LEVEL } from './audio-stats.js';
 import { VoiceError, asVoiceError } from './errors.js';
 import { Microphone, listMicrophones, openMicrophone } from './microphone.js';
-import { PeerLink, rtcIceServers } from './peer-link.js';
+import { Mesh, attachMic } from './mesh.js';
+import { rtcIceServers } from './peer-link.js';
 import { SFU_PEER, SfuLink } from './sfu-link.js';
 import { PROTOCOL_VERSION, Signalling, WS_SUBPROTOCOL, WS_TOKEN_PREFIX } from './signalling.js';
 
@@ -57,6 +59,8 @@ export {
 /** @typedef {import('./audio-stats.js').OutboundStats} OutboundStats */
 /** @typedef {import('./audio-stats.js').AudioStats} AudioStats */
 /** @typedef {import('./peer-link.js').LinkHost} LinkHost */
+/** @typedef {import('./peer-link.js').PeerLink} PeerLink */
+/** @typedef {import('./mesh.js').Sendable} Sendable */
 /** @typedef {import('./signalling.js').ServerFrame} ServerFrame */
 
 /**
@@ -68,8 +72,6 @@ export {
  * @typedef {'idle'|'joining'|'joined'|'reconnecting'|'left'} Status
  */
 
-/** sfu->mesh: flip when every mesh link is connected, or after this. */
-const MESH_COMMIT_MS = 6_000;
 const STATS_EVERY_MS = 250;
 /** TURN credentials are renewed after this share of their lifetime, and at least
  * ICE_RENEW_MARGIN_S seconds before it ends (a relay allocation started then still works). */
@@ -106,6 +108,7 @@ export class VoiceRoom {
       trouble: (link, why) => this._linkTrouble(link, why),
       log: (...args) => this._log(...args),
     };
+    this.mesh = new Mesh(this.linkHost);
     this.sfuLink = new SfuLink(this.linkHost);
 
     /** @type {string|null} */
@@ -122,8 +125,6 @@ export class VoiceRoom {
     this.rtcConfig = {};
     /** Participants of the room, self included. @type {Map<string, ParticipantInfo>} */
     this.participants = new Map();
-    /** Mesh links by peer id. @type {Map<string, PeerLink>} */
-    this.links = new Map();
     /** When the current mode switch started (0: none). */
     this.switchStartedAt = 0;
     /** joinedAt of our seat: a different one after a rejoin means the seat was lost. */
@@ -184,6 +185,11 @@ export class VoiceRoom {
   /** @param {Identity|null} identity */
   set identity(identity) {
     this.api.identity = identity;
+  }
+
+  /** Mesh links by peer id. */
+  get links() {
+    return this.mesh.links;
   }
 
   /** The link to the SFU, while there is one. */
@@ -697,9 +703,7 @@ export class VoiceRoom {
   /** @param {string} peerId */
   _createLink(peerId) {
     const self = this.identity ? this.identity.participantId : '';
-    const link = new PeerLink(this.linkHost, peerId, 'mesh', self < peerId, this.rtcConfig);
-    this.links.set(peerId, link);
-    return link;
+    return this.mesh.create(self, peerId, this.rtcConfig);
   }
 
   /**
@@ -710,54 +714,29 @@ export class VoiceRoom {
    */
   _ensureLink(peerId, active) {
     if (!this._wantsLink(peerId)) return;
-    let link = this.links.get(peerId);
-    if (link && !link.closed) return;
-    link = this._createLink(peerId);
-    if (active) {
-      this._addLocalMedia(link);
-    } else {
-      const l = link;
-      l.awaitOffer(
-        () => this.mode === 'mesh',
-        () => this._addLocalMedia(l),
-      );
-    }
+    const existing = this.links.get(peerId);
+    if (existing && !existing.closed) return;
+    const link = this._createLink(peerId);
+    this.mesh.start(
+      link,
+      active,
+      () => this._sendable(),
+      () => this.mode === 'mesh',
+    );
     this._emitRoster();
   }
 
-  /** The microphone to send, if this seat publishes. */
+  /** The microphone to send, if this seat publishes. @returns {Sendable|null} */
   _sendable() {
     const track = this.mic.track;
     const stream = this.mic.stream;
     return this.mic.canPublish && track && stream ? { track, stream } : null;
   }
 
-  /** Give a link its transceiver: the mic (addTrack, so that glare merges m-lines) or recvonly. */
-  /** @param {PeerLink} link */
-  _addLocalMedia(link) {
-    const mic = this._sendable();
-    if (mic) {
-      link.pc.addTrack(mic.track, mic.stream);
-    } else {
-      link.pc.addTransceiver('audio', { direction: 'recvonly' });
-    }
-  }
-
-  /** After a remote offer: send the mic on its audio m-line if we do not already. */
+  /** After a remote offer on a mesh link: send the mic on it too. */
   /** @param {PeerLink} link */
   _attachMic(link) {
-    if (link.plane !== 'mesh') return;
-    const mic = this._sendable();
-    if (!mic) return;
-    const transceivers = link.pc.getTransceivers().filter(
-      (t) => t.receiver.track.kind === 'audio' && t.currentDirection !== 'stopped',
-    );
-    if (transceivers.some((t) => t.sender.track)) return;
-    const first = transceivers[0];
-    if (!first) return;
-    first.sender.replaceTrack(mic.track).catch(() => {});
-    if (first.sender.setStreams) first.sender.setStreams(mic.stream);
-    first.direction = 'sendrecv';
+    if (link.plane === 'mesh') attachMic(link, this._sendable());
   }
 
   /** @param {PeerLink} link @param {'failed'|'disconnected'} why */
@@ -774,19 +753,16 @@ export class VoiceRoom {
 
   /** @param {string} peerId */
   _closeLink(peerId) {
-    const link = this.links.get(peerId);
-    if (!link) return;
-    this.links.delete(peerId);
-    this._stopPlaying(link);
+    const link = this.mesh.remove(peerId);
+    if (link) this._stopPlaying(link);
   }
 
   _closeAllLinks() {
     for (const id of [...this.links.keys()]) this._closeLink(id);
   }
 
-  /** Close a link and stop playing what it fed. @param {PeerLink} link */
+  /** Stop playing what a closed link fed. @param {PeerLink} link */
   _stopPlaying(link) {
-    link.close();
     for (const key of link.streams.keys()) this._emitAudio(key, null, null);
     link.streams.clear();
   }
@@ -895,9 +871,7 @@ export class VoiceRoom {
 
   _closeSfu() {
     const link = this.sfuLink.close();
-    if (!link) return;
-    for (const key of link.streams.keys()) this._emitAudio(key, null, null);
-    link.streams.clear();
+    if (link) this._stopPlaying(link);
   }
 
   /** Flip the played plane once the new one is ready (see the media contract). */
@@ -914,11 +888,7 @@ export class VoiceRoom {
       this._log('switched to sfu');
     } else {
       const wanted = [...this.participants.keys()].filter((id) => this._wantsLink(id));
-      const ready = wanted.every((id) => {
-        const link = this.links.get(id);
-        return link && link.pc.connectionState === 'connected';
-      });
-      if (!ready && now - this.switchStartedAt < MESH_COMMIT_MS) return;
+      if (!this.mesh.readyToTakeOver(wanted, now, this.switchStartedAt)) return;
       this.plane = 'mesh';
       this.switchStartedAt = 0;
       this._closeSfu();

@@ -45,9 +45,17 @@ deploy-test: $(STAMP) system-deps
 turn: $(STAMP)
 	$(BIN)/yahaml-voice turn --run $(if $(CONFIG),--config $(CONFIG))
 
-lint: $(STAMP)
+## TypeScript (pinned in client/package-lock.json) for `tsc --noEmit` over the client's JSDoc.
+CLIENT_TOOLS := client/node_modules/.installed
+
+$(CLIENT_TOOLS): client/package.json client/package-lock.json
+	npm ci --prefix client --no-audit --no-fund
+	touch $@
+
+lint: $(STAMP) $(CLIENT_TOOLS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	client/node_modules/.bin/tsc --noEmit -p client
 
 typecheck: $(STAMP)
 	$(BIN)/mypy -p yahaml_voice

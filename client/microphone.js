@@ -1,0 +1,173 @@
+// @ts-check
+/**
+ * The local microphone: opening it, switching devices, the transmit gate (mute, push-to-talk)
+ * and the level of what it picks up. Knows nothing of connections: the room adds the track to
+ * them and asks {@link Microphone#replaceIn} to swap it.
+ */
+
+import { VoiceError } from './errors.js';
+
+/**
+ * @typedef {{muted: boolean, ptt: boolean, held: boolean, transmitting: boolean,
+ *   canPublish: boolean, deviceId: string|null}} LocalState
+ */
+
+/**
+ * Open a microphone (the browser's default one if `deviceId` is null).
+ * @param {string|null} deviceId
+ * @returns {Promise<MediaStream>}
+ */
+export async function openMicrophone(deviceId) {
+  /** @type {MediaTrackConstraints} */
+  const audio = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+  if (deviceId) audio.deviceId = { exact: deviceId };
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    throw new VoiceError('mic-missing', 'this browser offers no microphone here (HTTPS is required)');
+  }
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio, video: false });
+  } catch (err) {
+    const name = err instanceof Error ? err.name : '';
+    if (name === 'NotAllowedError' || name === 'SecurityError') {
+      throw new VoiceError('mic-denied', 'microphone access was denied');
+    }
+    if (name === 'NotFoundError' || name === 'OverconstrainedError') {
+      throw new VoiceError('mic-missing', 'no microphone was found');
+    }
+    throw new VoiceError('mic-missing', `the microphone could not be opened (${name || err})`);
+  }
+}
+
+/** @returns {Promise<MediaDeviceInfo[]>} */
+export async function listMicrophones() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  return devices.filter((d) => d.kind === 'audioinput');
+}
+
+export class Microphone {
+  /**
+   * @param {(state: LocalState) => void} onchange the gate or the device changed
+   * @param {(error: VoiceError) => void} onlost the track ended while in use
+   */
+  constructor(onchange, onlost) {
+    this.onchange = onchange;
+    this.onlost = onlost;
+    /** @type {MediaStream|null} */
+    this.stream = null;
+    this.muted = false;
+    this.ptt = false;
+    /** The push-to-talk key is down. */
+    this.held = false;
+    /** The seat may send audio (false: listening only). */
+    this.canPublish = true;
+    /** @type {string|null} */
+    this.deviceId = null;
+    /** @type {AudioContext|null} */
+    this.audioContext = null;
+    /** @type {AnalyserNode|null} */
+    this.analyser = null;
+    /** @type {Float32Array|null} */
+    this.analyserBuf = null;
+  }
+
+  /** The microphone track, if publishing. */
+  get track() {
+    return this.stream ? this.stream.getAudioTracks()[0] || null : null;
+  }
+
+  /** @param {MediaStream} stream */
+  use(stream) {
+    this.stream = stream;
+    const track = stream.getAudioTracks()[0];
+    if (track) {
+      this.deviceId = track.getSettings().deviceId || this.deviceId;
+      track.onended = () => {
+        if (this.stream === stream) {
+          this.onlost(new VoiceError('mic-lost', 'the microphone stopped (unplugged?)'));
+        }
+      };
+    }
+    this._startAnalyser(stream);
+    this.applyGate();
+  }
+
+  /**
+   * Switch to another device: opens it, hands its track to `replace` (which swaps it into
+   * every sender), then stops the old one.
+   * @param {string} deviceId
+   * @param {(track: MediaStreamTrack) => Promise<void>} replace
+   */
+  async switchTo(deviceId, replace) {
+    const old = this.stream;
+    if (!old) return;
+    const stream = await openMicrophone(deviceId);
+    const track = stream.getAudioTracks()[0];
+    track.enabled = this.gateOpen();
+    await replace(track);
+    old.getTracks().forEach((t) => t.stop());
+    this.use(stream);
+  }
+
+  /** Stop the tracks (the device light goes off). */
+  stop() {
+    if (this.stream) this.stream.getTracks().forEach((t) => t.stop());
+    this.stream = null;
+  }
+
+  /** Stop the tracks and the level meter, and release the push-to-talk key. */
+  release() {
+    this.stop();
+    if (this.audioContext) this.audioContext.close().catch(() => {});
+    this.audioContext = null;
+    this.analyser = null;
+    this.held = false;
+  }
+
+  /** Whether the microphone may be on right now. */
+  gateOpen() {
+    return this.canPublish && !this.muted && (!this.ptt || this.held);
+  }
+
+  applyGate() {
+    const track = this.track;
+    if (track) track.enabled = this.gateOpen();
+    this.onchange(this.state());
+  }
+
+  /** @returns {LocalState} */
+  state() {
+    return {
+      muted: this.muted,
+      ptt: this.ptt,
+      held: this.held,
+      transmitting: !!this.track && this.gateOpen(),
+      canPublish: this.canPublish,
+      deviceId: this.deviceId,
+    };
+  }
+
+  /** @param {MediaStream} stream */
+  _startAnalyser(stream) {
+    try {
+      if (!this.audioContext) this.audioContext = new AudioContext();
+      if (this.audioContext.state === 'suspended') this.audioContext.resume().catch(() => {});
+      const source = this.audioContext.createMediaStreamSource(stream);
+      this.analyser = this.audioContext.createAnalyser();
+      this.analyser.fftSize = 1024;
+      this.analyserBuf = new Float32Array(this.analyser.fftSize);
+      source.connect(this.analyser);
+    } catch {
+      this.analyser = null;
+    }
+  }
+
+  /** Peak level (0..1) of what is being sent now; 0 while the gate is closed. */
+  level() {
+    if (!this.analyser || !this.analyserBuf || !this.gateOpen()) return 0;
+    const buf = /** @type {Float32Array<ArrayBuffer>} */ (this.analyserBuf);
+    this.analyser.getFloatTimeDomainData(buf);
+    let peak = 0;
+    for (let i = 0; i < buf.length; i++) peak = Math.max(peak, Math.abs(buf[i]));
+    return Math.min(1, peak);
+  }
+}

@@ -1,0 +1,287 @@
+// @ts-check
+/**
+ * The signalling WebSocket: opening it (token in a subprotocol), the `connected` handshake,
+ * auth refusals, keepalive, reconnect backoff, and the one place incoming frames are parsed.
+ */
+
+import { VoiceError } from './errors.js';
+
+/** @typedef {import('./api.js').Api} Api */
+/** @typedef {import('./protocol-types.js').ConnectedEvent} ConnectedEvent */
+/** @typedef {import('./protocol-types.js').ParticipantJoinedEvent} ParticipantJoinedEvent */
+/** @typedef {import('./protocol-types.js').ParticipantLeftEvent} ParticipantLeftEvent */
+/** @typedef {import('./protocol-types.js').SignalEvent} SignalEvent */
+/** @typedef {import('./protocol-types.js').ParticipantMuteChangedEvent} ParticipantMuteChangedEvent */
+/** @typedef {import('./protocol-types.js').ParticipantVolumeChangedEvent} ParticipantVolumeChangedEvent */
+/** @typedef {import('./protocol-types.js').RoomModeChangedEvent} RoomModeChangedEvent */
+/** @typedef {import('./protocol-types.js').SpeakerSlotsEvent} SpeakerSlotsEvent */
+/** @typedef {import('./protocol-types.js').WsError} WsError */
+/** @typedef {import('./protocol-types.js').WsClientFrame} WsClientFrame */
+
+/**
+ * What the server sends on /ws (docs/protocol.md), by `type`.
+ * @typedef {{type: 'connected', data: ConnectedEvent}
+ *   | {type: 'participantJoined', data: ParticipantJoinedEvent}
+ *   | {type: 'participantLeft', data: ParticipantLeftEvent}
+ *   | {type: 'signal', data: SignalEvent}
+ *   | {type: 'participantMuteChanged', data: ParticipantMuteChangedEvent}
+ *   | {type: 'participantVolumeChanged', data: ParticipantVolumeChangedEvent}
+ *   | {type: 'roomModeChanged', data: RoomModeChangedEvent}
+ *   | {type: 'speakerSlots', data: SpeakerSlotsEvent}
+ *   | {type: 'error', data: WsError}
+ *   | {type: 'pong', data: unknown}
+ *   | {type: 'subscribed', data: {filters: {[key: string]: unknown}}}
+ *   | {type: 'unsubscribed', data: {}}} ServerFrame
+ */
+
+export const PROTOCOL_VERSION = 1;
+/** WebSocket subprotocols: ours, and the one that carries the token (core/protocol.py). */
+export const WS_SUBPROTOCOL = 'yahaml-voice';
+export const WS_TOKEN_PREFIX = 'yahaml-voice.token.';
+
+/** Ping the server after this much silence, drop the socket after DEAD_AFTER. */
+const PING_EVERY_MS = 20_000;
+const DEAD_AFTER_MS = 45_000;
+/** Reconnect backoff: first delay, cap. */
+const BACKOFF_FIRST_MS = 500;
+const BACKOFF_MAX_MS = 10_000;
+/** Close codes that mean "this token is done": do not reconnect with it. */
+const AUTH_CLOSE_CODES = [4401, 4001, 1008];
+
+/**
+ * A frame from the server, or null for anything that is not one (bad JSON, not an object,
+ * no string `type`). Types the client does not know pass through; `data` is always an object.
+ * @param {unknown} text
+ * @returns {ServerFrame|null}
+ */
+export function parseFrame(text) {
+  if (typeof text !== 'string') return null;
+  let frame;
+  try {
+    frame = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (!frame || typeof frame !== 'object' || typeof frame.type !== 'string') return null;
+  if (!frame.data || typeof frame.data !== 'object') frame.data = {};
+  return /** @type {ServerFrame} */ (frame);
+}
+
+/**
+ * The delay before reconnect attempt `attempt` (0-based): quick at first, then doubling
+ * with jitter, never so long that the seat's grace period runs out between two attempts.
+ * @param {number} attempt
+ * @param {number} gracePeriod seconds
+ */
+export function backoffDelay(attempt, gracePeriod) {
+  const cap = Math.max(BACKOFF_FIRST_MS, Math.min(BACKOFF_MAX_MS, (gracePeriod * 1000) / 3));
+  const base = Math.min(cap, BACKOFF_FIRST_MS * 2 ** attempt);
+  return attempt === 0 ? 200 : base * (0.75 + Math.random() * 0.5);
+}
+
+/** One participant's signalling socket, reopened after losses. */
+export class Signalling {
+  /**
+   * @param {Api} api whose identity's token opens the socket
+   * @param {(...args: unknown[]) => void} log
+   */
+  constructor(api, log) {
+    this.api = api;
+    this.log = log;
+    /** @type {WebSocket|null} */
+    this.ws = null;
+    /** Rejects the socket being opened (close() while joining). @type {((e: Error) => void)|null} */
+    this.abortOpen = null;
+    this.lastMessageAt = 0;
+    /** Reconnect attempts since the last success. */
+    this.attempts = 0;
+    /** @type {ReturnType<typeof setTimeout>|null} */
+    this.retryTimer = null;
+    /** Every frame after `connected`, except auth refusals. @type {(frame: ServerFrame) => void} */
+    this.onframe = () => {};
+    /**
+     * The open socket closed: `auth` set when the token is done (do not reconnect).
+     * @type {(auth: VoiceError|null, code: number, reason: string) => void}
+     */
+    this.onlost = () => {};
+  }
+
+  /**
+   * Open the socket; resolves on the server's `connected` frame. `isCurrent` false: the
+   * session that opened it is over, its events are dropped.
+   * @param {() => boolean} isCurrent
+   * @returns {Promise<void>}
+   */
+  open(isCurrent) {
+    const identity = this.api.identity;
+    if (!identity) return Promise.reject(new VoiceError('auth', 'log in first', 401));
+    const base = this.api.baseUrl || location.origin;
+    // The token travels in a subprotocol, never in the URL (proxies log URLs).
+    const url = `${base.replace(/^http/, 'ws')}/ws`;
+    const protocols = [WS_SUBPROTOCOL, WS_TOKEN_PREFIX + identity.token];
+    return new Promise((resolve, reject) => {
+      let ws;
+      try {
+        ws = new WebSocket(url, protocols);
+      } catch {
+        reject(new VoiceError('unreachable', 'cannot open the signaling socket'));
+        return;
+      }
+      this.ws = ws;
+      this.abortOpen = reject;
+      let opened = false;
+      /** @type {VoiceError|null} */
+      let authError = null;
+      ws.onmessage = (event) => {
+        if (!isCurrent()) return;
+        this.lastMessageAt = Date.now();
+        const frame = parseFrame(event.data);
+        if (!frame) return;
+        if (!opened && frame.type === 'connected') {
+          opened = true;
+          this.abortOpen = null;
+          const version = frame.data.protocolVersion;
+          if (version && version !== PROTOCOL_VERSION) {
+            this.log('server speaks protocol', version, 'we speak', PROTOCOL_VERSION);
+          }
+          ws.send(JSON.stringify(/** @type {WsClientFrame} */ ({ type: 'subscribe', channel: 'voice' })));
+          resolve();
+          return;
+        }
+        if (frame.type === 'error') {
+          const refusal = authRefusal(frame.data);
+          if (refusal) {
+            // The 4401 close follows; it reports this error.
+            authError = refusal;
+            return;
+          }
+        }
+        this.onframe(frame);
+      };
+      ws.onclose = (event) => {
+        if (this.ws === ws) this.ws = null;
+        if (!isCurrent()) return;
+        const auth =
+          authError ||
+          (AUTH_CLOSE_CODES.includes(event.code)
+            ? new VoiceError('auth', event.reason || 'your session has expired; log in again', 401)
+            : null);
+        if (!opened) {
+          this.abortOpen = null;
+          if (auth) {
+            reject(auth);
+            return;
+          }
+          // A refused upgrade (bad token: HTTP 401) shows only as 1006 to a page: ask why.
+          this._whyRefused().then(reject);
+          return;
+        }
+        this.onlost(auth, event.code, event.reason);
+      };
+    });
+  }
+
+  /**
+   * Why the socket could not open: an auth problem if the REST API says so.
+   * @returns {Promise<VoiceError>}
+   */
+  async _whyRefused() {
+    try {
+      await this.api.me();
+    } catch (err) {
+      if (err instanceof VoiceError && err.kind === 'auth') return err;
+    }
+    return new VoiceError('unreachable', 'the voice server cannot be reached');
+  }
+
+  /** @param {WsClientFrame} frame */
+  send(frame) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+  }
+
+  /** Once a second: ping a quiet socket, drop a dead one (its close reconnects). */
+  keepalive() {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    const quiet = Date.now() - this.lastMessageAt;
+    if (quiet > DEAD_AFTER_MS) {
+      this.log('socket silent for', quiet, 'ms; reconnecting');
+      ws.close(4000, 'no traffic');
+    } else if (quiet > PING_EVERY_MS) {
+      this.send({ type: 'ping' });
+    }
+  }
+
+  /**
+   * Run `attempt` after the next backoff delay; returns the delay, or null if an attempt is
+   * already pending.
+   * @param {number} gracePeriod seconds the server keeps the seat
+   * @param {() => void} attempt
+   * @returns {number|null}
+   */
+  scheduleRetry(gracePeriod, attempt) {
+    if (this.retryTimer) return null;
+    const delay = backoffDelay(this.attempts++, gracePeriod);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      attempt();
+    }, delay);
+    return delay;
+  }
+
+  /** A reconnect succeeded: the next loss starts the backoff afresh. */
+  reconnected() {
+    this.attempts = 0;
+  }
+
+  /** Close a socket whose reconnect failed half-way, without reporting its close. */
+  discard() {
+    const ws = this.ws;
+    if (!ws) return;
+    this.ws = null;
+    ws.onclose = null;
+    ws.close();
+  }
+
+  /** Close for good (leaving): no close report, an open() in progress rejects, no retry. */
+  close() {
+    const ws = this.ws;
+    if (ws) {
+      this.ws = null;
+      ws.onclose = null;
+      ws.onmessage = null;
+      ws.onerror = null;
+      ws.close(1000, 'leaving');
+    }
+    if (this.abortOpen) this.abortOpen(new VoiceError('aborted', 'left before the join completed'));
+    this.abortOpen = null;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.attempts = 0;
+  }
+}
+
+/**
+ * The auth error an `error` frame announces (the socket closes with 4401 next), or null.
+ * @param {WsError} data
+ * @returns {VoiceError|null}
+ */
+function authRefusal(data) {
+  const code = data.code || '';
+  if (code === 'token_expired' || code === 'unauthorized') {
+    return new VoiceError(
+      'auth',
+      code === 'token_expired' ? 'your session has expired; log in again' : 'not authorized',
+      401,
+    );
+  }
+  if (code === 'revoked' || code === 'removed') {
+    // Logged out elsewhere or removed by net control.
+    return new VoiceError(
+      code === 'removed' ? 'removed' : 'auth',
+      data.message || 'your session was revoked; log in again',
+      401,
+    );
+  }
+  return null;
+}

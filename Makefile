@@ -61,4 +61,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy -p yahaml_voice
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info client/node_modules

@@ -26,6 +26,10 @@ TYPES = {
 }
 
 
+# Files and folders in client/ that are tools, not the page.
+DEV_ONLY = frozenset({"node_modules", "package.json", "package-lock.json", "tsconfig.json"})
+
+
 def client_dir(config: Config) -> Path:
     if config.server.client_dir:
         return Path(config.server.client_dir)
@@ -39,6 +43,11 @@ def static_blueprint(config: Config) -> Blueprint:
     async def send(name: str) -> Response:
         # NUL and other control characters name no file of ours (and make os calls raise).
         if any(ord(ch) < 0x20 or ch == "\x7f" for ch in name):
+            abort(404)
+        # A checkout's client/ also holds development files (node_modules/ with TypeScript,
+        # package.json, tsconfig.json): the page needs none of them.
+        parts = name.split("/")
+        if any(part.startswith(".") or part in DEV_ONLY for part in parts):
             abort(404)
         try:
             path = (root / name).resolve()

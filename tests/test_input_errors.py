@@ -109,6 +109,15 @@ def test_control_characters_in_a_static_path_are_a_404(
     assert httpx.get(shared_server.url + path).status_code == 404
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/package.json", "/tsconfig.json", "/node_modules/typescript/package.json", "/.gitignore"],
+)
+def test_client_development_files_are_not_served(shared_server: ServerProcess, path: str) -> None:
+    # client/ in a checkout holds TypeScript and its manifests for `make lint`.
+    assert httpx.get(shared_server.url + path).status_code == 404
+
+
 async def test_deep_json_frame_gets_an_error_frame_and_the_socket_stays(
     shared_server: ServerProcess,
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from .store import (
@@ -217,6 +218,10 @@ class MemoryBus:
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
         for sub in list(self._subs.get(channel, ())):
             sub.put(message)
+
+    async def publish_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        for channel, message in items:
+            await self.publish(channel, message)
 
     async def subscribe(self, channel: str) -> MemorySubscription:
         sub = MemorySubscription(self, channel)

@@ -135,9 +135,15 @@ class RedisBus:
         """All of `items` in one pipeline (one round trip), in their order."""
         if not items:
             return
-        await self._enqueue(
-            [(self._channel(channel), dumps(message).encode()) for channel, message in items]
-        )
+        # A broadcast hands the same message object for every member: encode it once.
+        encoded: dict[int, bytes] = {}
+        batch = []
+        for channel, message in items:
+            data = encoded.get(id(message))
+            if data is None:
+                data = encoded[id(message)] = dumps(message).encode()
+            batch.append((self._channel(channel), data))
+        await self._enqueue(batch)
 
     async def _enqueue(self, messages: list[tuple[str, bytes]]) -> None:
         if self._outbox is None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from yahaml_voice.core.config import Config
 
-from .memory_store import MemoryBus, MemoryStore
+from .memory_bus import MemoryBus
+from .memory_store import MemoryStore
 from .store import Bus, Store
 
 

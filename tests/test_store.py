@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from tests.redis_fixture import RedisServer
-from yahaml_voice.server.memory_store import MemoryBus, MemoryStore
+from yahaml_voice.server.memory_bus import MemoryBus
+from yahaml_voice.server.memory_store import MemoryStore
 from yahaml_voice.server.redis_bus import RedisBus
 from yahaml_voice.server.redis_store import RedisStore
 from yahaml_voice.server.store import (

@@ -14,6 +14,7 @@ import sys
 BENCHMARKS: dict[str, str] = {
     "join": "bench.join_latency",
     "signaling": "bench.signaling_load",
+    "broadcast": "bench.broadcast",
     "sfu": "bench.sfu_forwarding",
     "soak": "bench.soak",
 }

@@ -24,7 +24,9 @@ SIGNALS = "signals_per_participant"
 SEATS = "participants_per_address"
 MEDIA = "media_timeout"
 FRAMES = "frames_per_socket"
-LIMIT_NAMES = (SESSIONS, SOCKETS, JOINS, SIGNALS, SEATS, MEDIA, FRAMES)
+# Frames of an SFU worker dropped because their room's lane was full (worker_lanes.py).
+WORKER_BACKLOG = "worker_frame_backlog"
+LIMIT_NAMES = (SESSIONS, SOCKETS, JOINS, SIGNALS, SEATS, MEDIA, FRAMES, WORKER_BACKLOG)
 
 
 class RateLimited(Exception):

@@ -1,4 +1,4 @@
-"""In-memory Store and Bus for the embedded default (one server process).
+"""In-memory Store for the embedded default (one server process); its bus is memory_bus.py.
 
 All methods run without awaiting in between their reads and writes, so on one event loop
 each is atomic, which is what the Store contract asks for.
@@ -14,7 +14,6 @@ from typing import Any
 from .store import (
     AddressFull,
     JoinResult,
-    LocalSubscription,
     ParticipantRecord,
     RoomFull,
     RoomState,
@@ -190,42 +189,3 @@ class MemoryStore:
             del self._revoked[session_id]
             return False
         return True
-
-
-class MemorySubscription(LocalSubscription):
-    def __init__(self, bus: MemoryBus, channel: str) -> None:
-        super().__init__(channel)
-        self._bus = bus
-
-    async def close(self) -> None:
-        self._bus._remove(self)
-        self.end()
-
-
-class MemoryBus:
-    def __init__(self) -> None:
-        self._subs: dict[str, set[MemorySubscription]] = defaultdict(set)
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        for subs in list(self._subs.values()):
-            for sub in list(subs):
-                await sub.close()
-
-    async def publish(self, channel: str, message: dict[str, Any]) -> None:
-        for sub in list(self._subs.get(channel, ())):
-            sub.put(message)
-
-    async def subscribe(self, channel: str) -> MemorySubscription:
-        sub = MemorySubscription(self, channel)
-        self._subs[channel].add(sub)
-        return sub
-
-    def _remove(self, sub: MemorySubscription) -> None:
-        subs = self._subs.get(sub.channel)
-        if subs is not None:
-            subs.discard(sub)
-            if not subs:
-                del self._subs[sub.channel]

@@ -475,13 +475,14 @@ class RoomService:
         self, room_id: str, type_: str, data: dict[str, Any], exclude: str | None = None
     ) -> int:
         message = envelope(type_, data)
-        sent = 0
-        for record in await self.store.participants(room_id):
-            if record.id == exclude:
-                continue
-            await self.bus.publish(participant_channel(record.id), message)
-            sent += 1
-        return sent
+        # One batch (one bus round trip), not one publish per member.
+        items = [
+            (participant_channel(record.id), message)
+            for record in await self.store.participants(room_id)
+            if record.id != exclude
+        ]
+        await self.bus.publish_many(items)
+        return len(items)
 
     async def signal(self, identity: Identity, room_id: str, request: SignalRequest) -> int:
         """Route a signal from `identity`; returns how many participants it was sent to."""
@@ -526,12 +527,13 @@ class RoomService:
                 )
             await self.bus.publish(participant_channel(request.to), event)
             return 1
-        count = 0
-        for record in await self.store.participants(room_id):
-            if record.id != sender.id:
-                await self.bus.publish(participant_channel(record.id), event)
-                count += 1
-        return count
+        items = [
+            (participant_channel(record.id), event)
+            for record in await self.store.participants(room_id)
+            if record.id != sender.id
+        ]
+        await self.bus.publish_many(items)
+        return len(items)
 
     async def _signal_sfu(
         self, sender: ParticipantRecord, room_id: str, type_: str, data: dict[str, Any] | None

@@ -3,14 +3,14 @@
 Everything more than one server process would need to agree on lives behind `Store`;
 everything that must reach a socket held by some process goes through `Bus`. The
 embedded default implements both in memory (`memory_store.py`), a deployment of several
-processes in Redis (`redis_store.py`). Both pass the same test-suite.
+processes in Redis (`redis_store.py`, `redis_bus.py`). Both pass the same test-suite.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -252,5 +252,11 @@ class Bus(Protocol):
     async def stop(self) -> None: ...
 
     async def publish(self, channel: str, message: dict[str, Any]) -> None: ...
+
+    async def publish_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Publish each (channel, message) in order, as one batch (one round trip to a
+        shared bus): what a room broadcast uses. An empty list does nothing; an outage
+        raises StoreUnavailable as publish() does."""
+        ...
 
     async def subscribe(self, channel: str) -> Subscription: ...

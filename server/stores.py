@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from yahaml_voice.core.config import Config
 
-from .memory_store import MemoryBus, MemoryStore
+from .memory_bus import MemoryBus
+from .memory_store import MemoryStore
 from .store import Bus, Store
 
 
 def make_store(config: Config) -> tuple[Store, Bus]:
-    if config.redis.url:
-        from .redis_store import make_redis_store
+    url = config.redis.url
+    if url:
+        # Imported only when asked for: the embedded default never loads the Redis client.
+        from .redis_bus import RedisBus
+        from .redis_store import RedisStore
 
-        return make_redis_store(config)
+        return RedisStore(url, config.redis.prefix), RedisBus(url, config.redis.prefix)
     return MemoryStore(), MemoryBus()

@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from quart import Blueprint, abort, websocket
 
 from yahaml_voice.core.protocol import (
@@ -29,10 +29,11 @@ from .api import ApiError
 from .auth import ensure_not_revoked
 from .connections import CLOSE_TIMEOUT, ClientConnection, WorkerConnection, error_frame
 from .context import services
-from .limits import RateLimited
+from .limits import WORKER_BACKLOG, RateLimited
 from .origins import origin_allowed
 from .rooms import participant_channel, worker_channel
 from .store import WorkerRecord
+from .worker_lanes import Lanes
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,18 @@ async def worker_socket() -> None:
         except ValidationError as exc:
             conn.send(conn.error("bad_frame", f"{type_}.{describe(exc, root='data')}"))
             return
+        # The read loop only parses: handling (store and bus round trips, broadcasts) runs
+        # on the frame's room lane, in order per room, rooms independent of each other.
+        lanes.submit(getattr(message, "roomId", None), message)
+
+    def dropped(room: str | None, first: bool) -> None:
+        svc.limits.refuse(WORKER_BACKLOG)
+        if first:
+            conn.send(
+                conn.error("overloaded", f"frames of room {room!r} backed up; some were dropped")
+            )
+
+    async def process(message: BaseModel) -> None:
         if isinstance(message, WorkerLoad):
             if not await svc.store.claim_worker(record.id, owner, ttl):
                 conn.send(conn.error("worker_id_taken", "another connection took this worker id"))
@@ -191,6 +204,7 @@ async def worker_socket() -> None:
             )
 
     conn = WorkerConnection(websocket, handle)
+    lanes: Lanes[BaseModel] = Lanes(f"sfu worker {record.id}", process, dropped)
     subscription = await svc.bus.subscribe(worker_channel(record.id))
     await svc.store.worker_seen(record, ttl)
     svc.local_sockets[conn.id] = conn
@@ -198,6 +212,7 @@ async def worker_socket() -> None:
     try:
         await conn.serve(subscription, deadline=None)
     finally:
+        await lanes.stop()
         svc.local_sockets.pop(conn.id, None)
         log.warning("sfu worker %s disconnected", record.id)
         if await svc.store.release_worker(record.id, owner) and await svc.store.remove_worker(

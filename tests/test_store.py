@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 
 from tests.redis_fixture import RedisServer
-from yahaml_voice.server.memory_store import MemoryBus, MemoryStore
-from yahaml_voice.server.redis_store import RedisBus, RedisStore, StoreUnavailable
+from yahaml_voice.server.memory_bus import MemoryBus
+from yahaml_voice.server.memory_store import MemoryStore
+from yahaml_voice.server.redis_bus import RedisBus
+from yahaml_voice.server.redis_store import RedisStore
 from yahaml_voice.server.store import (
     AddressFull,
     Bus,
@@ -26,6 +28,7 @@ from yahaml_voice.server.store import (
     RoomFull,
     RoomState,
     Store,
+    StoreUnavailable,
     Subscription,
     WorkerRecord,
 )
@@ -556,6 +559,40 @@ async def test_bus_prefixes_isolate_deployments(backend: Backend) -> None:
     await sub.close()
 
 
+async def test_publish_many_keeps_order_per_channel_and_loses_nothing(backend: Backend) -> None:
+    sender, receiver = await backend.bus(), await backend.bus()
+    channels = [f"p:m{i}" for i in range(30)]
+    subs = {channel: await receiver.subscribe(channel) for channel in channels}
+    rounds = 20
+    # Interleaved channels; a round is one batch, and rounds race each other as tasks
+    # started in order (so only the per-publisher order is promised across them).
+    batches = [[(c, {"c": c, "r": r}) for c in channels] for r in range(rounds)]
+    await sender.publish("p:m0", {"c": "p:m0", "r": -1})
+    await asyncio.gather(*(sender.publish_many(batch) for batch in batches))
+    await sender.publish_many([])
+    await sender.publish("p:m0", {"c": "p:m0", "r": rounds})
+    for channel, sub in subs.items():
+        got = await take(sub, rounds + (2 if channel == "p:m0" else 0))
+        assert {m["c"] for m in got} == {channel}
+        expected = list(range(rounds))
+        if channel == "p:m0":
+            expected = [-1, *expected, rounds]
+        assert [m["r"] for m in got] == expected
+        assert await nothing_arrives(sub, 0.05)
+        await sub.close()
+
+
+async def test_publish_many_of_nothing_is_a_no_op(backend: Backend) -> None:
+    bus = await backend.bus()
+    sub = await bus.subscribe("p:none")
+    await bus.publish_many([])
+    assert await nothing_arrives(sub)
+    # A batch larger than the publisher's batch size still arrives whole, in order.
+    await bus.publish_many([("p:none", {"i": i}) for i in range(600)])
+    assert [m["i"] for m in await take(sub, 600)] == list(range(600))
+    await sub.close()
+
+
 # Redis only: restarts, auth -------------------------------------------------------------
 
 
@@ -637,6 +674,32 @@ async def test_redis_restart_is_survived() -> None:
         finally:
             await bus.stop()
             await store.stop()
+
+
+@pytest.mark.redis
+async def test_publish_many_without_redis_raises_like_publish() -> None:
+    with RedisServer() as server:
+        bus = RedisBus(server.url, "yv:")
+        await bus.start()
+        try:
+            await bus.publish_many([("p:a", {"n": 1}), ("p:b", {"n": 2})])
+            server.kill()
+            with pytest.raises(StoreUnavailable):
+                await bus.publish("p:a", {"n": 3})
+            with pytest.raises(StoreUnavailable):
+                await bus.publish_many([("p:a", {"n": 4}), ("p:b", {"n": 5})])
+            await bus.publish_many([])  # nothing to send: no error, no wait
+            server.start()
+            sub = await bus.subscribe("p:a")
+
+            async def delivered() -> bool:
+                await bus.publish_many([("p:a", {"n": 6})])
+                return not await nothing_arrives(sub, 0.2)
+
+            await _until(delivered)
+            await sub.close()
+        finally:
+            await bus.stop()
 
 
 @pytest.mark.redis

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from yahaml_voice.server.memory_store import MemoryBus
+from yahaml_voice.server.memory_bus import MemoryBus
 from yahaml_voice.server.store import QUEUE_LIMIT
 
 

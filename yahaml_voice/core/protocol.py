@@ -45,10 +45,6 @@ def is_role(value: object) -> TypeGuard[Role]:
     return value in get_args(Role)
 
 
-def is_mode(value: object) -> TypeGuard[Mode]:
-    return value in get_args(Mode)
-
-
 class Strict(BaseModel):
     """Unknown fields are refused, and so are lax conversions: `"yes"` is not a boolean,
     `true` is not an integer, `"3"` is not a number."""
@@ -252,7 +248,7 @@ class ErrorData(Frame):
     message: str
 
 
-class SlotAssignment(Strict):
+class SlotAssignment(Frame):
     index: int = Field(ge=0, le=15)
     participantId: str | None = None
 

@@ -169,6 +169,9 @@ async def test_speaker_reaches_everyone_but_itself(
     assert bob.packets[1:] == [0, 0] and carol.packets[1:] == [0, 0]
     state = await frames.wait("roomState", lambda d: d["audioFrom"] == ["alice", "bob"])
     assert state["roomId"] == ROOM
+    # After each (re)connect's hello the worker reports every room it holds.
+    worker.report_rooms()
+    assert frames.items[-1] == ("roomState", {"roomId": ROOM, "audioFrom": ["alice", "bob"]})
     load = worker.load()
     assert load.rooms == 1 and load.peers == 3 and load.streams == 9
 

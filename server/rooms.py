@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
-
 from yahaml_voice.core.config import Config, RoomConfig
 from yahaml_voice.core.protocol import (
     MAX_SDP_BYTES,
@@ -39,6 +37,7 @@ from yahaml_voice.core.protocol import (
     RoomModeChangedData,
     RoomModeChangedFrame,
     RoomSummary,
+    ServerFrame,
     SessionDescription,
     SignalData,
     SignalFrame,
@@ -519,7 +518,7 @@ class RoomService:
                 log.exception("sweep failed; retrying")
 
     # delivery --------------------------------------------------------------------------
-    async def broadcast(self, room_id: str, frame: BaseModel, exclude: str | None = None) -> int:
+    async def broadcast(self, room_id: str, frame: ServerFrame, exclude: str | None = None) -> int:
         message = wire(frame)
         sent = 0
         for record in await self.store.participants(room_id):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Literal
 from collections.abc import Sequence
+from typing import Literal
 
 from .core.config import Config, ConfigError, load_config, parse_duration
 

@@ -82,6 +82,9 @@ def protocol_schema() -> dict[str, Any]:
     """One JSON Schema document whose `$defs` hold every wire model, union and literal."""
     _, schema = models_json_schema(wire_models(), ref_template="#/$defs/{model}")
     defs: dict[str, Any] = schema["$defs"]
+    for model in defs.values():
+        for prop in model.get("properties", {}).values():
+            prop.pop("title", None)  # pydantic's "Participantid": noise
     for name, (members, doc) in UNIONS.items():
         refs = {str(m.model_fields["type"].default): f"#/$defs/{m.__name__}" for m in members}
         defs[name] = {

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast bench soak natlab deploy-test turn lint typecheck system-deps clean
+.PHONY: run test test-fast bench soak natlab deploy-test turn lint typecheck schema system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ lint: $(STAMP) $(CLIENT_TOOLS)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy -p yahaml_voice
+
+## docs/protocol.schema.json and client/protocol-types.js (JSDoc typedefs) from the wire
+## models in yahaml_voice/core/protocol.py; tests/test_protocol_schema.py fails when stale.
+schema: $(STAMP)
+	$(BIN)/python -m yahaml_voice.core.schema
 
 clean:
 	rm -rf $(VENV) build *.egg-info client/node_modules

@@ -39,6 +39,7 @@ from aiortc.rtp import RtpPacket
 
 from tests.voiceclient import tap_rtp
 from yahaml_voice.core.config import load_config
+from yahaml_voice.core.protocol import WorkerFrame, wire
 from yahaml_voice.sfu.aiortc_private import (
     make_sink,
     negotiated_layout,
@@ -191,7 +192,8 @@ async def role_ours(args: argparse.Namespace) -> None:
     config = load_config(environ={}, overrides={"sfu.slots": SLOTS})
     waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
-    def emit(kind: str, data: dict[str, Any]) -> None:
+    def emit(frame: WorkerFrame) -> None:
+        kind, data = frame.type, wire(frame)["data"]
         if kind == "signal" and data["type"] == "answer" and data["to"] in waiting:
             waiting.pop(data["to"]).set_result(data["data"])
 

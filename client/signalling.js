@@ -7,32 +7,18 @@
 import { VoiceError } from './errors.js';
 
 /** @typedef {import('./api.js').Api} Api */
-/** @typedef {import('./protocol-types.js').ConnectedEvent} ConnectedEvent */
-/** @typedef {import('./protocol-types.js').ParticipantJoinedEvent} ParticipantJoinedEvent */
-/** @typedef {import('./protocol-types.js').ParticipantLeftEvent} ParticipantLeftEvent */
-/** @typedef {import('./protocol-types.js').SignalEvent} SignalEvent */
-/** @typedef {import('./protocol-types.js').ParticipantMuteChangedEvent} ParticipantMuteChangedEvent */
-/** @typedef {import('./protocol-types.js').ParticipantVolumeChangedEvent} ParticipantVolumeChangedEvent */
-/** @typedef {import('./protocol-types.js').RoomModeChangedEvent} RoomModeChangedEvent */
-/** @typedef {import('./protocol-types.js').SpeakerSlotsEvent} SpeakerSlotsEvent */
-/** @typedef {import('./protocol-types.js').WsError} WsError */
+/** @typedef {import('./protocol-types.js').ConnectedData} ConnectedData */
+/** @typedef {import('./protocol-types.js').ParticipantJoinedData} ParticipantJoinedData */
+/** @typedef {import('./protocol-types.js').ParticipantLeftData} ParticipantLeftData */
+/** @typedef {import('./protocol-types.js').SignalData} SignalData */
+/** @typedef {import('./protocol-types.js').MuteChangedData} MuteChangedData */
+/** @typedef {import('./protocol-types.js').VolumeChangedData} VolumeChangedData */
+/** @typedef {import('./protocol-types.js').RoomModeChangedData} RoomModeChangedData */
+/** @typedef {import('./protocol-types.js').SpeakerSlotsData} SpeakerSlotsData */
+/** @typedef {import('./protocol-types.js').ErrorData} ErrorData */
 /** @typedef {import('./protocol-types.js').WsClientFrame} WsClientFrame */
 
-/**
- * What the server sends on /ws (docs/protocol.md), by `type`.
- * @typedef {{type: 'connected', data: ConnectedEvent}
- *   | {type: 'participantJoined', data: ParticipantJoinedEvent}
- *   | {type: 'participantLeft', data: ParticipantLeftEvent}
- *   | {type: 'signal', data: SignalEvent}
- *   | {type: 'participantMuteChanged', data: ParticipantMuteChangedEvent}
- *   | {type: 'participantVolumeChanged', data: ParticipantVolumeChangedEvent}
- *   | {type: 'roomModeChanged', data: RoomModeChangedEvent}
- *   | {type: 'speakerSlots', data: SpeakerSlotsEvent}
- *   | {type: 'error', data: WsError}
- *   | {type: 'pong', data: unknown}
- *   | {type: 'subscribed', data: {filters: {[key: string]: unknown}}}
- *   | {type: 'unsubscribed', data: {}}} ServerFrame
- */
+/** @typedef {import('./protocol-types.js').ServerFrame} ServerFrame */
 
 export const PROTOCOL_VERSION = 1;
 /** WebSocket subprotocols: ours, and the one that carries the token (core/protocol.py). */
@@ -263,7 +249,7 @@ export class Signalling {
 
 /**
  * The auth error an `error` frame announces (the socket closes with 4401 next), or null.
- * @param {WsError} data
+ * @param {ErrorData} data
  * @returns {VoiceError|null}
  */
 function authRefusal(data) {

@@ -19,6 +19,7 @@ from quart_schema import (
 )
 
 from yahaml_voice.core.protocol import (
+    DropNotice,
     ErrorAnswer,
     IceConfigAnswer,
     JoinAnswer,
@@ -35,6 +36,7 @@ from yahaml_voice.core.protocol import (
     Success,
     VolumeRequest,
     describe,
+    wire,
 )
 from yahaml_voice.core.tokens import (
     AuthError,
@@ -161,7 +163,7 @@ async def create_session(data: SessionRequest) -> tuple[SessionAnswer, int]:
         sessionId=ident.session_id,
         participantId=ident.participant_id,
         callsign=ident.callsign,
-        role=ident.role,  # type: ignore[arg-type]
+        role=ident.role,
     )
     return answer, 201
 
@@ -169,20 +171,20 @@ async def create_session(data: SessionRequest) -> tuple[SessionAnswer, int]:
 @blueprint.get("/sessions/me")
 @tag(["sessions"])
 @document_headers(AuthHeaders)
-@document_response(SessionInfo)
+@validate_response(SessionInfo)
 @errors(*ROOM_ERRORS)
 @authenticated
-async def whoami() -> dict[str, Any]:
+async def whoami() -> SessionInfo:
     """Who the presented token speaks for (an invite link's page uses it)."""
     ident = identity()
-    return {
-        "participantId": ident.participant_id,
-        "callsign": ident.callsign,
-        "role": ident.role,
-        "rooms": ident.rooms if ident.rooms == "*" else list(ident.rooms),
-        "expiresAt": iso(ident.expires_at),
-        "sessionId": ident.session_id,
-    }
+    return SessionInfo(
+        participantId=ident.participant_id,
+        callsign=ident.callsign,
+        role=ident.role,
+        rooms=ident.rooms if ident.rooms == "*" else list(ident.rooms),
+        expiresAt=iso(ident.expires_at),
+        sessionId=ident.session_id,
+    )
 
 
 @blueprint.post("/sessions/logout")
@@ -267,7 +269,7 @@ async def join_room(room_id: str) -> JoinAnswer:
     return JoinAnswer(
         participant=participant_view(joined.participant),
         peers=[peer_view(p) for p in joined.peers],
-        mode=joined.state.mode,  # type: ignore[arg-type]
+        mode=joined.state.mode,
         epoch=joined.state.epoch,
         iceServers=ice.iceServers,
         iceTransportPolicy=ice.iceTransportPolicy,
@@ -351,7 +353,7 @@ async def drop_sockets(participant_id: str) -> dict[str, Any]:
     """Close every socket of a participant (only when server.test_hooks is on)."""
     from .rooms import participant_channel
 
-    await services().bus.publish(participant_channel(participant_id), {"type": "_drop"})
+    await services().bus.publish(participant_channel(participant_id), wire(DropNotice()))
     return {"success": True, "at": time.time()}
 
 

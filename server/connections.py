@@ -18,11 +18,20 @@ from pydantic import ValidationError
 from yahaml_voice.core.protocol import (
     CHANNEL,
     PROTOCOL_VERSION,
+    ConnectedData,
+    ConnectedFrame,
     JsonError,
+    PongFrame,
+    RevokeData,
+    SubscribedData,
+    SubscribedFrame,
+    UnsubscribedFrame,
     WsClientFrame,
+    control_error,
     describe,
-    envelope,
+    error_frame,
     parse_json,
+    wire,
 )
 from yahaml_voice.core.tokens import Identity
 
@@ -53,10 +62,6 @@ class Closing(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
-
-
-def error_frame(code: str, message: str, channel: str = CHANNEL) -> dict[str, Any]:
-    return envelope("error", {"code": code, "message": message}, channel)
 
 
 class Connection:
@@ -123,7 +128,7 @@ class Connection:
             await self.handle(frame)
 
     def error(self, code: str, message: str) -> dict[str, Any]:
-        return error_frame(code, message)
+        return wire(error_frame(code, message))
 
     async def handle(self, frame: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -187,7 +192,10 @@ class ClientConnection(Connection):
             self.close(4000, "dropped by the server")
             return
         if message.get("type") == "_revoke":
-            self._revoked(message.get("data") or {})
+            try:
+                self._revoked(RevokeData.model_validate(message.get("data")))
+            except ValidationError as exc:  # a server process of another version
+                log.warning("bad _revoke on the bus: %s", describe(exc, root="data"))
             return
         if not self.subscribed and message.get("channel") == CHANNEL:
             return
@@ -204,26 +212,22 @@ class ClientConnection(Connection):
             return
         self.send(message)
 
-    def _revoked(self, data: dict[str, Any]) -> None:
+    def _revoked(self, data: RevokeData) -> None:
         """Logout or removal (RoomService.close_sockets): the error frame, then 4401."""
-        session = data.get("session")
-        if session is not None and session != self.identity.session_id:
+        if data.session is not None and data.session != self.identity.session_id:
             return
-        self.send(self.error(str(data.get("code", "revoked")), str(data.get("message", ""))))
+        self.send(self.error(data.code, data.message))
         self.close(4401, "token revoked")
 
     def hello(self) -> dict[str, Any]:
-        return {
-            "type": "connected",
-            "channel": CHANNEL,
-            "data": {
-                "participantId": self.identity.participant_id,
-                "callsign": self.identity.callsign,
-                "role": self.identity.role,
-                "protocolVersion": PROTOCOL_VERSION,
-                "expiresAt": self.identity.expires_at,
-            },
-        }
+        data = ConnectedData(
+            participantId=self.identity.participant_id,
+            callsign=self.identity.callsign,
+            role=self.identity.role,
+            protocolVersion=PROTOCOL_VERSION,
+            expiresAt=self.identity.expires_at,
+        )
+        return wire(ConnectedFrame(data=data))
 
     async def handle(self, frame: dict[str, Any]) -> None:
         try:
@@ -232,7 +236,7 @@ class ClientConnection(Connection):
             self.send(self.error("bad_frame", describe(exc, root="frame")))
             return
         if msg.type == "ping":
-            self.send({"type": "pong", "channel": msg.channel or CHANNEL, "data": msg.data})
+            self.send(wire(PongFrame(channel=msg.channel or CHANNEL, data=msg.data)))
         elif msg.type == "subscribe":
             if msg.channel not in (None, CHANNEL):
                 self.send(self.error("bad_channel", f"unknown channel {msg.channel!r}"))
@@ -240,10 +244,10 @@ class ClientConnection(Connection):
             self.subscribed = True
             room = (msg.filters or {}).get("roomId")
             self.room_filter = room if isinstance(room, str) else None
-            self.send(envelope("subscribed", {"filters": msg.filters or {}}))
+            self.send(wire(SubscribedFrame(data=SubscribedData(filters=msg.filters or {}))))
         elif msg.type == "unsubscribe":
             self.subscribed = False
-            self.send(envelope("unsubscribed", {}))
+            self.send(wire(UnsubscribedFrame()))
 
 
 FrameHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -257,7 +261,7 @@ class WorkerConnection(Connection):
         self._handler = handler
 
     def error(self, code: str, message: str) -> dict[str, Any]:
-        return {"type": "error", "data": {"code": code, "message": message}}
+        return wire(control_error(code, message))
 
     async def handle(self, frame: dict[str, Any]) -> None:
         type_ = frame.get("type")

@@ -19,12 +19,43 @@ from yahaml_voice.core.config import Config, RoomConfig
 from yahaml_voice.core.protocol import (
     MAX_SDP_BYTES,
     SFU_PEER,
+    AudioSource,
+    IceCandidate,
+    LeaveReason,
+    Mode,
+    MuteChangedData,
+    MuteChangedFrame,
     Participant,
+    ParticipantJoinedData,
+    ParticipantJoinedFrame,
+    ParticipantLeftData,
+    ParticipantLeftFrame,
     Peer,
+    RevokeData,
+    RevokeNotice,
     RoomDetail,
+    RoomModeChangedData,
+    RoomModeChangedFrame,
     RoomSummary,
+    ServerFrame,
+    SessionDescription,
+    SignalData,
+    SignalFrame,
+    SignalMessage,
     SignalRequest,
-    envelope,
+    SignalType,
+    SlotAssignment,
+    SpeakerSlotsData,
+    SpeakerSlotsFrame,
+    ToWorkerParticipantLeft,
+    ToWorkerParticipantLeftFrame,
+    ToWorkerRoomClosed,
+    ToWorkerRoomClosedFrame,
+    ToWorkerSignal,
+    ToWorkerSignalFrame,
+    VolumeChangedData,
+    VolumeChangedFrame,
+    wire,
 )
 from yahaml_voice.core.tokens import Identity
 
@@ -67,12 +98,12 @@ def participant_view(record: ParticipantRecord) -> Participant:
     return Participant(
         id=record.id,
         displayName=record.callsign,
-        role=record.role,  # type: ignore[arg-type]
+        role=record.role,
         joinedAt=_iso(record.joined_at),
         isActive=record.disconnected_at is None,
         isMuted=record.is_muted,
         volume=record.volume,
-        audioSourceType=record.audio_source,  # type: ignore[arg-type]
+        audioSourceType=record.audio_source,
         canPublish=record.can_publish,
     )
 
@@ -81,16 +112,22 @@ def peer_view(record: ParticipantRecord) -> Peer:
     return Peer(
         id=record.id,
         displayName=record.callsign,
-        audioSourceType=record.audio_source,  # type: ignore[arg-type]
-        role=record.role,  # type: ignore[arg-type]
+        audioSourceType=record.audio_source,
+        role=record.role,
         isMuted=record.is_muted,
         canPublish=record.can_publish,
     )
 
 
-def _leave_reason(why: str) -> str:
+def _leave_reason(why: str) -> LeaveReason:
     """The `reason` of participantLeft: left, logout, removed, no_media or timeout."""
-    return why if why in ("left", "logout", "removed", "no_media") else "timeout"
+    reasons: dict[str, LeaveReason] = {
+        "left": "left",
+        "logout": "logout",
+        "removed": "removed",
+        "no_media": "no_media",
+    }
+    return reasons.get(why, "timeout")
 
 
 def participant_channel(participant_id: str) -> str:
@@ -162,7 +199,7 @@ class RoomService:
             maxParticipants=room.max_participants,
             createdAt=_iso(self.started_at),
             isActive=True,
-            mode=state.mode,  # type: ignore[arg-type]
+            mode=state.mode,
             sfuThreshold=room.sfu_threshold,
             ptt=room.ptt,
         )
@@ -186,7 +223,7 @@ class RoomService:
         self,
         identity: Identity,
         room_id: str,
-        audio_source: str,
+        audio_source: AudioSource,
         join_mode: str,
         address: str = "",
     ) -> Joined:
@@ -245,8 +282,11 @@ class RoomService:
             )
             await self.broadcast(
                 room_id,
-                "participantJoined",
-                {"roomId": room_id, "participant": participant_view(participant).model_dump()},
+                ParticipantJoinedFrame(
+                    data=ParticipantJoinedData(
+                        roomId=room_id, participant=participant_view(participant)
+                    )
+                ),
                 exclude=participant.id,
             )
         state = await self.maybe_switch(room, result.count)
@@ -312,47 +352,51 @@ class RoomService:
         `session_id`'s token, if given): an `error` frame `code`, then 4401."""
         await self.bus.publish(
             participant_channel(participant_id),
-            {"type": "_revoke", "data": {"session": session_id, "code": code, "message": message}},
+            wire(RevokeNotice(data=RevokeData(session=session_id, code=code, message=message))),
         )
 
     async def _after_leave(self, room_id: str, record: ParticipantRecord, why: str) -> None:
         log.info("leave room=%s participant=%s why=%s", room_id, record.id, why)
+        reason = _leave_reason(why)
         await self.broadcast(
             room_id,
-            "participantLeft",
-            {"roomId": room_id, "participantId": record.id, "reason": _leave_reason(why)},
+            ParticipantLeftFrame(
+                data=ParticipantLeftData(roomId=room_id, participantId=record.id, reason=reason)
+            ),
         )
         state = await self.store.room_state(room_id)
         if state.mode == "sfu" and state.worker_id:
             await self.bus.publish(
                 worker_channel(state.worker_id),
-                {
-                    "type": "participantLeft",
-                    "data": {"roomId": room_id, "participantId": record.id},
-                },
+                wire(
+                    ToWorkerParticipantLeftFrame(
+                        data=ToWorkerParticipantLeft(
+                            roomId=room_id, participantId=record.id, reason=reason
+                        )
+                    )
+                ),
             )
         room = self.config.room(room_id)
         if room is not None:
             await self.maybe_switch(room, await self.store.count(room_id))
 
     async def set_muted(self, identity: Identity, room_id: str, muted: bool) -> None:
-        await self._change(identity, room_id, "participantMuteChanged", "isMuted", is_muted=muted)
+        pid = await self._change(identity, room_id, is_muted=muted)
+        data = MuteChangedData(roomId=room_id, participantId=pid, isMuted=muted)
+        await self.broadcast(room_id, MuteChangedFrame(data=data))
 
     async def set_volume(self, identity: Identity, room_id: str, volume: int) -> None:
-        await self._change(identity, room_id, "participantVolumeChanged", "volume", volume=volume)
+        pid = await self._change(identity, room_id, volume=volume)
+        data = VolumeChangedData(roomId=room_id, participantId=pid, volume=volume)
+        await self.broadcast(room_id, VolumeChangedFrame(data=data))
 
-    async def _change(
-        self, identity: Identity, room_id: str, event: str, wire_name: str, **change: Any
-    ) -> None:
-        """Update one field of the caller's seat and tell the room."""
+    async def _change(self, identity: Identity, room_id: str, **change: Any) -> str:
+        """Update one field of the caller's seat (the caller tells the room); its id."""
         self.check_access(identity, room_id)
         record = await self.store.update(room_id, identity.participant_id, **change)
         if record is None:
             raise RoomError(403, "not_in_room", f"you have not joined room {room_id!r}")
-        (value,) = change.values()
-        await self.broadcast(
-            room_id, event, {"roomId": room_id, "participantId": record.id, wire_name: value}
-        )
+        return record.id
 
     # presence --------------------------------------------------------------------------
     async def socket_opened(self, participant_id: str, socket_id: str, node_id: str) -> None:
@@ -451,9 +495,12 @@ class RoomService:
             self.limits.refuse(MEDIA)
             await self.bus.publish(
                 participant_channel(record.id),
-                envelope(
-                    "participantLeft",
-                    {"roomId": room.id, "participantId": record.id, "reason": "no_media"},
+                wire(
+                    ParticipantLeftFrame(
+                        data=ParticipantLeftData(
+                            roomId=room.id, participantId=record.id, reason="no_media"
+                        )
+                    )
                 ),
             )
             await self._after_leave(room.id, removed, "no_media")
@@ -471,10 +518,8 @@ class RoomService:
                 log.exception("sweep failed; retrying")
 
     # delivery --------------------------------------------------------------------------
-    async def broadcast(
-        self, room_id: str, type_: str, data: dict[str, Any], exclude: str | None = None
-    ) -> int:
-        message = envelope(type_, data)
+    async def broadcast(self, room_id: str, frame: ServerFrame, exclude: str | None = None) -> int:
+        message = wire(frame)
         # One batch (one bus round trip), not one publish per member.
         items = [
             (participant_channel(record.id), message)
@@ -490,8 +535,9 @@ class RoomService:
         problem = request.check_payload()
         if problem:
             raise RoomError(400, "bad_signal", problem)
-        data = request.data.model_dump(exclude_none=False) if request.data is not None else None
-        if data is not None and len(str(data.get("sdp", "")).encode()) > MAX_SDP_BYTES:
+        data = request.data
+        sdp = data.sdp if isinstance(data, SessionDescription) else ""
+        if len(sdp.encode()) > MAX_SDP_BYTES:
             raise RoomError(413, "too_large", "the SDP is larger than 64 KiB")
         sender = await self.store.participant(room_id, identity.participant_id)
         if sender is None:
@@ -504,62 +550,64 @@ class RoomService:
         if request.to == SFU_PEER:
             await self._signal_sfu(sender, room_id, request.type, data)
             return 1
-        if not sender.can_publish and data is not None and request.type in ("offer", "answer"):
+        if not sender.can_publish and request.type in ("offer", "answer"):
             # Mesh media never passes the server: refuse what would let a listener send.
-            if sends_media(str(data.get("sdp", ""))):
+            if sends_media(sdp):
                 raise RoomError(
                     403,
                     "cannot_publish",
                     "you joined as a listener: offer and answer audio as recvonly (or inactive)",
                 )
-        message = {
-            "type": request.type,
-            "from": sender.id,
-            "to": request.to,
-            "data": data,
-            "timestamp": _iso(time.time()),
-        }
-        event = envelope("signal", {"roomId": room_id, "message": message})
-        if request.to is not None:
-            if await self.store.participant(room_id, request.to) is None:
-                raise RoomError(
-                    404, "peer_not_found", f"no participant {request.to!r} in this room"
-                )
-            await self.bus.publish(participant_channel(request.to), event)
-            return 1
-        items = [
-            (participant_channel(record.id), event)
-            for record in await self.store.participants(room_id)
-            if record.id != sender.id
-        ]
-        await self.bus.publish_many(items)
-        return len(items)
+        message = SignalMessage(
+            type=request.type,
+            from_=sender.id,
+            to=request.to,
+            data=data,
+            timestamp=_iso(time.time()),
+        )
+        frame = SignalFrame(data=SignalData(roomId=room_id, message=message))
+        if request.to is None:
+            return await self.broadcast(room_id, frame, exclude=sender.id)
+        if await self.store.participant(room_id, request.to) is None:
+            raise RoomError(404, "peer_not_found", f"no participant {request.to!r} in this room")
+        await self.bus.publish(participant_channel(request.to), wire(frame))
+        return 1
 
     async def _signal_sfu(
-        self, sender: ParticipantRecord, room_id: str, type_: str, data: dict[str, Any] | None
+        self,
+        sender: ParticipantRecord,
+        room_id: str,
+        type_: SignalType,
+        data: SessionDescription | IceCandidate | None,
     ) -> None:
         state = await self.store.room_state(room_id)
         if state.mode != "sfu" or not state.worker_id:
             raise RoomError(409, "not_sfu", f"room {room_id!r} is in mesh mode; signal your peers")
         await self.bus.publish(
             worker_channel(state.worker_id),
-            {
-                "type": "signal",
-                "data": {
-                    "roomId": room_id,
-                    "from": sender.id,
-                    "role": sender.role,
-                    "canPublish": sender.can_publish,
-                    "callsign": sender.callsign,
-                    "type": type_,
-                    "data": data,
-                },
-            },
+            wire(
+                ToWorkerSignalFrame(
+                    data=ToWorkerSignal(
+                        roomId=room_id,
+                        from_=sender.id,
+                        role=sender.role,
+                        canPublish=sender.can_publish,
+                        callsign=sender.callsign,
+                        type=type_,
+                        data=data,
+                    )
+                )
+            ),
         )
 
     # from SFU workers ------------------------------------------------------------------
     async def worker_signal(
-        self, worker_id: str, room_id: str, to: str, type_: str, data: Any
+        self,
+        worker_id: str,
+        room_id: str,
+        to: str,
+        type_: SignalType,
+        data: SessionDescription | IceCandidate | None,
     ) -> bool:
         """Deliver a worker's answer/candidate as a signal `from: 'sfu'`."""
         state = await self.store.room_state(room_id)
@@ -567,24 +615,31 @@ class RoomService:
             return False
         if await self.store.participant(room_id, to) is None:
             return False
-        message = {
-            "type": type_,
-            "from": SFU_PEER,
-            "to": to,
-            "data": data,
-            "timestamp": _iso(time.time()),
-        }
+        message = SignalMessage(
+            type=type_, from_=SFU_PEER, to=to, data=data, timestamp=_iso(time.time())
+        )
         await self.bus.publish(
-            participant_channel(to), envelope("signal", {"roomId": room_id, "message": message})
+            participant_channel(to),
+            wire(SignalFrame(data=SignalData(roomId=room_id, message=message))),
         )
         return True
 
-    async def worker_slots(self, worker_id: str, room_id: str, data: dict[str, Any]) -> bool:
+    async def worker_slots(
+        self, worker_id: str, room_id: str, slots: list[SlotAssignment], speaking: list[str]
+    ) -> bool:
         state = await self.store.room_state(room_id)
         if state.worker_id != worker_id or self.config.room(room_id) is None:
             return False
-        await self.broadcast(room_id, "speakerSlots", {"roomId": room_id, **data})
+        data = SpeakerSlotsData(roomId=room_id, slots=slots, speaking=speaking)
+        await self.broadcast(room_id, SpeakerSlotsFrame(data=data))
         return True
+
+    async def worker_holds(self, worker_id: str, room_id: str) -> bool:
+        """Whether the room a worker reports (roomState) is placed on it; when not, the
+        caller sends it roomClosed (a reconnected worker may hold rooms re-placed while
+        it was away, whose roomClosed went to nobody)."""
+        state = await self.store.room_state(room_id)
+        return state.worker_id == worker_id and self.config.room(room_id) is not None
 
     # mesh <-> sfu ----------------------------------------------------------------------
     def _lock(self, room_id: str) -> asyncio.Lock:
@@ -626,7 +681,7 @@ class RoomService:
             return await self._set_mode(room_id, state, "mesh", None)
 
     async def _set_mode(
-        self, room_id: str, state: RoomState, mode: str, worker_id: str | None
+        self, room_id: str, state: RoomState, mode: Mode, worker_id: str | None
     ) -> RoomState:
         new = RoomState(mode=mode, worker_id=worker_id, epoch=state.epoch + 1)
         if not await self.store.set_room_state(room_id, new, state.epoch):
@@ -634,11 +689,11 @@ class RoomService:
             return await self.store.room_state(room_id)
         if state.worker_id and state.worker_id != worker_id:
             await self.bus.publish(
-                worker_channel(state.worker_id), {"type": "roomClosed", "data": {"roomId": room_id}}
+                worker_channel(state.worker_id),
+                wire(ToWorkerRoomClosedFrame(data=ToWorkerRoomClosed(roomId=room_id))),
             )
-        await self.broadcast(
-            room_id, "roomModeChanged", {"roomId": room_id, "mode": mode, "epoch": new.epoch}
-        )
+        data = RoomModeChangedData(roomId=room_id, mode=mode, epoch=new.epoch)
+        await self.broadcast(room_id, RoomModeChangedFrame(data=data))
         return new
 
     async def worker_lost(self, worker_id: str) -> None:

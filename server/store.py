@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from yahaml_voice.core.protocol import AudioSource, Mode, Role
+
 
 class StoreError(Exception):
     """Base of the errors a store raises on purpose."""
@@ -36,12 +38,12 @@ class AddressFull(StoreError):
 class ParticipantRecord:
     id: str
     callsign: str
-    role: str
+    role: Role
     joined_at: float
     can_publish: bool = True
     is_muted: bool = False
     volume: int = 100
-    audio_source: str = "microphone"
+    audio_source: AudioSource = "microphone"
     # When the participant's last socket closed (None while one is open). A sweeper removes
     # participants whose grace period ran out.
     disconnected_at: float | None = None
@@ -65,7 +67,7 @@ class ParticipantRecord:
 
 @dataclass
 class RoomState:
-    mode: str = "mesh"
+    mode: Mode = "mesh"
     worker_id: str | None = None
     # Increases with every placement so clients can tell a new SFU session from the old.
     epoch: int = 0

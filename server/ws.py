@@ -16,18 +16,25 @@ from yahaml_voice.core.protocol import (
     WORKER_FRAMES,
     WS_SUBPROTOCOL,
     WS_TOKEN_PREFIX,
+    ErrorData,
+    ToWorkerRoomClosed,
+    ToWorkerRoomClosedFrame,
     WorkerHello,
     WorkerLoad,
+    WorkerRoomState,
     WorkerSignal,
     WorkerSlots,
+    control_error,
     describe,
+    error_frame,
     parse_json,
+    wire,
 )
 from yahaml_voice.core.tokens import AuthError, bearer, verify_token, verify_worker_token
 
 from .api import ApiError
 from .auth import ensure_not_revoked
-from .connections import CLOSE_TIMEOUT, ClientConnection, WorkerConnection, error_frame
+from .connections import CLOSE_TIMEOUT, ClientConnection, WorkerConnection
 from .context import services
 from .limits import WORKER_BACKLOG, RateLimited
 from .origins import origin_allowed
@@ -93,7 +100,7 @@ async def client_socket() -> None:
         log.info("websocket refused: participant=%s %s", identity.participant_id, exc.limit)
         with contextlib.suppress(Exception):  # the client may be gone already
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                await websocket.send_json(error_frame("too_many_sockets", exc.message))
+                await websocket.send_json(wire(error_frame("too_many_sockets", exc.message)))
                 await websocket.close(4429, "too many sockets")
         return
     try:
@@ -126,9 +133,7 @@ async def worker_socket() -> None:
     try:
         first = await _receive_hello()
     except ValueError as exc:
-        await websocket.send_json(
-            {"type": "error", "data": {"code": "bad_hello", "message": str(exc)}}
-        )
+        await websocket.send_json(wire(control_error("bad_hello", str(exc))))
         await websocket.close(4400, "expected hello")
         return
     hello = first
@@ -137,15 +142,8 @@ async def worker_socket() -> None:
     owner = uuid.uuid4().hex
     if not await svc.store.claim_worker(hello.workerId, owner, ttl):
         log.warning("sfu worker id %s refused: it is registered and live", hello.workerId)
-        await websocket.send_json(
-            {
-                "type": "error",
-                "data": {
-                    "code": "worker_id_taken",
-                    "message": f"worker id {hello.workerId!r} is registered and live",
-                },
-            }
-        )
+        taken = f"worker id {hello.workerId!r} is registered and live"
+        await websocket.send_json(wire(control_error("worker_id_taken", taken)))
         await websocket.close(4409, "worker id in use")
         return
     record = WorkerRecord(
@@ -158,7 +156,13 @@ async def worker_socket() -> None:
     async def handle(type_: str, data: dict[str, Any]) -> None:
         if type_ == "error":
             # The worker refused one of our frames; it is logged there too. Not answered.
-            log.warning("sfu worker %s reports: %.200s", record.id, data)
+            try:
+                error = ErrorData.model_validate(data)
+                log.warning(
+                    "sfu worker %s reports %s: %.200s", record.id, error.code, error.message
+                )
+            except ValidationError:
+                log.warning("sfu worker %s sent a malformed error frame: %.200s", record.id, data)
             return
         model = WORKER_FRAMES.get(type_)
         if model is None:
@@ -194,14 +198,12 @@ async def worker_socket() -> None:
                 record.id, message.roomId, message.to, message.type, message.data
             )
         elif isinstance(message, WorkerSlots):
-            await svc.rooms.worker_slots(
-                record.id,
-                message.roomId,
-                {
-                    "slots": [s.model_dump() for s in message.slots],
-                    "speaking": message.speaking,
-                },
-            )
+            await svc.rooms.worker_slots(record.id, message.roomId, message.slots, message.speaking)
+        elif isinstance(message, WorkerRoomState):
+            if not await svc.rooms.worker_holds(record.id, message.roomId):
+                log.info("sfu worker %s holds room %s placed elsewhere", record.id, message.roomId)
+                closed = ToWorkerRoomClosedFrame(data=ToWorkerRoomClosed(roomId=message.roomId))
+                conn.send(wire(closed))
 
     conn = WorkerConnection(websocket, handle)
     lanes: Lanes[BaseModel] = Lanes(f"sfu worker {record.id}", process, dropped)

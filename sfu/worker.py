@@ -39,18 +39,29 @@ from pydantic import ValidationError
 from yahaml_voice.core.config import SFU_TOKEN_ENV, Config
 from yahaml_voice.core.protocol import (
     TO_WORKER_FRAMES,
+    ErrorData,
+    IceCandidate,
     JsonError,
+    SessionDescription,
     SlotAssignment,
     ToWorkerParticipantLeft,
     ToWorkerRoomClosed,
     ToWorkerSignal,
+    WorkerFrame,
     WorkerHello,
+    WorkerHelloFrame,
     WorkerLoad,
+    WorkerLoadFrame,
     WorkerRoomState,
+    WorkerRoomStateFrame,
     WorkerSignal,
+    WorkerSignalFrame,
     WorkerSlots,
+    WorkerSlotsFrame,
+    control_error,
     describe,
     parse_json,
+    wire,
 )
 from yahaml_voice.core.tokens import ice_config, issue_worker_token
 
@@ -71,7 +82,8 @@ from .slots import SlotSelector
 
 logger = logging.getLogger(__name__)
 
-Emit = Callable[[str, dict[str, Any]], None]
+# Hands a frame for the server to the control connection (or to a test).
+Emit = Callable[[WorkerFrame], None]
 
 TOKEN_ENV = SFU_TOKEN_ENV
 # Set by the supervisor: the worker stops when its parent (the server) is gone.
@@ -156,21 +168,16 @@ class Peer:
                 raise
             except SignalError as exc:
                 logger.warning("signal from %s in %s rejected: %s", self.id, self.room.id, exc)
-                self.room.worker.emit(
-                    "error",
-                    {
-                        "code": "signal_rejected",
-                        "message": f"{message.type} from {self.id} in {self.room.id}: {exc}"[:300],
-                    },
-                )
+                why = f"{message.type} from {self.id} in {self.room.id}: {exc}"[:300]
+                self.room.worker.emit(control_error("signal_rejected", why))
             except Exception:
                 logger.exception("signal from %s in %s failed", self.id, self.room.id)
 
     async def _offer(self, message: ToWorkerSignal) -> None:
-        data = message.data or {}
-        sdp = data.get("sdp")
-        if not isinstance(sdp, str) or not sdp or data.get("type", "offer") != "offer":
+        data = message.data
+        if not isinstance(data, SessionDescription) or data.type != "offer" or not data.sdp:
             raise SignalError("offer without an SDP")
+        sdp = data.sdp
         await self._close_pc()  # a new offer means a new connection (new epoch, restart)
         self.callsign = message.callsign
         self.can_publish = message.canPublish
@@ -192,15 +199,11 @@ class Peer:
         except Exception as exc:  # aiortc raises various errors for offers it cannot use
             await self._close_pc()
             raise SignalError(f"unusable offer: {type(exc).__name__}: {exc}") from exc
-        local = pc.localDescription
+        answer = SessionDescription(type="answer", sdp=pc.localDescription.sdp)
         self.room.worker.emit(
-            "signal",
-            WorkerSignal(
-                roomId=self.room.id,
-                to=self.id,
-                type="answer",
-                data={"type": local.type, "sdp": local.sdp},
-            ).model_dump(),
+            WorkerSignalFrame(
+                data=WorkerSignal(roomId=self.room.id, to=self.id, type="answer", data=answer)
+            )
         )
 
     def _configure(self, pc: RTCPeerConnection) -> None:
@@ -249,17 +252,16 @@ class Peer:
             if len(self._pending_candidates) < MAX_QUEUED_SIGNALS:
                 self._pending_candidates.append(message)
             return
-        data = message.data or {}
-        line = data.get("candidate") or ""
-        if not isinstance(line, str) or not line:
+        data = message.data
+        if not isinstance(data, IceCandidate) or not data.candidate:
             return  # end of candidates
+        line = data.candidate
         try:
             candidate = candidate_from_sdp(line.split(":", 1)[1] if ":" in line else line)
         except (ValueError, IndexError) as exc:
             raise SignalError(f"bad candidate {line!r}") from exc
-        mid, index = data.get("sdpMid"), data.get("sdpMLineIndex")
-        candidate.sdpMid = mid if isinstance(mid, str) else None
-        candidate.sdpMLineIndex = index if isinstance(index, int) else None
+        candidate.sdpMid = data.sdpMid
+        candidate.sdpMLineIndex = data.sdpMLineIndex
         if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
             candidate.sdpMLineIndex = 0
         await self.pc.addIceCandidate(candidate)
@@ -365,9 +367,12 @@ class Room:
             )
             if audio_from != self._audio_from:
                 self._audio_from = audio_from
-                self.worker.emit(
-                    "roomState", WorkerRoomState(roomId=self.id, audioFrom=audio_from).model_dump()
-                )
+                self.report_state()
+
+    def report_state(self) -> None:
+        """roomState: the server answers roomClosed if the room is no longer ours."""
+        state = WorkerRoomState(roomId=self.id, audioFrom=self._audio_from)
+        self.worker.emit(WorkerRoomStateFrame(data=state))
 
     def apply_slots(self) -> None:
         """Push the selector's mapping into the forwarder and tell the server."""
@@ -380,12 +385,8 @@ class Room:
         slots = [
             SlotAssignment(index=i, participantId=pid) for i, pid in enumerate(self.selector.slots)
         ]
-        self.worker.emit(
-            "slots",
-            WorkerSlots(
-                roomId=self.id, slots=slots, speaking=list(self.selector.speaking)
-            ).model_dump(),
-        )
+        data = WorkerSlots(roomId=self.id, slots=slots, speaking=list(self.selector.speaking))
+        self.worker.emit(WorkerSlotsFrame(data=data))
 
     @property
     def stream_count(self) -> int:
@@ -405,15 +406,22 @@ class Worker:
         self.reclaimer = Reclaimer()
         guard_receive_path()
 
-    def hello(self) -> dict[str, Any]:
-        return WorkerHello(
+    def hello(self) -> WorkerHelloFrame:
+        hello = WorkerHello(
             workerId=self.id,
             slots=self.config.sfu.slots,
             pid=os.getpid(),
             host=socket.gethostname(),
-        ).model_dump()
+        )
+        return WorkerHelloFrame(data=hello)
 
-    def load(self) -> dict[str, Any]:
+    def report_rooms(self) -> None:
+        """roomState for every room, after the hello of each (re)connect: rooms re-placed
+        while the control connection was down are closed on the server's answer."""
+        for room in self.rooms.values():
+            room.report_state()
+
+    def load(self) -> WorkerLoad:
         """Load since the previous call; `cpu` is the share of one core (0..1+)."""
         wall, cpu = time.monotonic(), time.process_time()
         last_wall, last_cpu = self._cpu_mark
@@ -424,7 +432,7 @@ class Worker:
             peers=sum(len(r.peers) for r in self.rooms.values()),
             streams=sum(r.stream_count for r in self.rooms.values()),
             cpu=round(max(share, 0.0), 4),
-        ).model_dump()
+        )
 
     def rtc_configuration(self) -> RTCConfiguration:
         servers: list[RTCIceServer] = []
@@ -447,7 +455,11 @@ class Worker:
                 raise ValueError("a frame must be a JSON object")
             kind, data = frame.get("type"), frame.get("data")
             if kind == "error":
-                logger.warning("server error: %s", data)
+                try:
+                    error = ErrorData.model_validate(data)
+                    logger.warning("server error %s: %s", error.code, error.message)
+                except ValidationError:
+                    logger.warning("malformed error frame from server: %.200s", data)
                 return
             model = TO_WORKER_FRAMES.get(kind) if isinstance(kind, str) else None
             if model is None:
@@ -462,7 +474,7 @@ class Worker:
                 code, reason = "bad_frame", (str(exc) or "?").splitlines()[0]
             logger.warning("ignoring bad frame from server: %s", reason)
             # Tell the server too (it logs it; neither side answers an error frame).
-            self.emit("error", {"code": code, "message": reason})
+            self.emit(control_error(code, reason))
             return
         try:
             if isinstance(message, ToWorkerSignal):
@@ -472,6 +484,9 @@ class Worker:
                     room.start()
                 room.peer(message.from_).put(message)
             elif isinstance(message, ToWorkerParticipantLeft):
+                logger.info(
+                    "%s left %s (%s)", message.participantId, message.roomId, message.reason
+                )
                 room = self.rooms.get(message.roomId)
                 if room is not None:
                     await room.remove(message.participantId)
@@ -528,11 +543,11 @@ async def serve(
 
     outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=10000)
 
-    def emit(kind: str, data: dict[str, Any]) -> None:
+    def emit(frame: WorkerFrame) -> None:
         try:
-            outbox.put_nowait(json.dumps({"type": kind, "data": data}))
+            outbox.put_nowait(json.dumps(wire(frame)))
         except asyncio.QueueFull:
-            logger.warning("control queue full: dropping %s", kind)
+            logger.warning("control queue full: dropping %s", frame.type)
 
     worker = Worker(config, worker_id, emit)
     delay = reconnect_delay
@@ -545,7 +560,8 @@ async def serve(
                     url, additional_headers=headers, max_size=2**20
                 ) as ws:
                     logger.info("worker %s connected to %s", worker_id, url)
-                    await ws.send(json.dumps({"type": "hello", "data": worker.hello()}))
+                    await ws.send(json.dumps(wire(worker.hello())))
+                    worker.report_rooms()
                     await _session(ws, worker, outbox, stop)
             except (TimeoutError, OSError, WebSocketException) as exc:
                 logger.warning("control connection to %s: %s", url, exc)
@@ -574,7 +590,7 @@ async def _session(
     async def heartbeat() -> None:
         parent = os.environ.get(PARENT_ENV)
         while True:
-            worker.emit("load", worker.load())
+            worker.emit(WorkerLoadFrame(data=worker.load()))
             if parent and str(os.getppid()) != parent:
                 logger.warning("parent process %s is gone: stopping", parent)
                 stop.set()

@@ -38,6 +38,7 @@ from websockets.sync.client import ClientConnection, connect
 from tests.servers import TEST_SECRET, TEST_SFU_SECRET, ServerProcess
 from tests.voiceclient import VoiceClient
 from yahaml_voice.core.config import Config, load_config
+from yahaml_voice.core.protocol import wire
 from yahaml_voice.sfu.aiortc_private import MAX_LEARNED_SSRCS
 from yahaml_voice.sfu.worker import Worker, worker_token
 
@@ -874,7 +875,9 @@ async def worker(
     loopback_ice: None,
 ) -> AsyncIterator[tuple[Worker, list[tuple[str, dict[str, Any]]]]]:
     emitted: list[tuple[str, dict[str, Any]]] = []
-    worker = Worker(load_config(environ={}), "w-fuzz", lambda k, d: emitted.append((k, d)))
+    worker = Worker(
+        load_config(environ={}), "w-fuzz", lambda f: emitted.append((f.type, wire(f)["data"]))
+    )
     try:
         yield worker, emitted
     finally:

@@ -16,7 +16,13 @@ import websockets
 
 from tests.servers import ServerProcess
 from yahaml_voice.core.config import load_config
-from yahaml_voice.core.protocol import MAX_JSON_DEPTH, JsonError, json_depth, parse_json
+from yahaml_voice.core.protocol import (
+    MAX_JSON_DEPTH,
+    JsonError,
+    json_depth,
+    parse_json,
+    wire,
+)
 from yahaml_voice.server.callsign import CallsignError, normalize_callsign
 from yahaml_voice.sfu.worker import Worker
 
@@ -166,7 +172,9 @@ async def test_worker_survives_a_deep_frame_and_answers_with_an_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     emitted: list[tuple[str, dict[str, object]]] = []
-    worker = Worker(load_config(environ={}), "w-deep", lambda k, d: emitted.append((k, d)))
+    worker = Worker(
+        load_config(environ={}), "w-deep", lambda f: emitted.append((f.type, wire(f)["data"]))
+    )
     try:
         with caplog.at_level(logging.WARNING):
             await worker.handle(DEEP)

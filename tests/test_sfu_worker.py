@@ -20,6 +20,7 @@ from aiortc.rtp import RtcpSrPacket, RtpPacket
 
 from tests.voiceclient import ToneTrack
 from yahaml_voice.core.config import Config, load_config
+from yahaml_voice.core.protocol import WorkerFrame, wire
 from yahaml_voice.sfu.aiortc_private import tap_receiver
 from yahaml_voice.sfu.worker import Worker
 
@@ -33,8 +34,8 @@ class Frames:
         self.items: list[tuple[str, dict[str, Any]]] = []
         self.changed = asyncio.Event()
 
-    def emit(self, kind: str, data: dict[str, Any]) -> None:
-        self.items.append((kind, data))
+    def emit(self, frame: WorkerFrame) -> None:
+        self.items.append((frame.type, wire(frame)["data"]))
         self.changed.set()
 
     async def wait(
@@ -168,8 +169,11 @@ async def test_speaker_reaches_everyone_but_itself(
     assert bob.packets[1:] == [0, 0] and carol.packets[1:] == [0, 0]
     state = await frames.wait("roomState", lambda d: d["audioFrom"] == ["alice", "bob"])
     assert state["roomId"] == ROOM
+    # After each (re)connect's hello the worker reports every room it holds.
+    worker.report_rooms()
+    assert frames.items[-1] == ("roomState", {"roomId": ROOM, "audioFrom": ["alice", "bob"]})
     load = worker.load()
-    assert load["rooms"] == 1 and load["peers"] == 3 and load["streams"] == 9
+    assert load.rooms == 1 and load.peers == 3 and load.streams == 9
 
 
 async def test_slot_mapping_follows_a_speaker_change(

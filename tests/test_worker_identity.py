@@ -309,3 +309,39 @@ async def test_participant_api_refuses_worker_style_roles(server: ServerProcess)
         assert failure.value.status == 401
     finally:
         await client.close()
+
+
+async def test_a_room_reported_by_a_worker_it_is_not_placed_on_is_closed_there(
+    server_factory: Callable[..., ServerProcess],
+    client_factory: Callable[..., VoiceClient],
+    fake_workers: Callable[..., FakeWorker],
+) -> None:
+    """roomState reconciles: a worker back from a control outage may still hold rooms the
+    server re-placed meanwhile (their roomClosed went to nobody); it is told again."""
+    server = server_factory({"rooms": [{"id": "net", "sfu_threshold": 2}]})
+    worker = await fake_workers(server, "w-back").connect()
+    await until(lambda: workers_listed(server) == 1)
+
+    async def report(room: str) -> None:
+        frame = {"type": "roomState", "data": {"roomId": room, "audioFrom": []}}
+        await worker.ws.send(json.dumps(frame))
+
+    await report("net")  # the room is in mesh mode: on no worker
+    await report("nowhere")  # no such room at all
+    await until(lambda: len(worker.of("roomClosed")) == 2)
+    assert {f["roomId"] for f in worker.of("roomClosed")} == {"net", "nowhere"}
+
+    # Once the room is placed on this worker, reporting it changes nothing.
+    alice = client_factory(server.url, auto_media=False)
+    bob = client_factory(server.url, auto_media=False)
+    for client, call in ((alice, "W1AW"), (bob, "G4ABC")):
+        await client.login(call)
+        await client.connect()
+        await client.join("net")
+    await until(lambda: room_mode(server, str(alice.token)) == "sfu")
+    await report("net")
+    await alice.signal("offer", OFFER, to=SFU)
+    await until(lambda: bool(worker.of("signal")))
+    await asyncio.sleep(1.0)
+    assert len(worker.of("roomClosed")) == 2
+    assert not worker.of("error")

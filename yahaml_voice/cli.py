@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Literal
 
 from .core.config import Config, ConfigError, load_config, parse_duration
 
@@ -61,7 +62,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
     except CallsignError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    rooms: list[str] | str = "*" if "*" in args.room or not args.room else list(args.room)
+    rooms: list[str] | Literal["*"] = "*" if "*" in args.room or not args.room else list(args.room)
     for room_id in rooms if isinstance(rooms, list) else []:
         if config.room(room_id) is None:
             print(f"error: no room {room_id!r} in the configuration", file=sys.stderr)
@@ -70,7 +71,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
         config,
         callsign,
         role=args.role,
-        rooms=rooms,  # type: ignore[arg-type]
+        rooms=rooms,
         ttl=parse_duration(args.ttl),
         participant_id=args.id,
     )

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal, TypeGuard, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 PROTOCOL_VERSION = 1
-CHANNEL = "voice"
+CHANNEL: Final = "voice"
 # Browsers cannot set headers on a WebSocket: ours offers these two subprotocols, the
 # second carrying the token, so that it never appears in a URL (or a proxy's log).
 WS_SUBPROTOCOL = "yahaml-voice"
@@ -30,12 +30,19 @@ Role = Literal["ncs", "operator", "listener"]
 Mode = Literal["mesh", "sfu"]
 SignalType = Literal["offer", "answer", "ice-candidate"]
 AudioSource = Literal["microphone", "radio", "janus", "http-stream", "system"]
+# Why a participant left: left, logout, removed (by net control), timeout (its grace period
+# ran out) or no_media (its seat never started media).
+LeaveReason = Literal["left", "logout", "removed", "timeout", "no_media"]
 PeerId = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
 RoomId = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
 ]
+
+
+def is_role(value: object) -> TypeGuard[Role]:
+    return value in get_args(Role)
 
 
 class Strict(BaseModel):
@@ -111,7 +118,14 @@ class VolumeRequest(Strict):
 # ---------------------------------------------------------------- REST answers
 
 
-class SessionInfo(BaseModel):
+class Answer(BaseModel):
+    """Something the server sends. Every field is always on the wire (defaults and nulls
+    included), so the JSON Schema of what it sends marks them all required."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+class SessionInfo(Answer):
     """GET /api/sessions/me: who a token speaks for."""
 
     participantId: str
@@ -122,19 +136,19 @@ class SessionInfo(BaseModel):
     sessionId: str
 
 
-class IceServer(BaseModel):
+class IceServer(Answer):
     urls: list[str]
     username: str | None = None
     credential: str | None = None
 
 
-class IceConfigAnswer(BaseModel):
+class IceConfigAnswer(Answer):
     iceServers: list[IceServer]
     iceTransportPolicy: Literal["all", "relay"] = "all"
     ttl: int | None = None
 
 
-class SessionAnswer(BaseModel):
+class SessionAnswer(Answer):
     token: str
     expiresAt: str
     sessionId: str
@@ -143,7 +157,7 @@ class SessionAnswer(BaseModel):
     role: Role
 
 
-class Participant(BaseModel):
+class Participant(Answer):
     id: str
     displayName: str
     role: Role = "operator"
@@ -155,7 +169,7 @@ class Participant(BaseModel):
     canPublish: bool = True
 
 
-class Peer(BaseModel):
+class Peer(Answer):
     id: str
     displayName: str
     audioSourceType: AudioSource = "microphone"
@@ -165,7 +179,7 @@ class Peer(BaseModel):
     canPublish: bool = True
 
 
-class RoomSummary(BaseModel):
+class RoomSummary(Answer):
     id: str
     name: str
     description: str
@@ -183,11 +197,11 @@ class RoomDetail(RoomSummary):
     participants: list[Participant]
 
 
-class SfuInfo(BaseModel):
+class SfuInfo(Answer):
     slots: int
 
 
-class JoinAnswer(BaseModel):
+class JoinAnswer(Answer):
     success: bool = True
     participant: Participant
     peers: list[Peer]
@@ -203,36 +217,43 @@ class JoinAnswer(BaseModel):
     iceTtl: int | None = None
 
 
-class Success(BaseModel):
+class Success(Answer):
     success: bool = True
 
 
-class SignalAnswer(BaseModel):
+class SignalAnswer(Answer):
     success: bool = True
     delivered: int
 
 
-class ErrorAnswer(BaseModel):
+class ErrorAnswer(Answer):
     error: str
     message: str
 
 
-# ---------------------------------------------------------------- relayed messages
+# ---------------------------------------------------------------- frames, shared parts
 
 
-class SignalMessage(BaseModel):
-    """A signal as delivered to a peer: {type, from, to, data, timestamp}."""
+class Frame(Strict):
+    """A frame one of our processes builds (and the other side parses strictly): every
+    field is always on the wire, so the JSON Schema marks them all required."""
 
-    model_config = ConfigDict(populate_by_name=True)
-
-    type: SignalType
-    from_: str = Field(alias="from")
-    to: str | None = None
-    data: dict[str, Any] | None = None
-    timestamp: str
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
 
-# ---------------------------------------------------------------- client WebSocket
+class ErrorData(Frame):
+    """The one shape of every error frame, on /ws and /sfu/ws, in both directions."""
+
+    code: str
+    message: str
+
+
+class SlotAssignment(Frame):
+    index: int = Field(ge=0, le=15)
+    participantId: str | None = None
+
+
+# ---------------------------------------------------------------- client WebSocket, client -> server
 
 
 class WsClientFrame(Strict):
@@ -244,90 +265,371 @@ class WsClientFrame(Strict):
     data: Any = None
 
 
-# ---------------------------------------------------------------- SFU control plane
+# ---------------------------------------------------------------- client WebSocket, server -> client
+# Envelope {type, channel: "voice", data} (YAHAML's); one model per type.
 
 
-class SlotAssignment(Strict):
-    index: int = Field(ge=0, le=15)
-    participantId: str | None = None
+class ConnectedData(Frame):
+    participantId: str
+    callsign: str
+    role: Role
+    protocolVersion: int
+    # Unix time (seconds) at which the token expires and the socket is closed.
+    expiresAt: float
 
 
-class WorkerHello(Strict):
+class ParticipantJoinedData(Frame):
+    roomId: str
+    participant: Participant
+
+
+class ParticipantLeftData(Frame):
+    roomId: str
+    participantId: str
+    reason: LeaveReason
+
+
+class SignalMessage(Frame):
+    """A signal as delivered to a peer: {type, from, to, data, timestamp}."""
+
+    type: SignalType
+    # `from` on the wire: a participant id, or "sfu".
+    from_: str = Field(validation_alias="from", serialization_alias="from")
+    # Null when the sender addressed every other participant.
+    to: str | None
+    data: SessionDescription | IceCandidate | None
+    timestamp: str
+
+
+class SignalData(Frame):
+    roomId: str
+    message: SignalMessage
+
+
+class MuteChangedData(Frame):
+    roomId: str
+    participantId: str
+    isMuted: bool
+
+
+class VolumeChangedData(Frame):
+    roomId: str
+    participantId: str
+    volume: int
+
+
+class RoomModeChangedData(Frame):
+    roomId: str
+    mode: Mode
+    epoch: int
+
+
+class SpeakerSlotsData(Frame):
+    roomId: str
+    slots: list[SlotAssignment]
+    speaking: list[str]
+
+
+class SubscribedData(Frame):
+    filters: dict[str, Any]
+
+
+class UnsubscribedData(Frame):
+    pass
+
+
+class ConnectedFrame(Frame):
+    """Always the first frame on a socket."""
+
+    type: Literal["connected"] = "connected"
+    channel: Literal["voice"] = CHANNEL
+    data: ConnectedData
+
+
+class ParticipantJoinedFrame(Frame):
+    type: Literal["participantJoined"] = "participantJoined"
+    channel: Literal["voice"] = CHANNEL
+    data: ParticipantJoinedData
+
+
+class ParticipantLeftFrame(Frame):
+    type: Literal["participantLeft"] = "participantLeft"
+    channel: Literal["voice"] = CHANNEL
+    data: ParticipantLeftData
+
+
+class SignalFrame(Frame):
+    type: Literal["signal"] = "signal"
+    channel: Literal["voice"] = CHANNEL
+    data: SignalData
+
+
+class MuteChangedFrame(Frame):
+    type: Literal["participantMuteChanged"] = "participantMuteChanged"
+    channel: Literal["voice"] = CHANNEL
+    data: MuteChangedData
+
+
+class VolumeChangedFrame(Frame):
+    type: Literal["participantVolumeChanged"] = "participantVolumeChanged"
+    channel: Literal["voice"] = CHANNEL
+    data: VolumeChangedData
+
+
+class RoomModeChangedFrame(Frame):
+    type: Literal["roomModeChanged"] = "roomModeChanged"
+    channel: Literal["voice"] = CHANNEL
+    data: RoomModeChangedData
+
+
+class SpeakerSlotsFrame(Frame):
+    type: Literal["speakerSlots"] = "speakerSlots"
+    channel: Literal["voice"] = CHANNEL
+    data: SpeakerSlotsData
+
+
+class PongFrame(Frame):
+    """The answer to a ping: its channel (or "voice") and its data, echoed."""
+
+    type: Literal["pong"] = "pong"
+    channel: str = CHANNEL
+    data: Any = None
+
+
+class SubscribedFrame(Frame):
+    type: Literal["subscribed"] = "subscribed"
+    channel: Literal["voice"] = CHANNEL
+    data: SubscribedData
+
+
+class UnsubscribedFrame(Frame):
+    type: Literal["unsubscribed"] = "unsubscribed"
+    channel: Literal["voice"] = CHANNEL
+    data: UnsubscribedData = Field(default_factory=UnsubscribedData)
+
+
+class ErrorFrame(Frame):
+    """A frame the server could not use, a refusal, or why the socket is about to close."""
+
+    type: Literal["error"] = "error"
+    channel: Literal["voice"] = CHANNEL
+    data: ErrorData
+
+
+ServerFrame = Annotated[
+    ConnectedFrame
+    | ParticipantJoinedFrame
+    | ParticipantLeftFrame
+    | SignalFrame
+    | MuteChangedFrame
+    | VolumeChangedFrame
+    | RoomModeChangedFrame
+    | SpeakerSlotsFrame
+    | PongFrame
+    | SubscribedFrame
+    | UnsubscribedFrame
+    | ErrorFrame,
+    Field(discriminator="type"),
+]
+"""Every frame the server sends on /ws."""
+
+
+def error_frame(code: str, message: str) -> ErrorFrame:
+    return ErrorFrame(data=ErrorData(code=code, message=message))
+
+
+# ---------------------------------------------------------------- SFU control, worker -> server
+# Envelope {type, data}; one model per type.
+
+
+class WorkerHello(Frame):
     workerId: PeerId
     slots: int = Field(ge=1, le=16)
     pid: int | None = None
     host: str | None = None
 
 
-class WorkerLoad(Strict):
+class WorkerLoad(Frame):
     rooms: int = Field(ge=0)
     peers: int = Field(ge=0)
     streams: int = Field(ge=0)
     cpu: float = Field(ge=0)
 
 
-class WorkerSignal(Strict):
-    """worker -> server: an answer or candidate for participant `to`."""
+class WorkerSignal(Frame):
+    """worker -> server: an answer (or candidate) for participant `to`."""
 
     roomId: RoomId
     to: PeerId
     type: SignalType
-    data: dict[str, Any] | None = None
+    data: SessionDescription | IceCandidate | None = None
 
 
-class WorkerSlots(Strict):
+class WorkerSlots(Frame):
     roomId: RoomId
     slots: list[SlotAssignment]
     speaking: list[str] = Field(default_factory=list)
 
 
-class WorkerRoomState(Strict):
-    """worker -> server: the publishers a room's peer connections carry audio from."""
+class WorkerRoomState(Frame):
+    """worker -> server: a room the worker holds, and the publishers its peer connections
+    carry audio from.
+
+    Sent for every room right after each (re)connect's hello, and when `audioFrom` changes.
+    The server uses it to reconcile: a room that is not (or no longer) placed on this worker
+    gets `roomClosed` back. That covers the `roomClosed` the worker missed while its control
+    connection was down (the server re-placed its rooms then), which would otherwise leave
+    the room's peers and forwarder running on the worker for good."""
 
     roomId: RoomId
     audioFrom: list[str]
 
 
-class WorkerFrame(Strict):
-    type: Literal["hello", "load", "signal", "slots", "roomState"]
-    data: dict[str, Any]
+class WorkerHelloFrame(Frame):
+    type: Literal["hello"] = "hello"
+    data: WorkerHello
 
 
-class ToWorkerSignal(Strict):
+class WorkerLoadFrame(Frame):
+    type: Literal["load"] = "load"
+    data: WorkerLoad
+
+
+class WorkerSignalFrame(Frame):
+    type: Literal["signal"] = "signal"
+    data: WorkerSignal
+
+
+class WorkerSlotsFrame(Frame):
+    type: Literal["slots"] = "slots"
+    data: WorkerSlots
+
+
+class WorkerRoomStateFrame(Frame):
+    type: Literal["roomState"] = "roomState"
+    data: WorkerRoomState
+
+
+class ControlErrorFrame(Frame):
+    """An error frame on /sfu/ws (either direction): logged, never answered."""
+
+    type: Literal["error"] = "error"
+    data: ErrorData
+
+
+WorkerFrame = Annotated[
+    WorkerHelloFrame
+    | WorkerLoadFrame
+    | WorkerSignalFrame
+    | WorkerSlotsFrame
+    | WorkerRoomStateFrame
+    | ControlErrorFrame,
+    Field(discriminator="type"),
+]
+"""Every frame a worker sends on /sfu/ws."""
+
+
+# ---------------------------------------------------------------- SFU control, server -> worker
+
+
+class ToWorkerSignal(Frame):
     """server -> worker: an offer/candidate from a participant to 'sfu'."""
 
     roomId: RoomId
     # `from` on the wire.
-    from_: PeerId = Field(alias="from")
+    from_: PeerId = Field(validation_alias="from", serialization_alias="from")
     role: Role
     canPublish: bool
     callsign: str
     type: SignalType
-    data: dict[str, Any] | None = None
+    data: SessionDescription | IceCandidate | None = None
 
 
-class ToWorkerParticipantLeft(Strict):
+class ToWorkerParticipantLeft(Frame):
     roomId: RoomId
     participantId: PeerId
+    # As in the clients' participantLeft; the worker only logs it.
+    reason: LeaveReason | None = None
 
 
-class ToWorkerRoomClosed(Strict):
+class ToWorkerRoomClosed(Frame):
     roomId: RoomId
 
 
-WORKER_FRAMES: dict[str, type[Strict]] = {
-    "hello": WorkerHello,
-    "load": WorkerLoad,
-    "signal": WorkerSignal,
-    "slots": WorkerSlots,
-    "roomState": WorkerRoomState,
-}
+class ToWorkerSignalFrame(Frame):
+    type: Literal["signal"] = "signal"
+    data: ToWorkerSignal
 
-TO_WORKER_FRAMES: dict[str, type[Strict]] = {
-    "signal": ToWorkerSignal,
-    "participantLeft": ToWorkerParticipantLeft,
-    "roomClosed": ToWorkerRoomClosed,
-}
+
+class ToWorkerParticipantLeftFrame(Frame):
+    type: Literal["participantLeft"] = "participantLeft"
+    data: ToWorkerParticipantLeft
+
+
+class ToWorkerRoomClosedFrame(Frame):
+    type: Literal["roomClosed"] = "roomClosed"
+    data: ToWorkerRoomClosed
+
+
+ToWorkerFrame = Annotated[
+    ToWorkerSignalFrame
+    | ToWorkerParticipantLeftFrame
+    | ToWorkerRoomClosedFrame
+    | ControlErrorFrame,
+    Field(discriminator="type"),
+]
+"""Every frame the server sends a worker on /sfu/ws."""
+
+
+def control_error(code: str, message: str) -> ControlErrorFrame:
+    return ControlErrorFrame(data=ErrorData(code=code, message=message))
+
+
+def _data_models(*frames: type[Frame]) -> dict[str, type[Frame]]:
+    """type -> model of `data`, for the parsers (which name the frame type in errors)."""
+    found: dict[str, type[Frame]] = {}
+    for frame in frames:
+        found[frame.model_fields["type"].default] = frame.model_fields["data"].annotation  # type: ignore[assignment]
+    return found
+
+
+WORKER_FRAMES = _data_models(
+    WorkerHelloFrame, WorkerLoadFrame, WorkerSignalFrame, WorkerSlotsFrame, WorkerRoomStateFrame
+)
+TO_WORKER_FRAMES = _data_models(
+    ToWorkerSignalFrame, ToWorkerParticipantLeftFrame, ToWorkerRoomClosedFrame
+)
+
+
+# ---------------------------------------------------------------- server <-> server (bus only)
+# Published on a participant's bus channel next to its frames, consumed by whichever server
+# process holds the participant's sockets; never sent to a client (not in the schema).
+
+
+class RevokeData(Frame):
+    # Only the sockets opened with this session's token (None: all of the participant's).
+    session: str | None
+    code: str
+    message: str
+
+
+class RevokeNotice(Frame):
+    """Close these sockets: an `error` frame `code`, then 4401."""
+
+    type: Literal["_revoke"] = "_revoke"
+    data: RevokeData
+
+
+class DropNotice(Frame):
+    """Close every socket of the participant with 4000 (test hook)."""
+
+    type: Literal["_drop"] = "_drop"
+
+
+def wire(frame: BaseModel) -> dict[str, Any]:
+    """The JSON-ready dict of a frame: aliases (`from`) applied, defaults and nulls kept
+    (YAHAML clients read `to: null`); the one way frames are serialised."""
+    return frame.model_dump(mode="json", by_alias=True)
 
 
 class JsonError(ValueError):
@@ -395,8 +697,3 @@ def describe(exc: ValidationError, root: str = "body", limit: int = 1) -> str:
         where = ".".join(str(p) for p in err["loc"]) or root
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)
-
-
-def envelope(type_: str, data: Any, channel: str = CHANNEL) -> dict[str, Any]:
-    """The YAHAML WebSocket envelope."""
-    return {"type": type_, "channel": channel, "data": data}

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import jwt
 
 from .config import Config
-from .protocol import IceConfigAnswer, IceServer, Role
+from .protocol import IceConfigAnswer, IceServer, Role, is_role
 
 ALGORITHM = "HS256"
 WORKER_ROLE = "sfu"
@@ -46,7 +46,7 @@ class Identity:
 
     participant_id: str
     callsign: str
-    role: str
+    role: Role
     rooms: tuple[str, ...] | Literal["*"]
     expires_at: float
     # The token's `jti` (or a digest of the token when a host app left it out): what a
@@ -72,14 +72,14 @@ def new_participant_id() -> str:
 def issue_token(
     config: Config,
     callsign: str,
-    role: str = "operator",
+    role: Role = "operator",
     rooms: list[str] | Literal["*"] = "*",
     ttl: float | None = None,
     participant_id: str | None = None,
     now: float | None = None,
 ) -> tuple[str, Identity]:
     """Sign a token for a (fresh unless given) participant id."""
-    if role not in ROLES:
+    if not is_role(role):  # from an untyped caller (the CLI)
         raise ValueError(f"unknown role {role!r}")
     now = time.time() if now is None else now
     ttl = config.auth.session_ttl if ttl is None else ttl
@@ -134,7 +134,7 @@ def verify_token(config: Config, token: str | None) -> Identity:
     sub, name, role, rooms = claims["sub"], claims["name"], claims["role"], claims["rooms"]
     if not isinstance(sub, str) or not isinstance(name, str) or not sub or len(sub) > 64:
         raise AuthError("invalid token: bad sub or name")
-    if role not in ROLES:
+    if not is_role(role):
         raise AuthError(f"invalid token: unknown role {role!r}")
     if rooms != "*" and not (isinstance(rooms, list) and all(isinstance(r, str) for r in rooms)):
         raise AuthError("invalid token: rooms must be a list or '*'")

@@ -1,0 +1,279 @@
+"""The generated protocol files are fresh, and every wire model survives the wire.
+
+(a) docs/protocol.schema.json and client/protocol-types.js equal a fresh generation.
+(b) One example of every top-level wire model, serialised as its sender does (`wire()`,
+    JSON text), is valid against the JSON Schema and parses back, through the parser of
+    the side that receives it, into an equal model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from pydantic import BaseModel, TypeAdapter
+
+from yahaml_voice.core import protocol as p
+from yahaml_voice.core.schema import (
+    ANSWERS,
+    CLIENT_SENDS,
+    COMMAND,
+    SERVER_FRAMES,
+    TO_WORKER_FRAMES,
+    WORKER_FRAMES,
+    main,
+    protocol_schema,
+    render,
+    wire_models,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+OFFER = p.SessionDescription(type="offer", sdp="v=0\r\n")
+CANDIDATE = p.IceCandidate(candidate="candidate:1 1 udp 1 192.0.2.1 5000 typ host", sdpMid="0")
+PARTICIPANT = p.Participant(
+    id="p-1", displayName="W1AW", joinedAt="2025-01-01T00:00:00Z", canPublish=False
+)
+PEER = p.Peer(id="p-2", displayName="G4ABC", role="ncs")
+ICE = [
+    p.IceServer(urls=["stun:192.0.2.1:3478"]),
+    p.IceServer(urls=["turn:192.0.2.1:3478"], username="1:p-1", credential="c"),
+]
+SUMMARY: dict[str, Any] = {
+    "id": "net",
+    "name": "Net",
+    "description": "",
+    "participantCount": 1,
+    "maxParticipants": 50,
+    "createdAt": "2025-01-01T00:00:00Z",
+    "isActive": True,
+    "mode": "sfu",
+    "sfuThreshold": 8,
+    "ptt": True,
+}
+SLOTS = [p.SlotAssignment(index=0, participantId="p-1"), p.SlotAssignment(index=1)]
+ERROR = p.ErrorData(code="bad_frame", message="frame: unknown type")
+
+
+def _signal(to: str | None, data: p.SessionDescription | p.IceCandidate | None) -> p.SignalFrame:
+    message = p.SignalMessage(
+        type="offer", from_="p-1", to=to, data=data, timestamp="2025-01-01T00:00:00Z"
+    )
+    return p.SignalFrame(data=p.SignalData(roomId="net", message=message))
+
+
+EXAMPLES: list[BaseModel] = [
+    # clients -> server
+    p.SessionRequest(callsign="W1AW", stationId="s", sourceInfo={"any": ["thing"]}),
+    p.JoinRequest(joinMode="listener"),
+    p.SignalRequest(type="offer", to="p-2", data=OFFER),
+    p.SignalRequest(type="ice-candidate", data=CANDIDATE),
+    p.SignalRequest(type="ice-candidate"),
+    p.MuteRequest(isMuted=True),
+    p.VolumeRequest(volume=40),
+    p.WsClientFrame(type="subscribe", channel="voice", filters={"roomId": "net"}),
+    p.WsClientFrame(type="ping", data={"t": 1}),
+    # REST answers
+    p.SessionAnswer(
+        token="t",
+        expiresAt="2025-01-01T00:00:00Z",
+        sessionId="s",
+        participantId="p-1",
+        callsign="W1AW",
+        role="operator",
+    ),
+    p.SessionInfo(
+        participantId="p-1",
+        callsign="W1AW",
+        role="listener",
+        rooms="*",
+        expiresAt="2025-01-01T00:00:00Z",
+        sessionId="s",
+    ),
+    p.SessionInfo(
+        participantId="p-1",
+        callsign="W1AW",
+        role="ncs",
+        rooms=["net"],
+        expiresAt="2025-01-01T00:00:00Z",
+        sessionId="s",
+    ),
+    p.IceConfigAnswer(iceServers=ICE, iceTransportPolicy="relay", ttl=600),
+    p.RoomSummary(**SUMMARY),
+    p.RoomDetail(**SUMMARY, participants=[PARTICIPANT]),
+    p.JoinAnswer(
+        participant=PARTICIPANT,
+        peers=[PEER],
+        mode="mesh",
+        iceServers=ICE,
+        sfu=p.SfuInfo(slots=3),
+        gracePeriod=15.0,
+    ),
+    p.Success(),
+    p.SignalAnswer(delivered=2),
+    p.ErrorAnswer(error="room_full", message="room 'net' is full"),
+    # server -> clients (/ws)
+    p.ConnectedFrame(
+        data=p.ConnectedData(
+            participantId="p-1",
+            callsign="W1AW",
+            role="operator",
+            protocolVersion=p.PROTOCOL_VERSION,
+            expiresAt=1735689600.0,
+        )
+    ),
+    p.ParticipantJoinedFrame(data=p.ParticipantJoinedData(roomId="net", participant=PARTICIPANT)),
+    p.ParticipantLeftFrame(
+        data=p.ParticipantLeftData(roomId="net", participantId="p-1", reason="no_media")
+    ),
+    _signal("p-2", OFFER),
+    _signal(None, CANDIDATE),
+    _signal("p-2", None),
+    p.MuteChangedFrame(data=p.MuteChangedData(roomId="net", participantId="p-1", isMuted=True)),
+    p.VolumeChangedFrame(data=p.VolumeChangedData(roomId="net", participantId="p-1", volume=5)),
+    p.RoomModeChangedFrame(data=p.RoomModeChangedData(roomId="net", mode="sfu", epoch=3)),
+    p.SpeakerSlotsFrame(data=p.SpeakerSlotsData(roomId="net", slots=SLOTS, speaking=["p-1"])),
+    p.PongFrame(data={"t": [1, "x", None]}),
+    p.PongFrame(channel="other"),
+    p.SubscribedFrame(data=p.SubscribedData(filters={"roomId": "net"})),
+    p.UnsubscribedFrame(),
+    p.error_frame("too_large", "frame larger than 64 KiB"),
+    # worker -> server (/sfu/ws)
+    p.WorkerHelloFrame(data=p.WorkerHello(workerId="host-1", slots=3, pid=7, host="host")),
+    p.WorkerHelloFrame(data=p.WorkerHello(workerId="host-1", slots=3)),
+    p.WorkerLoadFrame(data=p.WorkerLoad(rooms=1, peers=3, streams=9, cpu=0.25)),
+    p.WorkerSignalFrame(
+        data=p.WorkerSignal(
+            roomId="net", to="p-1", type="answer", data=p.SessionDescription(type="answer")
+        )
+    ),
+    p.WorkerSlotsFrame(data=p.WorkerSlots(roomId="net", slots=SLOTS, speaking=[])),
+    p.WorkerRoomStateFrame(data=p.WorkerRoomState(roomId="net", audioFrom=["p-1"])),
+    p.ControlErrorFrame(data=ERROR),
+    # server -> worker
+    p.ToWorkerSignalFrame(
+        data=p.ToWorkerSignal(
+            roomId="net",
+            from_="p-1",
+            role="listener",
+            canPublish=False,
+            callsign="W1AW",
+            type="offer",
+            data=OFFER,
+        )
+    ),
+    p.ToWorkerSignalFrame(
+        data=p.ToWorkerSignal(
+            roomId="net",
+            from_="p-1",
+            role="operator",
+            canPublish=True,
+            callsign="W1AW",
+            type="ice-candidate",
+            data=CANDIDATE,
+        )
+    ),
+    p.ToWorkerParticipantLeftFrame(
+        data=p.ToWorkerParticipantLeft(roomId="net", participantId="p-1", reason="removed")
+    ),
+    p.ToWorkerRoomClosedFrame(data=p.ToWorkerRoomClosed(roomId="net")),
+]
+
+
+def _parse_back(example: BaseModel, text: str) -> BaseModel:
+    """What the receiving side makes of `text` (its own parser, as in the server/worker)."""
+    model = type(example)
+    if model in SERVER_FRAMES:
+        # The browser client is JavaScript; its types are the union's typedef.
+        return TypeAdapter(p.ServerFrame).validate_json(text)
+    if model in WORKER_FRAMES or model in TO_WORKER_FRAMES:
+        # server/ws.py and Worker.handle: parse_json, then the data model named by `type`.
+        frame = p.parse_json(text)
+        parsers = p.WORKER_FRAMES if model in WORKER_FRAMES else p.TO_WORKER_FRAMES
+        data_model = p.ErrorData if frame["type"] == "error" else parsers[frame["type"]]
+        data = data_model.model_validate(frame["data"])
+        union = p.WorkerFrame if model in WORKER_FRAMES else p.ToWorkerFrame
+        whole = TypeAdapter(union).validate_python(frame)
+        assert whole.data == data
+        return whole
+    # REST: the server's validate_request (client bodies) or the client's JSON.parse.
+    return model.model_validate_json(text)
+
+
+def test_generated_files_are_fresh() -> None:
+    for rel, text in render().items():
+        path = ROOT / rel
+        committed = path.read_text(encoding="utf-8") if path.exists() else ""
+        assert committed == text, (
+            f"{rel} is stale: the wire models changed; run `make schema` ({COMMAND}) "
+            "and commit the result"
+        )
+
+
+def test_check_mode_reports_stale_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--root", str(tmp_path), "--check"]) == 1
+    assert "make schema" in capsys.readouterr().err
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "client").mkdir()
+    assert main(["--root", str(tmp_path)]) == 0
+    assert main(["--root", str(tmp_path), "--check"]) == 0
+
+
+def test_every_wire_model_has_an_example() -> None:
+    covered = {type(e) for e in EXAMPLES}
+    missing = [m.__name__ for m, _ in wire_models() if m not in covered]
+    assert not missing, f"add an example of {missing} to EXAMPLES"
+    assert {m for m, _ in wire_models()} == {*CLIENT_SENDS, *ANSWERS, *SERVER_FRAMES} | {
+        *WORKER_FRAMES,
+        *TO_WORKER_FRAMES,
+    }
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: type(e).__name__)
+def test_every_model_round_trips_and_matches_the_schema(example: BaseModel) -> None:
+    text = json.dumps(p.wire(example))
+    back = _parse_back(example, text)
+    assert type(back) is type(example)
+    assert back == example
+    assert p.wire(back) == p.wire(example)
+    # The JSON on the wire is what the schema (and so the client's typedefs) says.
+    defs = protocol_schema()["$defs"]
+    name = type(example).__name__
+    validator = Draft202012Validator({"$defs": defs, "$ref": f"#/$defs/{name}"})
+    errors = [e.message for e in validator.iter_errors(json.loads(text))]
+    assert not errors, errors
+
+
+def test_wire_format_of_a_signal_keeps_yahaml_shape() -> None:
+    """`from` (not from_), `to: null` for a broadcast, a candidate's null fields kept."""
+    frame = p.wire(_signal(None, p.IceCandidate(candidate="")))
+    assert frame == {
+        "type": "signal",
+        "channel": "voice",
+        "data": {
+            "roomId": "net",
+            "message": {
+                "type": "offer",
+                "from": "p-1",
+                "to": None,
+                "data": {
+                    "candidate": "",
+                    "sdpMid": None,
+                    "sdpMLineIndex": None,
+                    "usernameFragment": None,
+                },
+                "timestamp": "2025-01-01T00:00:00Z",
+            },
+        },
+    }
+
+
+def test_worker_frames_parse_with_the_frame_type_in_errors() -> None:
+    """The parsers keep naming the frame type (`slots.data.…`) through WORKER_FRAMES."""
+    assert set(p.WORKER_FRAMES) == {"hello", "load", "signal", "slots", "roomState"}
+    assert set(p.TO_WORKER_FRAMES) == {"signal", "participantLeft", "roomClosed"}
+    assert p.WORKER_FRAMES["slots"] is p.WorkerSlots
+    assert p.TO_WORKER_FRAMES["signal"] is p.ToWorkerSignal

@@ -8,7 +8,6 @@ single `turn` variable holding TurnConfig's fields.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -32,9 +31,7 @@ TURNSERVER = "turnserver"
 
 def turn_vars(config: Config) -> dict[str, Any]:
     """The template's `turn` mapping: exactly TurnConfig's fields, plain types."""
-    values = dataclasses.asdict(config.ice.turn)
-    values["ttl"] = float(values["ttl"])
-    return values
+    return config.ice.turn.model_dump()
 
 
 def render(config: Config, template: Path = TEMPLATE) -> str:

@@ -38,6 +38,8 @@ from aiortc.rtp import RtcpPacket, RtcpSdesPacket, RtcpSourceInfo, RtpPacket
 from pylibsrtp import Session
 from pylibsrtp._binding import ffi, lib
 
+from yahaml_voice.core.aio import cancel_and_wait, every
+
 logger = logging.getLogger(__name__)
 
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
@@ -237,16 +239,18 @@ class Forwarder:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run_reports())
+            reports = every(
+                REPORT_TICK,
+                self._send_due_reports,
+                what="sender reports",
+                log=logger,
+                wait_first=True,
+            )
+            self._task = asyncio.get_running_loop().create_task(reports)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
 
     # ------------------------------------------------------------ control (not hot)
 
@@ -426,23 +430,18 @@ class Forwarder:
 
     # ------------------------------------------------------------ Sender Reports
 
-    async def _run_reports(self) -> None:
+    async def _send_due_reports(self) -> None:
         """Send each output's SR (+ SDES) about every 5 s with truthful counters."""
-        try:
-            while True:
-                await asyncio.sleep(REPORT_TICK)
-                now = time.monotonic()
-                due = [o for o in self._outputs.values() if o.next_report <= now]
-                for out in due:
-                    out.next_report = now + REPORT_INTERVAL * (0.5 + random.random())
-                    try:
-                        await self._report(out, now)
-                    except (ConnectionError, OSError):
-                        pass
-                    except Exception:
-                        logger.exception("sender report for %s failed", out.subscriber)
-        except asyncio.CancelledError:
-            pass
+        now = time.monotonic()
+        due = [o for o in self._outputs.values() if o.next_report <= now]
+        for out in due:
+            out.next_report = now + REPORT_INTERVAL * (0.5 + random.random())
+            try:
+                await self._report(out, now)
+            except (ConnectionError, OSError):
+                pass
+            except Exception:
+                logger.exception("sender report for %s failed", out.subscriber)
 
     async def _report(self, out: Output, now: float) -> None:
         """An SR for what this subscriber got on this slot, as of now (RFC 3550 6.4.1).

@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Any
 
+from yahaml_voice.core.aio import cancel_and_wait
 from yahaml_voice.core.config import Config
 
 from .worker import PARENT_ENV
@@ -75,9 +76,7 @@ class Supervisor:
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         await asyncio.gather(*(self._terminate(p) for p in self.processes.values()))
         self.processes.clear()

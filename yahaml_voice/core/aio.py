@@ -55,8 +55,9 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:
     """Cancel `tasks` (None is skipped) and wait until every one has ended.
 
     How a task ended (its cancellation, or an exception it raised before) is not the
-    caller's concern: an exception is logged at debug level. A cancellation of the
-    caller itself still propagates, after the tasks have ended."""
+    caller's concern: an exception is logged at debug level. A cancellation of the caller
+    itself is not swallowed (as `with suppress(CancelledError): await task` would): it
+    reaches the tasks too and propagates once they have ended."""
     live = [task for task in tasks if task is not None]
     for task in live:
         task.cancel()

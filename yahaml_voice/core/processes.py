@@ -27,28 +27,29 @@ def _send(proc: subprocess.Popen[Any], sig: int, group: bool) -> None:
             proc.send_signal(sig)  # checks first that the child was not reaped already
 
 
+def _signal_and_wait(
+    proc: subprocess.Popen[Any], sig: int, timeout: float, group: bool
+) -> int | None:
+    """Signal the child unless it has exited; its exit code within `timeout` (None: not yet)."""
+    if proc.poll() is None:
+        _send(proc, sig, group)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
 def stop_process(
     proc: subprocess.Popen[Any], grace: float = 10.0, *, group: bool = False
 ) -> int | None:
     """SIGTERM, wait up to `grace` seconds, then SIGKILL; the exit code (None: still not reaped)."""
-    if proc.poll() is not None:
-        return proc.returncode
-    _send(proc, signal.SIGTERM, group)
-    try:
-        return proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        return kill_process(proc, group=group)
+    code = _signal_and_wait(proc, signal.SIGTERM, grace, group)
+    return code if code is not None else kill_process(proc, group=group)
 
 
 def kill_process(proc: subprocess.Popen[Any], *, group: bool = False) -> int | None:
     """SIGKILL (like a crash) and reap; the exit code (None: still not reaped)."""
-    if proc.poll() is not None:
-        return proc.returncode
-    _send(proc, signal.SIGKILL, group)
-    try:
-        return proc.wait(KILL_WAIT)
-    except subprocess.TimeoutExpired:
-        return None
+    return _signal_and_wait(proc, signal.SIGKILL, KILL_WAIT, group)
 
 
 async def stop_child(process: asyncio.subprocess.Process, grace: float = 10.0) -> None:

@@ -14,13 +14,14 @@ import contextlib
 import os
 import random
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from yahaml_voice.core.processes import stop_process
 
 JANUS = "/usr/bin/janus"
 LIB = Path("/usr/lib/x86_64-linux-gnu/janus")
@@ -147,15 +148,8 @@ admin: {{
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        if self.proc:
+            stop_process(self.proc, 10, group=True)
 
 
 def which() -> str | None:

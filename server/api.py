@@ -38,19 +38,13 @@ from yahaml_voice.core.protocol import (
     describe,
     wire,
 )
-from yahaml_voice.core.tokens import (
-    AuthError,
-    Identity,
-    bearer,
-    ice_config,
-    iso,
-    issue_token,
-    verify_token,
-)
+from yahaml_voice.core.timestamps import iso
+from yahaml_voice.core.tokens import Identity, ice_config, issue_token
 
-from .auth import ensure_not_revoked
+from .auth import authenticate
 from .callsign import CallsignError, normalize_callsign
 from .context import services
+from .errors import ApiError
 from .limits import Limits
 from .rooms import participant_view, peer_view
 
@@ -64,29 +58,16 @@ class AuthHeaders(BaseModel):
     authorization: str
 
 
-class ApiError(Exception):
-    """Answered as {error, message} with the given status (see app.py)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
 def authenticated(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Require `Authorization: Bearer <token>` (or `?token=` as YAHAML allows)."""
+    """Require `Authorization: Bearer <token>` (or `?token=` as YAHAML allows); an
+    AuthError is answered 401 (app.py)."""
 
     @wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         svc = services()
-        token = bearer(request.headers.get("Authorization")) or request.args.get("token")
-        try:
-            identity = verify_token(svc.config, token)
-            await ensure_not_revoked(svc.store, identity)
-        except AuthError as exc:
-            raise ApiError(401, exc.code, str(exc)) from exc
-        g.identity = identity
+        g.identity = await authenticate(
+            svc.config, svc.store, request.headers.get("Authorization"), request.args.get("token")
+        )
         return await func(*args, **kwargs)
 
     return wrapper

@@ -4,10 +4,8 @@ with the embedded SFU workers as children."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
-import math
 import signal
 import socket
 import uuid
@@ -19,20 +17,21 @@ from quart import Quart, Response, jsonify, request, websocket
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from yahaml_voice.core.aio import Service
+from yahaml_voice.core.aio import Service, cancel_and_wait, every
 from yahaml_voice.core.config import Config
 from yahaml_voice.core.protocol import JsonError, check_depth, decode_text, describe
-from yahaml_voice.core.tokens import bearer
+from yahaml_voice.core.tokens import AuthError, bearer
 
-from .api import ApiError, test_blueprint
 from .api import blueprint as api_blueprint
+from .api import test_blueprint
 from .context import EXTENSION, Services
+from .errors import ApiError
 from .hosts import allowed_hosts, host_allowed
-from .limits import Limits, RateLimited
+from .limits import Limits
 from .logs import setup_logging
 from .metrics import metrics_blueprint
 from .origins import origin_allowed
-from .rooms import RoomError, RoomService
+from .rooms import RoomService
 from .static import static_blueprint
 from .store import StoreError, StoreUnavailable
 from .stores import make_store
@@ -48,8 +47,15 @@ PRIVATE_PATHS = ("/metrics", "/docs")
 INPUT_ERRORS = (UnicodeError, RecursionError, JsonError)
 
 
+def _render(exc: ApiError) -> tuple[Response, int]:
+    """Every error answer: `{"error": code, "message": ...}`, its status and headers."""
+    response = jsonify(exc.body())
+    response.headers.update(exc.headers)
+    return response, exc.status
+
+
 def _error(status: int, code: str, message: str) -> tuple[Response, int]:
-    return jsonify({"error": code, "message": message}), status
+    return _render(ApiError(status, code, message))
 
 
 def _validation_message(exc: RequestSchemaValidationError) -> str:
@@ -109,16 +115,17 @@ def create_app(config: Config) -> Quart:
             raise ApiError(421, "misdirected", "this server does not answer to that host name")
 
     @app.before_request
-    async def before_request() -> Response | None:
+    async def before_request() -> None:
         check_host(request.headers.get("Host"))
         if request.path.startswith(PRIVATE_PATHS) and not _private_allowed(
             config, request.headers.get("Authorization"), request.scope
         ):
-            response = jsonify({"error": "unauthorized", "message": "a metrics token is needed"})
-            response.status_code = 401
-            response.headers["WWW-Authenticate"] = 'Bearer realm="yahaml-voice metrics"'
-            return response
-        return None
+            raise ApiError(
+                401,
+                "unauthorized",
+                "a metrics token is needed",
+                {"WWW-Authenticate": 'Bearer realm="yahaml-voice metrics"'},
+            )
 
     @app.before_websocket
     async def before_websocket() -> None:
@@ -126,17 +133,14 @@ def create_app(config: Config) -> Quart:
 
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> tuple[Response, int]:
-        return _error(exc.status, exc.code, exc.message)
+        # Route refusals, room rules (rooms.py) and limits (RateLimited, with Retry-After).
+        return _render(exc)
 
-    @app.errorhandler(RoomError)
-    async def room_error(exc: RoomError) -> tuple[Response, int]:
-        return _error(exc.status, exc.code, exc.message)
-
-    @app.errorhandler(RateLimited)
-    async def rate_limited(exc: RateLimited) -> tuple[Response, int]:
-        response, status = _error(429, "rate_limited", exc.message)
-        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-        return response, status
+    @app.errorhandler(AuthError)
+    async def auth_error(exc: AuthError) -> tuple[Response, int]:
+        # Also a WebSocket's answer before the upgrade (ws.py): nothing held for a caller
+        # without a valid token, and a page learns why from GET /api/sessions/me alike.
+        return _error(401, exc.code, str(exc))
 
     @app.errorhandler(StoreError)
     async def store_error(exc: StoreError) -> tuple[Response, int]:
@@ -196,14 +200,21 @@ def create_app(config: Config) -> Quart:
         await store.start()
         await bus.start()
         await rooms.start()
-        watcher = asyncio.create_task(_watch(svc), name="watch-workers")
+        watcher = asyncio.create_task(
+            every(
+                WATCH_INTERVAL,
+                lambda: _watch(svc),
+                what="worker watch",
+                log=log,
+                quiet=(StoreUnavailable,),
+            ),
+            name="watch-workers",
+        )
         log.info("serving: store=%s auth=%s node=%s", store.name, config.auth.mode, svc.node_id)
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await cancel_and_wait(watcher)
             await rooms.stop()
             await bus.stop()
             await store.stop()
@@ -222,20 +233,9 @@ def _private_allowed(config: Config, authorization: str | None, scope: Any) -> b
 
 
 async def _watch(svc: Services) -> None:
-    """Heartbeat this node and re-place rooms of silent workers."""
-    while True:
-        try:
-            await svc.store.node_alive(
-                svc.node_id, ttl=max(5.0, svc.config.sfu.heartbeat_timeout * 2)
-            )
-            await svc.rooms.check_workers()
-        except asyncio.CancelledError:
-            raise
-        except StoreUnavailable as exc:
-            log.warning("worker watch skipped: %s", exc)
-        except Exception:
-            log.exception("worker watch failed; retrying")
-        await asyncio.sleep(WATCH_INTERVAL)
+    """Heartbeat this node and re-place rooms of silent workers (every WATCH_INTERVAL)."""
+    await svc.store.node_alive(svc.node_id, ttl=max(5.0, svc.config.sfu.heartbeat_timeout * 2))
+    await svc.rooms.check_workers()
 
 
 def _port_free(host: str, port: int) -> bool:

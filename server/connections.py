@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from yahaml_voice.core.aio import cancel_and_wait
 from yahaml_voice.core.protocol import (
     CHANNEL,
     PROTOCOL_VERSION,
@@ -156,12 +157,10 @@ class Connection:
                     if not isinstance(exc, ConnectionError | asyncio.CancelledError):
                         log.debug("socket %s ended: %r", self.id, exc)
         finally:
-            for task in [*tasks, waiter]:
-                task.cancel()
-            for task in [*tasks, waiter]:
-                with contextlib.suppress(BaseException):
-                    await task
-            await subscription.close()
+            try:
+                await cancel_and_wait(*tasks, waiter)
+            finally:
+                await subscription.close()
         if self._closing is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_TIMEOUT):

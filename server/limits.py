@@ -10,11 +10,14 @@ counted in the Store instead; this module only names and counts their refusals.
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
 
 from yahaml_voice.core.config import Config
+
+from .errors import ApiError
 
 # Names of the limits, as they appear in /metrics (label `limit`) and in error messages.
 SESSIONS = "sessions_per_address"
@@ -29,13 +32,17 @@ WORKER_BACKLOG = "worker_frame_backlog"
 LIMIT_NAMES = (SESSIONS, SOCKETS, JOINS, SIGNALS, SEATS, MEDIA, FRAMES, WORKER_BACKLOG)
 
 
-class RateLimited(Exception):
+# The error code of a refusal where it is not `rate_limited` (what the docs promise).
+CODES = {SOCKETS: "too_many_sockets"}
+
+
+class RateLimited(ApiError):
     """A client went over a limit: 429 with Retry-After (REST) or an error frame (WS)."""
 
     def __init__(self, limit: str, message: str, retry_after: float) -> None:
-        super().__init__(message)
+        seconds = str(max(1, math.ceil(retry_after)))
+        super().__init__(429, CODES.get(limit, "rate_limited"), message, {"Retry-After": seconds})
         self.limit = limit
-        self.message = message
         self.retry_after = retry_after
 
 

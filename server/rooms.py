@@ -8,13 +8,12 @@ number of server processes can run this same code against one Redis.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from yahaml_voice.core.aio import cancel_and_wait, every
 from yahaml_voice.core.config import Config, RoomConfig
 from yahaml_voice.core.protocol import (
     MAX_SDP_BYTES,
@@ -57,8 +56,10 @@ from yahaml_voice.core.protocol import (
     VolumeChangedFrame,
     wire,
 )
+from yahaml_voice.core.timestamps import iso as _iso
 from yahaml_voice.core.tokens import Identity
 
+from .errors import ApiError as RoomError  # a request the rules refuse
 from .limits import MEDIA, SEATS, SOCKETS, Limits, RateLimited
 from .placement import choose_worker
 from .sdp import sends_media
@@ -78,20 +79,6 @@ SWEEP_INTERVAL = 1.0
 # Every this many sweeps, also look for participants marked connected whose sockets are all
 # gone: their server process died without closing them (its node stopped heartbeating).
 ORPHAN_CHECK_EVERY = 5
-
-
-class RoomError(Exception):
-    """A request the rules refuse; carries the HTTP status and a message for the user."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def participant_view(record: ParticipantRecord) -> Participant:
@@ -165,14 +152,18 @@ class RoomService:
 
     # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self._sweep_loop(), name="rooms-sweep"))
+        sweeps = every(
+            SWEEP_INTERVAL,
+            self.sweep,
+            what="sweep",
+            log=log,
+            quiet=(StoreUnavailable,),
+            wait_first=True,
+        )
+        self._tasks.append(asyncio.create_task(sweeps, name="rooms-sweep"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
 
     # lookups ---------------------------------------------------------------------------
@@ -504,18 +495,6 @@ class RoomService:
                 ),
             )
             await self._after_leave(room.id, removed, "no_media")
-
-    async def _sweep_loop(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
-            try:
-                await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except StoreUnavailable as exc:
-                log.warning("sweep skipped: %s", exc)
-            except Exception:
-                log.exception("sweep failed; retrying")
 
     # delivery --------------------------------------------------------------------------
     async def broadcast(self, room_id: str, frame: ServerFrame, exclude: str | None = None) -> int:

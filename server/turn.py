@@ -8,7 +8,6 @@ single `turn` variable holding TurnConfig's fields.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -22,6 +21,7 @@ from typing import Any
 import jinja2
 
 from yahaml_voice.core.config import Config, ConfigError
+from yahaml_voice.core.processes import kill_process, stop_process
 from yahaml_voice.core.resources import package_path
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,7 @@ TURNSERVER = "turnserver"
 
 def turn_vars(config: Config) -> dict[str, Any]:
     """The template's `turn` mapping: exactly TurnConfig's fields, plain types."""
-    values = dataclasses.asdict(config.ice.turn)
-    values["ttl"] = float(values["ttl"])
-    return values
+    return config.ice.turn.model_dump()
 
 
 def render(config: Config, template: Path = TEMPLATE) -> str:
@@ -102,13 +100,11 @@ def _run(text: str) -> int:
         try:
             return proc.wait()
         except KeyboardInterrupt:
-            proc.terminate()
-            return proc.wait()
+            code = stop_process(proc)
+            return 1 if code is None else code
         finally:
             signal.signal(signal.SIGTERM, previous)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            kill_process(proc)  # nothing to do unless an error came in between
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

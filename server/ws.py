@@ -15,7 +15,6 @@ from quart import Blueprint, abort, websocket
 from yahaml_voice.core.protocol import (
     WORKER_FRAMES,
     WS_SUBPROTOCOL,
-    WS_TOKEN_PREFIX,
     ErrorData,
     ToWorkerRoomClosed,
     ToWorkerRoomClosedFrame,
@@ -30,12 +29,12 @@ from yahaml_voice.core.protocol import (
     parse_json,
     wire,
 )
-from yahaml_voice.core.tokens import AuthError, bearer, verify_token, verify_worker_token
+from yahaml_voice.core.tokens import AuthError, verify_worker_token
 
-from .api import ApiError
-from .auth import ensure_not_revoked
+from .auth import authenticate, ensure_not_revoked, presented_token
 from .connections import CLOSE_TIMEOUT, ClientConnection, WorkerConnection
 from .context import services
+from .errors import ApiError
 from .limits import WORKER_BACKLOG, RateLimited
 from .origins import origin_allowed
 from .rooms import participant_channel, worker_channel
@@ -68,15 +67,9 @@ def _check_capacity() -> None:
         )
 
 
-def _client_token() -> tuple[str | None, str | None]:
-    """The token (subprotocol, Authorization header or ?token=) and the subprotocol to accept."""
-    offered = websocket.requested_subprotocols
-    accept = WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None
-    for name in offered:
-        if name.startswith(WS_TOKEN_PREFIX):
-            return name[len(WS_TOKEN_PREFIX) :], accept
-    token = bearer(websocket.headers.get("Authorization")) or websocket.args.get("token")
-    return token, accept
+def _subprotocol() -> str | None:
+    """The subprotocol to accept (the token may travel as another one, see auth.py)."""
+    return WS_SUBPROTOCOL if WS_SUBPROTOCOL in websocket.requested_subprotocols else None
 
 
 @blueprint.websocket("/ws")
@@ -84,15 +77,16 @@ async def client_socket() -> None:
     svc = services()
     _check_origin()
     _check_capacity()
-    token, subprotocol = _client_token()
-    try:
-        identity = verify_token(svc.config, token)
-        await ensure_not_revoked(svc.store, identity)
-    except AuthError as exc:
-        # Refused before the upgrade: nothing is held for a caller without a valid token
-        # (a page learns why from the same answer on GET /api/sessions/me).
-        raise ApiError(401, exc.code, str(exc)) from exc
-    await websocket.accept(subprotocol=subprotocol)
+    # An AuthError refuses it before the upgrade: nothing is held for a caller without a
+    # valid token (a page learns why from the same 401 on GET /api/sessions/me).
+    identity = await authenticate(
+        svc.config,
+        svc.store,
+        websocket.headers.get("Authorization"),
+        websocket.args.get("token"),
+        websocket.requested_subprotocols,
+    )
+    await websocket.accept(subprotocol=_subprotocol())
     conn = ClientConnection(websocket, identity, svc.limits)
     try:
         await svc.rooms.socket_opened(identity.participant_id, conn.id, svc.node_id)
@@ -100,7 +94,7 @@ async def client_socket() -> None:
         log.info("websocket refused: participant=%s %s", identity.participant_id, exc.limit)
         with contextlib.suppress(Exception):  # the client may be gone already
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                await websocket.send_json(wire(error_frame("too_many_sockets", exc.message)))
+                await websocket.send_json(wire(error_frame(exc.code, exc.message)))
                 await websocket.close(4429, "too many sockets")
         return
     try:
@@ -123,7 +117,7 @@ async def client_socket() -> None:
 @blueprint.websocket("/sfu/ws")
 async def worker_socket() -> None:
     svc = services()
-    token = bearer(websocket.headers.get("Authorization")) or websocket.args.get("token")
+    token = presented_token(websocket.headers.get("Authorization"), websocket.args.get("token"))
     try:
         verify_worker_token(svc.config, token)
     except AuthError:

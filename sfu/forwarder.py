@@ -33,6 +33,8 @@ from typing import Any
 from aiortc import RTCRtpSender, clock
 from aiortc.rtp import RtcpSdesPacket, RtcpSourceInfo, RtpPacket
 
+from yahaml_voice.core.aio import cancel_and_wait, every
+
 from .aiortc_private import (
     OPUS_RATE,
     AnySink,
@@ -231,16 +233,18 @@ class Forwarder:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run_reports())
+            reports = every(
+                REPORT_TICK,
+                self._send_due_reports,
+                what="sender reports",
+                log=logger,
+                wait_first=True,
+            )
+            self._task = asyncio.get_running_loop().create_task(reports)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
 
     # ------------------------------------------------------------ control (not hot)
 
@@ -420,23 +424,18 @@ class Forwarder:
 
     # ------------------------------------------------------------ Sender Reports
 
-    async def _run_reports(self) -> None:
+    async def _send_due_reports(self) -> None:
         """Send each output's SR (+ SDES) about every 5 s with truthful counters."""
-        try:
-            while True:
-                await asyncio.sleep(REPORT_TICK)
-                now = time.monotonic()
-                due = [o for o in self._outputs.values() if o.next_report <= now]
-                for out in due:
-                    out.next_report = now + REPORT_INTERVAL * (0.5 + random.random())
-                    try:
-                        await self._report(out, now)
-                    except (ConnectionError, OSError):
-                        pass
-                    except Exception:
-                        logger.exception("sender report for %s failed", out.subscriber)
-        except asyncio.CancelledError:
-            pass
+        now = time.monotonic()
+        due = [o for o in self._outputs.values() if o.next_report <= now]
+        for out in due:
+            out.next_report = now + REPORT_INTERVAL * (0.5 + random.random())
+            try:
+                await self._report(out, now)
+            except (ConnectionError, OSError):
+                pass
+            except Exception:
+                logger.exception("sender report for %s failed", out.subscriber)
 
     async def _report(self, out: Output, now: float) -> None:
         """An SR for what this subscriber got on this slot, as of now (RFC 3550 6.4.1).

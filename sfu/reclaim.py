@@ -11,10 +11,11 @@ that; its pause is logged when it is long enough to matter to forwarding.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import time
+
+from yahaml_voice.core.aio import cancel_and_wait, every
 
 log = logging.getLogger(__name__)
 
@@ -35,27 +36,23 @@ class Reclaimer:
         """A peer connection closed: collect at the next tick."""
         self._pending = True
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            ticks = every(self.interval, self._tick, what="collection", log=log, wait_first=True)
+            self._task = asyncio.get_running_loop().create_task(ticks)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            if not self._pending:
-                continue
-            self._pending = False
-            started = time.perf_counter()
-            freed = gc.collect()
-            pause = time.perf_counter() - started
-            self.collections += 1
-            self.longest_pause = max(self.longest_pause, pause)
-            level = logging.INFO if pause >= SLOW_PAUSE else logging.DEBUG
-            log.log(
-                level, "full collection after closed peers: %d freed in %.1f ms", freed, pause * 1e3
-            )
+    def _tick(self) -> None:
+        if not self._pending:
+            return
+        self._pending = False
+        started = time.perf_counter()
+        freed = gc.collect()
+        pause = time.perf_counter() - started
+        self.collections += 1
+        self.longest_pause = max(self.longest_pause, pause)
+        level = logging.INFO if pause >= SLOW_PAUSE else logging.DEBUG
+        log.log(
+            level, "full collection after closed peers: %d freed in %.1f ms", freed, pause * 1e3
+        )

@@ -11,7 +11,6 @@ never the participants' `auth.secret`), never through the parent's own environme
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -19,7 +18,9 @@ import sys
 import time
 from typing import Any
 
+from yahaml_voice.core.aio import cancel_and_wait
 from yahaml_voice.core.config import Config
+from yahaml_voice.core.processes import stop_child
 
 from .worker import PARENT_ENV
 
@@ -75,11 +76,9 @@ class Supervisor:
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
-        await asyncio.gather(*(self._terminate(p) for p in self.processes.values()))
+        await asyncio.gather(*(stop_child(p, STOP_GRACE) for p in self.processes.values()))
         self.processes.clear()
 
     async def _spawn(self) -> asyncio.subprocess.Process:
@@ -108,7 +107,7 @@ class Supervisor:
                 try:
                     code = await process.wait()
                 except asyncio.CancelledError:
-                    await self._terminate(process)
+                    await stop_child(process, STOP_GRACE)
                     raise
                 logger.warning("SFU worker %d (pid %d) exited with %s", index, process.pid, code)
                 self.restarts += 1
@@ -116,16 +115,3 @@ class Supervisor:
                 delay = BACKOFF_FIRST
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
-
-    @staticmethod
-    async def _terminate(process: asyncio.subprocess.Process) -> None:
-        if process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), STOP_GRACE)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()

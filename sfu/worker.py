@@ -36,6 +36,7 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import candidate_from_sdp
 from pydantic import ValidationError
 
+from yahaml_voice.core.aio import cancel_and_wait, every
 from yahaml_voice.core.config import SFU_TOKEN_ENV, Config
 from yahaml_voice.core.protocol import (
     TO_WORKER_FRAMES,
@@ -304,11 +305,8 @@ class Peer:
             self.room.worker.reclaimer.closed()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         await self._close_pc()
 
 
@@ -328,14 +326,12 @@ class Room:
 
     def start(self) -> None:
         self.forwarder.start()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        ticks = every(TICK, self._tick, what=f"room {self.id} tick", log=logger, wait_first=True)
+        self._task = asyncio.get_running_loop().create_task(ticks)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         for peer in list(self.peers.values()):
             await peer.close()
         self.peers.clear()
@@ -353,21 +349,17 @@ class Room:
         if peer is not None:
             await peer.close()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(TICK)
-            now = time.monotonic()
-            if self.selector.update(now):
-                self.apply_slots()
-            elif self.announce_pending and (any(self.selector.slots) or self.selector.speaking):
-                self.announce_slots()
-            self.announce_pending = False
-            audio_from = sorted(
-                p.id for p in self.peers.values() if now - p.last_audio < AUDIO_FRESH
-            )
-            if audio_from != self._audio_from:
-                self._audio_from = audio_from
-                self.report_state()
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self.selector.update(now):
+            self.apply_slots()
+        elif self.announce_pending and (any(self.selector.slots) or self.selector.speaking):
+            self.announce_slots()
+        self.announce_pending = False
+        audio_from = sorted(p.id for p in self.peers.values() if now - p.last_audio < AUDIO_FRESH)
+        if audio_from != self._audio_from:
+            self._audio_from = audio_from
+            self.report_state()
 
     def report_state(self) -> None:
         """roomState: the server answers roomClosed if the room is no longer ours."""
@@ -505,8 +497,7 @@ class Worker:
     async def stop(self) -> None:
         for room_id in list(self.rooms):
             await self._close_room(room_id)
-        for task in list(self.send_tasks):
-            task.cancel()
+        await cancel_and_wait(*self.send_tasks)
         await self.reclaimer.stop()
 
 
@@ -587,25 +578,23 @@ async def _session(
         while True:
             await ws.send(await outbox.get())
 
-    async def heartbeat() -> None:
-        parent = os.environ.get(PARENT_ENV)
-        while True:
-            worker.emit(WorkerLoadFrame(data=worker.load()))
-            if parent and str(os.getppid()) != parent:
-                logger.warning("parent process %s is gone: stopping", parent)
-                stop.set()
-            await asyncio.sleep(LOAD_INTERVAL)
+    parent = os.environ.get(PARENT_ENV)
 
-    tasks = [asyncio.ensure_future(c) for c in (reader(), writer(), heartbeat(), stop.wait())]
+    def heartbeat() -> None:
+        worker.emit(WorkerLoadFrame(data=worker.load()))
+        if parent and str(os.getppid()) != parent:
+            logger.warning("parent process %s is gone: stopping", parent)
+            stop.set()
+
+    beats = every(LOAD_INTERVAL, heartbeat, what="load heartbeat", log=logger)
+    tasks = [asyncio.ensure_future(c) for c in (reader(), writer(), beats, stop.wait())]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)
 
 
 def main(config: Config, server_url: str | None = None, worker_id: str | None = None) -> int:

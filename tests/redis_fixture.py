@@ -25,6 +25,8 @@ from types import TracebackType
 
 import pytest
 
+from yahaml_voice.core.processes import kill_process, stop_process
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_TIMEOUT = 10.0
 
@@ -170,20 +172,13 @@ class RedisServer:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc, 5)
 
     def kill(self) -> None:
         """Die like a crash (SIGKILL): clients see their connections reset."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        if proc is not None:
+            kill_process(proc)
 
     def restart(self, down_for: float = 0.0, crash: bool = True) -> None:
         """Stop (by default SIGKILL) and start again on the same port, empty."""

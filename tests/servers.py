@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from typing import Any
 
 import httpx
 import yaml
+
+from yahaml_voice.core.processes import kill_process, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-for-yahaml-voice-0123456789"
@@ -136,16 +137,9 @@ class ServerProcess:
 
     def kill(self) -> None:
         """SIGKILL the whole process group (server and its SFU children)."""
-        if self.proc and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        if self.proc:
+            kill_process(self.proc, group=True)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.proc:
+            stop_process(self.proc, 10, group=True)

@@ -331,7 +331,8 @@ def test_metrics_and_docs_are_not_public(server_factory: Callable[..., ServerPro
         if path in ("/metrics", "/docs", "/api/voice-rooms"):
             assert answer.status_code == 401, path
     wrong = httpx.get(server.url + "/metrics", headers={"Authorization": "Bearer " + "x" * 40})
-    assert wrong.status_code == 401
+    assert wrong.status_code == 401 and wrong.json()["error"] == "unauthorized"
+    assert wrong.headers["WWW-Authenticate"].startswith("Bearer")
     good = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert good.status_code == 200 and "secret-net" in good.text
     # The scrape listener needs no token (it is never proxied).

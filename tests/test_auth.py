@@ -16,6 +16,7 @@ from tests.servers import TEST_SECRET, ServerProcess
 from tests.voiceclient import ApiFailure, VoiceClient
 from yahaml_voice.core.config import load_config
 from yahaml_voice.core.tokens import AuthError, issue_token, turn_credentials, verify_token
+from yahaml_voice.server.auth import presented_token
 
 OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}
 
@@ -45,11 +46,15 @@ def test_token_roundtrip_and_forgery() -> None:
     assert back.participant_id == ident.participant_id and back.role == "ncs"
     assert back.rooms == ("shack",)
     forged = jwt.encode(jwt.decode(token, options={"verify_signature": False}), "x" * 32, "HS256")
-    with pytest.raises(AuthError, match="invalid"):
+    with pytest.raises(AuthError, match="invalid") as refused:
         verify_token(config, forged)
+    assert refused.value.code == "unauthorized"
     expired, _ = issue_token(config, "W1AW", ttl=-5)
-    with pytest.raises(AuthError, match="expired"):
+    with pytest.raises(AuthError, match="expired") as refused:
         verify_token(config, expired)
+    assert refused.value.code == "token_expired"  # from jwt.ExpiredSignatureError
+    # The code is never guessed from the text: a forged token that says "expired" is not.
+    assert AuthError("invalid token: expired-looking junk").code == "unauthorized"
     none_alg = jwt.encode(
         {"sub": "x", "name": "W1AW", "role": "ncs", "rooms": "*", "exp": time.time() + 60},
         None,
@@ -57,6 +62,14 @@ def test_token_roundtrip_and_forgery() -> None:
     )
     with pytest.raises(AuthError):
         verify_token(config, none_alg)
+
+
+def test_one_token_lookup_for_rest_and_websocket() -> None:
+    """Subprotocol first (browsers cannot set WebSocket headers), then Bearer, then ?token=."""
+    assert presented_token("Bearer a", "b", ["yahaml-voice.v1", "yahaml-voice.token.c"]) == "c"
+    assert presented_token("Bearer a", "b", ["yahaml-voice.v1"]) == "a"
+    assert presented_token("Basic a", "b") == "b"
+    assert presented_token(None, None) is None
 
 
 def test_turn_credentials_follow_the_rest_scheme() -> None:

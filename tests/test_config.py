@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from yahaml_voice.core.config import Config, ConfigError, load_config, parse_duration
 from yahaml_voice.server.callsign import CallsignError, normalize_callsign
@@ -47,6 +46,75 @@ def test_file_env_and_strictness(tmp_path: Path) -> None:
         load_config(environ={}, overrides={"ice.turn.urls": ["turn:x:3478"]})
 
 
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("limits:\n  frames_per_second: -1\n", "limits.frames_per_second must be >= 0"),
+        ("limits:\n  frames_per_second: fast\n", "limits.frames_per_second: expected a number"),
+        ("ice:\n  turn:\n    listening_port: true\n", "ice.turn.listening_port: expected an int"),
+        ("ice:\n  turn:\n    prot: 1\n", "unknown configuration key ice.turn.prot"),
+        ("ice:\n  turn: 3478\n", "ice.turn: expected a mapping"),
+        ("server:\n  allowed_origins: [a, {}]\n", r"server.allowed_origins\[1\]: expected a str"),
+        ("server:\n  grace_period: soon\n", "server.grace_period: not a duration: 'soon'"),
+        ("sfu:\n  workers: many\n", "sfu.workers: expected an integer or 'auto'"),
+        ("auth:\n  mode: tokn\n", "auth.mode: 'tokn' is not one of"),
+        ("rooms:\n  - id: net\n    sfu_threshold: six\n", r"rooms\[0\].sfu_threshold: expected"),
+        ("rooms:\n  - id: net\n    sfu_threshold: 4\n    mesh_threshold: 4\n",
+         "rooms.net.mesh_threshold must be below sfu_threshold"),
+        ("rooms:\n  - name: Net\n", r"rooms\[0\].id is required"),
+    ],
+)  # fmt: skip
+def test_errors_name_the_nested_key_from_yaml(tmp_path: Path, yaml_text: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("LIMITS__FRAMES_PER_SECOND", "-1", "limits.frames_per_second must be >= 0"),
+        ("LIMITS__MAX_TRACKED", "ten", "limits.max_tracked: expected an integer, got 'ten'"),
+        ("ICE__TURN__TTL", "soon", "ice.turn.ttl: not a duration"),
+        ("ICE__TURN__REALMS", "x", "unknown configuration key ice.turn.realms"),
+        ("SERVER__TEST_HOOKS", "yes", "server.test_hooks: expected true or false, got 'yes'"),
+        ("SERVER__PORT", "80.5", "server.port: expected an integer, got 80.5"),
+    ],
+)
+def test_errors_name_the_nested_key_from_env(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(environ={"YAHAML_VOICE_" + name: value})
+
+
+def test_env_values_as_today() -> None:
+    """Env values are JSON when they parse (ints, bools, lists), else plain strings; a
+    number given for a string key is its text; durations take units."""
+    config = load_config(
+        environ={
+            "YAHAML_VOICE_SERVER__TEST_HOOKS": "true",
+            "YAHAML_VOICE_SERVER__ALLOWED_HOSTS": '["a.example", "b.example"]',
+            "YAHAML_VOICE_AUTH__SECRET": "12345678901234567890",
+            "YAHAML_VOICE_AUTH__SESSION_TTL": "90m",
+            "YAHAML_VOICE_LIMITS__JOINS_PER_SECOND": "3",
+            "YAHAML_VOICE_SFU__WORKERS": "auto",
+        }
+    )
+    assert config.server.test_hooks is True
+    assert config.server.allowed_hosts == ["a.example", "b.example"]
+    assert config.auth.secret == "12345678901234567890" and config.auth.session_ttl == 5400
+    assert config.limits.joins_per_second == 3.0 and config.sfu.workers == "auto"
+
+
+def test_sections_stay_mutable_and_checked() -> None:
+    """The CLI overrides host/port/workers after loading; a wrong type is still refused."""
+    config = load_config(environ={})
+    config.server.port, config.sfu.workers = 9001, 2
+    assert config.server.port == 9001 and config.worker_count() == 2
+    with pytest.raises(ValueError):
+        config.server.port = "ninety"  # type: ignore[assignment]
+
+
 def test_durations() -> None:
     assert parse_duration("250ms") == 0.25 and parse_duration("12h") == 43200
     assert parse_duration(30) == 30.0
@@ -80,15 +148,14 @@ def test_bad_callsigns(call: str) -> None:
         normalize_callsign(call)
 
 
-def _keys(cls: type, prefix: str = "") -> list[str]:
+def _keys(cls: type[BaseModel], prefix: str = "") -> list[str]:
     out = []
-    hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):
-        tp = hints[field.name]
-        if dataclasses.is_dataclass(tp):
-            out += _keys(tp, f"{prefix}{field.name}.")
-        elif field.name != "rooms":
-            out.append(prefix + field.name)
+    for name, field in cls.model_fields.items():
+        tp = field.annotation
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            out += _keys(tp, f"{prefix}{name}.")
+        elif name != "rooms":
+            out.append(prefix + name)
     return out
 
 

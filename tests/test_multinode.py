@@ -9,9 +9,7 @@ only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ import pytest
 from tests.redis_fixture import RedisServer
 from tests.servers import ROOT, TEST_SECRET, TEST_SFU_SECRET, ServerProcess
 from tests.voiceclient import SFU, VoiceClient
+from yahaml_voice.core.processes import kill_process, stop_process
 from yahaml_voice.server.redis_store import RedisStore
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(240)]
@@ -106,19 +105,10 @@ class WorkerProcess:
             )
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        kill_process(self.proc, group=True)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc, 10, group=True)
 
 
 @pytest.fixture

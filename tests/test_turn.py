@@ -179,9 +179,9 @@ def test_template_uses_only_turn_fields() -> None:
         if isinstance(node.node, jinja2.nodes.Name) and node.node.name == "turn"
     }
     assert {"secret", "realm", "allowed_peer_ips", "listen_ip"} <= used
-    assert used <= set(TurnConfig.__dataclass_fields__), used - set(TurnConfig.__dataclass_fields__)
+    assert used <= set(TurnConfig.model_fields), used - set(TurnConfig.model_fields)
     # Plain Jinja2 (no trim_blocks, as a bare Environment) renders too: no Ansible filters.
-    fields = {name: getattr(TurnConfig(), name) for name in TurnConfig.__dataclass_fields__}
+    fields = TurnConfig().model_dump()
     fields["secret"] = "s" * 32
     assert "static-auth-secret=" + "s" * 32 in env.from_string(source).render(turn=fields)
 

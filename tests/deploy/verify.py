@@ -38,6 +38,7 @@ from aioice.turn import TurnClientTcpProtocol, TurnClientUdpProtocol
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from yahaml_voice.core.processes import stop_process  # noqa: E402
 from yahaml_voice.server.auth import turn_credentials  # noqa: E402
 
 # Peers the relay must refuse in every deployment (RFC 1918, CGNAT, link-local, "this").
@@ -463,12 +464,7 @@ async def check_production_turn(cfg: dict[str, Any], report: Report) -> None:
                 code = await permission(proto, peer)
                 report.check(f"production relay refuses {peer}", code == 403, str(code))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
 
 
 def _uid(name: str) -> int:

@@ -27,6 +27,7 @@ from tests.fixtures.turn import TEST_SECRET, TurnServer, turn_config
 from tests.natlab.lab import LAB_PUBLIC_PEERS, PUBLIC_IP, TURN_PORT, Lab
 from tests.natlab.netns import NetnsLoop
 from yahaml_voice.core.config import Config
+from yahaml_voice.core.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH_SECRET = "natlab-auth-secret-0123456789abcdef"
@@ -131,14 +132,8 @@ class LabServer:
 
     def stop(self) -> None:
         try:
-            if self.proc is not None and self.proc.poll() is None:
-                self.terminate()
-                try:
-                    self.proc.wait(8)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait(5)
+            if self.proc is not None:
+                stop_process(self.proc, 8, group=True)
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

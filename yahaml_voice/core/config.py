@@ -1,24 +1,25 @@
 """The one configuration loader: a YAML file plus YAHAML_VOICE_* environment overrides.
 
-Parsed strictly: an unknown key is an error that names it, so a typo in a sysadmin's file
-never silently falls back to a default. The embedded default needs no file at all.
+Parsed strictly by pydantic models: an unknown key is an error that names it, so a typo
+in a sysadmin's file never silently falls back to a default, and no value is coerced
+beyond what a YAML file or an environment variable naturally gives (numbers for string
+keys, duration strings such as "90m" for durations). The embedded default needs no file.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
 import os
 import re
 import secrets
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 ENV_PREFIX = "YAHAML_VOICE_"
 CONFIG_ENV = "YAHAML_VOICE_CONFIG"
@@ -33,6 +34,10 @@ class ConfigError(ValueError):
     """A configuration value or key is wrong; the message names it."""
 
 
+class _BadValue(ValueError):
+    """A field validator's complaint; the loader puts the key's path in front of it."""
+
+
 def parse_duration(value: str | int | float) -> float:
     """Seconds from `90`, `"90s"`, `"15m"`, `"12h"`, `"2d"` or `"250ms"`."""
     if isinstance(value, bool):
@@ -45,15 +50,45 @@ def parse_duration(value: str | int | float) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-class Duration(float):
-    """Seconds; accepts the strings parse_duration reads."""
+def _duration(value: Any) -> float:
+    if not isinstance(value, str | int | float):
+        raise _BadValue(f"not a duration: {value!r}")
+    try:
+        return parse_duration(value)
+    except ConfigError as exc:
+        raise _BadValue(str(exc)) from exc
 
 
-@dataclass
-class RoomConfig:
-    id: str
-    name: str = ""
-    description: str = ""
+def _text(value: Any) -> Any:
+    """A number where a string belongs (YAML `secret: 1234...`, a JSON-parsed env value)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _workers(value: Any) -> Any:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise _BadValue(f"expected an integer or 'auto', got {value!r}")
+
+
+# Seconds; in a file or the environment also "90s", "15m", "12h", "2d" or "250ms".
+Duration = Annotated[float, BeforeValidator(_duration)]
+# A string; a number given for it is taken as its text.
+Text = Annotated[str, BeforeValidator(_text)]
+Workers = Annotated[int | Literal["auto"], BeforeValidator(_workers)]
+
+
+class _Section(BaseModel):
+    """Strict: unknown keys refused, no coercion; assignments (the CLI's) validated too."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class RoomConfig(_Section):
+    id: Text
+    name: Text = ""
+    description: Text = ""
     max_participants: int = 50
     # At this many participants the room moves onto an SFU worker.
     sfu_threshold: int = 8
@@ -62,21 +97,34 @@ class RoomConfig:
     # Push-to-talk by default for this room's clients.
     ptt: bool = False
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, data: Any) -> Any:
+        """The name from the id and mesh_threshold from sfu_threshold, when left out."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        room_id = data.get("id")
+        if not data.get("name") and isinstance(room_id, str):
+            data["name"] = room_id.replace("-", " ").title()
+        sfu = data.get("sfu_threshold", cls.model_fields["sfu_threshold"].default)
+        if data.get("mesh_threshold") is None and isinstance(sfu, int):
+            data["mesh_threshold"] = max(1, sfu // 2)
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> RoomConfig:
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", self.id):
             raise ConfigError(
                 f"rooms: bad room id {self.id!r} (lowercase letters, digits, - and _)"
             )
-        if not self.name:
-            self.name = self.id.replace("-", " ").title()
         if self.max_participants < 1:
             raise ConfigError(f"rooms.{self.id}.max_participants must be >= 1")
         if self.sfu_threshold < 2:
             raise ConfigError(f"rooms.{self.id}.sfu_threshold must be >= 2")
-        if self.mesh_threshold is None:
-            self.mesh_threshold = max(1, self.sfu_threshold // 2)
-        if self.mesh_threshold >= self.sfu_threshold:
+        if self.mesh_threshold is not None and self.mesh_threshold >= self.sfu_threshold:
             raise ConfigError(f"rooms.{self.id}.mesh_threshold must be below sfu_threshold")
+        return self
 
 
 def _default_rooms() -> list[RoomConfig]:
@@ -90,22 +138,21 @@ def _default_rooms() -> list[RoomConfig]:
     ]
 
 
-@dataclass
-class ServerConfig:
-    host: str = "127.0.0.1"
+class ServerConfig(_Section):
+    host: Text = "127.0.0.1"
     port: int = 8080
     # Base URL that invite links point at, e.g. https://voice.example.org
-    public_url: str | None = None
+    public_url: Text | None = None
     # Origins allowed to open the WebSocket and call the API from a browser. Empty: same
     # origin only. "*" allows any (not recommended).
-    allowed_origins: list[str] = field(default_factory=list)
+    allowed_origins: list[Text] = Field(default_factory=list)
     # Seconds a participant keeps its seat after its last socket closed.
-    grace_period: Duration = Duration(15.0)
+    grace_period: Duration = 15.0
     # Largest request body accepted (bytes); SDPs are further limited to 64 KiB.
     max_body_bytes: int = 128 * 1024
     # Directory of the browser client; empty = the client/ beside the package.
-    client_dir: str | None = None
-    log_level: str = "info"
+    client_dir: Text | None = None
+    log_level: Text = "info"
     # Log one JSON object per line (for journald / log shippers) instead of text.
     log_json: bool = False
     # Test-only routes (e.g. drop a participant's sockets). Never enable in production.
@@ -114,50 +161,48 @@ class ServerConfig:
     # localhost, 127.0.0.1, ::1, the host of public_url, and this machine's addresses when
     # bound to 0.0.0.0 or ::); any other Host header gets 421, which defeats DNS
     # rebinding. "*" turns the check off (not recommended).
-    allowed_hosts: list[str] = field(default_factory=list)
+    allowed_hosts: list[Text] = Field(default_factory=list)
     # WebSockets this process holds at most (participants and workers); above it new ones
     # are refused with 503 before the upgrade.
     max_sockets: int = 4096
     # A client that takes none of what we send for this long is disconnected (TCP abort).
-    write_timeout: Duration = Duration(10.0)
+    write_timeout: Duration = 10.0
     # Reverse proxies (addresses or CIDRs) whose X-Forwarded-For names the client; from any
     # other peer the header is ignored and the peer's own address is the client's.
-    trusted_proxies: list[str] = field(default_factory=list)
+    trusted_proxies: list[Text] = Field(default_factory=list)
 
 
-@dataclass
-class AuthConfig:
+class AuthConfig(_Section):
     mode: Literal["open", "token"] = "open"
     # HS256 secret. Open mode generates one per start when empty; token mode requires it
     # (and every server process of a deployment must share it).
-    secret: str | None = None
+    secret: Text | None = None
     # Lifetime of tokens issued by POST /api/sessions.
-    session_ttl: Duration = Duration(12 * 3600.0)
-    issuer: str = "yahaml-voice"
+    session_ttl: Duration = 12 * 3600.0
+    issuer: Text = "yahaml-voice"
 
 
-@dataclass
-class TurnConfig:
+class TurnConfig(_Section):
     # e.g. ["turn:turn.example.org:3478?transport=udp", "turn:turn.example.org:3478?transport=tcp",
     #       "turns:turn.example.org:5349?transport=tcp"]
-    urls: list[str] = field(default_factory=list)
+    urls: list[Text] = Field(default_factory=list)
     # coturn's static-auth-secret (use-auth-secret / TURN REST credentials).
-    secret: str | None = None
+    secret: Text | None = None
     # Lifetime of issued TURN credentials; clients renew them while in a room.
-    ttl: Duration = Duration(600.0)
-    realm: str = "yahaml-voice"
+    ttl: Duration = 600.0
+    realm: Text = "yahaml-voice"
     # Settings used to render coturn's turnserver.conf (`yahaml-voice turn`).
-    listen_ip: str = "127.0.0.1"
+    listen_ip: Text = "127.0.0.1"
     listening_port: int = 3478
     tls_listening_port: int = 5349
     # Also listen for TURN/TLS on 443 (networks that only let HTTPS out).
     alt_tls_443: bool = False
-    external_ip: str | None = None
-    relay_ip: str | None = None
+    external_ip: Text | None = None
+    relay_ip: Text | None = None
     min_port: int = 49160
     max_port: int = 49999
-    cert: str | None = None
-    pkey: str | None = None
+    cert: Text | None = None
+    pkey: Text | None = None
     # Allocations per participant (coturn counts the id after "expiry:"): a full mesh of
     # sfu_threshold - 1 peers x 3 TURN URLs, plus the SFU link during a switch.
     user_quota: int = 24
@@ -165,64 +210,59 @@ class TurnConfig:
     # Loopback peers allowed: only for test labs on one machine.
     allow_loopback_peers: bool = False
     # Extra allowed-peer-ip entries (e.g. the relay's own address, a lab segment).
-    allowed_peer_ips: list[str] = field(default_factory=list)
-    log_file: str = "stdout"
+    allowed_peer_ips: list[Text] = Field(default_factory=list)
+    log_file: Text = "stdout"
 
 
-@dataclass
-class IceConfig:
+class IceConfig(_Section):
     # STUN URLs handed to clients. None by default: this is self-hosted, no third party.
-    stun_urls: list[str] = field(default_factory=list)
-    turn: TurnConfig = field(default_factory=TurnConfig)
+    stun_urls: list[Text] = Field(default_factory=list)
+    turn: TurnConfig = Field(default_factory=TurnConfig)
     # Clients use relay candidates only (hides operators' addresses; needs TURN).
     force_relay: bool = False
 
 
-@dataclass
-class SfuConfig:
+class SfuConfig(_Section):
     # Worker processes the server spawns as children: "auto" = one per core, 0 = none
     # (workers run elsewhere with `yahaml-voice sfu`).
-    workers: int | Literal["auto"] = "auto"
+    workers: Workers = "auto"
     # Speaker slots per subscriber: the loudest N speakers are forwarded.
     slots: int = 3
     # Hold a speaker in its slot at least this long after it fell silent.
-    slot_hold: Duration = Duration(1.5)
+    slot_hold: Duration = 1.5
     # A worker that sent no heartbeat for this long is dead.
-    heartbeat_timeout: Duration = Duration(2.5)
+    heartbeat_timeout: Duration = 2.5
     # Server URL a worker connects to (ws://host:port); default: this server.
-    server_url: str | None = None
+    server_url: Text | None = None
     # Interfaces/addresses the worker's ICE gathers on (empty: all of aioice's choice).
-    ice_addresses: list[str] = field(default_factory=list)
+    ice_addresses: list[Text] = Field(default_factory=list)
     # Use the configured TURN servers from the worker too.
     use_turn: bool = True
     # HS256 secret of the workers' own tokens (never auth.secret). The embedded workers get
     # one generated per start; workers run elsewhere (`yahaml-voice sfu`) need it set, the
     # same on every server process and worker.
-    secret: str | None = None
+    secret: Text | None = None
 
 
-@dataclass
-class RedisConfig:
+class RedisConfig(_Section):
     # redis://[:password@]host:port/db or rediss:// for TLS. Empty: in-memory (one process).
-    url: str | None = None
+    url: Text | None = None
     # Prefix of every key and channel (several deployments on one Redis).
-    prefix: str = "yv:"
+    prefix: Text = "yv:"
 
 
-@dataclass
-class MetricsConfig:
+class MetricsConfig(_Section):
     # Expose Prometheus metrics at /metrics.
     enabled: bool = True
     # Bearer token that opens /metrics and /docs (Authorization: Bearer <token>).
-    token: str | None = None
+    token: Text | None = None
     # A second listener, for scrapers only, where /metrics and /docs need no token (never
     # proxied: the proxy forwards to server.port). None: no such listener.
     port: int | None = None
-    host: str = "127.0.0.1"
+    host: Text = "127.0.0.1"
 
 
-@dataclass
-class LimitsConfig:
+class LimitsConfig(_Section):
     """Per-client limits (server/limits.py); 0 switches a limit off."""
 
     # POST /api/sessions per source address per minute (open mode).
@@ -238,7 +278,7 @@ class LimitsConfig:
     # Seats held (in all rooms) by participants who joined from one source address.
     participants_per_address: int = 64
     # A participant in company who sent no offer/answer for this long loses its seat.
-    media_timeout: Duration = Duration(30.0)
+    media_timeout: Duration = 30.0
     # Addresses and participants the in-process counters remember at most (LRU).
     max_tracked: int = 10000
     # Frames one participant socket may send: sustained rate and burst (clients send a
@@ -247,18 +287,19 @@ class LimitsConfig:
     frame_burst: int = 40
 
 
-@dataclass
-class Config:
-    server: ServerConfig = field(default_factory=ServerConfig)
-    auth: AuthConfig = field(default_factory=AuthConfig)
-    ice: IceConfig = field(default_factory=IceConfig)
-    sfu: SfuConfig = field(default_factory=SfuConfig)
-    redis: RedisConfig = field(default_factory=RedisConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    rooms: list[RoomConfig] = field(default_factory=_default_rooms)
+class Config(_Section):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    ice: IceConfig = Field(default_factory=IceConfig)
+    sfu: SfuConfig = Field(default_factory=SfuConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    rooms: list[RoomConfig] = Field(default_factory=_default_rooms)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        """Rules across keys and sections (each names the keys it is about)."""
         ids = [room.id for room in self.rooms]
         duplicates = {i for i in ids if ids.count(i) > 1}
         if duplicates:
@@ -284,6 +325,7 @@ class Config:
         if self.sfu.secret is not None and self.sfu.secret == self.auth.secret:
             raise ConfigError("sfu.secret must differ from auth.secret")
         self._check_limits()
+        return self
 
     def _check_limits(self) -> None:
         for entry in self.server.trusted_proxies:
@@ -336,73 +378,50 @@ class Config:
         return int(self.sfu.workers)
 
 
-def _convert(tp: Any, value: Any, path: str) -> Any:
-    """Build `tp` from plain YAML data, strictly."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[-1] if errors else f"{path}: bad value {value!r}")
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            allowed = ", ".join(repr(a) for a in typing.get_args(tp))
-            raise ConfigError(f"{path}: {value!r} is not one of {allowed}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        hints = typing.get_type_hints(tp)
-        names = {f.name for f in dataclasses.fields(tp)}
-        kwargs = {}
-        for key, item in value.items():
-            if key not in names:
-                where = f"{path}." if path else ""
-                raise ConfigError(f"unknown configuration key {where}{key}")
-            kwargs[key] = _convert(hints[key], item, f"{path}.{key}" if path else key)
-        try:
-            return tp(**kwargs)  # type: ignore[operator]
-        except TypeError as exc:
-            raise ConfigError(f"{path or 'config'}: {exc}") from exc
-    if tp is Duration:
-        try:
-            return Duration(parse_duration(value))
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{path}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{path}: expected a string, got {value!r}")
-    raise ConfigError(f"{path}: unsupported type {tp!r}")
+_EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "model_type": "a mapping",
+    "dict_type": "a mapping",
+}
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
+    return path
+
+
+def _message(error: ErrorDetails) -> str:
+    """One pydantic error as the loader words it: the dotted key first."""
+    path = _path(error["loc"])
+    kind = error["type"]
+    value = error.get("input")
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigError):
+        return str(cause)  # a rule across keys: its message names them
+    if isinstance(cause, ValueError):
+        return f"{path}: {cause}"
+    if kind == "extra_forbidden":
+        return f"unknown configuration key {path}"
+    if kind == "missing":
+        return f"{path} is required"
+    if kind in _EXPECTED:
+        return f"{path}: expected {_EXPECTED[kind]}, got {value!r}"
+    if kind == "literal_error":
+        return f"{path}: {value!r} is not one of {(error.get('ctx') or {}).get('expected')}"
+    return f"{path or 'config'}: {error['msg']} (got {value!r})"
+
+
+def _validate(data: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_message(exc.errors()[0])) from exc
 
 
 def _env_overrides(data: dict[str, Any], environ: typing.Mapping[str, str]) -> None:
@@ -452,6 +471,4 @@ def load_config(
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
-    config = _convert(Config, data, "")
-    assert isinstance(config, Config)
-    return config
+    return _validate(data)

@@ -12,7 +12,6 @@ import hmac
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import jwt
@@ -34,10 +33,11 @@ WORKER_TOKEN_TTL = 3600.0
 class AuthError(Exception):
     """Missing, malformed, forged, expired or revoked credentials (401)."""
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str, code: str = "unauthorized") -> None:
         super().__init__(message)
-        # The `error` of a 401 body or the `code` of a WebSocket error frame.
-        self.code = code or ("token_expired" if "expired" in message else "unauthorized")
+        # The `error` of a 401 body or the `code` of a WebSocket error frame: `unauthorized`,
+        # `token_expired` (from jwt.ExpiredSignatureError) or `revoked`.
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,6 @@ class Identity:
     @property
     def can_publish(self) -> bool:
         return self.role != "listener"
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def new_participant_id() -> str:
@@ -113,7 +109,7 @@ def _decode(token: str, secret: str, issuer: str, require: list[str]) -> dict[st
             options={"require": require, "verify_aud": False},
         )
     except jwt.ExpiredSignatureError as exc:
-        raise AuthError("token expired") from exc
+        raise AuthError("token expired", code="token_expired") from exc
     except jwt.PyJWTError as exc:
         raise AuthError(f"invalid token: {exc}") from exc
     return claims

@@ -6,8 +6,8 @@ sockets, subscribed to every member's channel. `--members` participants sit in o
 Each mode broadcasts `--broadcasts` speakerSlots frames one after the other (as a worker's
 slots frames are handled, one at a time per room), the modes alternating over `--rounds`:
 
-- serial: the loop RoomService.broadcast used to run, `await bus.publish` per member;
-- batched: RoomService.broadcast today, one `bus.publish_many` (one pipeline round trip).
+- serial: the loop Delivery.broadcast used to run, `await bus.publish` per member;
+- batched: Delivery.broadcast today, one `bus.publish_many` (one pipeline round trip).
 
 Reported per mode: ms per broadcast until the call returned, and until the last member
 of the last broadcast had its message; messages delivered per second; process CPU per
@@ -29,25 +29,30 @@ from typing import Any
 
 from tests.redis_fixture import RedisServer
 from yahaml_voice.core.config import load_config
-from yahaml_voice.core.protocol import envelope
+from yahaml_voice.core.protocol import SpeakerSlotsData, SpeakerSlotsFrame, wire
+from yahaml_voice.server.delivery import participant_channel
 from yahaml_voice.server.redis_bus import RedisBus
 from yahaml_voice.server.redis_store import RedisStore
-from yahaml_voice.server.rooms import RoomService, participant_channel
+from yahaml_voice.server.rooms import RoomService
 from yahaml_voice.server.store import ParticipantRecord, Subscription
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOM = "net"
 
 
+def _frame(data: dict[str, Any]) -> SpeakerSlotsFrame:
+    return SpeakerSlotsFrame(data=SpeakerSlotsData.model_validate(data))
+
+
 async def _serial(rooms: RoomService, data: dict[str, Any]) -> None:
-    """The broadcast loop before publish_many (rooms.py until this change)."""
-    message = envelope("speakerSlots", data)
+    """The broadcast loop before publish_many: one publish (one round trip) per member."""
+    message = wire(_frame(data))
     for record in await rooms.store.participants(ROOM):
         await rooms.bus.publish(participant_channel(record.id), message)
 
 
 async def _batched(rooms: RoomService, data: dict[str, Any]) -> None:
-    await rooms.broadcast(ROOM, "speakerSlots", data)
+    await rooms.delivery.broadcast(ROOM, _frame(data))
 
 
 class Counter:

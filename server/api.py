@@ -36,7 +36,6 @@ from yahaml_voice.core.protocol import (
     Success,
     VolumeRequest,
     describe,
-    wire,
 )
 from yahaml_voice.core.timestamps import iso
 from yahaml_voice.core.tokens import Identity, ice_config, issue_token
@@ -46,7 +45,7 @@ from .callsign import CallsignError, normalize_callsign
 from .context import services
 from .errors import ApiError
 from .limits import Limits
-from .rooms import participant_view, peer_view
+from .views import participant_view, peer_view
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -295,7 +294,7 @@ async def signal(room_id: str, data: SignalRequest) -> SignalAnswer:
     """Relay an offer/answer/candidate to one peer (`to`), the room, or `sfu`."""
     svc = services()
     svc.limits.signal(identity().participant_id)
-    delivered = await svc.rooms.signal(identity(), room_id, data)
+    delivered = await svc.rooms.signals.signal(identity(), room_id, data)
     return SignalAnswer(delivered=delivered)
 
 
@@ -332,9 +331,7 @@ test_blueprint = Blueprint("test_hooks", __name__, url_prefix="/api/test")
 @tag(["test"])
 async def drop_sockets(participant_id: str) -> dict[str, Any]:
     """Close every socket of a participant (only when server.test_hooks is on)."""
-    from .rooms import participant_channel
-
-    await services().bus.publish(participant_channel(participant_id), wire(DropNotice()))
+    await services().rooms.delivery.to_participant(participant_id, DropNotice())
     return {"success": True, "at": time.time()}
 
 

@@ -235,7 +235,7 @@ def _private_allowed(config: Config, authorization: str | None, scope: Any) -> b
 async def _watch(svc: Services) -> None:
     """Heartbeat this node and re-place rooms of silent workers (every WATCH_INTERVAL)."""
     await svc.store.node_alive(svc.node_id, ttl=max(5.0, svc.config.sfu.heartbeat_timeout * 2))
-    await svc.rooms.check_workers()
+    await svc.rooms.modes.check_workers()
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -34,10 +34,10 @@ from yahaml_voice.core.tokens import AuthError, verify_worker_token
 from .auth import authenticate, ensure_not_revoked, presented_token
 from .connections import CLOSE_TIMEOUT, ClientConnection, WorkerConnection
 from .context import services
+from .delivery import participant_channel, worker_channel
 from .errors import ApiError
 from .limits import WORKER_BACKLOG, RateLimited
 from .origins import origin_allowed
-from .rooms import participant_channel, worker_channel
 from .store import WorkerRecord
 from .worker_lanes import Lanes
 
@@ -89,7 +89,7 @@ async def client_socket() -> None:
     await websocket.accept(subprotocol=_subprotocol())
     conn = ClientConnection(websocket, identity, svc.limits)
     try:
-        await svc.rooms.socket_opened(identity.participant_id, conn.id, svc.node_id)
+        await svc.rooms.presence.socket_opened(identity.participant_id, conn.id, svc.node_id)
     except RateLimited as exc:
         log.info("websocket refused: participant=%s %s", identity.participant_id, exc.limit)
         with contextlib.suppress(Exception):  # the client may be gone already
@@ -111,7 +111,7 @@ async def client_socket() -> None:
         await conn.serve(subscription, deadline=identity.expires_at)
     finally:
         svc.local_sockets.pop(conn.id, None)
-        await svc.rooms.socket_closed(identity.participant_id, conn.id)
+        await svc.rooms.presence.socket_closed(identity.participant_id, conn.id)
 
 
 @blueprint.websocket("/sfu/ws")
@@ -188,13 +188,15 @@ async def worker_socket() -> None:
             record.last_seen = time.time()
             await svc.store.worker_seen(record, ttl)
         elif isinstance(message, WorkerSignal):
-            await svc.rooms.worker_signal(
+            await svc.rooms.signals.worker_signal(
                 record.id, message.roomId, message.to, message.type, message.data
             )
         elif isinstance(message, WorkerSlots):
-            await svc.rooms.worker_slots(record.id, message.roomId, message.slots, message.speaking)
+            await svc.rooms.signals.worker_slots(
+                record.id, message.roomId, message.slots, message.speaking
+            )
         elif isinstance(message, WorkerRoomState):
-            if not await svc.rooms.worker_holds(record.id, message.roomId):
+            if not await svc.rooms.signals.worker_holds(record.id, message.roomId):
                 log.info("sfu worker %s holds room %s placed elsewhere", record.id, message.roomId)
                 closed = ToWorkerRoomClosedFrame(data=ToWorkerRoomClosed(roomId=message.roomId))
                 conn.send(wire(closed))
@@ -214,7 +216,7 @@ async def worker_socket() -> None:
         if await svc.store.release_worker(record.id, owner) and await svc.store.remove_worker(
             record.id
         ):
-            await svc.rooms.worker_lost(record.id)
+            await svc.rooms.modes.worker_lost(record.id)
 
 
 async def _receive_hello() -> WorkerHello:

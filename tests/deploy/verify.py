@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from yahaml_voice.core.processes import stop_process  # noqa: E402
-from yahaml_voice.server.auth import turn_credentials  # noqa: E402
+from yahaml_voice.core.tokens import turn_credentials  # noqa: E402
 
 # Peers the relay must refuse in every deployment (RFC 1918, CGNAT, link-local, "this").
 PRIVATE_PEERS = ["10.0.0.1", "172.16.0.1", "192.168.1.1", "100.64.0.1", "169.254.1.1", "0.0.0.1"]

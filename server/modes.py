@@ -1,0 +1,109 @@
+"""Mesh <-> SFU: when a room moves, onto which worker, and what happens when one dies.
+
+A room's mode, worker and epoch live in the store; a change is a compare-and-set on the
+epoch, so of two processes deciding at once one wins and the other adopts its result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from yahaml_voice.core.config import Config, RoomConfig
+from yahaml_voice.core.protocol import (
+    Mode,
+    RoomModeChangedData,
+    RoomModeChangedFrame,
+    ToWorkerRoomClosed,
+    ToWorkerRoomClosedFrame,
+)
+
+from .delivery import Delivery
+from .placement import choose_worker
+from .store import RoomState, Store
+
+log = logging.getLogger(__name__)
+
+
+class RoomModes:
+    def __init__(self, config: Config, store: Store, delivery: Delivery) -> None:
+        self.config = config
+        self.store = store
+        self.delivery = delivery
+        # Serialises mode changes of a room within this process; across processes the
+        # store's compare-and-set on the epoch decides.
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, room_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(room_id, asyncio.Lock())
+
+    async def maybe_switch(self, room: RoomConfig, count: int) -> RoomState:
+        """Apply the thresholds (with hysteresis) and return the room's state."""
+        state = await self.store.room_state(room.id)
+        mesh_at = room.mesh_threshold if room.mesh_threshold is not None else 1
+        if state.mode == "mesh" and count >= room.sfu_threshold:
+            return await self.place(room.id, reason=f"{count} participants")
+        if state.mode == "sfu" and count <= mesh_at:
+            return await self.to_mesh(room.id, reason=f"{count} participants")
+        return state
+
+    async def place(self, room_id: str, reason: str, avoid: str | None = None) -> RoomState:
+        """Put the room on the least-loaded live worker (a new epoch) and tell everyone."""
+        async with self._lock(room_id):
+            state = await self.store.room_state(room_id)
+            workers = [w for w in await self.store.workers() if w.id != avoid]
+            worker = choose_worker(workers)
+            if worker is None:
+                if state.mode == "sfu" and state.worker_id == avoid:
+                    log.warning("room=%s: no SFU worker left; back to mesh", room_id)
+                    return await self._set_mode(room_id, state, "mesh", None)
+                log.warning(
+                    "room=%s should move to SFU (%s) but no worker is live", room_id, reason
+                )
+                return state
+            log.info("room=%s placed on worker=%s (%s)", room_id, worker.id, reason)
+            return await self._set_mode(room_id, state, "sfu", worker.id)
+
+    async def to_mesh(self, room_id: str, reason: str) -> RoomState:
+        async with self._lock(room_id):
+            state = await self.store.room_state(room_id)
+            if state.mode != "sfu":
+                return state
+            log.info("room=%s back to mesh (%s)", room_id, reason)
+            return await self._set_mode(room_id, state, "mesh", None)
+
+    async def _set_mode(
+        self, room_id: str, state: RoomState, mode: Mode, worker_id: str | None
+    ) -> RoomState:
+        new = RoomState(mode=mode, worker_id=worker_id, epoch=state.epoch + 1)
+        if not await self.store.set_room_state(room_id, new, state.epoch):
+            # Another process changed the room first; its state stands.
+            return await self.store.room_state(room_id)
+        if state.worker_id and state.worker_id != worker_id:
+            frame = ToWorkerRoomClosedFrame(data=ToWorkerRoomClosed(roomId=room_id))
+            await self.delivery.to_worker(state.worker_id, frame)
+        data = RoomModeChangedData(roomId=room_id, mode=mode, epoch=new.epoch)
+        await self.delivery.broadcast(room_id, RoomModeChangedFrame(data=data))
+        return new
+
+    async def worker_lost(self, worker_id: str) -> None:
+        """Re-place every room of a worker that died or stopped reporting."""
+        for room in self.config.rooms:
+            state = await self.store.room_state(room.id)
+            if state.mode == "sfu" and state.worker_id == worker_id:
+                await self.place(room.id, reason=f"worker {worker_id} lost", avoid=worker_id)
+
+    async def check_workers(self) -> None:
+        """Re-place rooms whose worker's registration expired (no heartbeat)."""
+        live = {w.id for w in await self.store.workers()}
+        for room in self.config.rooms:
+            state = await self.store.room_state(room.id)
+            if state.mode == "sfu" and state.worker_id and state.worker_id not in live:
+                await self.place(
+                    room.id, reason=f"worker {state.worker_id} silent", avoid=state.worker_id
+                )
+            elif state.mode == "mesh":
+                count = await self.store.count(room.id)
+                if count >= room.sfu_threshold:
+                    # A room that could not be placed earlier (no worker yet).
+                    await self.place(room.id, reason=f"{count} participants, worker available")

@@ -18,6 +18,8 @@ from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
 
+from yahaml_voice.core.aio import cancel_and_wait
+
 from .redis_client import (
     BACKOFF_MAX,
     BACKOFF_MIN,
@@ -109,11 +111,7 @@ class RedisBus:
 
     async def stop(self) -> None:
         await self._hooks.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         for subs in list(self._subs.values()):
             for sub in list(subs):

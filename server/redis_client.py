@@ -20,6 +20,8 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from yahaml_voice.core.aio import cancel_and_wait
+
 from .store import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -141,8 +143,5 @@ class Hooks:
                 return
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)

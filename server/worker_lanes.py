@@ -17,11 +17,12 @@ nothing; `stop()` cancels and awaits whatever is still running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
+
+from yahaml_voice.core.aio import cancel_and_wait
 
 from .store import StoreUnavailable
 
@@ -117,11 +118,6 @@ class Lanes(Generic[T]):
 
     async def stop(self) -> None:
         """Cancel the running lanes and wait for them; what they held is discarded."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks.values())
         self._lanes.clear()
         self._tasks.clear()

@@ -36,7 +36,7 @@ from yahaml_voice.core.timestamps import iso
 from yahaml_voice.core.tokens import Identity
 
 from .delivery import Delivery
-from .errors import ApiError as RoomError  # a request the rules refuse
+from .errors import ApiError
 from .limits import SEATS, Limits, RateLimited
 from .modes import RoomModes
 from .presence import Presence
@@ -141,7 +141,7 @@ class RoomService:
         try:
             result = await self.store.join(room_id, record, room.max_participants, per_address)
         except RoomFull as exc:
-            raise RoomError(
+            raise ApiError(
                 409, "room_full", f"room {room_id!r} is full ({room.max_participants} participants)"
             ) from exc
         except AddressFull as exc:
@@ -218,12 +218,12 @@ class RoomService:
         """Net control removes a participant: its session revoked, out of the room."""
         self.check_access(identity, room_id)
         if identity.role != "ncs":
-            raise RoomError(403, "forbidden", "only net control (role ncs) can remove participants")
+            raise ApiError(403, "forbidden", "only net control (role ncs) can remove participants")
         if participant_id == identity.participant_id:
-            raise RoomError(400, "bad_request", "use leave to leave the room yourself")
+            raise ApiError(400, "bad_request", "use leave to leave the room yourself")
         seated = await self.store.participant(room_id, participant_id)
         if seated is None:
-            raise RoomError(
+            raise ApiError(
                 404, "participant_not_found", f"no participant {participant_id!r} in this room"
             )
         if seated.session_id:
@@ -279,5 +279,5 @@ class RoomService:
         self.check_access(identity, room_id)
         record = await self.store.update(room_id, identity.participant_id, **change)
         if record is None:
-            raise RoomError(403, "not_in_room", f"you have not joined room {room_id!r}")
+            raise ApiError(403, "not_in_room", f"you have not joined room {room_id!r}")
         return record.id

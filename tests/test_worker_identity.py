@@ -220,6 +220,20 @@ def room_mode(server: ServerProcess, token: str, room: str = "net") -> str:
     return str(answer.json()["mode"])
 
 
+async def seat_two(
+    server: ServerProcess, client_factory: Callable[..., VoiceClient], room: str = "net"
+) -> tuple[VoiceClient, VoiceClient]:
+    """Two participants in `room` (sfu_threshold 2): the room goes onto a worker."""
+    alice = client_factory(server.url, auto_media=False)
+    bob = client_factory(server.url, auto_media=False)
+    for client, call in ((alice, "W1AW"), (bob, "G4ABC")):
+        await client.login(call)
+        await client.connect()
+        await client.join(room)
+    await until(lambda: room_mode(server, str(alice.token), room) == "sfu")
+    return alice, bob
+
+
 def workers_listed(server: ServerProcess) -> int:
     return int(httpx.get(server.url + "/healthz").json()["workers"])
 
@@ -262,13 +276,7 @@ async def test_a_live_worker_id_cannot_be_registered_twice(
     await until(lambda: workers_listed(server) == 1)
 
     # Two participants put the room on the (only) worker.
-    alice = client_factory(server.url, auto_media=False)
-    bob = client_factory(server.url, auto_media=False)
-    for client, call in ((alice, "W1AW"), (bob, "G4ABC")):
-        await client.login(call)
-        await client.connect()
-        await client.join("net")
-    await until(lambda: room_mode(server, str(alice.token)) == "sfu")
+    alice, _bob = await seat_two(server, client_factory)
 
     # The impostor presents the same id: an error frame, then 4409.
     impostor = await fake_workers(server, "w-real").connect()
@@ -332,13 +340,7 @@ async def test_a_room_reported_by_a_worker_it_is_not_placed_on_is_closed_there(
     assert {f["roomId"] for f in worker.of("roomClosed")} == {"net", "nowhere"}
 
     # Once the room is placed on this worker, reporting it changes nothing.
-    alice = client_factory(server.url, auto_media=False)
-    bob = client_factory(server.url, auto_media=False)
-    for client, call in ((alice, "W1AW"), (bob, "G4ABC")):
-        await client.login(call)
-        await client.connect()
-        await client.join("net")
-    await until(lambda: room_mode(server, str(alice.token)) == "sfu")
+    alice, _bob = await seat_two(server, client_factory)
     await report("net")
     await alice.signal("offer", OFFER, to=SFU)
     await until(lambda: bool(worker.of("signal")))

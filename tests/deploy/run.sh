@@ -154,8 +154,9 @@ WORKERS=$(nproc)
 # The checkout is shared with people editing it: both converges deploy one snapshot of
 # it, so that "nothing changed" means the deploy, not the tree.
 mkdir -p "$WORK/src"
-cp -a pyproject.toml README.md server sfu client coturn "$WORK/src/"
+cp -a pyproject.toml README.md yahaml_voice server sfu client coturn "$WORK/src/"
 find "$WORK/src" -name __pycache__ -prune -exec rm -rf {} +
+rm -rf "$WORK/src/client/node_modules"  # TypeScript for `make lint`, not part of a deploy
 
 # coturn gets a "provided" certificate (copied from the controller), the proxy a
 # self-signed one it makes itself: both certificate paths of the roles run.

@@ -32,6 +32,12 @@
  */
 
 /**
+ * @typedef {Object} CourtesyTone
+ * @property {number} hz
+ * @property {number} ms
+ */
+
+/**
  * @typedef {Object} ErrorAnswer
  * @property {string} error
  * @property {string} message
@@ -50,6 +56,69 @@
  * @property {"error"} type
  * @property {"voice"} channel
  * @property {ErrorData} data
+ */
+
+/**
+ * @typedef {Object} FloorChangedData
+ * @property {FloorState} floor
+ */
+
+/**
+ * @typedef {Object} FloorChangedFrame
+ * @property {"floorChanged"} type
+ * @property {"voice"} channel
+ * @property {FloorChangedData} data
+ */
+
+/**
+ * @typedef {Object} FloorEntry
+ * @property {string} participantId
+ * @property {string} callsign
+ * @property {"checkin"|"traffic"|"comment"|"priority"} kind
+ * @property {string} at
+ */
+
+/**
+ * @typedef {Object} FloorHolder
+ * @property {string} participantId
+ * @property {string} callsign
+ * @property {"checkin"|"traffic"|"comment"|"priority"} kind
+ * @property {string} since
+ * @property {boolean} paused
+ */
+
+/**
+ * Net control reorders the queue: these participants first, in this order.
+ * @typedef {Object} FloorOrder
+ * @property {Array<string>} order
+ */
+
+/**
+ * An operator asks for the floor.
+ * @typedef {Object} FloorRequestBody
+ * @property {"checkin"|"traffic"|"comment"|"priority"} [kind]
+ */
+
+/**
+ * Who may talk in a directed room, and who waits: every member gets all of it and
+ * finds its own position in `queue`.
+ * @typedef {Object} FloorState
+ * @property {string} roomId
+ * @property {number} version
+ * @property {"open"|"directed"} floor
+ * @property {boolean} open
+ * @property {number} maxTalkers
+ * @property {Array<FloorHolder>} holders
+ * @property {Array<FloorEntry>} queue
+ * @property {Object<string, "ncs"|"logger">} appointed
+ * @property {Array<string>} muted
+ */
+
+/**
+ * Net control grants or revokes: one participant, or (null) the next in the queue /
+ * every holder.
+ * @typedef {Object} FloorTarget
+ * @property {string|null} [participantId]
  */
 
 /**
@@ -101,6 +170,51 @@
 
 /**
  * @typedef {"mesh"|"sfu"} Mode
+ */
+
+/**
+ * @typedef {Object} ModerationAppoint
+ * @property {string} participantId
+ * @property {"ncs"|"logger"|null} role
+ */
+
+/**
+ * @typedef {Object} ModerationBan
+ * @property {string} callsign
+ * @property {number|null} [duration]
+ * @property {string} [reason]
+ */
+
+/**
+ * Something net control did; every member sees it (and the net log records it).
+ * @typedef {Object} ModerationData
+ * @property {string} roomId
+ * @property {"mute"|"unmute"|"remove"|"ban"|"unban"|"appoint"|"dismiss"} action
+ * @property {string} by
+ * @property {string|null} participantId
+ * @property {string|null} callsign
+ * @property {string} reason
+ * @property {string|null} until
+ * @property {"ncs"|"logger"|null} role
+ */
+
+/**
+ * @typedef {Object} ModerationFrame
+ * @property {"moderation"} type
+ * @property {"voice"} channel
+ * @property {ModerationData} data
+ */
+
+/**
+ * @typedef {Object} ModerationMute
+ * @property {string} participantId
+ * @property {boolean} [muted]
+ */
+
+/**
+ * @typedef {Object} ModerationRemove
+ * @property {string} participantId
+ * @property {string} [reason]
  */
 
 /**
@@ -231,7 +345,7 @@
 
 /**
  * Every frame the server sends on /ws (narrow on `type`).
- * @typedef {ConnectedFrame|ParticipantJoinedFrame|ParticipantLeftFrame|SignalFrame|MuteChangedFrame|VolumeChangedFrame|RoomModeChangedFrame|SpeakerSlotsFrame|PongFrame|SubscribedFrame|UnsubscribedFrame|ErrorFrame} ServerFrame
+ * @typedef {ConnectedFrame|ParticipantJoinedFrame|ParticipantLeftFrame|SignalFrame|MuteChangedFrame|VolumeChangedFrame|RoomModeChangedFrame|SpeakerSlotsFrame|FloorChangedFrame|ModerationFrame|TalkerCutFrame|PongFrame|SubscribedFrame|UnsubscribedFrame|ErrorFrame} ServerFrame
  */
 
 /**
@@ -355,8 +469,48 @@
  */
 
 /**
+ * The SFU stopped forwarding a talker (time-out timer): locked out until silent for
+ * `resetAfter` seconds.
+ * @typedef {Object} TalkerCutData
+ * @property {string} roomId
+ * @property {string} participantId
+ * @property {"tot"} reason
+ * @property {number} resetAfter
+ */
+
+/**
+ * @typedef {Object} TalkerCutFrame
+ * @property {"talkerCut"} type
+ * @property {"voice"} channel
+ * @property {TalkerCutData} data
+ */
+
+/**
+ * server -> worker: whose microphones the forwarder may forward in a room.
+ *
+ * Sent when the room is placed on the worker and whenever the floor, an appointment or a
+ * mute changes. In a directed room only `talkers` are forwarded; in an open room everyone
+ * but `muted` is. Packets from anyone else are dropped before speaker-slot selection.
+ * @typedef {Object} ToWorkerFloor
+ * @property {string} roomId
+ * @property {boolean} directed
+ * @property {Array<string>} talkers
+ * @property {Array<string>} muted
+ * @property {number} tot
+ * @property {number} totReset
+ * @property {CourtesyTone|null} courtesy
+ * @property {Array<string>} exempt
+ */
+
+/**
+ * @typedef {Object} ToWorkerFloorFrame
+ * @property {"floor"} type
+ * @property {ToWorkerFloor} data
+ */
+
+/**
  * Every frame the server sends an SFU worker.
- * @typedef {ToWorkerSignalFrame|ToWorkerParticipantLeftFrame|ToWorkerRoomClosedFrame|ControlErrorFrame} ToWorkerFrame
+ * @typedef {ToWorkerSignalFrame|ToWorkerParticipantLeftFrame|ToWorkerRoomClosedFrame|ToWorkerFloorFrame|ControlErrorFrame} ToWorkerFrame
  */
 
 /**
@@ -433,7 +587,7 @@
 
 /**
  * Every frame an SFU worker sends on /sfu/ws.
- * @typedef {WorkerHelloFrame|WorkerLoadFrame|WorkerSignalFrame|WorkerSlotsFrame|WorkerRoomStateFrame|ControlErrorFrame} WorkerFrame
+ * @typedef {WorkerHelloFrame|WorkerLoadFrame|WorkerSignalFrame|WorkerSlotsFrame|WorkerRoomStateFrame|WorkerTalkerFrame|ControlErrorFrame} WorkerFrame
  */
 
 /**
@@ -510,6 +664,22 @@
  * @typedef {Object} WorkerSlotsFrame
  * @property {"slots"} type
  * @property {WorkerSlots} data
+ */
+
+/**
+ * worker -> server: the time-out timer cut a talker off (`cut`), or its lockout ended
+ * (`reset`: silent for tot_reset).
+ * @typedef {Object} WorkerTalker
+ * @property {string} roomId
+ * @property {string} participantId
+ * @property {"cut"|"reset"} state
+ * @property {"tot"} reason
+ */
+
+/**
+ * @typedef {Object} WorkerTalkerFrame
+ * @property {"talker"} type
+ * @property {WorkerTalker} data
  */
 
 /**

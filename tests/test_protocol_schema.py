@@ -76,6 +76,15 @@ EXAMPLES: list[BaseModel] = [
     p.VolumeRequest(volume=40),
     p.WsClientFrame(type="subscribe", channel="voice", filters={"roomId": "net"}),
     p.WsClientFrame(type="ping", data={"t": 1}),
+    p.FloorRequestBody(kind="priority"),
+    p.FloorTarget(participantId="p-2"),
+    p.FloorTarget(),
+    p.FloorOrder(order=["p-2", "p-1"]),
+    p.ModerationMute(participantId="p-2", muted=True),
+    p.ModerationRemove(participantId="p-2", reason="jamming"),
+    p.ModerationBan(callsign="N0CALL", duration=3600, reason="jamming"),
+    p.ModerationAppoint(participantId="p-2", role="logger"),
+    p.ModerationAppoint(participantId="p-2", role=None),
     # REST answers
     p.SessionAnswer(
         token="t",
@@ -180,6 +189,64 @@ EXAMPLES: list[BaseModel] = [
         data=p.ToWorkerParticipantLeft(roomId="net", participantId="p-1", reason="removed")
     ),
     p.ToWorkerRoomClosedFrame(data=p.ToWorkerRoomClosed(roomId="net")),
+    p.ToWorkerFloorFrame(
+        data=p.ToWorkerFloor(
+            roomId="net",
+            directed=True,
+            talkers=["p-1"],
+            muted=["p-3"],
+            tot=180.0,
+            totReset=2.0,
+            courtesy=p.CourtesyTone(hz=1000, ms=150),
+            exempt=["p-0"],
+        )
+    ),
+    p.WorkerTalkerFrame(data=p.WorkerTalker(roomId="net", participantId="p-1", state="cut")),
+    p.FloorChangedFrame(
+        data=p.FloorChangedData(
+            floor=p.FloorState(
+                roomId="net",
+                version=4,
+                floor="directed",
+                open=False,
+                maxTalkers=1,
+                holders=[
+                    p.FloorHolder(
+                        participantId="p-1",
+                        callsign="W1AW",
+                        kind="traffic",
+                        since="2025-01-01T00:00:00Z",
+                        paused=False,
+                    )
+                ],
+                queue=[
+                    p.FloorEntry(
+                        participantId="p-2",
+                        callsign="G4ABC",
+                        kind="checkin",
+                        at="2025-01-01T00:00:01Z",
+                    )
+                ],
+                appointed={"p-2": "logger"},
+                muted=["p-3"],
+            )
+        )
+    ),
+    p.ModerationFrame(
+        data=p.ModerationData(
+            roomId="net",
+            action="ban",
+            by="W1AW",
+            participantId=None,
+            callsign="N0CALL",
+            reason="jamming",
+            until="2025-01-01T01:00:00Z",
+            role=None,
+        )
+    ),
+    p.TalkerCutFrame(
+        data=p.TalkerCutData(roomId="net", participantId="p-1", reason="tot", resetAfter=2.0)
+    ),
 ]
 
 
@@ -273,7 +340,7 @@ def test_wire_format_of_a_signal_keeps_yahaml_shape() -> None:
 
 def test_worker_frames_parse_with_the_frame_type_in_errors() -> None:
     """The parsers keep naming the frame type (`slots.data.…`) through WORKER_FRAMES."""
-    assert set(p.WORKER_FRAMES) == {"hello", "load", "signal", "slots", "roomState"}
-    assert set(p.TO_WORKER_FRAMES) == {"signal", "participantLeft", "roomClosed"}
+    assert set(p.WORKER_FRAMES) == {"hello", "load", "signal", "slots", "roomState", "talker"}
+    assert set(p.TO_WORKER_FRAMES) == {"signal", "participantLeft", "roomClosed", "floor"}
     assert p.WORKER_FRAMES["slots"] is p.WorkerSlots
     assert p.TO_WORKER_FRAMES["signal"] is p.ToWorkerSignal

@@ -96,6 +96,32 @@ class RoomConfig(_Section):
     mesh_threshold: int | None = None
     # Push-to-talk by default for this room's clients.
     ptt: bool = False
+    # Net control (docs/protocol.md "Net control"). `open`: anyone with a microphone talks.
+    # `directed`: always on an SFU worker; members talk only while they hold the floor.
+    floor: Literal["open", "directed"] = "open"
+    # Floor holders at once besides net control (who can always talk).
+    max_talkers: int = 1
+    # A `priority` request takes the floor at once; the holder is paused and resumes after.
+    priority_break_in: bool = False
+    # Time-out timer: a holder transmitting longer than this without a break is cut off by
+    # the SFU and locked out until silent for `tot_reset`. 0: no timer.
+    tot: Duration = 180.0
+    tot_reset: Duration = 2.0
+    # A short tone every listener hears when a holder unkeys (None: on in directed rooms).
+    courtesy_tone: bool | None = None
+    courtesy_tone_hz: int = 1000
+    courtesy_tone_ms: int = 150
+    # How long a participant removed by net control stays out of this room (its token, its
+    # callsign). 0: until the net ends (the room empties).
+    ban_time: Duration = 0.0
+
+    @property
+    def directed(self) -> bool:
+        return self.floor == "directed"
+
+    @property
+    def courtesy(self) -> bool:
+        return self.directed if self.courtesy_tone is None else self.courtesy_tone
 
     @model_validator(mode="before")
     @classmethod
@@ -124,6 +150,14 @@ class RoomConfig(_Section):
             raise ConfigError(f"rooms.{self.id}.sfu_threshold must be >= 2")
         if self.mesh_threshold is not None and self.mesh_threshold >= self.sfu_threshold:
             raise ConfigError(f"rooms.{self.id}.mesh_threshold must be below sfu_threshold")
+        if not 1 <= self.max_talkers <= 8:
+            raise ConfigError(f"rooms.{self.id}.max_talkers must be between 1 and 8")
+        if self.tot < 0 or self.tot_reset < 0 or self.ban_time < 0:
+            raise ConfigError(f"rooms.{self.id}: tot, tot_reset and ban_time must be >= 0")
+        if not 200 <= self.courtesy_tone_hz <= 4000:
+            raise ConfigError(f"rooms.{self.id}.courtesy_tone_hz must be between 200 and 4000")
+        if not 20 <= self.courtesy_tone_ms <= 1000:
+            raise ConfigError(f"rooms.{self.id}.courtesy_tone_ms must be between 20 and 1000")
         return self
 
 

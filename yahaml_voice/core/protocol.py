@@ -33,6 +33,13 @@ AudioSource = Literal["microphone", "radio", "janus", "http-stream", "system"]
 # Why a participant left: left, logout, removed (by net control), timeout (its grace period
 # ran out) or no_media (its seat never started media).
 LeaveReason = Literal["left", "logout", "removed", "timeout", "no_media"]
+# Net control (docs/protocol.md "Net control").
+FloorKind = Literal["checkin", "traffic", "comment", "priority"]
+# A role net control appoints for one net (room), on top of the token's role.
+NetRole = Literal["ncs", "logger"]
+ModerationAction = Literal["mute", "unmute", "remove", "ban", "unban", "appoint", "dismiss"]
+# Why the SFU stopped forwarding a talker it would otherwise forward.
+CutReason = Literal["tot"]
 PeerId = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
@@ -116,6 +123,48 @@ class VolumeRequest(Strict):
 
 
 # ---------------------------------------------------------------- REST answers
+
+
+class FloorRequestBody(Strict):
+    """An operator asks for the floor."""
+
+    kind: FloorKind = "comment"
+
+
+class FloorTarget(Strict):
+    """Net control grants or revokes: one participant, or (null) the next in the queue /
+    every holder."""
+
+    participantId: str | None = Field(default=None, max_length=64)
+
+
+class FloorOrder(Strict):
+    """Net control reorders the queue: these participants first, in this order."""
+
+    order: list[str] = Field(max_length=500)
+
+
+class ModerationMute(Strict):
+    participantId: str = Field(max_length=64)
+    muted: bool = True
+
+
+class ModerationRemove(Strict):
+    participantId: str = Field(max_length=64)
+    reason: str = Field(default="", max_length=200)
+
+
+class ModerationBan(Strict):
+    callsign: str = Field(min_length=1, max_length=16)
+    # Seconds; null: the room's ban_time (0 there: until the net ends).
+    duration: float | None = Field(default=None, ge=0, le=30 * 86400)
+    reason: str = Field(default="", max_length=200)
+
+
+class ModerationAppoint(Strict):
+    participantId: str = Field(max_length=64)
+    # null dismisses an appointment.
+    role: NetRole | None
 
 
 class Answer(BaseModel):
@@ -338,6 +387,73 @@ class UnsubscribedData(Frame):
     pass
 
 
+class FloorHolder(Frame):
+    participantId: str
+    callsign: str
+    kind: FloorKind
+    # When the floor was granted (ISO 8601).
+    since: str
+    # Paused by a priority break-in; resumes when the priority holder releases.
+    paused: bool
+
+
+class FloorEntry(Frame):
+    participantId: str
+    callsign: str
+    kind: FloorKind
+    # When the request was made (ISO 8601). The queue is priority first, then by this time,
+    # unless net control reordered it.
+    at: str
+
+
+class FloorState(Frame):
+    """Who may talk in a directed room, and who waits: every member gets all of it and
+    finds its own position in `queue`."""
+
+    roomId: str
+    # Increases with every change (a client ignores an older state than the one it has).
+    version: int
+    floor: Literal["open", "directed"]
+    # Roll call: net control opened the floor to every member who may publish.
+    open: bool
+    maxTalkers: int
+    holders: list[FloorHolder]
+    queue: list[FloorEntry]
+    # Participants net control appointed for this net (besides ncs-role tokens).
+    appointed: dict[str, NetRole]
+    # Participants net control muted (they cannot unmute themselves).
+    muted: list[str]
+
+
+class FloorChangedData(Frame):
+    floor: FloorState
+
+
+class ModerationData(Frame):
+    """Something net control did; every member sees it (and the net log records it)."""
+
+    roomId: str
+    action: ModerationAction
+    # Who did it (callsign).
+    by: str
+    participantId: str | None
+    callsign: str | None
+    reason: str
+    # Until when a ban holds (ISO 8601); null: until the net ends, or not a ban.
+    until: str | None
+    role: NetRole | None
+
+
+class TalkerCutData(Frame):
+    """The SFU stopped forwarding a talker (time-out timer): locked out until silent for
+    `resetAfter` seconds."""
+
+    roomId: str
+    participantId: str
+    reason: CutReason
+    resetAfter: float
+
+
 class ConnectedFrame(Frame):
     """Always the first frame on a socket."""
 
@@ -388,6 +504,24 @@ class SpeakerSlotsFrame(Frame):
     data: SpeakerSlotsData
 
 
+class FloorChangedFrame(Frame):
+    type: Literal["floorChanged"] = "floorChanged"
+    channel: Literal["voice"] = CHANNEL
+    data: FloorChangedData
+
+
+class ModerationFrame(Frame):
+    type: Literal["moderation"] = "moderation"
+    channel: Literal["voice"] = CHANNEL
+    data: ModerationData
+
+
+class TalkerCutFrame(Frame):
+    type: Literal["talkerCut"] = "talkerCut"
+    channel: Literal["voice"] = CHANNEL
+    data: TalkerCutData
+
+
 class PongFrame(Frame):
     """The answer to a ping: its channel (or "voice") and its data, echoed."""
 
@@ -425,6 +559,9 @@ ServerFrame = Annotated[
     | VolumeChangedFrame
     | RoomModeChangedFrame
     | SpeakerSlotsFrame
+    | FloorChangedFrame
+    | ModerationFrame
+    | TalkerCutFrame
     | PongFrame
     | SubscribedFrame
     | UnsubscribedFrame
@@ -485,6 +622,16 @@ class WorkerRoomState(Frame):
     audioFrom: list[str]
 
 
+class WorkerTalker(Frame):
+    """worker -> server: the time-out timer cut a talker off (`cut`), or its lockout ended
+    (`reset`: silent for tot_reset)."""
+
+    roomId: RoomId
+    participantId: PeerId
+    state: Literal["cut", "reset"]
+    reason: CutReason = "tot"
+
+
 class WorkerHelloFrame(Frame):
     type: Literal["hello"] = "hello"
     data: WorkerHello
@@ -510,6 +657,11 @@ class WorkerRoomStateFrame(Frame):
     data: WorkerRoomState
 
 
+class WorkerTalkerFrame(Frame):
+    type: Literal["talker"] = "talker"
+    data: WorkerTalker
+
+
 class ControlErrorFrame(Frame):
     """An error frame on /sfu/ws (either direction): logged, never answered."""
 
@@ -523,6 +675,7 @@ WorkerFrame = Annotated[
     | WorkerSignalFrame
     | WorkerSlotsFrame
     | WorkerRoomStateFrame
+    | WorkerTalkerFrame
     | ControlErrorFrame,
     Field(discriminator="type"),
 ]
@@ -556,6 +709,33 @@ class ToWorkerRoomClosed(Frame):
     roomId: RoomId
 
 
+class CourtesyTone(Frame):
+    hz: int = Field(ge=200, le=4000)
+    ms: int = Field(ge=20, le=1000)
+
+
+class ToWorkerFloor(Frame):
+    """server -> worker: whose microphones the forwarder may forward in a room.
+
+    Sent when the room is placed on the worker and whenever the floor, an appointment or a
+    mute changes. In a directed room only `talkers` are forwarded; in an open room everyone
+    but `muted` is. Packets from anyone else are dropped before speaker-slot selection."""
+
+    roomId: RoomId
+    directed: bool
+    # Floor holders (not paused) and net control: who may talk in a directed room.
+    talkers: list[str]
+    # Muted by net control: never forwarded, in any room kind.
+    muted: list[str]
+    # Time-out timer in seconds (0: none) and the silence that resets a lockout.
+    tot: float = Field(ge=0)
+    totReset: float = Field(ge=0)
+    # Null: no courtesy tone.
+    courtesy: CourtesyTone | None
+    # Exempt from the time-out timer (net control).
+    exempt: list[str]
+
+
 class ToWorkerSignalFrame(Frame):
     type: Literal["signal"] = "signal"
     data: ToWorkerSignal
@@ -571,10 +751,16 @@ class ToWorkerRoomClosedFrame(Frame):
     data: ToWorkerRoomClosed
 
 
+class ToWorkerFloorFrame(Frame):
+    type: Literal["floor"] = "floor"
+    data: ToWorkerFloor
+
+
 ToWorkerFrame = Annotated[
     ToWorkerSignalFrame
     | ToWorkerParticipantLeftFrame
     | ToWorkerRoomClosedFrame
+    | ToWorkerFloorFrame
     | ControlErrorFrame,
     Field(discriminator="type"),
 ]
@@ -594,10 +780,15 @@ def _data_models(*frames: type[Frame]) -> dict[str, type[Frame]]:
 
 
 WORKER_FRAMES = _data_models(
-    WorkerHelloFrame, WorkerLoadFrame, WorkerSignalFrame, WorkerSlotsFrame, WorkerRoomStateFrame
+    WorkerHelloFrame,
+    WorkerLoadFrame,
+    WorkerSignalFrame,
+    WorkerSlotsFrame,
+    WorkerRoomStateFrame,
+    WorkerTalkerFrame,
 )
 TO_WORKER_FRAMES = _data_models(
-    ToWorkerSignalFrame, ToWorkerParticipantLeftFrame, ToWorkerRoomClosedFrame
+    ToWorkerSignalFrame, ToWorkerParticipantLeftFrame, ToWorkerRoomClosedFrame, ToWorkerFloorFrame
 )
 
 

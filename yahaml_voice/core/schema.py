@@ -33,6 +33,13 @@ CLIENT_SENDS: tuple[type[BaseModel], ...] = (
     p.SignalRequest,
     p.MuteRequest,
     p.VolumeRequest,
+    p.FloorRequestBody,
+    p.FloorTarget,
+    p.FloorOrder,
+    p.ModerationMute,
+    p.ModerationRemove,
+    p.ModerationBan,
+    p.ModerationAppoint,
     p.WsClientFrame,
 )
 # REST answers (serialization mode, as every model below).

@@ -200,6 +200,15 @@ class PacketCounter:
         return None
 
 
+def dominant_tone(samples: Any, channels: int, rate: int) -> int:
+    """The strongest frequency of one decoded frame (interleaved samples), to 10 Hz."""
+    mono = np.asarray(samples).reshape(-1)[:: max(channels, 1)]
+    size = 8 * len(mono)  # zero-padded: bins of ~6 Hz for a 20 ms frame
+    spectrum = np.abs(np.fft.rfft(mono * np.hanning(len(mono)), n=size))
+    peak = int(np.argmax(spectrum[1:]) + 1)
+    return int(round(peak * rate / size / 10.0) * 10)
+
+
 @dataclass
 class AudioStats:
     """What one remote track delivered."""
@@ -209,6 +218,10 @@ class AudioStats:
     first_at: float | None = None
     first_loud_at: float | None = None
     last_loud_at: float | None = None
+    # Loud frames by dominant frequency (rounded to 10 Hz): which tone was heard, when the
+    # talkers say distinct tones. `tone_times[f]`: the last time tone f was heard.
+    tones: dict[int, int] = field(default_factory=dict)
+    tone_times: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -569,6 +582,9 @@ class VoiceClient:
                     stats.last_loud_at = now
                     if stats.first_loud_at is None:
                         stats.first_loud_at = now
+                    tone = dominant_tone(samples, len(frame.layout.channels), frame.sample_rate)
+                    stats.tones[tone] = stats.tones.get(tone, 0) + 1
+                    stats.tone_times[tone] = now
 
     @property
     def sends_audio(self) -> bool:
@@ -660,6 +676,30 @@ class VoiceClient:
     def heard_loud(self, remote: str | None = None) -> int:
         peers = [self.peers.get(remote)] if remote else list(self.peers.values())
         return sum(p.loud_frames() for p in peers if p)
+
+    def heard_tone(self, frequency: float, since: float = 0.0, tolerance: float = 30.0) -> int:
+        """Loud frames whose dominant frequency is within `tolerance` Hz of `frequency`
+        (only tones last heard after `since`, a time.monotonic() value, count)."""
+        total = 0
+        for peer in self.peers.values():
+            for stats in peer.audio:
+                for tone, count in stats.tones.items():
+                    if abs(tone - frequency) <= tolerance and stats.tone_times[tone] >= since:
+                        total += count
+        return total
+
+    async def wait_tone(self, frequency: float, frames: int = 15, timeout: float = 20.0) -> float:
+        """Wait until `frames` more loud frames of `frequency` arrived; the seconds it took."""
+        start_count = self.heard_tone(frequency)
+        start = time.monotonic()
+        while self.heard_tone(frequency) - start_count < frames:
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(
+                    f"{self.callsign}: {self.heard_tone(frequency) - start_count}/{frames} "
+                    f"frames of {frequency} Hz in {timeout}s"
+                )
+            await asyncio.sleep(0.05)
+        return time.monotonic() - start
 
     async def wait_audio(
         self, remote: str | None = None, frames: int = 25, timeout: float = 20.0, loud: bool = True

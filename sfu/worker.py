@@ -453,8 +453,14 @@ class Room:
         task.add_done_callback(self._tone_done)
 
     def _tone_done(self, task: asyncio.Task[None]) -> None:
+        """Give the slot back to the selector's choice (unless the room is stopping)."""
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("courtesy tone in %s failed", self.id, exc_info=task.exception())
         index = next((i for i, t in self._tones.items() if t is task), None)
-        if index is not None and self._tones.pop(index) and self._task is not None:
+        if index is None:
+            return
+        del self._tones[index]
+        if self._task is not None:
             self.forwarder.set_source(index, self.selector.slots[index])
 
     def _tick(self) -> None:
@@ -507,7 +513,9 @@ class Worker:
         self.send_tasks: set[asyncio.Task[None]] = set()
         self._cpu_mark = (time.monotonic(), time.process_time())
         self.reclaimer = Reclaimer()
-        # The last floor frame of each room (rooms may be placed before their first peer).
+        # The last floor frame of each room: rooms may be placed before their first peer,
+        # and one that empties out here keeps its floor (fail closed) until the server
+        # sends a new one or roomClosed.
         self.floors: dict[str, ToWorkerFloor] = {}
         self.tones = courtesy.Tones()
         guard_receive_path()
@@ -599,6 +607,7 @@ class Worker:
                     if not room.peers:
                         await self._close_room(message.roomId)
             elif isinstance(message, ToWorkerRoomClosed):
+                self.floors.pop(message.roomId, None)
                 await self._close_room(message.roomId)
             elif isinstance(message, ToWorkerFloor):
                 self.floors[message.roomId] = message
@@ -609,7 +618,6 @@ class Worker:
             logger.exception("handling %s failed", type(message).__name__)
 
     async def _close_room(self, room_id: str) -> None:
-        self.floors.pop(room_id, None)
         room = self.rooms.pop(room_id, None)
         if room is not None:
             await room.stop()

@@ -207,3 +207,14 @@ async def test_courtesy_tone_follows_an_over(rig: Rig) -> None:
     await asyncio.sleep(1.0)
     assert len(carol.loud_since(index, since)) <= 16
     assert len(carol.got[index]) > len(carol.loud_since(index, 0))
+
+
+async def test_floor_frames_are_kept_per_room_until_closed(rig: Rig) -> None:
+    worker, frames, _ = rig
+    await worker.handle(floor(directed=True, talkers=["alice"]))
+    assert worker.floors[ROOM].talkers == ["alice"] and ROOM not in worker.rooms
+    await worker.handle({"type": "floor", "data": {"roomId": ROOM, "directed": True}})
+    assert frames.items[-1][0] == "error"  # a bad floor frame changes nothing
+    assert worker.floors[ROOM].talkers == ["alice"]
+    await worker.handle({"type": "roomClosed", "data": {"roomId": ROOM}})
+    assert ROOM not in worker.floors

@@ -10,6 +10,12 @@ Media contract (docs/architecture.md): a participant's offer carries `slots` rec
 audio m-lines first (slot i is the i-th m-line), then, if it may publish, one sendonly
 microphone m-line. Anything else is answered inactive; so is a microphone m-line of a
 participant whose `canPublish` is false.
+
+Net control (issue 12): the server's `floor` frame says, per room, who may be forwarded
+(directed: the talkers; any room: not the muted), the time-out timer and the courtesy
+tone. A publisher's packets are gated in its tap callback before slot selection and
+level accounting (one attribute test per packet), so a non-talker cannot take or hold a
+slot. Until a room's first floor frame it is open with nobody muted.
 """
 
 from __future__ import annotations

@@ -159,14 +159,20 @@ async def test_time_out_timer_cuts_locks_out_and_resets(rig: Rig) -> None:
     await worker.handle(floor(tot=1.0, tot_reset=0.5, exempt=["ncs"]))
     for person in people:
         await person.join(worker, frames)
+
+    async def cut_frame() -> tuple[dict[str, Any], float]:
+        data = await frames.wait("talker", lambda d: d["participantId"] == "alice")
+        return data, time.monotonic()
+
+    watch = asyncio.create_task(cut_frame())
     alice.speak(True)
     ncs.speak(True)
     started = time.monotonic()
     index = await slot_of(frames, "alice")
     await hears(carol, index, 440, packets=10)
-    cut = await frames.wait("talker", lambda d: d["participantId"] == "alice")
+    cut, cut_at = await watch
     assert cut == {"roomId": ROOM, "participantId": "alice", "state": "cut", "reason": "tot"}
-    assert 0.9 <= time.monotonic() - started <= 2.0
+    assert 0.9 <= cut_at - started <= 1.6
     # Locked out while it keeps transmitting; net control (exempt) is not cut.
     await asyncio.sleep(0.3)
     before = len(carol.loud_since(index, 0))
@@ -202,7 +208,7 @@ async def test_courtesy_tone_follows_an_over(rig: Rig) -> None:
         await wait_for(lambda listener=listener: len(listener.loud_since(index, since)) >= 14)
         assert abs(dominant_hz(listener.loud_since(index, since)) - 1000) < 30
     first = next(t for t, level, _ in carol.got[index] if t >= since and level < 50)
-    assert 0.25 <= first - unkeyed <= 0.8
+    assert 0.25 <= first - unkeyed <= 1.0
     # Exactly one tone (15-16 packets of 20 ms), then the slot is back to alice's silence.
     await asyncio.sleep(1.0)
     assert len(carol.loud_since(index, since)) <= 16

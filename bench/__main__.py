@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "signaling": "bench.signaling_load",
     "broadcast": "bench.broadcast",
     "sfu": "bench.sfu_forwarding",
+    "floor": "bench.sfu_floor",
     "soak": "bench.soak",
 }
 # Run only when named: minutes long, not a speed figure.

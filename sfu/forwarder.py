@@ -356,6 +356,18 @@ class Forwarder:
     def _prune(slot: _Slot) -> None:
         slot.groups = [g for g in slot.groups if g.outputs]
 
+    def inject(self, index: int, source: str, packet: RtpPacket) -> None:
+        """Send a synthetic source's packet (a courtesy tone) in slot `index`.
+
+        The synthetic source takes the slot over (its previous source's packets are no
+        longer forwarded there) and gets the usual per-group rewriting, so numbering stays
+        monotonic for every subscriber; give the slot back with `set_source`. `source`
+        must not be a participant id.
+        """
+        if self.slots[index].source != source:
+            self.set_source(index, source)
+        self.forward(source, packet)
+
     # ------------------------------------------------------------ hot path
 
     def forward(self, source: str, packet: RtpPacket) -> None:

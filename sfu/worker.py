@@ -10,6 +10,12 @@ Media contract (docs/architecture.md): a participant's offer carries `slots` rec
 audio m-lines first (slot i is the i-th m-line), then, if it may publish, one sendonly
 microphone m-line. Anything else is answered inactive; so is a microphone m-line of a
 participant whose `canPublish` is false.
+
+Net control (issue 12): the server's `floor` frame says, per room, who may be forwarded
+(directed: the talkers; any room: not the muted), the time-out timer and the courtesy
+tone. A publisher's packets are gated in its tap callback before slot selection and
+level accounting (one attribute test per packet), so a non-talker cannot take or hold a
+slot. Until a room's first floor frame it is open with nobody muted.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from aiortc import (
     RTCConfiguration,
@@ -45,6 +51,7 @@ from yahaml_voice.core.protocol import (
     JsonError,
     SessionDescription,
     SlotAssignment,
+    ToWorkerFloor,
     ToWorkerParticipantLeft,
     ToWorkerRoomClosed,
     ToWorkerSignal,
@@ -59,6 +66,8 @@ from yahaml_voice.core.protocol import (
     WorkerSignalFrame,
     WorkerSlots,
     WorkerSlotsFrame,
+    WorkerTalker,
+    WorkerTalkerFrame,
     control_error,
     describe,
     parse_json,
@@ -66,6 +75,7 @@ from yahaml_voice.core.protocol import (
 )
 from yahaml_voice.core.tokens import ice_config, issue_worker_token
 
+from . import courtesy, talkers
 from .aiortc_private import (
     guard_receive_path,
     keep_only_codec,
@@ -80,6 +90,7 @@ from .aiortc_private import (
 from .forwarder import Forwarder
 from .reclaim import Reclaimer
 from .slots import SlotSelector
+from .talkers import Talker
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +153,11 @@ class Peer:
         self.slot_transceivers: list[tuple[int, RTCRtpTransceiver]] = []
         self.publishing = False
         self.last_audio = float("-inf")
+        # The floor's verdict (talker / not muted), the one check per received packet;
+        # `talker` is the time-out timer and over tracking (None: neither is on).
+        self.allowed = room.allows(participant_id)
+        self.talker: Talker | None = None
+        self.apply_floor()
         self._inbox: asyncio.Queue[ToWorkerSignal] = asyncio.Queue(MAX_QUEUED_SIGNALS)
         self._task: asyncio.Task[None] | None = None
         self._pending_candidates: list[ToWorkerSignal] = []
@@ -241,11 +257,43 @@ class Peer:
         if publishing:
             self.room.selector.add(self.id)
 
+    def apply_floor(self) -> None:
+        """Follow the room's floor: may it be forwarded, and its time-out timer."""
+        room = self.room
+        floor = room.floor
+        allowed = room.allows(self.id)
+        if self.talker is not None and self.allowed and not allowed:
+            self.talker.stopped()
+        self.allowed = allowed
+        if floor is None or not (floor.tot or floor.courtesy is not None):
+            if self.talker is not None and self.talker.cut:
+                room.report_talker(self.id, "reset")
+            self.talker = None
+            return
+        tot = 0.0 if self.id in floor.exempt else floor.tot
+        if self.talker is None:
+            self.talker = Talker(tot, floor.totReset)
+        elif self.talker.configure(tot, floor.totReset):
+            room.report_talker(self.id, "reset")
+
     def _on_packet(self, packet: RtpPacket) -> None:
         now = time.monotonic()
         self.last_audio = now
-        level = packet.extensions.audio_level
-        self.room.selector.observe(self.id, DEFAULT_LEVEL if level is None else level[1], now)
+        ext = packet.extensions.audio_level
+        level = DEFAULT_LEVEL if ext is None else ext[1]
+        talker = self.talker
+        if not self.allowed:  # not a talker, or muted: it cannot take or hold a slot
+            if talker is not None and talker.cut:
+                talker.packet(level, now)  # a lockout ends only after real silence
+            return
+        if talker is not None:
+            verdict = talker.packet(level, now)
+            if verdict:
+                if verdict == talkers.CUT:
+                    logger.info("%s in %s: time-out timer cut", self.id, self.room.id)
+                    self.room.report_talker(self.id, "cut")
+                return
+        self.room.selector.observe(self.id, level, now)
         self.room.forwarder.forward(self.id, packet)
 
     async def _candidate(self, message: ToWorkerSignal) -> None:
@@ -323,6 +371,16 @@ class Room:
         self._task: asyncio.Task[None] | None = None
         self._audio_from: list[str] = []
         self.announce_pending = False
+        # Net control (issue 12): None until the first floor frame (open, nobody muted).
+        self.floor: ToWorkerFloor | None = None
+        self._talkers: frozenset[str] = frozenset()
+        self._muted: frozenset[str] = frozenset()
+        self._tone: courtesy.Tone | None = None
+        # Slots playing a courtesy tone (the selector's mapping waits for them).
+        self._tones: dict[int, asyncio.Task[None]] = {}
+        floor = worker.floors.get(room_id)
+        if floor is not None:
+            self.set_floor(floor)
 
     def start(self) -> None:
         self.forwarder.start()
@@ -331,7 +389,8 @@ class Room:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        await cancel_and_wait(task)
+        await cancel_and_wait(task, *self._tones.values())
+        self._tones.clear()
         for peer in list(self.peers.values()):
             await peer.close()
         self.peers.clear()
@@ -349,8 +408,71 @@ class Room:
         if peer is not None:
             await peer.close()
 
+    # ------------------------------------------------------------ net control
+
+    def set_floor(self, floor: ToWorkerFloor) -> None:
+        """Who may be forwarded, the time-out timer and the courtesy tone, from now on."""
+        self.floor = floor
+        self._talkers = frozenset(floor.talkers)
+        self._muted = frozenset(floor.muted)
+        tone = floor.courtesy
+        self._tone = self.worker.tones.get(tone.hz, tone.ms) if tone is not None else None
+        for peer in self.peers.values():
+            peer.apply_floor()
+
+    def allows(self, participant_id: str) -> bool:
+        """May this publisher's packets be forwarded (talker in a directed room, not muted)?"""
+        floor = self.floor
+        if floor is None:
+            return True
+        if participant_id in self._muted:
+            return False
+        return not floor.directed or participant_id in self._talkers
+
+    def report_talker(self, participant_id: str, state: Literal["cut", "reset"]) -> None:
+        talker = WorkerTalker(roomId=self.id, participantId=participant_id, state=state)
+        self.worker.emit(WorkerTalkerFrame(data=talker))
+
+    def _tick_talkers(self, now: float) -> None:
+        for peer in self.peers.values():
+            talker = peer.talker
+            if talker is None:
+                continue
+            event = talker.tick(now)
+            if event == talkers.RESET:
+                logger.info("%s in %s: time-out lockout over", peer.id, self.id)
+                self.report_talker(peer.id, "reset")
+            elif event == talkers.UNKEYED and peer.allowed:
+                self._courtesy(peer.id)
+
+    def _courtesy(self, participant_id: str) -> None:
+        """Play the courtesy tone in the slot the unkeying talker occupies (if any)."""
+        tone = self._tone
+        index = self.selector.slot_of(participant_id)
+        if tone is None or index is None or index in self._tones:
+            return
+        source = f"\0courtesy{index}"  # never a participant id
+        task = asyncio.get_running_loop().create_task(
+            courtesy.play(self.forwarder, index, source, tone)
+        )
+        self._tones[index] = task
+        task.add_done_callback(self._tone_done)
+
+    def _tone_done(self, task: asyncio.Task[None]) -> None:
+        """Give the slot back to the selector's choice (unless the room is stopping)."""
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("courtesy tone in %s failed", self.id, exc_info=task.exception())
+        index = next((i for i, t in self._tones.items() if t is task), None)
+        if index is None:
+            return
+        del self._tones[index]
+        if self._task is not None:
+            self.forwarder.set_source(index, self.selector.slots[index])
+
     def _tick(self) -> None:
         now = time.monotonic()
+        if self.floor is not None:
+            self._tick_talkers(now)
         if self.selector.update(now):
             self.apply_slots()
         elif self.announce_pending and (any(self.selector.slots) or self.selector.speaking):
@@ -369,7 +491,8 @@ class Room:
     def apply_slots(self) -> None:
         """Push the selector's mapping into the forwarder and tell the server."""
         for index, participant_id in enumerate(self.selector.slots):
-            self.forwarder.set_source(index, participant_id)
+            if index not in self._tones:  # a courtesy tone gives the slot back when done
+                self.forwarder.set_source(index, participant_id)
         self.announce_slots()
 
     def announce_slots(self) -> None:
@@ -396,6 +519,11 @@ class Worker:
         self.send_tasks: set[asyncio.Task[None]] = set()
         self._cpu_mark = (time.monotonic(), time.process_time())
         self.reclaimer = Reclaimer()
+        # The last floor frame of each room: rooms may be placed before their first peer,
+        # and one that empties out here keeps its floor (fail closed) until the server
+        # sends a new one or roomClosed.
+        self.floors: dict[str, ToWorkerFloor] = {}
+        self.tones = courtesy.Tones()
         guard_receive_path()
 
     def hello(self) -> WorkerHelloFrame:
@@ -485,7 +613,13 @@ class Worker:
                     if not room.peers:
                         await self._close_room(message.roomId)
             elif isinstance(message, ToWorkerRoomClosed):
+                self.floors.pop(message.roomId, None)
                 await self._close_room(message.roomId)
+            elif isinstance(message, ToWorkerFloor):
+                self.floors[message.roomId] = message
+                room = self.rooms.get(message.roomId)
+                if room is not None:
+                    room.set_floor(message)
         except Exception:
             logger.exception("handling %s failed", type(message).__name__)
 

@@ -161,3 +161,32 @@ def test_layout_extension_block_is_padded() -> None:
     assert profile == 0xBEDE and len(block) == 4 + 4 * words
     assert block[4:7] == bytes([(4 << 4) | 1]) + b"10"
     assert block[7:9] == bytes([1 << 4, 0x85])
+
+
+def test_injected_source_takes_the_slot_and_numbering_stays_monotonic() -> None:
+    fwd = Forwarder(1)
+    lay = layout()
+    sink_a, sent_a = recorder()
+    sink_b, sent_b = recorder()
+    fwd.add_output("a", 0, lay, sink_a)
+    fwd.add_output("b", 0, lay, sink_b)
+    fwd.set_source(0, "a")
+    fwd.forward("a", packet(100, 10_000))
+    fwd.forward("a", packet(101, 10_960))
+    # A courtesy tone: a's own further packets are no longer forwarded, a hears the tone.
+    fwd.inject(0, "\0tone", packet(7, 70, level=20, payload=b"tone1"))
+    fwd.forward("a", packet(102, 11_920))
+    fwd.inject(0, "\0tone", packet(8, 1030, level=20, payload=b"tone2"))
+    fwd.set_source(0, "a")
+    fwd.forward("a", packet(103, 12_880))
+    assert [parse(d, lay).payload for d in sent_b] == [b"\xfc opus"] * 2 + [
+        b"tone1",
+        b"tone2",
+        b"\xfc opus",
+    ]
+    assert [parse(d, lay).payload for d in sent_a] == [b"tone1", b"tone2"]
+    for sent in (sent_a, sent_b):
+        seqs = [parse(d, lay).sequence_number for d in sent]
+        stamps = [parse(d, lay).timestamp for d in sent]
+        assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+        assert all(0 < (b - a) & 0xFFFFFFFF < 48000 for a, b in itertools.pairwise(stamps))

@@ -16,6 +16,7 @@ from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from .floor import FloorDoc
 from .redis_client import Hook, dumps, guard, make_pool, redact, wait_for_redis
 from .redis_restore import Recovery
 from .redis_scripts import Keys, Scripts
@@ -195,6 +196,16 @@ class RedisStore:
         if done:
             self._shadow.states[room_id] = dataclasses.replace(state)
         return done
+
+    # net control -----------------------------------------------------------------------
+    async def floor(self, room_id: str) -> FloorDoc:
+        with guard("floor"):
+            raw = await self._client.get(self._keys.floor(room_id))
+        return FloorDoc.from_dict(json.loads(raw)) if raw else FloorDoc()
+
+    async def set_floor(self, room_id: str, doc: FloorDoc, expected_version: int) -> bool:
+        with guard("set_floor"):
+            return await self._scripts.floor_cas(room_id, doc, expected_version)
 
     # SFU workers -----------------------------------------------------------------------
     async def worker_seen(self, record: WorkerRecord, ttl: float) -> None:

@@ -160,7 +160,9 @@ def request(
     entry = new.entry(participant_id)
     if entry is not None:
         if kind == "priority" and entry.kind != "priority":
+            # Behind the priority requests made before it, out of net control's order.
             new.order = [pid for pid in new.order if pid != participant_id]
+            entry.at = now
         entry.kind = kind
     else:
         entry = Entry(participant_id, callsign, kind, now)

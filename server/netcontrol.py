@@ -54,6 +54,20 @@ Evict = Callable[[str, ParticipantRecord, str], Awaitable[None]]
 Transition = Callable[[FloorDoc], FloorDoc]
 
 
+async def update_floor(
+    store: Store, room_id: str, transition: Transition, retries: int = CAS_RETRIES
+) -> FloorDoc:
+    """read -> transition -> compare-and-set on the version, retried when another writer
+    won: the rule is applied again to what that writer left (so of two grants of the last
+    place, the second sees the first). An ApiError of the rule passes through."""
+    for _ in range(retries):
+        doc = await store.floor(room_id)
+        new = transition(doc)
+        if await store.set_floor(room_id, new, doc.version):
+            return new
+    raise StoreError(f"floor of room {room_id} kept changing; gave up")
+
+
 class NetControl:
     def __init__(self, config: Config, store: Store, delivery: Delivery, evict: Evict) -> None:
         self.config = config
@@ -63,14 +77,10 @@ class NetControl:
 
     # the one write path ------------------------------------------------------------------
     async def change(self, room: RoomConfig, transition: Transition) -> FloorDoc:
-        """read -> transition -> compare-and-set (retried), then floorChanged + worker."""
-        for _ in range(CAS_RETRIES):
-            doc = await self.store.floor(room.id)
-            new = transition(doc)
-            if await self.store.set_floor(room.id, new, doc.version):
-                await self.announce(room, new)
-                return new
-        raise StoreError(f"floor of room {room.id} kept changing; gave up")
+        """Apply a transition (update_floor), then floorChanged + the worker's frame."""
+        new = await update_floor(self.store, room.id, transition)
+        await self.announce(room, new)
+        return new
 
     async def announce(self, room: RoomConfig, doc: FloorDoc) -> None:
         frame = FloorChangedFrame(data=FloorChangedData(floor=floor.to_wire(room, doc)))

@@ -230,6 +230,7 @@ async def test_removal_bans_the_callsign_and_unban(
     await refused(a.join("shack"), 401, "revoked")  # the same token
     fresh = client_factory(server.url, auto_media=False)
     await fresh.login("K1AAA")
+    await fresh.connect()
     await refused(fresh.join("shack"), 403, "banned")  # a fresh token of the callsign
     await fresh.join("net")  # another room is not affected
 
@@ -289,6 +290,7 @@ async def test_two_processes_share_the_floor(
             await rival.request_floor()
         nc2 = client_factory(nodes[1].url, auto_media=False)
         nc2.use_token(ncs.token or "")
+        nc2.room_id = "net"
         results = await asyncio.gather(
             *(
                 client.grant(rival.participant_id)

@@ -5,6 +5,7 @@ with a fake SFU worker socket to read the `floor` frames the server sends it."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -131,6 +132,23 @@ async def test_floor_queue_grant_revoke_and_refusals(
     )
     assert lis.participant_id not in opened["talkers"]
     assert not (await ncs.floor_action("close"))["open"]
+
+    # The worker's time-out timer cut a talker: the room hears it. After a reconnect the
+    # worker reports its rooms (roomState) and learns the floor again.
+    cut = {"roomId": "net", "participantId": b.participant_id, "state": "cut", "reason": "tot"}
+    await worker.ws.send(json.dumps({"type": "talker", "data": cut}))
+    heard = await a.wait_event("talkerCut")
+    assert heard["data"] == {
+        "roomId": "net",
+        "participantId": b.participant_id,
+        "reason": "tot",
+        "resetAfter": 2.0,
+    }
+    before = len(worker.of("floor"))
+    await worker.ws.send(
+        json.dumps({"type": "roomState", "data": {"roomId": "net", "audioFrom": []}})
+    )
+    await _worker_floor(worker, lambda f: len(worker.of("floor")) > before)
 
     # A participant who leaves is forgotten by the floor.
     await c.request_floor()

@@ -320,13 +320,16 @@ class NetControl:
                 403, "muted_by_ncs", "net control muted you; only net control can unmute you"
             )
 
-    async def joined(self, room: RoomConfig, record: ParticipantRecord, created: bool) -> None:
-        """A joiner gets the floor at once; the worker learns the new member's rights."""
+    async def joined(self, room: RoomConfig, record: ParticipantRecord) -> None:
+        """A joiner gets the floor at once; the worker learns the member's rights (a
+        rejoin may change them: joinMode listener)."""
         doc = await self.store.floor(room.id)
+        if not record.can_publish and (doc.holder(record.id) or doc.entry(record.id)):
+            # Rejoined as a listener: a listener never holds or waits for the floor.
+            doc = await self.change(room, lambda d: floor.forget(d, room, record.id))
         frame = FloorChangedFrame(data=FloorChangedData(floor=floor.to_wire(room, doc)))
         await self.delivery.to_participant(record.id, frame)
-        if created:
-            await self.tell_worker(room.id, doc=doc)
+        await self.tell_worker(room.id, doc=doc)
 
     async def left(self, room: RoomConfig, record: ParticipantRecord, count: int) -> None:
         """Forget who left; when the room is empty, the net is over: a fresh floor."""

@@ -200,12 +200,18 @@ class RedisStore:
     # net control -----------------------------------------------------------------------
     async def floor(self, room_id: str) -> FloorDoc:
         with guard("floor"):
-            raw = await self._client.get(self._keys.floor(room_id))
-        return FloorDoc.from_dict(json.loads(raw)) if raw else FloorDoc()
+            intact, raw = await self._recovery.checked_read("get", self._keys.floor(room_id))
+        doc = FloorDoc.from_dict(json.loads(raw)) if raw else FloorDoc()
+        if intact and raw:
+            self._shadow.floors[room_id] = doc
+        return doc
 
     async def set_floor(self, room_id: str, doc: FloorDoc, expected_version: int) -> bool:
         with guard("set_floor"):
-            return await self._scripts.floor_cas(room_id, doc, expected_version)
+            done = await self._scripts.floor_cas(room_id, doc, expected_version)
+        if done:
+            self._shadow.floors[room_id] = doc
+        return done
 
     # SFU workers -----------------------------------------------------------------------
     async def worker_seen(self, record: WorkerRecord, ttl: float) -> None:

@@ -189,7 +189,7 @@ class RoomService:
                 exclude=participant.id,
             )
         state = await self.modes.maybe_switch(room, result.count)
-        await self.net.joined(room, participant, result.created)
+        await self.net.joined(room, participant)
         peers = [p for p in await self.store.participants(room_id) if p.id != participant.id]
         peers.sort(key=lambda r: r.joined_at)
         return Joined(participant, peers, state)

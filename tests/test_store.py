@@ -640,6 +640,8 @@ async def test_redis_restart_is_survived() -> None:
             await store.join("shack", record("gone"), limit=10)  # no socket here: not ours
             placed = RoomState(mode="sfu", worker_id="w1", epoch=3)
             assert await store.set_room_state("shack", placed, expect_epoch=0)
+            banned = FloorDoc(version=4, bans={"N0CALL": 0.0}, muted=["p1"])
+            assert await store.set_floor("shack", banned, 0)
             sub = await bus.subscribe("p:p1")
 
             server.kill()  # like a crash; it comes back empty (no persistence)
@@ -651,6 +653,7 @@ async def test_redis_restart_is_survived() -> None:
             async def read_rooms() -> bool:
                 await store.participants("shack")
                 await store.room_state("shack")
+                await store.floor("shack")
                 return True
 
             await _until(read_rooms)
@@ -667,6 +670,7 @@ async def test_redis_restart_is_survived() -> None:
             assert [p.id for p in await store.participants("shack")] == ["p1"]
             assert await store.rooms_of("p1") == ["shack"]
             assert await store.room_state("shack") == placed
+            assert await store.floor("shack") == banned
 
             # The old subscription receives again once the bus has resubscribed.
             async def delivered() -> bool:

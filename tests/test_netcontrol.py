@@ -150,6 +150,12 @@ async def test_floor_queue_grant_revoke_and_refusals(
     )
     await _worker_floor(worker, lambda f: len(worker.of("floor")) > before)
 
+    # Rejoining as a listener leaves the queue; leaving the room too.
+    await c.request_floor()
+    await c.join("net", "listener")
+    assert c.participant_id not in ids((await ncs.floor())["queue"])
+    await c.join("net")
+
     # A participant who leaves is forgotten by the floor.
     await c.request_floor()
     await c.leave()

@@ -218,6 +218,11 @@
  */
 
 /**
+ * @typedef {Object} ModerationUnban
+ * @property {string} callsign
+ */
+
+/**
  * @typedef {Object} MuteChangedData
  * @property {string} roomId
  * @property {string} participantId

@@ -21,9 +21,18 @@ from quart_schema import (
 from yahaml_voice.core.protocol import (
     DropNotice,
     ErrorAnswer,
+    FloorOrder,
+    FloorRequestBody,
+    FloorState,
+    FloorTarget,
     IceConfigAnswer,
     JoinAnswer,
     JoinRequest,
+    ModerationAppoint,
+    ModerationBan,
+    ModerationMute,
+    ModerationRemove,
+    ModerationUnban,
     MuteRequest,
     RoomDetail,
     RoomSummary,
@@ -319,6 +328,206 @@ async def mute(room_id: str, data: MuteRequest) -> Success:
 @authenticated
 async def volume(room_id: str, data: VolumeRequest) -> Success:
     await services().rooms.set_volume(identity(), room_id, data.volume)
+    return Success()
+
+
+# ---------------------------------------------------------------------------- net control
+# docs/protocol.md "Net control". Floor routes answer the new FloorState (every member
+# also gets it as floorChanged); moderation routes answer success (and a `moderation`
+# frame goes to every member). Rate-limited with the signals of the caller.
+
+
+def _net_limit() -> None:
+    svc = services()
+    svc.limits.signal(identity().participant_id)
+
+
+@blueprint.get("/voice-rooms/<room_id>/floor")
+@tag(["net-control"])
+@document_headers(AuthHeaders)
+@validate_response(FloorState)
+@errors(*ROOM_ERRORS)
+@authenticated
+async def get_floor(room_id: str) -> FloorState:
+    """Who holds the floor, who waits (in order), who is muted or appointed."""
+    return await services().rooms.net.state(identity(), room_id)
+
+
+@blueprint.post("/voice-rooms/<room_id>/floor/request")
+@tag(["net-control"])
+@document_headers(AuthHeaders)
+@document_request(FloorRequestBody)
+@validate_response(FloorState)
+@errors(*ROOM_ERRORS)
+@authenticated
+async def floor_request(room_id: str) -> FloorState:
+    """Ask for the floor (`kind`, default comment); asking again changes the kind. 403
+    `cannot_publish` for listeners; 409 `holds_floor` for a holder."""
+    data = await optional_body(FloorRequestBody)
+    _net_limit()
+    return await services().rooms.net.request(identity(), room_id, data.kind)
+
+
+@blueprint.post("/voice-rooms/<room_id>/floor/release")
+@tag(["net-control"])
+@document_headers(AuthHeaders)
+@validate_response(FloorState)
+@errors(*ROOM_ERRORS)
+@authenticated
+async def floor_release(room_id: str) -> FloorState:
+    """Leave the queue and/or give up the floor; 404 `not_queued` if neither."""
+    _net_limit()
+    return await services().rooms.net.release(identity(), room_id)
+
+
+@blueprint.post("/voice-rooms/<room_id>/floor/grant")
+@tag(["net-control"])
+@document_headers(AuthHeaders)
+@document_request(FloorTarget)
+@validate_response(FloorState)
+@errors(*ROOM_ERRORS)
+@authenticated
+async def floor_grant(room_id: str) -> FloorState:
+    """Net control gives the floor to `participantId` (null or no body: the head of the
+    queue; 409 `queue_empty`). At maxTalkers the longest holder is released."""
+    data = await optional_body(FloorTarget)
+    _net_limit()
+    return await services().rooms.net.grant(identity(), room_id, data.participantId)
+
+
+@blueprint.post("/voice-rooms/<room_id>/floor/revoke")
+@tag(["net-control"])
+@document_headers(AuthHeaders)
+@document_request(FloorTarget)
+@validate_response(FloorState)
+@errors(*ROOM_ERRORS)
+@authenticated
+async def floor_revoke(room_id: str) -> FloorState:
+    """Net control takes the floor from `participantId` (null or no body: every holder)."""
+    data = await optional_body(FloorTarget)
+    _net_limit()
+    return await services().rooms.net.revoke(identity(), room_id, data.participantId)
+
+
+@blueprint.post("/voice-rooms/<room_id>/floor/queue")
+@tag(["net-control"])
+@document_headers(AuthHeaders)
+@validate_request(FloorOrder)
+@validate_response(FloorState)
+@errors(*ROOM_ERRORS)
+@authenticated
+async def floor_queue(room_id: str, data: FloorOrder) -> FloorState:
+    """Net control puts these queued participants first, in this order."""
+    _net_limit()
+    return await services().rooms.net.reorder(identity(), room_id, data.order)
+
+
+@blueprint.post("/voice-rooms/<room_id>/floor/clear")
+@tag(["net-control"])
+@document_headers(AuthHeaders)
+@validate_response(FloorState)
+@errors(*ROOM_ERRORS)
+@authenticated
+async def floor_clear(room_id: str) -> FloorState:
+    """Net control empties the queue (holders keep the floor)."""
+    _net_limit()
+    return await services().rooms.net.clear(identity(), room_id)
+
+
+@blueprint.post("/voice-rooms/<room_id>/floor/open")
+@tag(["net-control"])
+@document_headers(AuthHeaders)
+@validate_response(FloorState)
+@errors(*ROOM_ERRORS)
+@authenticated
+async def floor_open(room_id: str) -> FloorState:
+    """Net control opens the floor (roll call): every member who may publish talks."""
+    _net_limit()
+    return await services().rooms.net.set_open(identity(), room_id, True)
+
+
+@blueprint.post("/voice-rooms/<room_id>/floor/close")
+@tag(["net-control"])
+@document_headers(AuthHeaders)
+@validate_response(FloorState)
+@errors(*ROOM_ERRORS)
+@authenticated
+async def floor_close(room_id: str) -> FloorState:
+    """Net control closes the floor again: only holders and net control talk."""
+    _net_limit()
+    return await services().rooms.net.set_open(identity(), room_id, False)
+
+
+@blueprint.post("/voice-rooms/<room_id>/moderation/mute")
+@tag(["net-control"])
+@document_headers(AuthHeaders)
+@validate_request(ModerationMute)
+@validate_response(Success)
+@errors(*ROOM_ERRORS)
+@authenticated
+async def moderation_mute(room_id: str, data: ModerationMute) -> Success:
+    """Net control mutes (or lets unmute) a participant; the muted cannot unmute
+    themselves (403 `muted_by_ncs`)."""
+    _net_limit()
+    await services().rooms.net.mute(identity(), room_id, data.participantId, data.muted)
+    return Success()
+
+
+@blueprint.post("/voice-rooms/<room_id>/moderation/remove")
+@tag(["net-control"])
+@document_headers(AuthHeaders)
+@validate_request(ModerationRemove)
+@validate_response(Success)
+@errors(*ROOM_ERRORS)
+@authenticated
+async def moderation_remove(room_id: str, data: ModerationRemove) -> Success:
+    """Net control removes a participant (session revoked, sockets closed) and bans its
+    callsign for the room's ban_time (0: until the room empties)."""
+    _net_limit()
+    await services().rooms.remove(identity(), room_id, data.participantId, data.reason)
+    return Success()
+
+
+@blueprint.post("/voice-rooms/<room_id>/moderation/ban")
+@tag(["net-control"])
+@document_headers(AuthHeaders)
+@validate_request(ModerationBan)
+@validate_response(Success)
+@errors(*ROOM_ERRORS)
+@authenticated
+async def moderation_ban(room_id: str, data: ModerationBan) -> Success:
+    """Net control bans a callsign (joins answer 403 `banned`); a member under it is
+    removed."""
+    _net_limit()
+    await services().rooms.net.ban(identity(), room_id, data.callsign, data.duration, data.reason)
+    return Success()
+
+
+@blueprint.post("/voice-rooms/<room_id>/moderation/unban")
+@tag(["net-control"])
+@document_headers(AuthHeaders)
+@validate_request(ModerationUnban)
+@validate_response(Success)
+@errors(*ROOM_ERRORS)
+@authenticated
+async def moderation_unban(room_id: str, data: ModerationUnban) -> Success:
+    """Net control lifts a ban; 404 `not_banned`."""
+    _net_limit()
+    await services().rooms.net.unban(identity(), room_id, data.callsign)
+    return Success()
+
+
+@blueprint.post("/voice-rooms/<room_id>/moderation/appoint")
+@tag(["net-control"])
+@document_headers(AuthHeaders)
+@validate_request(ModerationAppoint)
+@validate_response(Success)
+@errors(*ROOM_ERRORS)
+@authenticated
+async def moderation_appoint(room_id: str, data: ModerationAppoint) -> Success:
+    """Net control appoints a participant `ncs` or `logger` for this net (null: dismiss)."""
+    _net_limit()
+    await services().rooms.net.appoint(identity(), room_id, data.participantId, data.role)
     return Success()
 
 

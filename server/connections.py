@@ -74,6 +74,10 @@ class Connection:
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SEND_QUEUE)
         self._closing: Closing | None = None
         self._done = asyncio.Event()
+        # The frame the writer took off the queue and is sending: a close cancels the
+        # writer, and the flush sends it first so that it is not lost (an error frame
+        # must precede its close even when other frames were being written).
+        self._inflight: dict[str, Any] | None = None
 
     def send(self, message: dict[str, Any]) -> None:
         """Queue a frame; a client that cannot keep up is closed, never waited for."""
@@ -89,8 +93,9 @@ class Connection:
 
     async def _writer(self) -> None:
         while True:
-            message = await self.queue.get()
-            await self.socket.send(json.dumps(message, separators=(",", ":")))
+            self._inflight = await self.queue.get()
+            await self.socket.send(json.dumps(self._inflight, separators=(",", ":")))
+            self._inflight = None
 
     async def _pump(self, subscription: Subscription) -> None:
         async for message in subscription:
@@ -168,6 +173,9 @@ class Connection:
 
     async def _flush_and_close(self, closing: Closing) -> None:
         """What was queued before the close (e.g. an error frame), then the close frame."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            await self.socket.send(json.dumps(inflight, separators=(",", ":")))
         while not self.queue.empty():
             await self.socket.send(json.dumps(self.queue.get_nowait(), separators=(",", ":")))
         await self.socket.close(closing.code, closing.reason)

@@ -11,6 +11,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from .floor import FloorDoc
 from .store import (
     AddressFull,
     JoinResult,
@@ -32,6 +33,7 @@ class MemoryStore:
         self._rooms: dict[str, dict[str, ParticipantRecord]] = defaultdict(dict)
         self._sockets: dict[str, set[str]] = defaultdict(set)
         self._states: dict[str, RoomState] = {}
+        self._floors: dict[str, dict[str, Any]] = {}
         self._workers: dict[str, tuple[WorkerRecord, float]] = {}
         # worker id -> (owner, monotonic expiry)
         self._claims: dict[str, tuple[str, float]] = {}
@@ -141,6 +143,17 @@ class MemoryStore:
         if current.epoch != expect_epoch:
             return False
         self._states[room_id] = dataclasses.replace(state)
+        return True
+
+    async def floor(self, room_id: str) -> FloorDoc:
+        raw = self._floors.get(room_id)
+        return FloorDoc.from_dict(raw) if raw else FloorDoc()
+
+    async def set_floor(self, room_id: str, doc: FloorDoc, expected_version: int) -> bool:
+        current = self._floors.get(room_id)
+        if (current["version"] if current else 0) != expected_version:
+            return False
+        self._floors[room_id] = doc.to_dict()
         return True
 
     async def worker_seen(self, record: WorkerRecord, ttl: float) -> None:

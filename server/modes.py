@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from yahaml_voice.core.config import Config, RoomConfig
 from yahaml_voice.core.protocol import (
@@ -33,13 +34,21 @@ class RoomModes:
         # Serialises mode changes of a room within this process; across processes the
         # store's compare-and-set on the epoch decides.
         self._locks: dict[str, asyncio.Lock] = {}
+        # Told (room id, worker id) when a room lands on a worker, before the room hears
+        # of it: the worker learns whom to forward (RoomService: net control).
+        self.on_placed: Callable[[str, str], Awaitable[None]] | None = None
 
     def _lock(self, room_id: str) -> asyncio.Lock:
         return self._locks.setdefault(room_id, asyncio.Lock())
 
     async def maybe_switch(self, room: RoomConfig, count: int) -> RoomState:
-        """Apply the thresholds (with hysteresis) and return the room's state."""
+        """Apply the thresholds (with hysteresis) and return the room's state. A directed
+        room goes to an SFU worker at its first join and never back to mesh."""
         state = await self.store.room_state(room.id)
+        if room.directed:
+            if state.mode == "mesh" and count >= 1:
+                return await self.place(room.id, reason="directed net")
+            return state
         mesh_at = room.mesh_threshold if room.mesh_threshold is not None else 1
         if state.mode == "mesh" and count >= room.sfu_threshold:
             return await self.place(room.id, reason=f"{count} participants")
@@ -82,6 +91,8 @@ class RoomModes:
         if state.worker_id and state.worker_id != worker_id:
             frame = ToWorkerRoomClosedFrame(data=ToWorkerRoomClosed(roomId=room_id))
             await self.delivery.to_worker(state.worker_id, frame)
+        if worker_id and self.on_placed is not None:
+            await self.on_placed(room_id, worker_id)
         data = RoomModeChangedData(roomId=room_id, mode=mode, epoch=new.epoch)
         await self.delivery.broadcast(room_id, RoomModeChangedFrame(data=data))
         return new
@@ -104,6 +115,6 @@ class RoomModes:
                 )
             elif state.mode == "mesh":
                 count = await self.store.count(room.id)
-                if count >= room.sfu_threshold:
+                if count >= (1 if room.directed else room.sfu_threshold):
                     # A room that could not be placed earlier (no worker yet).
                     await self.place(room.id, reason=f"{count} participants, worker available")

@@ -3,7 +3,8 @@
 Redis without persistence may restart empty. The store notices (its node key is gone or
 was recreated by someone else, checked with every heartbeat and every room read) and puts
 back what this process owns from a small local copy: its sockets, the seats of the
-participants connected through it, the room states it last saw (epochs never go back).
+participants connected through it, the room states and net-control floors it last saw
+(epochs and floor versions never go back).
 Then it calls `on_reconnect` for anything else.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from .floor import FloorDoc
 from .redis_client import Hooks, guard
 from .redis_scripts import Keys, Scripts
 from .store import ParticipantRecord, RoomState
@@ -40,6 +42,8 @@ class Shadow:
         self.sockets: dict[str, dict[str, str]] = {}
         self.seats: dict[str, dict[str, ParticipantRecord]] = {}
         self.states: dict[str, RoomState] = {}
+        # Room id -> the floor document as last read or written (bans, mutes included).
+        self.floors: dict[str, FloorDoc] = {}
 
     def socket_opened(self, participant_id: str, socket_id: str, node_id: str) -> None:
         self.sockets.setdefault(participant_id, {})[socket_id] = node_id
@@ -167,6 +171,9 @@ class Recovery:
             for room_id, state in list(shadow.states.items()):
                 if state.epoch > 0:
                     states += int(await scripts.room_cas(room_id, state, 0))
+            for room_id, doc in list(shadow.floors.items()):
+                if doc.version > 0:
+                    await scripts.floor_cas(room_id, doc, 0)
             # Sockets that closed and seats given up while we were putting them back.
             for pid, sid, _ in sockets:
                 if sid not in shadow.sockets.get(pid, {}):

@@ -4,6 +4,8 @@ Layout, every name under `redis.prefix` (default `yv:`):
 
     r:<room>:p        hash  participant id -> JSON ParticipantRecord
     r:<room>:state    JSON RoomState (compare-and-set on its epoch)
+    r:<room>:floor    JSON FloorDoc: floor, queue, mutes, appointments, bans
+                      (compare-and-set on its version; reset when the room empties)
     p:<pid>:rooms     set   rooms the participant holds a seat in
     a:<address>       set   seats ("<room>|<pid>") taken from a source address
     s:<pid>           hash  socket id -> node id (the server process holding it)
@@ -28,6 +30,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from .floor import FloorDoc
 from .redis_client import dumps
 from .store import ParticipantRecord, RoomState, WorkerRecord
 
@@ -50,6 +53,9 @@ class Keys:
 
     def state(self, room_id: str) -> str:
         return f"{self.prefix}r:{room_id}:state"
+
+    def floor(self, room_id: str) -> str:
+        return f"{self.prefix}r:{room_id}:floor"
 
     def rooms_of(self, participant_id: str) -> str:
         return f"{self.prefix}p:{participant_id}:rooms"
@@ -220,6 +226,20 @@ redis.call('SET', KEYS[1], ARGV[1])
 return 1
 """
 
+# KEYS floor key; ARGV new json, expected version
+_FLOOR_CAS = """
+local current = redis.call('GET', KEYS[1])
+local version = 0
+if current then
+  version = tonumber(cjson.decode(current)['version'])
+end
+if version ~= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
 _NOW_MS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -297,6 +317,7 @@ class Scripts:
         self._socket_opened = client.register_script(_SOCKET_OPENED)
         self._socket_closed = client.register_script(_SOCKET_CLOSED)
         self._room_cas = client.register_script(_ROOM_CAS)
+        self._floor_cas = client.register_script(_FLOOR_CAS)
         self._worker_seen = client.register_script(_WORKER_SEEN)
         self._workers = client.register_script(_WORKERS)
         self._remove_worker = client.register_script(_REMOVE_WORKER)
@@ -379,6 +400,12 @@ class Scripts:
     async def room_cas(self, room_id: str, state: RoomState, expect_epoch: int) -> bool:
         done = await self._room_cas(
             keys=[self.keys.state(room_id)], args=[dumps(state.to_dict()), expect_epoch]
+        )
+        return int(done) == 1
+
+    async def floor_cas(self, room_id: str, doc: FloorDoc, expect_version: int) -> bool:
+        done = await self._floor_cas(
+            keys=[self.keys.floor(room_id)], args=[dumps(doc.to_dict()), expect_version]
         )
         return int(done) == 1
 

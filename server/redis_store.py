@@ -16,6 +16,7 @@ from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from .floor import FloorDoc
 from .redis_client import Hook, dumps, guard, make_pool, redact, wait_for_redis
 from .redis_restore import Recovery
 from .redis_scripts import Keys, Scripts
@@ -194,6 +195,22 @@ class RedisStore:
             done = await self._scripts.room_cas(room_id, state, expect_epoch)
         if done:
             self._shadow.states[room_id] = dataclasses.replace(state)
+        return done
+
+    # net control -----------------------------------------------------------------------
+    async def floor(self, room_id: str) -> FloorDoc:
+        with guard("floor"):
+            intact, raw = await self._recovery.checked_read("get", self._keys.floor(room_id))
+        doc = FloorDoc.from_dict(json.loads(raw)) if raw else FloorDoc()
+        if intact and raw:
+            self._shadow.floors[room_id] = doc
+        return doc
+
+    async def set_floor(self, room_id: str, doc: FloorDoc, expected_version: int) -> bool:
+        with guard("set_floor"):
+            done = await self._scripts.floor_cas(room_id, doc, expected_version)
+        if done:
+            self._shadow.floors[room_id] = doc
         return done
 
     # SFU workers -----------------------------------------------------------------------

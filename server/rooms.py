@@ -4,7 +4,8 @@ RoomService holds no state of its own beyond its parts' background tasks: member
 room mode and worker placement live in the Store, delivery goes through the Bus, so any
 number of server processes can run this same code against one Redis. Its parts, each
 a module: `delivery` (channels, broadcasts), `signals` (signal routing, worker frames),
-`presence` (sockets, grace periods, idle seats), `modes` (mesh <-> SFU).
+`presence` (sockets, grace periods, idle seats), `modes` (mesh <-> SFU), `net` (net
+control: the floor, moderation, bans).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .delivery import Delivery
 from .errors import ApiError
 from .limits import SEATS, Limits, RateLimited
 from .modes import RoomModes
+from .netcontrol import NetControl
 from .presence import Presence
 from .signalling import Signalling
 from .store import AddressFull, Bus, ParticipantRecord, RoomFull, RoomState, Store
@@ -67,6 +69,8 @@ class RoomService:
         self.modes = RoomModes(config, store, self.delivery)
         self.signals = Signalling(config, store, self.delivery)
         self.presence = Presence(config, store, self.delivery, self.limits, self.after_leave)
+        self.net = NetControl(config, store, self.delivery, self._evict)
+        self.modes.on_placed = self.net.tell_worker
 
     # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -122,6 +126,7 @@ class RoomService:
         address: str = "",
     ) -> Joined:
         room = self.check_access(identity, room_id)
+        await self.net.check_ban(room, identity)
         can_publish = identity.can_publish and join_mode != "listener"
         connected = await self.store.socket_count(identity.participant_id) > 0
         now = time.time()
@@ -184,6 +189,7 @@ class RoomService:
                 exclude=participant.id,
             )
         state = await self.modes.maybe_switch(room, result.count)
+        await self.net.joined(room, participant)
         peers = [p for p in await self.store.participants(room_id) if p.id != participant.id]
         peers.sort(key=lambda r: r.joined_at)
         return Joined(participant, peers, state)
@@ -214,11 +220,12 @@ class RoomService:
             session_id=identity.session_id,
         )
 
-    async def remove(self, identity: Identity, room_id: str, participant_id: str) -> None:
-        """Net control removes a participant: its session revoked, out of the room."""
-        self.check_access(identity, room_id)
-        if identity.role != "ncs":
-            raise ApiError(403, "forbidden", "only net control (role ncs) can remove participants")
+    async def remove(
+        self, identity: Identity, room_id: str, participant_id: str, reason: str = ""
+    ) -> None:
+        """Net control removes a participant: its callsign banned for the room's ban_time,
+        its session revoked, out of the room."""
+        room = await self.net.require_ncs(identity, room_id)
         if participant_id == identity.participant_id:
             raise ApiError(400, "bad_request", "use leave to leave the room yourself")
         seated = await self.store.participant(room_id, participant_id)
@@ -226,17 +233,20 @@ class RoomService:
             raise ApiError(
                 404, "participant_not_found", f"no participant {participant_id!r} in this room"
             )
+        await self.net.removed(room, identity, seated, reason)
+        await self._evict(room_id, seated, identity.callsign)
+
+    async def _evict(self, room_id: str, seated: ParticipantRecord, by: str) -> None:
+        """Revoke the seat's session, free the seat, close its sockets."""
         if seated.session_id:
             until = seated.session_expires_at or time.time() + self.config.auth.session_ttl
             await self.store.revoke(seated.session_id, until)
-        record = await self.store.leave(room_id, participant_id)
+        record = await self.store.leave(room_id, seated.id)
         if record is not None:
             await self.after_leave(room_id, record, "removed")
-        log.info("room=%s participant=%s removed by %s", room_id, participant_id, identity.callsign)
+        log.info("room=%s participant=%s removed by %s", room_id, seated.id, by)
         await self.close_sockets(
-            participant_id,
-            "removed",
-            f"net control {identity.callsign} removed you from room {room_id!r}",
+            seated.id, "removed", f"net control {by} removed you from room {room_id!r}"
         )
 
     async def close_sockets(
@@ -262,9 +272,13 @@ class RoomService:
             await self.delivery.to_worker(state.worker_id, ToWorkerParticipantLeftFrame(data=left))
         room = self.config.room(room_id)
         if room is not None:
-            await self.modes.maybe_switch(room, await self.store.count(room_id))
+            count = await self.store.count(room_id)
+            await self.modes.maybe_switch(room, count)
+            await self.net.left(room, record, count)
 
     async def set_muted(self, identity: Identity, room_id: str, muted: bool) -> None:
+        if not muted:
+            await self.net.check_unmute(identity, room_id)
         pid = await self._change(identity, room_id, is_muted=muted)
         data = MuteChangedData(roomId=room_id, participantId=pid, isMuted=muted)
         await self.delivery.broadcast(room_id, MuteChangedFrame(data=data))

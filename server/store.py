@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 from yahaml_voice.core.protocol import AudioSource, Mode, Role
 
+from .floor import FloorDoc
+
 
 class StoreError(Exception):
     """Base of the errors a store raises on purpose."""
@@ -165,6 +167,15 @@ class Store(Protocol):
 
     async def set_room_state(self, room_id: str, state: RoomState, expect_epoch: int) -> bool:
         """Compare-and-set on the epoch: False if someone else changed the room first."""
+        ...
+
+    # net control -----------------------------------------------------------------------
+    async def floor(self, room_id: str) -> FloorDoc:
+        """The room's floor document (an empty one at version 0 if none was stored)."""
+        ...
+
+    async def set_floor(self, room_id: str, doc: FloorDoc, expected_version: int) -> bool:
+        """Compare-and-set on the version: False if someone else changed the floor first."""
         ...
 
     # SFU workers -----------------------------------------------------------------------

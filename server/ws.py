@@ -23,6 +23,7 @@ from yahaml_voice.core.protocol import (
     WorkerRoomState,
     WorkerSignal,
     WorkerSlots,
+    WorkerTalker,
     control_error,
     describe,
     error_frame,
@@ -200,6 +201,12 @@ async def worker_socket() -> None:
                 log.info("sfu worker %s holds room %s placed elsewhere", record.id, message.roomId)
                 closed = ToWorkerRoomClosedFrame(data=ToWorkerRoomClosed(roomId=message.roomId))
                 conn.send(wire(closed))
+            else:
+                # Reconciled: the worker (re)learns whom to forward.
+                await svc.rooms.net.tell_worker(message.roomId, record.id)
+        elif isinstance(message, WorkerTalker):
+            if await svc.rooms.signals.worker_holds(record.id, message.roomId):
+                await svc.rooms.net.worker_talker(message)
 
     conn = WorkerConnection(websocket, handle)
     lanes: Lanes[BaseModel] = Lanes(f"sfu worker {record.id}", process, dropped)

@@ -623,16 +623,25 @@ def placed_frames(room: str, peers: list[str]) -> st.SearchStrategy[str]:
             "cpu": st.floats(0, 1e300),
         }
     )
+    talker = st.fixed_dictionaries(
+        {
+            "roomId": st.just(room),
+            "participantId": people,
+            "state": st.sampled_from(["cut", "reset"]),
+        },
+        optional={"reason": st.just("tot")},
+    )
     return st.one_of(
         signal.map(lambda d: {"type": "signal", "data": d}),
         slots.map(lambda d: {"type": "slots", "data": d}),
         state.map(lambda d: {"type": "roomState", "data": d}),
+        talker.map(lambda d: {"type": "talker", "data": d}),
         load.map(lambda d: {"type": "load", "data": d}),
     ).map(json.dumps)
 
 
 # What a server may send a worker besides error frames (offers of the room placed on it).
-TO_WORKER = {"error", "signal", "participantLeft", "roomClosed"}
+TO_WORKER = {"error", "signal", "participantLeft", "roomClosed", "floor"}
 
 
 def test_worker_frames_to_the_server(server_factory: Callable[..., ServerProcess]) -> None:

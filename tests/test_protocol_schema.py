@@ -83,6 +83,7 @@ EXAMPLES: list[BaseModel] = [
     p.ModerationMute(participantId="p-2", muted=True),
     p.ModerationRemove(participantId="p-2", reason="jamming"),
     p.ModerationBan(callsign="N0CALL", duration=3600, reason="jamming"),
+    p.ModerationUnban(callsign="N0CALL"),
     p.ModerationAppoint(participantId="p-2", role="logger"),
     p.ModerationAppoint(participantId="p-2", role=None),
     # REST answers

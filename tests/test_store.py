@@ -11,14 +11,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.redis_fixture import RedisServer
+from yahaml_voice.core.config import RoomConfig
+from yahaml_voice.server import floor
+from yahaml_voice.server.errors import ApiError
+from yahaml_voice.server.floor import FloorDoc
 from yahaml_voice.server.memory_bus import MemoryBus
 from yahaml_voice.server.memory_store import MemoryStore
+from yahaml_voice.server.netcontrol import update_floor
 from yahaml_voice.server.redis_bus import RedisBus
 from yahaml_voice.server.redis_store import RedisStore
 from yahaml_voice.server.store import (
@@ -635,6 +640,8 @@ async def test_redis_restart_is_survived() -> None:
             await store.join("shack", record("gone"), limit=10)  # no socket here: not ours
             placed = RoomState(mode="sfu", worker_id="w1", epoch=3)
             assert await store.set_room_state("shack", placed, expect_epoch=0)
+            banned = FloorDoc(version=4, bans={"N0CALL": 0.0}, muted=["p1"])
+            assert await store.set_floor("shack", banned, 0)
             sub = await bus.subscribe("p:p1")
 
             server.kill()  # like a crash; it comes back empty (no persistence)
@@ -646,6 +653,7 @@ async def test_redis_restart_is_survived() -> None:
             async def read_rooms() -> bool:
                 await store.participants("shack")
                 await store.room_state("shack")
+                await store.floor("shack")
                 return True
 
             await _until(read_rooms)
@@ -662,6 +670,7 @@ async def test_redis_restart_is_survived() -> None:
             assert [p.id for p in await store.participants("shack")] == ["p1"]
             assert await store.rooms_of("p1") == ["shack"]
             assert await store.room_state("shack") == placed
+            assert await store.floor("shack") == banned
 
             # The old subscription receives again once the bus has resubscribed.
             async def delivered() -> bool:
@@ -748,3 +757,45 @@ async def test_tls_url() -> None:
         await plain.stop()
     finally:
         server.close()
+
+
+# ------------------------------------------------------------------------- net control
+
+
+async def test_floor_compare_and_set(backend: Backend) -> None:
+    stores = [await backend.store(), await backend.store()]
+    empty = await stores[0].floor("net")
+    assert empty == FloorDoc()
+    doc = FloorDoc(version=1, open=True, bans={"N0CALL": 0.0}, appointed={"p-1": "ncs"})
+    assert await stores[0].set_floor("net", doc, 0)
+    assert not await stores[1].set_floor("net", FloorDoc(version=1), 0)
+    assert await stores[1].floor("net") == doc
+    assert await stores[1].floor("other") == FloorDoc()
+
+
+async def test_concurrent_grants_of_the_last_place_never_both_succeed(backend: Backend) -> None:
+    """Two processes grant the only place at once, to different participants: the second
+    re-applies the rule to the first's result, so exactly one holder remains and the
+    version went up twice (or the loser was refused), never two holders."""
+    stores = [await backend.store(), await backend.store()]
+    room = RoomConfig(id="net", floor="directed", max_talkers=1)
+
+    def grant_to(pid: str) -> Callable[[FloorDoc], FloorDoc]:
+        def rule(doc: FloorDoc) -> FloorDoc:
+            if doc.holders:
+                raise ApiError(409, "holds_floor", "taken")
+            return floor.grant(doc, room, pid, pid.upper(), True, time.time())
+
+        return rule
+
+    for round_ in range(10):
+        results = await asyncio.gather(
+            *(update_floor(stores[i], f"net{round_}", grant_to(f"p{i}")) for i in range(2)),
+            return_exceptions=True,
+        )
+        won = [r for r in results if isinstance(r, FloorDoc)]
+        lost = [r for r in results if isinstance(r, ApiError)]
+        assert len(won) == 1 and len(lost) == 1, results
+        final = await stores[0].floor(f"net{round_}")
+        assert [h.participant_id for h in final.holders] == [won[0].holders[0].participant_id]
+        assert final.version == 1

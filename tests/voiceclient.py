@@ -391,6 +391,55 @@ class VoiceClient:
             self.track.muted = muted
         await self.request("POST", f"/api/voice-rooms/{self.room_id}/mute", {"isMuted": muted})
 
+    # ------------------------------------------------------------------ net control
+    def _room_path(self, room_id: str | None, tail: str) -> str:
+        room = room_id or self.room_id
+        assert room
+        return f"/api/voice-rooms/{room}/{tail}"
+
+    async def floor(self, room_id: str | None = None) -> dict[str, Any]:
+        """GET the room's FloorState."""
+        answer: dict[str, Any] = await self.request("GET", self._room_path(room_id, "floor"))
+        return answer
+
+    async def floor_action(
+        self, action: str, body: dict[str, Any] | None = None, room_id: str | None = None
+    ) -> dict[str, Any]:
+        """POST floor/<action> (request, release, grant, revoke, queue, clear, open,
+        close); the new FloorState."""
+        answer: dict[str, Any] = await self.request(
+            "POST", self._room_path(room_id, f"floor/{action}"), body
+        )
+        return answer
+
+    async def request_floor(self, kind: str = "comment") -> dict[str, Any]:
+        return await self.floor_action("request", {"kind": kind})
+
+    async def grant(self, participant_id: str | None = None) -> dict[str, Any]:
+        return await self.floor_action("grant", {"participantId": participant_id})
+
+    async def revoke(self, participant_id: str | None = None) -> dict[str, Any]:
+        return await self.floor_action("revoke", {"participantId": participant_id})
+
+    async def moderate(
+        self, action: str, body: dict[str, Any], room_id: str | None = None
+    ) -> dict[str, Any]:
+        """POST moderation/<action> (mute, remove, ban, unban, appoint)."""
+        answer: dict[str, Any] = await self.request(
+            "POST", self._room_path(room_id, f"moderation/{action}"), body
+        )
+        return answer
+
+    async def wait_floor(
+        self, check: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """The first floorChanged (seen so far or arriving) whose FloorState passes `check`."""
+        event = await self.wait_event(
+            "floorChanged", timeout=timeout, since=0, predicate=lambda e: check(e["data"]["floor"])
+        )
+        floor: dict[str, Any] = event["data"]["floor"]
+        return floor
+
     # ------------------------------------------------------------------ WebSocket
     def ws_url(self) -> str:
         return self.base_url.replace("http", "ws", 1) + f"/ws?token={self.token}"

@@ -161,6 +161,10 @@ class ModerationBan(Strict):
     reason: str = Field(default="", max_length=200)
 
 
+class ModerationUnban(Strict):
+    callsign: str = Field(min_length=1, max_length=16)
+
+
 class ModerationAppoint(Strict):
     participantId: str = Field(max_length=64)
     # null dismisses an appointment.

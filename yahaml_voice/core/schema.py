@@ -39,6 +39,7 @@ CLIENT_SENDS: tuple[type[BaseModel], ...] = (
     p.ModerationMute,
     p.ModerationRemove,
     p.ModerationBan,
+    p.ModerationUnban,
     p.ModerationAppoint,
     p.WsClientFrame,
 )

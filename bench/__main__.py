@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "broadcast": "bench.broadcast",
     "sfu": "bench.sfu_forwarding",
     "floor": "bench.sfu_floor",
+    "grant": "bench.floor_grant",
     "soak": "bench.soak",
 }
 # Run only when named: minutes long, not a speed figure.

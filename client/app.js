@@ -895,6 +895,7 @@ function setPtt(on) {
   }
   releaseAll();
   room.setPushToTalk(on);
+  renderFloor(); // "hold to talk" or "go ahead"
 }
 
 init();

@@ -309,7 +309,8 @@ async def test_directed_net_page_raises_hand_is_granted_and_heard(
 
     async def standing(expected: str) -> dict[str, Any] | None:
         view = await page_floor(page)
-        return view if view["standing"] == expected else None
+        # The panel's default standing shows before the first floor state: wait for one.
+        return view if view["directed"] and view["standing"] == expected else None
 
     view = await until(lambda: standing("none"), "the page seeing a directed floor")
     assert view["directed"] and view["micEnabled"] is False and view["talkDisabled"]

@@ -511,6 +511,7 @@ function renderFloor() {
   const lower = /** @type {HTMLButtonElement} */ ($('lower-hand'));
   $('floor-request').hidden = !room.canPublish || (view.isNetControl && !view.queued && !view.holding);
   raise.hidden = !!view.holding;
+  /** @type {HTMLElement} */ ($('floor-request').querySelector('.floor-kind')).hidden = !!view.holding;
   raise.textContent = view.queued ? 'Change request' : 'Raise hand';
   lower.hidden = !view.queued && !view.holding;
   lower.textContent = view.holding ? 'Release floor' : 'Cancel request';

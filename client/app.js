@@ -588,7 +588,8 @@ function onModeration(data) {
     case 'unmute':
       if (aboutMe) {
         hideBanner('ncs-mute');
-        showBanner('ncs', 'info', `Net control${by} lifted your mute.`);
+        const next = room.muted ? ' Press Unmute when you are ready to talk.' : '';
+        showBanner('ncs', 'info', `Net control${by} lifted your mute.${next}`);
       }
       break;
     case 'remove':

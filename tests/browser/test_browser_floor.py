@@ -345,6 +345,42 @@ async def test_directed_net_page_raises_hand_is_granted_and_heard(
 
     await until(slot_named, "the listener's slots naming the page")
 
+    # Net control mutes the page: its mic goes off, it cannot unmute (neither here nor on
+    # the server), the listener hears nothing; after net control lifts it, the operator
+    # unmutes and is heard again.
+    mute = f"/api/voice-rooms/{room_id}/moderation/mute"
+    await ncs.request("POST", mute, {"participantId": page_id, "muted": True})
+
+    async def muted_by_ncs() -> dict[str, Any] | None:
+        view = await page_floor(page)
+        return view if view["mutedByNcs"] and "ncs-mute" in view["banners"] else None
+
+    view = await until(muted_by_ncs, "the page muted by net control")
+    assert view["micEnabled"] is False and view["standing"] == "muted"
+    refusals = await page.page.evaluate(
+        """async (roomId) => {
+            const codes = [];
+            for (const call of [() => yv.room.setMuted(false), () => yv.room.api.mute(roomId, false)]) {
+                try { await call(); codes.push(null); } catch (err) { codes.push(err.code); }
+            }
+            return codes;
+        }""",
+        room_id,
+    )
+    assert refusals == ["muted_by_ncs", "muted_by_ncs"]
+    await asyncio.sleep(1.0)
+    before = listener.heard_loud(SFU)
+    await asyncio.sleep(1.5)
+    assert listener.heard_loud(SFU) - before < 5, "heard a station muted by net control"
+    await ncs.request("POST", mute, {"participantId": page_id, "muted": False})
+    view = await until(lambda: standing("holder"), "the page's NCS mute lifted")
+    await page.page.click("#mute")  # the station's own mute stayed on: it unmutes itself
+    view = await until(lambda: standing("holder"), "the page unmuted")
+    assert await until(
+        lambda: page.page.evaluate("yv.room.micTrack.enabled"), "the page's mic on again"
+    )
+    await listener.wait_audio(SFU, frames=25, timeout=15)
+
     # The page gives the floor back: its mic is gated off and the listener hears it no more.
     await page.page.click("#lower-hand")
     view = await until(lambda: standing("none"), "the page without the floor again")

@@ -150,6 +150,11 @@ function showError(err, context = {}) {
     case 'removed':
       showBanner('room', 'warn', removal || 'You were removed from the room.');
       removal = '';
+      // The server revoked this session too: forget it at once (no lobby refresh with it,
+      // no "session ended" banner on top) and go back to the sign-in form.
+      sessionStorage.removeItem(TOKEN_KEY);
+      room.identity = null;
+      logout(false);
       break;
     case 'forbidden':
       if (error.code === 'banned') {
@@ -628,8 +633,8 @@ function onTalkerCut(data) {
 /** @param {FloorState|null} state */
 function onFloor(state) {
   if (!state) {
-    hideBanner('ncs-mute');
-    hideBanner('tot');
+    // Left the room: its net control notices go with it.
+    for (const key of ['ncs', 'ncs-mute', 'tot']) hideBanner(key);
   }
   renderFloor();
 }

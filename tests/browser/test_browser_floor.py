@@ -389,4 +389,32 @@ async def test_directed_net_page_raises_hand_is_granted_and_heard(
     before = listener.heard_loud(SFU)
     await asyncio.sleep(1.5)
     assert listener.heard_loud(SFU) - before < 5, "still heard after releasing the floor"
+    await page.screenshot(artifacts, "w1aw-released")
+
+    # Net control removes the station: the page says who and why, and a rejoin is refused.
+    await ncs.request(
+        "POST",
+        f"/api/voice-rooms/{room_id}/moderation/remove",
+        {"participantId": page_id, "reason": "testing the net"},
+    )
+    # The removal also revoked the page's session: it is back at the sign-in form.
+    await page.page.wait_for_selector("#view-login:not([hidden])", timeout=15_000)
+    banner = page.page.locator("#banners [data-key='room'] .banner-text")
+    await until(banner.count, "the removal banner")
+    text = await banner.inner_text()
+    assert "N0NCS" in text and "removed you" in text and "testing the net" in text, text
+    assert await page.page.locator("#banners [data-key='auth']").count() == 0
+    await page.page.fill("#callsign", "W1AW")
+    await page.page.click("#login-button")
+    await page.page.wait_for_selector("#room-list li[data-room]")
+    await page.page.click(f"#room-list li[data-room='{room_id}'] .join")
+
+    async def banned() -> str | None:
+        text = await banner.inner_text() if await banner.count() else ""
+        return text if "banned" in text else None
+
+    text = await until(banned, "the banned banner")
+    assert "N0NCS" not in text and "W1AW" in text, text
+    await page.screenshot(artifacts, "w1aw-removed-banned")
+    assert await page.page.evaluate("yv.room.status") in ("idle", "left")
     assert not page.errors

@@ -553,7 +553,7 @@ function renderFloor() {
   /** @type {HTMLButtonElement} */ ($('grant-next')).disabled = !state.queue.length;
   /** @type {HTMLButtonElement} */ ($('revoke-all')).disabled = !state.holders.length;
   const rollCall = $('roll-call');
-  rollCall.textContent = state.open ? 'Close floor' : 'Open floor';
+  rollCall.textContent = state.open ? 'Close roll call' : 'Open floor (roll call)';
   rollCall.setAttribute('aria-pressed', String(state.open));
 }
 

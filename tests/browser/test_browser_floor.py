@@ -173,6 +173,7 @@ async def test_floor_states_drive_the_page_and_the_microphone_gate(
         floor_state(room_id, 6, appointed={me: "ncs"}, queue=[entry(peer_id, "K1ABC")])
     )
     assert view["isNetControl"] and view["micEnabled"] is True and view["ncsControls"]
+    await page.screenshot(artifacts, "w1aw-net-control-phone")
     assert (
         await page.page.evaluate("document.querySelectorAll('#floor-queue li button').length") == 1
     )

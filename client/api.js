@@ -18,6 +18,21 @@ import { VoiceError, kindOfStatus } from './errors.js';
 /** @typedef {import('./protocol-types.js').SignalRequest} SignalRequest */
 /** @typedef {import('./protocol-types.js').SignalAnswer} SignalAnswer */
 /** @typedef {import('./protocol-types.js').Success} Success */
+/** @typedef {import('./protocol-types.js').FloorState} FloorState */
+/** @typedef {import('./protocol-types.js').FloorRequestBody} FloorRequestBody */
+/** @typedef {import('./protocol-types.js').FloorTarget} FloorTarget */
+/** @typedef {import('./protocol-types.js').FloorOrder} FloorOrder */
+/** @typedef {import('./protocol-types.js').ModerationMute} ModerationMute */
+/** @typedef {import('./protocol-types.js').ModerationRemove} ModerationRemove */
+/** @typedef {import('./protocol-types.js').ModerationBan} ModerationBan */
+/** @typedef {import('./protocol-types.js').ModerationAppoint} ModerationAppoint */
+/**
+ * What a floor or moderation route answers: the new floor state, or a plain success
+ * (the floorChanged frame brings the state then).
+ * @typedef {FloorState|Success} FloorAnswer
+ */
+/** @typedef {'request'|'release'|'grant'|'revoke'|'queue'|'clear'|'open'|'close'} FloorAction */
+/** @typedef {'mute'|'remove'|'ban'|'unban'|'appoint'} ModerationRoute */
 
 /** @typedef {{participantId: string, callsign: string, role: Role, expiresAt: number, token: string}} Identity */
 
@@ -162,6 +177,91 @@ export class Api {
   }
 
   /**
+   * The room's floor: holders, queue, NCS mutes and appointments (GET floor).
+   * @param {string} roomId
+   * @returns {Promise<FloorState>}
+   */
+  floor(roomId) {
+    return this.request('GET', roomPath(roomId, 'floor'));
+  }
+
+  /**
+   * One floor route (POST floor/{action}): request and release for anyone who may publish,
+   * the others for net control only (403 otherwise).
+   * @overload
+   * @param {string} roomId
+   * @param {'request'} action
+   * @param {FloorRequestBody} body
+   * @returns {Promise<FloorAnswer>}
+   *
+   * @overload
+   * @param {string} roomId
+   * @param {'grant'|'revoke'} action
+   * @param {FloorTarget} body
+   * @returns {Promise<FloorAnswer>}
+   *
+   * @overload
+   * @param {string} roomId
+   * @param {'queue'} action
+   * @param {FloorOrder} body
+   * @returns {Promise<FloorAnswer>}
+   *
+   * @overload
+   * @param {string} roomId
+   * @param {'release'|'clear'|'open'|'close'} action
+   * @returns {Promise<FloorAnswer>}
+   *
+   * @param {string} roomId
+   * @param {FloorAction} action
+   * @param {FloorRequestBody|FloorTarget|FloorOrder} [body]
+   * @returns {Promise<FloorAnswer>}
+   */
+  floorAction(roomId, action, body) {
+    return this.request('POST', roomPath(roomId, `floor/${action}`), body);
+  }
+
+  /**
+   * One moderation route (POST moderation/{action}), net control only.
+   * @overload
+   * @param {string} roomId
+   * @param {'mute'} action
+   * @param {ModerationMute} body
+   * @returns {Promise<FloorAnswer>}
+   *
+   * @overload
+   * @param {string} roomId
+   * @param {'remove'} action
+   * @param {ModerationRemove} body
+   * @returns {Promise<FloorAnswer>}
+   *
+   * @overload
+   * @param {string} roomId
+   * @param {'ban'} action
+   * @param {ModerationBan} body
+   * @returns {Promise<FloorAnswer>}
+   *
+   * @overload
+   * @param {string} roomId
+   * @param {'unban'} action
+   * @param {{callsign: string}} body
+   * @returns {Promise<FloorAnswer>}
+   *
+   * @overload
+   * @param {string} roomId
+   * @param {'appoint'} action
+   * @param {ModerationAppoint} body
+   * @returns {Promise<FloorAnswer>}
+   *
+   * @param {string} roomId
+   * @param {ModerationRoute} action
+   * @param {ModerationMute|ModerationRemove|ModerationBan|ModerationAppoint|{callsign: string}} body
+   * @returns {Promise<FloorAnswer>}
+   */
+  moderate(roomId, action, body) {
+    return this.request('POST', roomPath(roomId, `moderation/${action}`), body);
+  }
+
+  /**
    * One JSON call; a refusal becomes a VoiceError carrying the server's message.
    * @param {string} method
    * @param {string} path
@@ -201,7 +301,8 @@ export class Api {
     if (!response.ok) {
       const message =
         (payload && (payload.message || payload.error)) || `${response.status} ${response.statusText}`;
-      throw new VoiceError(kindOfStatus(response.status), message, response.status);
+      const code = payload && typeof payload.error === 'string' ? payload.error : '';
+      throw new VoiceError(kindOfStatus(response.status), message, response.status, code);
     }
     return payload;
   }

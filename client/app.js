@@ -3,10 +3,17 @@
  * The page: turns VoiceRoom callbacks into DOM and user input into VoiceRoom calls.
  * All protocol and WebRTC logic lives in voice-room.js.
  */
-import { SPEAKING_LEVEL, VoiceError, VoiceRoom } from './voice-room.js';
+import { FLOOR_KINDS, SPEAKING_LEVEL, VoiceError, VoiceRoom } from './voice-room.js';
 
 /** @typedef {import('./voice-room.js').RosterEntry} RosterEntry */
 /** @typedef {import('./voice-room.js').RoomSummary} RoomSummary */
+/** @typedef {import('./voice-room.js').FloorState} FloorState */
+/** @typedef {import('./voice-room.js').FloorKind} FloorKind */
+/** @typedef {import('./voice-room.js').ModerationData} ModerationData */
+/** @typedef {import('./voice-room.js').TalkerCutData} TalkerCutData */
+
+/** @type {Record<FloorKind, string>} */
+const KIND_LABELS = { checkin: 'check-in', traffic: 'traffic', comment: 'comment', priority: 'priority' };
 
 const TOKEN_KEY = 'yv.token';
 const PREFS_KEY = 'yv.prefs';
@@ -40,6 +47,10 @@ const shownLevels = {};
 let roomsTimer = null;
 let spaceHeld = false;
 let pointerHeld = false;
+/** Why net control removed or banned this station (for the banner that follows). */
+let removal = '';
+/** @type {ReturnType<typeof setTimeout>|null} */
+let totTimer = null;
 
 function loadPrefs() {
   const defaults = { masterVolume: 100, peerVolumes: {}, ptt: {}, micId: null };
@@ -137,7 +148,22 @@ function showError(err, context = {}) {
       logout(false);
       break;
     case 'removed':
-      showBanner('room', 'warn', 'You were removed from the room.');
+      showBanner('room', 'warn', removal || 'You were removed from the room.');
+      removal = '';
+      // The server revoked this session too: forget it at once (no lobby refresh with it,
+      // no "session ended" banner on top) and go back to the sign-in form.
+      sessionStorage.removeItem(TOKEN_KEY);
+      room.identity = null;
+      logout(false);
+      break;
+    case 'forbidden':
+      if (error.code === 'banned') {
+        showBanner('room', 'error', `You are banned from this room: ${error.message}`);
+      } else if (error.code === 'muted_by_ncs') {
+        showBanner('ncs-mute', 'warn', 'Net control muted you. Only net control can unmute you.');
+      } else {
+        showBanner('misc', 'error', error.message);
+      }
       break;
     case 'aborted':
       break;
@@ -314,24 +340,31 @@ function renderLocal() {
   const muteButton = $('mute');
   $('mode-open').setAttribute('aria-checked', String(!local.ptt));
   $('mode-ptt').setAttribute('aria-checked', String(local.ptt));
-  muteButton.setAttribute('aria-pressed', String(local.muted));
-  muteButton.textContent = local.muted ? 'Unmute' : 'Mute';
-  /** @type {HTMLButtonElement} */ (muteButton).disabled = !local.canPublish;
-  /** @type {HTMLButtonElement} */ (talk).disabled = !local.canPublish;
+  const muted = local.muted || local.mutedByNcs;
+  muteButton.setAttribute('aria-pressed', String(muted));
+  muteButton.textContent = local.mutedByNcs ? 'Muted by NCS' : local.muted ? 'Unmute' : 'Mute';
+  /** @type {HTMLButtonElement} */ (muteButton).disabled = !local.canPublish || local.mutedByNcs;
+  /** @type {HTMLButtonElement} */ (talk).disabled = !local.canPublish || local.mutedByNcs || !local.floorAllowed;
   $('talk-mode').hidden = !local.canPublish;
   talk.setAttribute('aria-pressed', String(local.transmitting));
   talk.classList.toggle('on-air', local.transmitting);
   talk.classList.toggle('is-ptt', local.ptt);
-  talk.classList.toggle('is-muted', local.muted);
+  talk.classList.toggle('is-muted', muted);
   let label;
   if (!local.canPublish) label = 'Listening only';
+  else if (local.mutedByNcs) label = 'Muted by NCS';
+  else if (!local.floorAllowed) label = 'Wait for the floor';
   else if (local.muted) label = 'Muted';
   else if (local.transmitting) label = local.ptt ? 'On air' : 'Mic live';
   else label = 'Hold to talk';
   $('talk-label').textContent = label;
   $('talk-hint').textContent = !local.canPublish
     ? 'You joined to listen. Leave and rejoin with a microphone to talk.'
-    : local.ptt
+    : local.mutedByNcs
+      ? 'Net control muted you. Only net control can unmute you.'
+      : !local.floorAllowed
+        ? 'Directed net: raise your hand; you are heard once net control gives you the floor.'
+        : local.ptt
       ? 'Hold Space or the button to talk; release to listen. M mutes.'
       : 'Open mic: you are heard whenever you speak. M mutes.';
 }
@@ -371,7 +404,12 @@ function renderRoster(roster) {
     const role = /** @type {HTMLElement} */ (item.querySelector('.role'));
     role.textContent = p.role === 'ncs' ? 'NCS' : p.canPublish ? p.role : 'listener';
     role.dataset.role = p.role;
-    /** @type {HTMLElement} */ (item.querySelector('.muted-tag')).hidden = !p.isMuted;
+    /** @type {HTMLElement} */ (item.querySelector('.muted-tag')).hidden = !p.isMuted || p.mutedByNcs;
+    const floorTag = /** @type {HTMLElement} */ (item.querySelector('.floor-tag'));
+    const [tagKey, tagText] = floorTagOf(p);
+    floorTag.hidden = !tagKey;
+    floorTag.dataset.floor = tagKey;
+    floorTag.textContent = tagText;
     const state = /** @type {HTMLElement} */ (item.querySelector('.state'));
     state.textContent = stateText(p);
     state.className = `state state-${p.state}`;
@@ -382,6 +420,20 @@ function renderRoster(roster) {
   }
   $('roster-count').textContent = `(${roster.length})`;
   $('room-count').textContent = `${roster.length} on frequency`;
+}
+
+/**
+ * The roster badge for a participant's floor standing: [key, text] ('' key: none).
+ * @param {RosterEntry} p
+ * @returns {[string, string]}
+ */
+function floorTagOf(p) {
+  if (p.mutedByNcs) return ['ncs-muted', 'muted by NCS'];
+  if (p.floor === 'holder') return ['holder', 'on the floor'];
+  if (p.floor === 'paused') return ['paused', 'paused'];
+  if (p.floor === 'queued') return ['queued', `#${p.queuePosition} in queue`];
+  if (p.netControl && p.role !== 'ncs') return ['ncs', 'NCS'];
+  return ['', ''];
 }
 
 /** @param {RosterEntry} p */
@@ -417,6 +469,174 @@ function renderLevels(levels) {
     if (speaking) talking.push(/** @type {HTMLElement} */ (el.querySelector('.peer-call')).textContent);
   }
   $('now-talking').textContent = talking.length ? `Talking: ${talking.join(', ')}` : '';
+}
+
+// ------------------------------------------------------------------ the floor (directed nets)
+
+/** @param {string} text @param {string} standing */
+function setFloorStatus(text, standing) {
+  const el = $('floor-status');
+  el.textContent = text;
+  el.dataset.standing = standing;
+}
+
+/** The floor panel, the talk button and the NCS-mute banner from `room.floor`. */
+function renderFloor() {
+  const state = room.floor;
+  const view = room.floorView();
+  if (view.mutedByNcs) {
+    if (!$('banners').querySelector('[data-key="ncs-mute"]')) {
+      showBanner('ncs-mute', 'warn', 'Net control muted you. Only net control can unmute you.');
+    }
+  } else {
+    hideBanner('ncs-mute');
+  }
+  renderLocal();
+  $('floor-panel').hidden = !view.directed;
+  if (!state || !view.directed) return;
+
+  if (view.mutedByNcs) setFloorStatus('Net control muted you', 'muted');
+  else if (view.hasFloor) setFloorStatus(`You have the floor${room.ptt ? ': hold to talk' : ': go ahead'}`, 'holder');
+  else if (view.isNetControl) setFloorStatus('You are net control: you can always talk', 'ncs');
+  else if (view.paused) setFloorStatus('Your floor is paused for priority traffic', 'paused');
+  else if (view.queued) {
+    setFloorStatus(`You are #${view.queuePosition} in the queue (${KIND_LABELS[view.queued.kind]})`, 'queued');
+  } else if (view.open) setFloorStatus('Roll call: the floor is open, go ahead when called', 'open');
+  else if (!room.canPublish) setFloorStatus('Listening only', 'listening');
+  else setFloorStatus('Raise your hand to talk', 'none');
+
+  $('floor-open').hidden = !state.open;
+  $('floor-holders').textContent = state.holders.length
+    ? state.holders
+      .map((h) => `${h.callsign}${h.participantId === selfId() ? ' (you)' : ''}${h.paused ? ' (paused)' : ''}`)
+      .join(', ')
+    : 'nobody';
+
+  const raise = /** @type {HTMLButtonElement} */ ($('raise-hand'));
+  const lower = /** @type {HTMLButtonElement} */ ($('lower-hand'));
+  $('floor-request').hidden = !room.canPublish || (view.isNetControl && !view.queued && !view.holding);
+  raise.hidden = !!view.holding;
+  /** @type {HTMLElement} */ ($('floor-request').querySelector('.floor-kind')).hidden = !!view.holding;
+  raise.textContent = view.queued ? 'Change request' : 'Raise hand';
+  lower.hidden = !view.queued && !view.holding;
+  lower.textContent = view.holding ? 'Release floor' : 'Cancel request';
+
+  const list = $('floor-queue');
+  list.replaceChildren();
+  for (const entry of state.queue) {
+    const li = document.createElement('li');
+    li.dataset.id = entry.participantId;
+    li.classList.toggle('is-self', entry.participantId === selfId());
+    const call = document.createElement('span');
+    call.className = 'q-call';
+    call.textContent = entry.participantId === selfId() ? `${entry.callsign} (you)` : entry.callsign;
+    const kind = document.createElement('span');
+    kind.className = 'badge q-kind';
+    kind.dataset.kind = entry.kind;
+    kind.textContent = KIND_LABELS[entry.kind];
+    li.append(call, kind);
+    if (view.isNetControl) {
+      const grant = document.createElement('button');
+      grant.type = 'button';
+      grant.className = 'btn btn-small';
+      grant.textContent = 'Grant';
+      grant.setAttribute('aria-label', `Grant the floor to ${entry.callsign}`);
+      grant.addEventListener('click', () => floorCall(() => room.grantFloor(entry.participantId)));
+      li.append(grant);
+    }
+    list.append(li);
+  }
+  $('queue-count').textContent = state.queue.length ? `(${state.queue.length})` : '';
+  $('floor-queue-empty').hidden = state.queue.length > 0;
+
+  $('ncs-controls').hidden = !view.isNetControl;
+  /** @type {HTMLButtonElement} */ ($('grant-next')).disabled = !state.queue.length;
+  /** @type {HTMLButtonElement} */ ($('revoke-all')).disabled = !state.holders.length;
+  const rollCall = $('roll-call');
+  rollCall.textContent = state.open ? 'Close roll call' : 'Open floor (roll call)';
+  rollCall.setAttribute('aria-pressed', String(state.open));
+}
+
+function selfId() {
+  return room.identity ? room.identity.participantId : '';
+}
+
+/**
+ * Run one floor action from a button; its refusal becomes a banner.
+ * @param {() => Promise<unknown>} action
+ */
+async function floorCall(action) {
+  try {
+    await action();
+  } catch (err) {
+    showError(err, { roomId: room.roomId || undefined });
+  }
+}
+
+function raiseHand() {
+  const select = /** @type {HTMLSelectElement} */ ($('floor-kind'));
+  const kind = /** @type {FloorKind} */ (FLOOR_KINDS.find((k) => k === select.value) || 'comment');
+  floorCall(() => room.requestFloor(kind));
+}
+
+/** @param {ModerationData} data */
+function onModeration(data) {
+  const me = room.identity;
+  if (!me) return;
+  const by = data.by ? ` (${data.by})` : '';
+  const why = data.reason ? `: ${data.reason}` : '';
+  const aboutMe = data.participantId === me.participantId;
+  switch (data.action) {
+    case 'mute':
+      if (aboutMe) showBanner('ncs-mute', 'warn', `Net control${by} muted you${why}. Only net control can unmute you.`);
+      break;
+    case 'unmute':
+      if (aboutMe) {
+        hideBanner('ncs-mute');
+        const next = room.muted ? ' Press Unmute when you are ready to talk.' : '';
+        showBanner('ncs', 'info', `Net control${by} lifted your mute.${next}`);
+      }
+      break;
+    case 'remove':
+      if (aboutMe) removal = `Net control${by} removed you from the net${why}.`;
+      break;
+    case 'ban':
+      if (aboutMe || (data.callsign && data.callsign === me.callsign)) {
+        const until = data.until ? ` until ${new Date(data.until).toLocaleString()}` : '';
+        removal = `Net control${by} banned you from this net${until}${why}.`;
+      }
+      break;
+    case 'appoint':
+    case 'dismiss':
+      if (aboutMe) {
+        const role = data.role === 'ncs' ? 'net control' : data.role === 'logger' ? 'logger' : '';
+        showBanner('ncs', 'info', role && data.action === 'appoint'
+          ? `Net control${by} appointed you ${role} for this net.`
+          : `Net control${by} ended your appointment.`);
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+/** @param {TalkerCutData} data */
+function onTalkerCut(data) {
+  if (data.participantId !== selfId()) return;
+  const seconds = Math.max(0, Number(data.resetAfter) || 0);
+  showBanner('tot', 'warn',
+    `Time-out timer: you transmitted too long and were cut off. Stop for ${seconds} s to be heard again.`);
+  if (totTimer) clearTimeout(totTimer);
+  totTimer = setTimeout(() => hideBanner('tot'), (seconds + 15) * 1000);
+}
+
+/** @param {FloorState|null} state */
+function onFloor(state) {
+  if (!state) {
+    // Left the room: its net control notices go with it.
+    for (const key of ['ncs', 'ncs-mute', 'tot']) hideBanner(key);
+  }
+  renderFloor();
 }
 
 // ------------------------------------------------------------------ audio out
@@ -499,7 +719,7 @@ function onKeyDown(event) {
       updateTalk();
     }
   } else if (event.key === 'm' || event.key === 'M') {
-    if (!event.repeat) room.setMuted(!room.muted);
+    if (!event.repeat) toggleMute();
   }
 }
 
@@ -539,7 +759,7 @@ function wireTalkButton() {
   talk.addEventListener('contextmenu', (event) => event.preventDefault());
   talk.addEventListener('click', () => {
     // Open mic: the big button toggles mute. (Space is push-to-talk, handled globally.)
-    if (!room.ptt) room.setMuted(!room.muted);
+    if (!room.ptt) toggleMute();
   });
 }
 
@@ -589,13 +809,22 @@ room.onlocal = renderLocal;
 room.onaudio = onAudio;
 room.onmode = onMode;
 room.onslots = applyVolumes;
+room.onfloor = onFloor;
+room.onmoderation = onModeration;
+room.ontalkercut = onTalkerCut;
 
 function init() {
   $('login-form').addEventListener('submit', onLoginSubmit);
   $('logout').addEventListener('click', () => logout(true));
   $('refresh-rooms').addEventListener('click', refreshRooms);
   $('leave').addEventListener('click', leaveRoom);
-  $('mute').addEventListener('click', () => room.setMuted(!room.muted));
+  $('mute').addEventListener('click', toggleMute);
+  $('raise-hand').addEventListener('click', raiseHand);
+  $('lower-hand').addEventListener('click', () => floorCall(() => room.releaseFloor()));
+  $('grant-next').addEventListener('click', () => floorCall(() => room.grantFloor(null)));
+  $('revoke-all').addEventListener('click', () => floorCall(() => room.revokeFloor(null)));
+  $('roll-call').addEventListener('click', () =>
+    floorCall(() => (room.floor && room.floor.open ? room.closeFloor() : room.openFloor())));
   $('mode-open').addEventListener('click', () => setPtt(false));
   $('mode-ptt').addEventListener('click', () => setPtt(true));
   const master = /** @type {HTMLInputElement} */ ($('master-volume'));
@@ -660,6 +889,11 @@ async function start(invite) {
   showView('login');
 }
 
+/** Mute or unmute; net control's mute cannot be lifted here (a banner says so). */
+function toggleMute() {
+  room.setMuted(!room.muted).catch((err) => showError(err));
+}
+
 /** @param {boolean} on */
 function setPtt(on) {
   if (room.roomId) {
@@ -668,6 +902,7 @@ function setPtt(on) {
   }
   releaseAll();
   room.setPushToTalk(on);
+  renderFloor(); // "hold to talk" or "go ahead"
 }
 
 init();

@@ -8,18 +8,23 @@
  *   'forbidden'|'bad-request'|'server'|'protocol'|'removed'|'aborted'} ErrorKind
  */
 
-/** An error the UI can show: `kind` picks the banner, `status` is the HTTP status if any. */
+/**
+ * An error the UI can show: `kind` picks the banner, `status` is the HTTP status if any,
+ * `code` the server's machine-readable reason (`banned`, `muted_by_ncs`, ...) if it gave one.
+ */
 export class VoiceError extends Error {
   /**
    * @param {ErrorKind} kind
    * @param {string} message
    * @param {number} [status]
+   * @param {string} [code]
    */
-  constructor(kind, message, status) {
+  constructor(kind, message, status, code) {
     super(message);
     this.name = 'VoiceError';
     this.kind = kind;
     this.status = status;
+    this.code = code || '';
   }
 }
 

@@ -1,15 +1,18 @@
 // @ts-check
 /**
- * The local microphone: opening it, switching devices, the transmit gate (mute, push-to-talk)
- * and the level of what it picks up. Knows nothing of connections: the room adds the track to
+ * The local microphone: opening it, switching devices, the transmit gate (mute, push-to-talk,
+ * net control's floor and mute) and the level of what it picks up. Knows nothing of connections: the room adds the track to
  * them and asks {@link Microphone#replaceIn} to swap it.
  */
 
 import { VoiceError } from './errors.js';
 
 /**
+ * `floorAllowed` false: a directed room where this seat does not hold the floor;
+ * `mutedByNcs`: net control muted this seat (it cannot unmute itself).
  * @typedef {{muted: boolean, ptt: boolean, held: boolean, transmitting: boolean,
- *   canPublish: boolean, deviceId: string|null}} LocalState
+ *   canPublish: boolean, deviceId: string|null, floorAllowed: boolean,
+ *   mutedByNcs: boolean}} LocalState
  */
 
 /**
@@ -60,6 +63,10 @@ export class Microphone {
     this.held = false;
     /** The seat may send audio (false: listening only). */
     this.canPublish = true;
+    /** The floor lets this seat talk now (directed rooms: holder, net control, roll call). */
+    this.floorAllowed = true;
+    /** Net control muted this seat: closed whatever the operator does. */
+    this.mutedByNcs = false;
     /** @type {string|null} */
     this.deviceId = null;
     /** @type {AudioContext|null} */
@@ -125,7 +132,13 @@ export class Microphone {
 
   /** Whether the microphone may be on right now. */
   gateOpen() {
-    return this.canPublish && !this.muted && (!this.ptt || this.held);
+    return (
+      this.canPublish &&
+      !this.muted &&
+      !this.mutedByNcs &&
+      this.floorAllowed &&
+      (!this.ptt || this.held)
+    );
   }
 
   applyGate() {
@@ -143,6 +156,8 @@ export class Microphone {
       transmitting: !!this.track && this.gateOpen(),
       canPublish: this.canPublish,
       deviceId: this.deviceId,
+      floorAllowed: this.floorAllowed,
+      mutedByNcs: this.mutedByNcs,
     };
   }
 

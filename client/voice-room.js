@@ -11,7 +11,15 @@
  * - peer-link.js:   one RTCPeerConnection with perfect negotiation;
  * - mesh.js:        the mesh links by peer id;
  * - sfu-link.js:    the SFU connection and its speaker slots;
+ * - floor.js:       net control: the latest floor state and what it means for this seat;
  * - audio-stats.js: getStats() counters and levels.
+ *
+ * Net control (directed nets, moderation): `room.floor` is the latest FloorState (by
+ * version; floorChanged frames and REST answers), `floorView()` and the getters below read
+ * it for this seat. In a directed room the microphone track is enabled only while this seat
+ * holds the floor (or is net control, or during a roll call), like push-to-talk; the SFU
+ * enforces it anyway. Muted by net control: the track stays disabled, setMuted(false) is
+ * refused, and in mesh the other clients do not play it.
  *
  * Media planes:
  * - mesh: one PeerLink per publishing peer (the polite side rolls back on glare, the
@@ -25,6 +33,7 @@
 import { Api, identityFromToken } from './api.js';
 import { collectStats, levelsOf, SPEAKING_LEVEL } from './audio-stats.js';
 import { VoiceError, asVoiceError } from './errors.js';
+import { FLOOR_KINDS, floorView, isMutedByNcs, isNewer } from './floor.js';
 import { Microphone, listMicrophones, openMicrophone } from './microphone.js';
 import { Mesh, attachMic } from './mesh.js';
 import { rtcIceServers } from './peer-link.js';
@@ -37,6 +46,7 @@ export {
   WS_TOKEN_PREFIX,
   SFU_PEER,
   SPEAKING_LEVEL,
+  FLOOR_KINDS,
   VoiceError,
   identityFromToken,
 };
@@ -51,6 +61,17 @@ export {
 /** @typedef {import('./protocol-types.js').Participant} Participant */
 /** @typedef {import('./protocol-types.js').SignalMessage} SignalMessage */
 /** @typedef {import('./protocol-types.js').SlotAssignment} SlotAssignment */
+/** @typedef {import('./protocol-types.js').FloorState} FloorState */
+/** @typedef {import('./protocol-types.js').FloorChangedData} FloorChangedData */
+/** @typedef {import('./protocol-types.js').ModerationData} ModerationData */
+/** @typedef {import('./protocol-types.js').TalkerCutData} TalkerCutData */
+/** @typedef {import('./protocol-types.js').FloorRequestBody} FloorRequestBody */
+/** @typedef {import('./protocol-types.js').FloorHolder} FloorHolder */
+/** @typedef {import('./protocol-types.js').FloorEntry} FloorEntry */
+/** @typedef {NonNullable<FloorRequestBody['kind']>} FloorKind */
+/** @typedef {'ncs'|'logger'} NetRole */
+/** @typedef {import('./floor.js').FloorView} FloorView */
+/** @typedef {import('./api.js').FloorAnswer} FloorAnswer */
 /** @typedef {import('./api.js').Identity} Identity */
 /** @typedef {import('./errors.js').ErrorKind} ErrorKind */
 /** @typedef {import('./microphone.js').LocalState} LocalState */
@@ -67,8 +88,10 @@ export {
  * @typedef {{id: string, displayName: string, role?: Role, isMuted?: boolean,
  *   audioSourceType?: string, canPublish?: boolean, joinedAt?: string}} ParticipantInfo
  * @typedef {'self'|'waiting'|'new'|'connecting'|'connected'|'disconnected'|'failed'|'closed'|'listening'} LinkState
+ * @typedef {'holder'|'paused'|'queued'|null} FloorStanding
  * @typedef {{id: string, displayName: string, role: Role, isMuted: boolean, isSelf: boolean,
- *   canPublish: boolean, state: LinkState, via: 'mesh'|'sfu'|null}} RosterEntry
+ *   canPublish: boolean, state: LinkState, via: 'mesh'|'sfu'|null, mutedByNcs: boolean,
+ *   netControl: boolean, floor: FloorStanding, queuePosition: number}} RosterEntry
  * @typedef {'idle'|'joining'|'joined'|'reconnecting'|'left'} Status
  */
 
@@ -131,6 +154,8 @@ export class VoiceRoom {
     this.seatJoinedAt = '';
     this.listenOnly = false;
     this.disconnectedAt = 0;
+    /** The room's floor as last heard (highest version), null until then. @type {FloorState|null} */
+    this.floor = null;
 
     /** @type {ReturnType<typeof setInterval>|null} */
     this.tickTimer = null;
@@ -168,6 +193,13 @@ export class VoiceRoom {
     this.onaudio = null;
     /** @type {((local: LocalState) => void)|null} */
     this.onlocal = null;
+    /** A newer floor state (null: left the room). @type {((state: FloorState|null) => void)|null} */
+    this.onfloor = null;
+    /** Net control did something (mute, remove, ban, appoint...). @type {((data: ModerationData) => void)|null} */
+    this.onmoderation = null;
+    /** The time-out timer cut a talker off (this seat if data.participantId is ours). */
+    /** @type {((data: TalkerCutData) => void)|null} */
+    this.ontalkercut = null;
   }
 
   // ------------------------------------------------------------------ state views
@@ -241,6 +273,37 @@ export class VoiceRoom {
 
   get deviceId() {
     return this.mic.deviceId;
+  }
+
+  /** This seat's standing in the floor (see floor.js). @returns {FloorView} */
+  floorView() {
+    const identity = this.identity;
+    return floorView(this.floor, identity ? identity.participantId : '', identity ? identity.role : undefined);
+  }
+
+  /** The room is a directed net (known from the first floor state). */
+  get directed() {
+    return this.floorView().directed;
+  }
+
+  /** This seat holds the floor (and is not paused by a priority break-in). */
+  get hasFloor() {
+    return this.floorView().hasFloor;
+  }
+
+  /** 1-based place in the floor queue; 0 when not waiting. */
+  get queuePosition() {
+    return this.floorView().queuePosition;
+  }
+
+  /** This seat is net control (an ncs token, or appointed ncs for this net). */
+  get isNetControl() {
+    return this.floorView().isNetControl;
+  }
+
+  /** Net control muted this seat: it cannot unmute itself. */
+  get mutedByNcs() {
+    return this.floorView().mutedByNcs;
   }
 
   /** Every live connection, mesh and SFU. */
@@ -321,13 +384,23 @@ export class VoiceRoom {
    * @param {boolean} muted
    */
   async setMuted(muted) {
+    if (!muted && this.mic.mutedByNcs) {
+      throw new VoiceError('forbidden', 'net control muted you; only net control can unmute you', 403, 'muted_by_ncs');
+    }
     this.mic.muted = !!muted;
     this.mic.applyGate();
     const self = this.identity && this.participants.get(this.identity.participantId);
     if (self) self.isMuted = this.mic.muted;
     this._emitRoster();
     if (this.roomId && (this.status === 'joined' || this.status === 'reconnecting')) {
-      await this.api.mute(this.roomId, this.mic.muted).catch((err) => this._error(err));
+      await this.api.mute(this.roomId, this.mic.muted).catch((err) => {
+        if (err instanceof VoiceError && err.code === 'muted_by_ncs') {
+          this.mic.muted = true; // the server knew before we did
+          this.mic.applyGate();
+          this._emitRoster();
+        }
+        this._error(err);
+      });
     }
   }
 
@@ -349,6 +422,186 @@ export class VoiceRoom {
     if (this.mic.held === !!down) return;
     this.mic.held = !!down;
     this.mic.applyGate();
+  }
+
+  // ------------------------------------------------------------------ the floor
+
+  /**
+   * Raise the hand: ask net control for the floor. Asking again changes the kind (the
+   * place in the queue stays, unless it became priority).
+   * @param {FloorKind} [kind]
+   * @returns {Promise<FloorState|null>} the new state if the server answered with it
+   */
+  requestFloor(kind = 'comment') {
+    if (!FLOOR_KINDS.includes(kind)) {
+      return Promise.reject(new VoiceError('bad-request', `unknown floor request kind: ${kind}`, 400));
+    }
+    if (!this.mic.canPublish) {
+      return Promise.reject(new VoiceError('forbidden', 'listening only: you cannot ask for the floor', 403));
+    }
+    return this._floorCall((roomId) => this.api.floorAction(roomId, 'request', { kind }));
+  }
+
+  /** Lower the hand and/or give the floor back. @returns {Promise<FloorState|null>} */
+  releaseFloor() {
+    return this._floorCall((roomId) => this.api.floorAction(roomId, 'release'));
+  }
+
+  /**
+   * Net control: give the floor to `participantId`, or (null) to the head of the queue.
+   * @param {string|null} [participantId]
+   * @returns {Promise<FloorState|null>}
+   */
+  grantFloor(participantId = null) {
+    return this._floorCall((roomId) => this.api.floorAction(roomId, 'grant', { participantId }));
+  }
+
+  /**
+   * Net control: take the floor from `participantId`, or (null) from every holder.
+   * @param {string|null} [participantId]
+   * @returns {Promise<FloorState|null>}
+   */
+  revokeFloor(participantId = null) {
+    return this._floorCall((roomId) => this.api.floorAction(roomId, 'revoke', { participantId }));
+  }
+
+  /**
+   * Net control: these participants first in the queue, in this order (the rest after).
+   * @param {string[]} order
+   * @returns {Promise<FloorState|null>}
+   */
+  reorderQueue(order) {
+    return this._floorCall((roomId) => this.api.floorAction(roomId, 'queue', { order: [...order] }));
+  }
+
+  /** Net control: empty the queue. @returns {Promise<FloorState|null>} */
+  clearQueue() {
+    return this._floorCall((roomId) => this.api.floorAction(roomId, 'clear'));
+  }
+
+  /** Net control: open the floor to everyone who may publish (roll call). @returns {Promise<FloorState|null>} */
+  openFloor() {
+    return this._floorCall((roomId) => this.api.floorAction(roomId, 'open'));
+  }
+
+  /** Net control: close the roll call. @returns {Promise<FloorState|null>} */
+  closeFloor() {
+    return this._floorCall((roomId) => this.api.floorAction(roomId, 'close'));
+  }
+
+  /**
+   * Net control: mute (or release the mute of) a participant; it cannot unmute itself.
+   * @param {string} participantId
+   * @param {boolean} [muted]
+   * @returns {Promise<FloorState|null>}
+   */
+  muteParticipant(participantId, muted = true) {
+    return this._floorCall((roomId) => this.api.moderate(roomId, 'mute', { participantId, muted: !!muted }));
+  }
+
+  /**
+   * Net control: remove a participant; its callsign is banned from the room for the
+   * room's ban_time.
+   * @param {string} participantId
+   * @param {string} [reason]
+   * @returns {Promise<FloorState|null>}
+   */
+  removeParticipant(participantId, reason = '') {
+    return this._floorCall((roomId) => this.api.moderate(roomId, 'remove', { participantId, reason }));
+  }
+
+  /**
+   * Net control: ban a callsign from the room for `duration` seconds (null: the room's
+   * ban_time).
+   * @param {string} callsign
+   * @param {number|null} [duration]
+   * @param {string} [reason]
+   * @returns {Promise<FloorState|null>}
+   */
+  ban(callsign, duration = null, reason = '') {
+    return this._floorCall((roomId) => this.api.moderate(roomId, 'ban', { callsign, duration, reason }));
+  }
+
+  /** Net control: lift a ban. @param {string} callsign @returns {Promise<FloorState|null>} */
+  unban(callsign) {
+    return this._floorCall((roomId) => this.api.moderate(roomId, 'unban', { callsign }));
+  }
+
+  /**
+   * Net control: appoint a participant net control or logger for this net (null dismisses).
+   * @param {string} participantId
+   * @param {NetRole|null} role
+   * @returns {Promise<FloorState|null>}
+   */
+  appoint(participantId, role) {
+    return this._floorCall((roomId) => this.api.moderate(roomId, 'appoint', { participantId, role }));
+  }
+
+  /** GET the floor now (after a join; the floorChanged frames keep it current). */
+  /** @returns {Promise<FloorState|null>} */
+  refreshFloor() {
+    return this._floorCall((roomId) => this.api.floor(roomId));
+  }
+
+  /**
+   * One floor/moderation call for the current room; a FloorState answer is applied at once
+   * (the floorChanged frame may come before or after: versions sort it out).
+   * @param {(roomId: string) => Promise<FloorAnswer>} call
+   * @returns {Promise<FloorState|null>}
+   */
+  async _floorCall(call) {
+    const roomId = this.roomId;
+    if (!roomId || (this.status !== 'joined' && this.status !== 'reconnecting')) {
+      throw new VoiceError('bad-request', 'join a room first', 400);
+    }
+    const answer = await call(roomId);
+    if (roomId !== this.roomId) return null;
+    this._applyFloor(answer);
+    return this.floor;
+  }
+
+  /**
+   * Take a floor state if it is newer than ours: gate the microphone, drop or restore
+   * NCS-muted peers' audio (mesh), tell the UI.
+   * @param {unknown} state
+   * @returns {boolean} whether it was taken
+   */
+  _applyFloor(state) {
+    if (!isNewer(this.floor, state, this.roomId)) return false;
+    this.floor = state;
+    this._applyFloorGate();
+    this._applyFloorAudio();
+    this._emit('onfloor', state);
+    this._emitRoster();
+    return true;
+  }
+
+  /** The microphone follows the floor: sent only while this seat may talk (floor.md). */
+  _applyFloorGate() {
+    const view = this.floorView();
+    const mic = this.mic;
+    const allowed = !view.directed || view.hasFloor || view.isNetControl || view.open;
+    if (mic.floorAllowed === allowed && mic.mutedByNcs === view.mutedByNcs) return;
+    mic.floorAllowed = allowed;
+    mic.mutedByNcs = view.mutedByNcs;
+    mic.applyGate();
+  }
+
+  /** Whether net control muted participant `id` (its audio is not played). @param {string} id */
+  _mutedByNcs(id) {
+    return isMutedByNcs(this.floor, id);
+  }
+
+  /** Mesh: stop playing peers net control muted, play again those it released. */
+  _applyFloorAudio() {
+    if (this.plane !== 'mesh') return;
+    for (const link of this.links.values()) {
+      const muted = this._mutedByNcs(link.peerId);
+      for (const [key, stream] of link.streams) {
+        if (muted) this._emitAudio(key, null, null);
+        else if (!this.emitted.has(key)) this._emitAudio(key, stream, this._owner(key));
+      }
+    }
   }
 
   // ------------------------------------------------------------------ join / leave
@@ -411,6 +664,7 @@ export class VoiceRoom {
     if (this.seatJoinedAt && !seatKept) {
       this._log('seat was lost while disconnected; joining afresh');
       this._closeAllLinks();
+      this._resetFloor(); // the room may have emptied out meanwhile: versions restart
     }
     this.seatJoinedAt = me.joinedAt;
     mic.canPublish = me.canPublish !== false && !this.listenOnly;
@@ -450,6 +704,17 @@ export class VoiceRoom {
       }
     }
     this._emitRoster();
+    // The server also sends a floorChanged right after the join; this covers a lost frame.
+    this.refreshFloor().catch((err) => this._log('GET floor failed', err));
+  }
+
+  /** Forget the floor (left, or the seat was lost): nothing directed until told again. */
+  _resetFloor() {
+    const had = !!this.floor;
+    this.floor = null;
+    this.mic.floorAllowed = true;
+    this.mic.mutedByNcs = false;
+    if (had) this._emit('onfloor', null);
   }
 
   /**
@@ -531,6 +796,7 @@ export class VoiceRoom {
     if (this.iceTimer) clearTimeout(this.iceTimer);
     this.tickTimer = this.statsTimer = this.iceTimer = null;
     this.mic.release();
+    this._resetFloor();
     this.participants = new Map();
     this.sfuLink.clearSlots();
     this.seatJoinedAt = '';
@@ -612,6 +878,13 @@ export class VoiceRoom {
         return this._setMode(frame.data.mode === 'sfu' ? 'sfu' : 'mesh', Number(frame.data.epoch) || 0);
       case 'speakerSlots':
         return this._onSlots(frame.data.slots || [], frame.data.speaking || []);
+      case 'floorChanged':
+        this._applyFloor(frame.data.floor);
+        return undefined;
+      case 'moderation':
+        return this._emit('onmoderation', frame.data);
+      case 'talkerCut':
+        return this._emit('ontalkercut', frame.data);
       case 'error':
         return this._error(new VoiceError('protocol', frame.data.message || 'server error'));
       default:
@@ -801,6 +1074,8 @@ export class VoiceRoom {
 
   /** @param {PeerLink} link */
   _emitLinkAudio(link) {
+    // Mesh: a peer net control muted is not played (its own client stops sending too).
+    if (link.plane === 'mesh' && this._mutedByNcs(link.peerId)) return;
     for (const [key, stream] of link.streams) {
       this._emitAudio(key, stream, this._owner(key));
     }
@@ -976,6 +1251,7 @@ export class VoiceRoom {
           else state = this._wantsLink(p.id) ? 'waiting' : 'listening';
         }
       }
+      const view = floorView(this.floor, p.id, p.role);
       entries.push({
         id: p.id,
         displayName: p.displayName || p.id,
@@ -985,6 +1261,10 @@ export class VoiceRoom {
         canPublish: isSelf ? this.mic.canPublish : p.canPublish !== false && role !== 'listener',
         state,
         via,
+        mutedByNcs: view.mutedByNcs,
+        netControl: view.isNetControl,
+        floor: view.hasFloor ? 'holder' : view.paused ? 'paused' : view.queuePosition ? 'queued' : null,
+        queuePosition: view.queuePosition,
       });
     }
     entries.sort((a, b) => Number(b.isSelf) - Number(a.isSelf));

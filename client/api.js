@@ -26,6 +26,7 @@ import { VoiceError, kindOfStatus } from './errors.js';
 /** @typedef {import('./protocol-types.js').ModerationRemove} ModerationRemove */
 /** @typedef {import('./protocol-types.js').ModerationBan} ModerationBan */
 /** @typedef {import('./protocol-types.js').ModerationAppoint} ModerationAppoint */
+/** @typedef {import('./protocol-types.js').ModerationUnban} ModerationUnban */
 /**
  * What a floor or moderation route answers: the new floor state, or a plain success
  * (the floorChanged frame brings the state then).
@@ -243,7 +244,7 @@ export class Api {
    * @overload
    * @param {string} roomId
    * @param {'unban'} action
-   * @param {{callsign: string}} body
+   * @param {ModerationUnban} body
    * @returns {Promise<FloorAnswer>}
    *
    * @overload
@@ -254,7 +255,7 @@ export class Api {
    *
    * @param {string} roomId
    * @param {ModerationRoute} action
-   * @param {ModerationMute|ModerationRemove|ModerationBan|ModerationAppoint|{callsign: string}} body
+   * @param {ModerationMute|ModerationRemove|ModerationBan|ModerationAppoint|ModerationUnban} body
    * @returns {Promise<FloorAnswer>}
    */
   moderate(roomId, action, body) {

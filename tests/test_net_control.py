@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.redis_fixture import RedisServer
 from tests.servers import TEST_SECRET, ServerProcess
 from tests.voiceclient import SFU, ApiFailure, VoiceClient
 from yahaml_voice.core.config import load_config
@@ -302,3 +303,54 @@ async def test_a_removed_station_cannot_rejoin(net: Net) -> None:
         assert refused.value.status == 403
     finally:
         await again.close()
+
+
+@pytest.mark.redis
+async def test_a_grant_on_one_server_is_enforced_for_a_talker_on_another(
+    server_factory: Callable[..., ServerProcess],
+    client_factory: Callable[..., VoiceClient],
+    loopback_ice: None,
+) -> None:
+    """Two server processes over Redis; the SFU worker hangs off the first. The operator's
+    socket, REST calls and SFU signalling go through the second; net control grants
+    through the first; the listeners (on both) hear the operator only once granted."""
+    with RedisServer() as redis:
+        env = {"YAHAML_VOICE_REDIS__URL": redis.url}
+        config = {
+            "rooms": [{"id": ROOM, "floor": "directed", "courtesy_tone": False}],
+            "sfu": {"slots": 3, "ice_addresses": ["127.0.0.1"]},
+        }
+        first = server_factory(config, env=env, name="first", workers=1)
+        first.wait_healthy(timeout=60, workers=1)
+        second = server_factory(config, env=env, name="second", workers=0)
+        ncs = client_factory(first.url, tone=NCS_TONE)
+        operator = client_factory(second.url, tone=OPERATOR_TONES[0])
+        ears = [
+            client_factory(first.url, tone=LISTENER_TONES[0]),
+            client_factory(second.url, tone=LISTENER_TONES[1]),
+        ]
+        stations = [ncs, operator, *ears]
+        ncs.use_token(token("W1NCS", "ncs"))
+        operator.use_token(token("K0OPR", "operator"))
+        for i, ear in enumerate(ears):
+            ear.use_token(token(f"N{i}LIS", "listener"))
+        for station in stations:
+            assert station.track is not None
+            station.track.muted = station is not operator
+            await station.connect()
+            await station.join(ROOM)
+        await until(lambda: all(on_sfu(s) for s in stations), 60, "all on the SFU")
+        since = time.monotonic()
+        await asyncio.sleep(2.0)
+        assert [e.heard_tone(OPERATOR_TONES[0], since=since) for e in ears] == [0, 0]
+        await ncs.request(
+            "POST",
+            f"/api/voice-rooms/{ROOM}/floor/grant",
+            {"participantId": operator.participant_id},
+        )
+        await asyncio.gather(*(e.wait_tone(OPERATOR_TONES[0], frames=10) for e in ears))
+        await ncs.request("POST", f"/api/voice-rooms/{ROOM}/floor/revoke", {})
+        await asyncio.sleep(0.5)
+        since = time.monotonic()
+        await asyncio.sleep(1.5)
+        assert [e.heard_tone(OPERATOR_TONES[0], since=since) for e in ears] == [0, 0]

@@ -47,6 +47,10 @@ class Entry:
     at: float
 
 
+# Callsigns one room may ban at once (the floor document travels whole on every change).
+MAX_BANS = 500
+
+
 @dataclass
 class FloorDoc:
     """A room's floor, moderation and bans (JSON in the Store)."""
@@ -283,6 +287,9 @@ def ban(doc: FloorDoc, room: RoomConfig, callsign: str, until: float, now: float
     """Keep a callsign out until `until` (0: until the room empties)."""
     new = _next(doc)
     _prune_bans(new, now)
+    if callsign.upper() not in new.bans and len(new.bans) >= MAX_BANS:
+        # The document is read and written whole on every floor change: keep it small.
+        raise ApiError(409, "too_many_bans", f"this room already bans {MAX_BANS} callsigns")
     new.bans[callsign.upper()] = until
     return new
 

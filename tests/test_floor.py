@@ -119,6 +119,20 @@ def test_bans_and_reset() -> None:
     assert info.value.code == "not_banned"
 
 
+def test_bans_per_room_are_bounded() -> None:
+    r = room()
+    doc = FloorDoc()
+    for i in range(floor.MAX_BANS):
+        doc = floor.ban(doc, r, f"K{i}BAN", 0, now=0)
+    with pytest.raises(ApiError) as info:
+        floor.ban(doc, r, "N0MORE", 0, now=0)
+    assert info.value.status == 409 and info.value.code == "too_many_bans"
+    # Renewing a ban already held, or banning once some expired, still works.
+    doc = floor.ban(doc, r, "K0BAN", 500, now=0)
+    doc = floor.ban(doc, r, "K1BAN", 10, now=0)
+    assert floor.ban(doc, r, "N0MORE", 0, now=20).banned_until("N0MORE", 20) == 0
+
+
 def test_talkers_for_the_worker() -> None:
     r = room(max_talkers=1, priority_break_in=True)
     doc = grant(req(FloorDoc(), r, "p0"), r, None)

@@ -342,24 +342,44 @@ def _net_limit() -> None:
     svc.limits.signal(identity().participant_id)
 
 
-@blueprint.get("/voice-rooms/<room_id>/floor")
-@tag(["net-control"])
-@document_headers(AuthHeaders)
-@validate_response(FloorState)
-@errors(*ROOM_ERRORS)
-@authenticated
+Handler = Callable[..., Awaitable[Any]]
+
+
+def net_route(
+    path: str,
+    answer: type[BaseModel],
+    *,
+    body: type[BaseModel] | None = None,
+    optional: type[BaseModel] | None = None,
+    method: str = "POST",
+) -> Callable[[Handler], Handler]:
+    """One net-control route: authenticated, documented, its answer validated.
+
+    `body` is a required, validated JSON body (passed as `data`); `optional` a body the
+    handler reads itself with optional_body() (documented only)."""
+
+    def wrap(handler: Handler) -> Handler:
+        route = authenticated(handler)
+        route = errors(*ROOM_ERRORS)(route)
+        route = validate_response(answer)(route)
+        if body is not None:
+            route = validate_request(body)(route)
+        if optional is not None:
+            route = document_request(optional)(route)
+        route = document_headers(AuthHeaders)(route)
+        route = tag(["net-control"])(route)
+        return blueprint.route(f"/voice-rooms/<room_id>/{path}", methods=[method])(route)
+
+    return wrap
+
+
+@net_route("floor", FloorState, method="GET")
 async def get_floor(room_id: str) -> FloorState:
     """Who holds the floor, who waits (in order), who is muted or appointed."""
     return await services().rooms.net.state(identity(), room_id)
 
 
-@blueprint.post("/voice-rooms/<room_id>/floor/request")
-@tag(["net-control"])
-@document_headers(AuthHeaders)
-@document_request(FloorRequestBody)
-@validate_response(FloorState)
-@errors(*ROOM_ERRORS)
-@authenticated
+@net_route("floor/request", FloorState, optional=FloorRequestBody)
 async def floor_request(room_id: str) -> FloorState:
     """Ask for the floor (`kind`, default comment); asking again changes the kind. 403
     `cannot_publish` for listeners; 409 `holds_floor` for a holder."""
@@ -368,25 +388,14 @@ async def floor_request(room_id: str) -> FloorState:
     return await services().rooms.net.request(identity(), room_id, data.kind)
 
 
-@blueprint.post("/voice-rooms/<room_id>/floor/release")
-@tag(["net-control"])
-@document_headers(AuthHeaders)
-@validate_response(FloorState)
-@errors(*ROOM_ERRORS)
-@authenticated
+@net_route("floor/release", FloorState)
 async def floor_release(room_id: str) -> FloorState:
     """Leave the queue and/or give up the floor; 404 `not_queued` if neither."""
     _net_limit()
     return await services().rooms.net.release(identity(), room_id)
 
 
-@blueprint.post("/voice-rooms/<room_id>/floor/grant")
-@tag(["net-control"])
-@document_headers(AuthHeaders)
-@document_request(FloorTarget)
-@validate_response(FloorState)
-@errors(*ROOM_ERRORS)
-@authenticated
+@net_route("floor/grant", FloorState, optional=FloorTarget)
 async def floor_grant(room_id: str) -> FloorState:
     """Net control gives the floor to `participantId` (null or no body: the head of the
     queue; 409 `queue_empty`). At maxTalkers the longest holder is released."""
@@ -395,13 +404,7 @@ async def floor_grant(room_id: str) -> FloorState:
     return await services().rooms.net.grant(identity(), room_id, data.participantId)
 
 
-@blueprint.post("/voice-rooms/<room_id>/floor/revoke")
-@tag(["net-control"])
-@document_headers(AuthHeaders)
-@document_request(FloorTarget)
-@validate_response(FloorState)
-@errors(*ROOM_ERRORS)
-@authenticated
+@net_route("floor/revoke", FloorState, optional=FloorTarget)
 async def floor_revoke(room_id: str) -> FloorState:
     """Net control takes the floor from `participantId` (null or no body: every holder)."""
     data = await optional_body(FloorTarget)
@@ -409,62 +412,35 @@ async def floor_revoke(room_id: str) -> FloorState:
     return await services().rooms.net.revoke(identity(), room_id, data.participantId)
 
 
-@blueprint.post("/voice-rooms/<room_id>/floor/queue")
-@tag(["net-control"])
-@document_headers(AuthHeaders)
-@validate_request(FloorOrder)
-@validate_response(FloorState)
-@errors(*ROOM_ERRORS)
-@authenticated
+@net_route("floor/queue", FloorState, body=FloorOrder)
 async def floor_queue(room_id: str, data: FloorOrder) -> FloorState:
     """Net control puts these queued participants first, in this order."""
     _net_limit()
     return await services().rooms.net.reorder(identity(), room_id, data.order)
 
 
-@blueprint.post("/voice-rooms/<room_id>/floor/clear")
-@tag(["net-control"])
-@document_headers(AuthHeaders)
-@validate_response(FloorState)
-@errors(*ROOM_ERRORS)
-@authenticated
+@net_route("floor/clear", FloorState)
 async def floor_clear(room_id: str) -> FloorState:
     """Net control empties the queue (holders keep the floor)."""
     _net_limit()
     return await services().rooms.net.clear(identity(), room_id)
 
 
-@blueprint.post("/voice-rooms/<room_id>/floor/open")
-@tag(["net-control"])
-@document_headers(AuthHeaders)
-@validate_response(FloorState)
-@errors(*ROOM_ERRORS)
-@authenticated
+@net_route("floor/open", FloorState)
 async def floor_open(room_id: str) -> FloorState:
     """Net control opens the floor (roll call): every member who may publish talks."""
     _net_limit()
     return await services().rooms.net.set_open(identity(), room_id, True)
 
 
-@blueprint.post("/voice-rooms/<room_id>/floor/close")
-@tag(["net-control"])
-@document_headers(AuthHeaders)
-@validate_response(FloorState)
-@errors(*ROOM_ERRORS)
-@authenticated
+@net_route("floor/close", FloorState)
 async def floor_close(room_id: str) -> FloorState:
     """Net control closes the floor again: only holders and net control talk."""
     _net_limit()
     return await services().rooms.net.set_open(identity(), room_id, False)
 
 
-@blueprint.post("/voice-rooms/<room_id>/moderation/mute")
-@tag(["net-control"])
-@document_headers(AuthHeaders)
-@validate_request(ModerationMute)
-@validate_response(Success)
-@errors(*ROOM_ERRORS)
-@authenticated
+@net_route("moderation/mute", Success, body=ModerationMute)
 async def moderation_mute(room_id: str, data: ModerationMute) -> Success:
     """Net control mutes (or lets unmute) a participant; the muted cannot unmute
     themselves (403 `muted_by_ncs`)."""
@@ -473,13 +449,7 @@ async def moderation_mute(room_id: str, data: ModerationMute) -> Success:
     return Success()
 
 
-@blueprint.post("/voice-rooms/<room_id>/moderation/remove")
-@tag(["net-control"])
-@document_headers(AuthHeaders)
-@validate_request(ModerationRemove)
-@validate_response(Success)
-@errors(*ROOM_ERRORS)
-@authenticated
+@net_route("moderation/remove", Success, body=ModerationRemove)
 async def moderation_remove(room_id: str, data: ModerationRemove) -> Success:
     """Net control removes a participant (session revoked, sockets closed) and bans its
     callsign for the room's ban_time (0: until the room empties)."""
@@ -488,13 +458,7 @@ async def moderation_remove(room_id: str, data: ModerationRemove) -> Success:
     return Success()
 
 
-@blueprint.post("/voice-rooms/<room_id>/moderation/ban")
-@tag(["net-control"])
-@document_headers(AuthHeaders)
-@validate_request(ModerationBan)
-@validate_response(Success)
-@errors(*ROOM_ERRORS)
-@authenticated
+@net_route("moderation/ban", Success, body=ModerationBan)
 async def moderation_ban(room_id: str, data: ModerationBan) -> Success:
     """Net control bans a callsign (joins answer 403 `banned`); a member under it is
     removed."""
@@ -503,13 +467,7 @@ async def moderation_ban(room_id: str, data: ModerationBan) -> Success:
     return Success()
 
 
-@blueprint.post("/voice-rooms/<room_id>/moderation/unban")
-@tag(["net-control"])
-@document_headers(AuthHeaders)
-@validate_request(ModerationUnban)
-@validate_response(Success)
-@errors(*ROOM_ERRORS)
-@authenticated
+@net_route("moderation/unban", Success, body=ModerationUnban)
 async def moderation_unban(room_id: str, data: ModerationUnban) -> Success:
     """Net control lifts a ban; 404 `not_banned`."""
     _net_limit()
@@ -517,13 +475,7 @@ async def moderation_unban(room_id: str, data: ModerationUnban) -> Success:
     return Success()
 
 
-@blueprint.post("/voice-rooms/<room_id>/moderation/appoint")
-@tag(["net-control"])
-@document_headers(AuthHeaders)
-@validate_request(ModerationAppoint)
-@validate_response(Success)
-@errors(*ROOM_ERRORS)
-@authenticated
+@net_route("moderation/appoint", Success, body=ModerationAppoint)
 async def moderation_appoint(room_id: str, data: ModerationAppoint) -> Success:
     """Net control appoints a participant `ncs` or `logger` for this net (null: dismiss)."""
     _net_limit()

@@ -14,9 +14,9 @@ import fractions
 import math
 import random
 import time
+from array import array
 from collections.abc import Callable
 
-import numpy as np
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.rtp import RtpPacket
 from av import AudioFrame
@@ -40,22 +40,26 @@ class Tone:
 
 
 def encode_tone(hz: int, ms: int) -> Tone:
-    """Encode `ms` of a `hz` sine into 20 ms Opus packets (round up to whole frames)."""
+    """Encode `ms` of a `hz` sine into 20 ms Opus packets (round up to whole frames).
+
+    Plain Python (runs once per worker per tone): numpy is not a runtime dependency."""
     count = max(1, math.ceil(ms / 20))
     total = int(RATE * ms / 1000)
-    t = np.arange(total) / RATE
-    envelope = np.minimum(1.0, np.minimum(t, t[::-1]) / RAMP)
-    wave = AMPLITUDE * envelope * np.sin(2 * math.pi * hz * t)
-    samples = np.zeros(count * OPUS_FRAME + 4 * OPUS_FRAME)  # tail flushes the encoder
-    samples[:total] = wave
-    pcm = (samples * 32767).astype(np.int16)
-    rms = float(np.sqrt(np.mean(np.square(wave)))) if total else 0.0
+    wave = [
+        AMPLITUDE
+        * min(1.0, min(i, total - 1 - i) / RATE / RAMP)
+        * math.sin(2 * math.pi * hz * i / RATE)
+        for i in range(total)
+    ]
+    pcm = array("h", (int(v * 32767) for v in wave))
+    pcm.extend([0] * (count * OPUS_FRAME + 4 * OPUS_FRAME - total))  # tail flushes the encoder
+    rms = math.sqrt(sum(v * v for v in wave) / total) if total else 0.0
     level = min(127, max(0, round(-20 * math.log10(rms)))) if rms > 0 else 127
     encoder = OpusEncoder()
     payloads: list[bytes] = []
     for index in range(len(pcm) // OPUS_FRAME):
-        chunk = pcm[index * OPUS_FRAME : (index + 1) * OPUS_FRAME]
-        frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame = AudioFrame(format="s16", layout="mono", samples=OPUS_FRAME)
+        frame.planes[0].update(pcm[index * OPUS_FRAME : (index + 1) * OPUS_FRAME].tobytes())
         frame.sample_rate = RATE
         frame.pts = index * OPUS_FRAME
         frame.time_base = fractions.Fraction(1, RATE)

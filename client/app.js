@@ -541,7 +541,7 @@ function renderFloor() {
       grant.className = 'btn btn-small';
       grant.textContent = 'Grant';
       grant.setAttribute('aria-label', `Grant the floor to ${entry.callsign}`);
-      grant.addEventListener('click', () => floorCall(() => room.grantFloor(entry.participantId)));
+      grant.addEventListener('click', () => floorCall(() => room.net.grantFloor(entry.participantId)));
       li.append(grant);
     }
     list.append(li);
@@ -576,7 +576,7 @@ async function floorCall(action) {
 function raiseHand() {
   const select = /** @type {HTMLSelectElement} */ ($('floor-kind'));
   const kind = /** @type {FloorKind} */ (FLOOR_KINDS.find((k) => k === select.value) || 'comment');
-  floorCall(() => room.requestFloor(kind));
+  floorCall(() => room.net.requestFloor(kind));
 }
 
 /** @param {ModerationData} data */
@@ -820,11 +820,11 @@ function init() {
   $('leave').addEventListener('click', leaveRoom);
   $('mute').addEventListener('click', toggleMute);
   $('raise-hand').addEventListener('click', raiseHand);
-  $('lower-hand').addEventListener('click', () => floorCall(() => room.releaseFloor()));
-  $('grant-next').addEventListener('click', () => floorCall(() => room.grantFloor(null)));
-  $('revoke-all').addEventListener('click', () => floorCall(() => room.revokeFloor(null)));
+  $('lower-hand').addEventListener('click', () => floorCall(() => room.net.releaseFloor()));
+  $('grant-next').addEventListener('click', () => floorCall(() => room.net.grantFloor(null)));
+  $('revoke-all').addEventListener('click', () => floorCall(() => room.net.revokeFloor(null)));
   $('roll-call').addEventListener('click', () =>
-    floorCall(() => (room.floor && room.floor.open ? room.closeFloor() : room.openFloor())));
+    floorCall(() => (room.floor && room.floor.open ? room.net.closeFloor() : room.net.openFloor())));
   $('mode-open').addEventListener('click', () => setPtt(false));
   $('mode-ptt').addEventListener('click', () => setPtt(true));
   const master = /** @type {HTMLInputElement} */ ($('master-volume'));

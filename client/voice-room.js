@@ -12,6 +12,7 @@
  * - mesh.js:        the mesh links by peer id;
  * - sfu-link.js:    the SFU connection and its speaker slots;
  * - floor.js:       net control: the latest floor state and what it means for this seat;
+ * - netcontrol.js:  `room.net`: the floor and moderation calls;
  * - audio-stats.js: getStats() counters and levels.
  *
  * Net control (directed nets, moderation): `room.floor` is the latest FloorState (by
@@ -36,6 +37,7 @@ import { VoiceError, asVoiceError } from './errors.js';
 import { FLOOR_KINDS, floorView, isMutedByNcs, isNewer } from './floor.js';
 import { Microphone, listMicrophones, openMicrophone } from './microphone.js';
 import { Mesh, attachMic } from './mesh.js';
+import { NetControl } from './netcontrol.js';
 import { rtcIceServers } from './peer-link.js';
 import { SFU_PEER, SfuLink } from './sfu-link.js';
 import { PROTOCOL_VERSION, Signalling, WS_SUBPROTOCOL, WS_TOKEN_PREFIX } from './signalling.js';
@@ -69,7 +71,6 @@ export {
 /** @typedef {import('./protocol-types.js').FloorHolder} FloorHolder */
 /** @typedef {import('./protocol-types.js').FloorEntry} FloorEntry */
 /** @typedef {NonNullable<FloorRequestBody['kind']>} FloorKind */
-/** @typedef {'ncs'|'logger'} NetRole */
 /** @typedef {import('./floor.js').FloorView} FloorView */
 /** @typedef {import('./api.js').FloorAnswer} FloorAnswer */
 /** @typedef {import('./api.js').Identity} Identity */
@@ -156,6 +157,8 @@ export class VoiceRoom {
     this.disconnectedAt = 0;
     /** The room's floor as last heard (highest version), null until then. @type {FloorState|null} */
     this.floor = null;
+    /** Asking for the floor, and running the net (net control): netcontrol.js. */
+    this.net = new NetControl(this);
 
     /** @type {ReturnType<typeof setInterval>|null} */
     this.tickTimer = null;
@@ -425,123 +428,8 @@ export class VoiceRoom {
   }
 
   // ------------------------------------------------------------------ the floor
-
-  /**
-   * Raise the hand: ask net control for the floor. Asking again changes the kind (the
-   * place in the queue stays, unless it became priority).
-   * @param {FloorKind} [kind]
-   * @returns {Promise<FloorState|null>} the new state if the server answered with it
-   */
-  requestFloor(kind = 'comment') {
-    if (!FLOOR_KINDS.includes(kind)) {
-      return Promise.reject(new VoiceError('bad-request', `unknown floor request kind: ${kind}`, 400));
-    }
-    if (!this.mic.canPublish) {
-      return Promise.reject(new VoiceError('forbidden', 'listening only: you cannot ask for the floor', 403));
-    }
-    return this._floorCall((roomId) => this.api.floorAction(roomId, 'request', { kind }));
-  }
-
-  /** Lower the hand and/or give the floor back. @returns {Promise<FloorState|null>} */
-  releaseFloor() {
-    return this._floorCall((roomId) => this.api.floorAction(roomId, 'release'));
-  }
-
-  /**
-   * Net control: give the floor to `participantId`, or (null) to the head of the queue.
-   * @param {string|null} [participantId]
-   * @returns {Promise<FloorState|null>}
-   */
-  grantFloor(participantId = null) {
-    return this._floorCall((roomId) => this.api.floorAction(roomId, 'grant', { participantId }));
-  }
-
-  /**
-   * Net control: take the floor from `participantId`, or (null) from every holder.
-   * @param {string|null} [participantId]
-   * @returns {Promise<FloorState|null>}
-   */
-  revokeFloor(participantId = null) {
-    return this._floorCall((roomId) => this.api.floorAction(roomId, 'revoke', { participantId }));
-  }
-
-  /**
-   * Net control: these participants first in the queue, in this order (the rest after).
-   * @param {string[]} order
-   * @returns {Promise<FloorState|null>}
-   */
-  reorderQueue(order) {
-    return this._floorCall((roomId) => this.api.floorAction(roomId, 'queue', { order: [...order] }));
-  }
-
-  /** Net control: empty the queue. @returns {Promise<FloorState|null>} */
-  clearQueue() {
-    return this._floorCall((roomId) => this.api.floorAction(roomId, 'clear'));
-  }
-
-  /** Net control: open the floor to everyone who may publish (roll call). @returns {Promise<FloorState|null>} */
-  openFloor() {
-    return this._floorCall((roomId) => this.api.floorAction(roomId, 'open'));
-  }
-
-  /** Net control: close the roll call. @returns {Promise<FloorState|null>} */
-  closeFloor() {
-    return this._floorCall((roomId) => this.api.floorAction(roomId, 'close'));
-  }
-
-  /**
-   * Net control: mute (or release the mute of) a participant; it cannot unmute itself.
-   * @param {string} participantId
-   * @param {boolean} [muted]
-   * @returns {Promise<FloorState|null>}
-   */
-  muteParticipant(participantId, muted = true) {
-    return this._floorCall((roomId) => this.api.moderate(roomId, 'mute', { participantId, muted: !!muted }));
-  }
-
-  /**
-   * Net control: remove a participant; its callsign is banned from the room for the
-   * room's ban_time.
-   * @param {string} participantId
-   * @param {string} [reason]
-   * @returns {Promise<FloorState|null>}
-   */
-  removeParticipant(participantId, reason = '') {
-    return this._floorCall((roomId) => this.api.moderate(roomId, 'remove', { participantId, reason }));
-  }
-
-  /**
-   * Net control: ban a callsign from the room for `duration` seconds (null: the room's
-   * ban_time).
-   * @param {string} callsign
-   * @param {number|null} [duration]
-   * @param {string} [reason]
-   * @returns {Promise<FloorState|null>}
-   */
-  ban(callsign, duration = null, reason = '') {
-    return this._floorCall((roomId) => this.api.moderate(roomId, 'ban', { callsign, duration, reason }));
-  }
-
-  /** Net control: lift a ban. @param {string} callsign @returns {Promise<FloorState|null>} */
-  unban(callsign) {
-    return this._floorCall((roomId) => this.api.moderate(roomId, 'unban', { callsign }));
-  }
-
-  /**
-   * Net control: appoint a participant net control or logger for this net (null dismisses).
-   * @param {string} participantId
-   * @param {NetRole|null} role
-   * @returns {Promise<FloorState|null>}
-   */
-  appoint(participantId, role) {
-    return this._floorCall((roomId) => this.api.moderate(roomId, 'appoint', { participantId, role }));
-  }
-
-  /** GET the floor now (after a join; the floorChanged frames keep it current). */
-  /** @returns {Promise<FloorState|null>} */
-  refreshFloor() {
-    return this._floorCall((roomId) => this.api.floor(roomId));
-  }
+  // The floor and moderation calls are `room.net` (netcontrol.js); what they answer and
+  // the floorChanged frames come back through _applyFloor.
 
   /**
    * One floor/moderation call for the current room; a FloorState answer is applied at once
@@ -705,7 +593,7 @@ export class VoiceRoom {
     }
     this._emitRoster();
     // The server also sends a floorChanged right after the join; this covers a lost frame.
-    this.refreshFloor().catch((err) => this._log('GET floor failed', err));
+    this.net.refreshFloor().catch((err) => this._log('GET floor failed', err));
   }
 
   /** Forget the floor (left, or the seat was lost): nothing directed until told again. */

@@ -20,20 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.join_latency import summary
-from tests.servers import TEST_SECRET, ServerProcess
+from tests.servers import ServerProcess, mint
 from tests.voiceclient import SFU, VoiceClient
-from yahaml_voice.core.config import load_config
-from yahaml_voice.core.tokens import issue_token
 from yahaml_voice.sfu.aiortc_private import restrict_ice_addresses
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOM = "net"
 TONE = 700.0
-
-
-def _token(callsign: str, role: str) -> str:
-    config = load_config(environ={}, overrides={"auth.secret": TEST_SECRET})
-    return issue_token(config, callsign, role=role)[0]
 
 
 async def _until(condition: Any, timeout: float, what: str) -> None:
@@ -60,10 +53,10 @@ async def run(grants: int, listeners: int) -> dict[str, Any]:
         ears = [VoiceClient(server.url, tone=1500 + 100 * i) for i in range(listeners)]
         everyone = [ncs, operator, *ears]
         try:
-            ncs.use_token(_token("W1NCS", "ncs"))
-            operator.use_token(_token("K1OPR", "operator"))
+            ncs.use_token(mint("W1NCS", role="ncs"))
+            operator.use_token(mint("K1OPR", role="operator"))
             for i, ear in enumerate(ears):
-                ear.use_token(_token(f"N{i}LIS", "listener"))
+                ear.use_token(mint(f"N{i}LIS", role="listener"))
             for client in everyone:
                 assert client.track is not None
                 client.track.muted = client is not operator

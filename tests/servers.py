@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 import yaml
 
+from yahaml_voice.core.config import load_config
 from yahaml_voice.core.processes import kill_process, stop_process
+from yahaml_voice.core.tokens import issue_token
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-for-yahaml-voice-0123456789"
@@ -143,3 +145,12 @@ class ServerProcess:
     def stop(self) -> None:
         if self.proc:
             stop_process(self.proc, 10, group=True)
+
+
+def mint(
+    callsign: str, rooms: list[str] | str = "*", role: str = "operator", ttl: float = 600
+) -> str:
+    """A participant token signed with the tests' secret (as a host application mints them)."""
+    config = load_config(environ={}, overrides={"auth.secret": TEST_SECRET, "auth.mode": "token"})
+    token, _ = issue_token(config, callsign, role=role, rooms=rooms, ttl=ttl)  # type: ignore[arg-type]
+    return token

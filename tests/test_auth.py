@@ -12,7 +12,7 @@ import jwt
 import pytest
 import websockets
 
-from tests.servers import TEST_SECRET, ServerProcess
+from tests.servers import TEST_SECRET, ServerProcess, mint
 from tests.voiceclient import ApiFailure, VoiceClient
 from yahaml_voice.core.config import load_config
 from yahaml_voice.core.tokens import AuthError, issue_token, turn_credentials, verify_token
@@ -29,14 +29,6 @@ def token_config(**auth: object) -> dict[str, object]:
             {"id": "net", "max_participants": 10},
         ],
     }
-
-
-def mint(
-    callsign: str, rooms: list[str] | str = "*", role: str = "operator", ttl: float = 600
-) -> str:
-    config = load_config(environ={}, overrides={"auth.secret": TEST_SECRET, "auth.mode": "token"})
-    token, _ = issue_token(config, callsign, role=role, rooms=rooms, ttl=ttl)  # type: ignore[arg-type]
-    return token
 
 
 def test_token_roundtrip_and_forgery() -> None:

@@ -15,10 +15,8 @@ from typing import Any
 import pytest
 
 from tests.redis_fixture import RedisServer
-from tests.servers import TEST_SECRET, ServerProcess
+from tests.servers import ServerProcess, mint
 from tests.voiceclient import SFU, ApiFailure, VoiceClient
-from yahaml_voice.core.config import load_config
-from yahaml_voice.core.tokens import issue_token
 
 ROOM = "net"
 NCS_TONE = 300.0
@@ -45,11 +43,6 @@ def net_server(server_factory: Callable[..., ServerProcess], **room: Any) -> Ser
     server = server_factory(config, workers=1)
     server.wait_healthy(timeout=60, workers=1)
     return server
-
-
-def token(callsign: str, role: str) -> str:
-    config = load_config(environ={}, overrides={"auth.secret": TEST_SECRET})
-    return issue_token(config, callsign, role=role)[0]
 
 
 async def until(condition: Callable[[], Any], timeout: float, what: str) -> float:
@@ -83,11 +76,11 @@ class Net:
         for client in self.everyone:
             assert client.track is not None
             client.track.muted = True
-        self.ncs.use_token(token("W1NCS", "ncs"))
+        self.ncs.use_token(mint("W1NCS", role="ncs"))
         for i, op in enumerate(self.operators):
-            op.use_token(token(f"K{i}OPR", "operator"))
+            op.use_token(mint(f"K{i}OPR", role="operator"))
         for i, li in enumerate(self.listeners):
-            li.use_token(token(f"N{i}LIS", "listener"))
+            li.use_token(mint(f"N{i}LIS", role="listener"))
         for client in self.everyone:
             await client.connect()
             await client.join(ROOM)
@@ -296,7 +289,7 @@ async def test_a_removed_station_cannot_rejoin(net: Net) -> None:
     # A fresh token for the same callsign is still kept out of this net.
     again = VoiceClient(net.server.url, auto_media=False)
     try:
-        again.use_token(token("K0OPR", "operator"))
+        again.use_token(mint("K0OPR", role="operator"))
         assert again.token != removed_token
         with pytest.raises(ApiFailure) as refused:
             await again.join(ROOM)
@@ -330,10 +323,10 @@ async def test_a_grant_on_one_server_is_enforced_for_a_talker_on_another(
             client_factory(second.url, tone=LISTENER_TONES[1]),
         ]
         stations = [ncs, operator, *ears]
-        ncs.use_token(token("W1NCS", "ncs"))
-        operator.use_token(token("K0OPR", "operator"))
+        ncs.use_token(mint("W1NCS", role="ncs"))
+        operator.use_token(mint("K0OPR", role="operator"))
         for i, ear in enumerate(ears):
-            ear.use_token(token(f"N{i}LIS", "listener"))
+            ear.use_token(mint(f"N{i}LIS", role="listener"))
         for station in stations:
             assert station.track is not None
             station.track.muted = station is not operator

@@ -13,8 +13,7 @@ import httpx
 import pytest
 
 from tests.redis_fixture import RedisServer
-from tests.servers import TEST_SECRET, ServerProcess
-from tests.test_auth import mint
+from tests.servers import TEST_SECRET, ServerProcess, mint
 from tests.test_revocation import closed_with
 from tests.test_worker_identity import FakeWorker, fake_workers  # noqa: F401 (fixture)
 from tests.voiceclient import ApiFailure, VoiceClient

@@ -14,8 +14,8 @@ import pytest
 import websockets
 
 from tests.redis_fixture import RedisServer
-from tests.servers import TEST_SECRET, ServerProcess
-from tests.test_auth import mint, token_config
+from tests.servers import TEST_SECRET, ServerProcess, mint
+from tests.test_auth import token_config
 from tests.voiceclient import ApiFailure, VoiceClient
 
 

@@ -21,8 +21,7 @@ import pytest
 from playwright.async_api import Browser
 
 from tests.browser.pages import PHONE, Operator, until
-from tests.servers import ServerProcess
-from tests.test_auth import mint
+from tests.servers import ServerProcess, mint
 from tests.voiceclient import SFU, VoiceClient
 
 pytestmark = pytest.mark.browser

@@ -16,7 +16,8 @@ import pytest
 
 from tests.redis_fixture import RedisServer
 from tests.servers import ServerProcess, mint
-from tests.voiceclient import SFU, ApiFailure, VoiceClient
+from tests.test_sfu_integration import sfu_connected, until
+from tests.voiceclient import ApiFailure, VoiceClient
 
 ROOM = "net"
 NCS_TONE = 300.0
@@ -45,20 +46,6 @@ def net_server(server_factory: Callable[..., ServerProcess], **room: Any) -> Ser
     return server
 
 
-async def until(condition: Callable[[], Any], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - start
-
-
-def on_sfu(client: VoiceClient) -> bool:
-    peer = client.peers.get(SFU)
-    return client.mode == "sfu" and peer is not None and peer.pc.connectionState == "connected"
-
-
 class Net:
     """The stations of one net, seated and on the SFU."""
 
@@ -84,7 +71,7 @@ class Net:
         for client in self.everyone:
             await client.connect()
             await client.join(ROOM)
-        await until(lambda: all(on_sfu(c) for c in self.everyone), 60, "all on the SFU")
+        await until(lambda: all(sfu_connected(c) for c in self.everyone), 60, "all on the SFU")
 
     async def post(self, who: VoiceClient, path: str, body: Any = None) -> Any:
         return await who.request("POST", f"/api/voice-rooms/{ROOM}/{path}", body or {})
@@ -332,7 +319,7 @@ async def test_a_grant_on_one_server_is_enforced_for_a_talker_on_another(
             station.track.muted = station is not operator
             await station.connect()
             await station.join(ROOM)
-        await until(lambda: all(on_sfu(s) for s in stations), 60, "all on the SFU")
+        await until(lambda: all(sfu_connected(s) for s in stations), 60, "all on the SFU")
         since = time.monotonic()
         await asyncio.sleep(2.0)
         assert [e.heard_tone(OPERATOR_TONES[0], since=since) for e in ears] == [0, 0]

@@ -285,6 +285,20 @@ class RedisConfig(_Section):
     prefix: Text = "yv:"
 
 
+class NetLogConfig(_Section):
+    """The net log (nets, check-ins, their logs). Redis mode keeps it in Redis, shared by
+    every process; the embedded default in this SQLite file, so open nets survive a
+    restart (relative paths are from the working directory)."""
+
+    path: Text = "data/netlog.sqlite3"
+    # Closed nets kept per room (the oldest are deleted first).
+    keep: int = Field(default=500, ge=1)
+    # Check-ins per net, and lines per net log (grants and transmissions past this are
+    # dropped from the log; net control is told once).
+    max_checkins: int = Field(default=1000, ge=1)
+    max_events: int = Field(default=20000, ge=1)
+
+
 class MetricsConfig(_Section):
     # Expose Prometheus metrics at /metrics.
     enabled: bool = True
@@ -327,6 +341,7 @@ class Config(_Section):
     ice: IceConfig = Field(default_factory=IceConfig)
     sfu: SfuConfig = Field(default_factory=SfuConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
+    netlog: NetLogConfig = Field(default_factory=NetLogConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     rooms: list[RoomConfig] = Field(default_factory=_default_rooms)

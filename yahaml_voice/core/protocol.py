@@ -40,6 +40,30 @@ NetRole = Literal["ncs", "logger"]
 ModerationAction = Literal["mute", "unmute", "remove", "ban", "unban", "appoint", "dismiss"]
 # Why the SFU stopped forwarding a talker it would otherwise forward.
 CutReason = Literal["tot"]
+# The net log (docs/protocol.md "Net log"): where a check-in came from, where it stands.
+CheckInVia = Literal["page", "rf", "phone", "other"]
+CheckInStatus = Literal["new", "acknowledged", "traffic_listed", "traffic_passed", "checked_out"]
+NetEventKind = Literal[
+    "opened",
+    "closed",
+    "updated",
+    "checkin",
+    "checkin_edited",
+    "checkin_removed",
+    "checkins_reordered",
+    "granted",
+    "transmission",
+    "talker_cut",
+    "mute",
+    "unmute",
+    "remove",
+    "ban",
+    "unban",
+    "appoint",
+    "dismiss",
+    "note",
+]
+NetChange = Literal["opened", "closed", "updated", "checkin", "checkinRemoved", "order"]
 PeerId = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
@@ -171,6 +195,73 @@ class ModerationAppoint(Strict):
     role: NetRole | None
 
 
+class NetOpen(Strict):
+    """Net control opens a net in the room."""
+
+    name: str = Field(min_length=1, max_length=80)
+    # Shown to every member while the net is open (the net's preamble, read at the start).
+    preamble: str = Field(default="", max_length=4000)
+
+
+class NetUpdate(Strict):
+    """Net control renames the open net or changes its preamble (null: unchanged)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=80)
+    preamble: str | None = Field(default=None, max_length=4000)
+
+
+class CheckInFields(Strict):
+    """What a station says when it checks in (all optional)."""
+
+    name: str = Field(default="", max_length=64)
+    # Place, or Maidenhead grid square.
+    location: str = Field(default="", max_length=64)
+    remarks: str = Field(default="", max_length=200)
+    traffic: bool = False
+    shortTime: bool = False
+    mobile: bool = False
+    emergency: bool = False
+
+
+class CheckInSelf(CheckInFields):
+    """An operator checks itself in (again: updates its own entry)."""
+
+
+class CheckInAdd(CheckInFields):
+    """Net control or a logger enters a station by hand (heard over RF, by phone)."""
+
+    callsign: str = Field(min_length=1, max_length=16)
+    via: CheckInVia = "rf"
+    status: CheckInStatus = "new"
+
+
+class CheckInEdit(Strict):
+    """Net control or a logger edits an entry; absent or null fields stay as they are."""
+
+    callsign: str | None = Field(default=None, min_length=1, max_length=16)
+    name: str | None = Field(default=None, max_length=64)
+    location: str | None = Field(default=None, max_length=64)
+    remarks: str | None = Field(default=None, max_length=200)
+    traffic: bool | None = None
+    shortTime: bool | None = None
+    mobile: bool | None = None
+    emergency: bool | None = None
+    via: CheckInVia | None = None
+    status: CheckInStatus | None = None
+
+
+class CheckInOrder(Strict):
+    """Net control or a logger reorders the check-ins: these entries first, in this order."""
+
+    order: list[str] = Field(max_length=1000)
+
+
+class NetNote(Strict):
+    """A line net control or a logger types into the log."""
+
+    text: str = Field(min_length=1, max_length=500)
+
+
 class Answer(BaseModel):
     """Something the server sends. Every field is always on the wire (defaults and nulls
     included), so the JSON Schema of what it sends marks them all required."""
@@ -277,6 +368,94 @@ class Success(Answer):
 class SignalAnswer(Answer):
     success: bool = True
     delivered: int
+
+
+class CheckIn(Answer):
+    """One entry of the net's check-in list (the list is in net order)."""
+
+    id: str
+    callsign: str
+    # The member this entry belongs to (null: entered by hand for a station not in the room).
+    participantId: str | None
+    name: str
+    location: str
+    remarks: str
+    traffic: bool
+    shortTime: bool
+    mobile: bool
+    emergency: bool
+    via: CheckInVia
+    status: CheckInStatus
+    # When the station checked in (ISO 8601), and the callsign of who entered it.
+    at: str
+    by: str
+
+
+class NetInfo(Answer):
+    """A net: open (closedAt null) or archived. `version` increases with every change of
+    the net or its check-ins."""
+
+    id: str
+    roomId: str
+    name: str
+    preamble: str
+    openedAt: str
+    closedAt: str | None
+    openedBy: str
+    # Callsigns that ran the net (net control) and kept its log (loggers).
+    ncs: list[str]
+    loggers: list[str]
+    version: int
+    checkinCount: int
+    trafficCount: int
+    eventCount: int
+
+
+class NetState(Answer):
+    """GET .../net: the room's open net (null when none) and its check-ins."""
+
+    roomId: str
+    net: NetInfo | None
+    checkins: list[CheckIn]
+
+
+class NetEvent(Answer):
+    """One line of the net log."""
+
+    seq: int
+    at: str
+    kind: NetEventKind
+    # Who did it (callsign; null: the system, e.g. the time-out timer).
+    by: str | None
+    # Whom it is about (callsign), if anyone.
+    callsign: str | None
+    text: str
+    # Seconds: how long a transmission lasted.
+    duration: float | None
+
+
+class NetLogPage(Answer):
+    """GET .../net/log or .../nets/<id>/log: events after `after`, oldest first."""
+
+    netId: str
+    events: list[NetEvent]
+    # Pass as `after` to get what follows (the last seq returned, or the given `after`).
+    next: int
+
+
+class NetArchive(Answer):
+    """GET .../nets: the room's closed nets, newest first."""
+
+    roomId: str
+    nets: list[NetInfo]
+
+
+class NetRecord(Answer):
+    """GET .../nets/<id>: one net (open or archived) with its check-ins and whole log."""
+
+    net: NetInfo
+    checkins: list[CheckIn]
+    events: list[NetEvent]
 
 
 class ErrorAnswer(Answer):
@@ -458,6 +637,28 @@ class TalkerCutData(Frame):
     resetAfter: float
 
 
+class NetChangedData(Frame):
+    """The room's net changed. `net` is its header after the change (null once closed);
+    with `checkin` (the entry added or edited), `checkinId` (the entry removed) or `order`
+    (the ids of the whole list, in order). A client whose version is not net.version - 1
+    fetches GET .../net again."""
+
+    roomId: str
+    change: NetChange
+    net: NetInfo | None
+    checkin: CheckIn | None
+    checkinId: str | None
+    order: list[str] | None
+
+
+class NetLoggedData(Frame):
+    """A line was added to the open net's log."""
+
+    roomId: str
+    netId: str
+    event: NetEvent
+
+
 class ConnectedFrame(Frame):
     """Always the first frame on a socket."""
 
@@ -526,6 +727,18 @@ class TalkerCutFrame(Frame):
     data: TalkerCutData
 
 
+class NetChangedFrame(Frame):
+    type: Literal["netChanged"] = "netChanged"
+    channel: Literal["voice"] = CHANNEL
+    data: NetChangedData
+
+
+class NetLoggedFrame(Frame):
+    type: Literal["netLogged"] = "netLogged"
+    channel: Literal["voice"] = CHANNEL
+    data: NetLoggedData
+
+
 class PongFrame(Frame):
     """The answer to a ping: its channel (or "voice") and its data, echoed."""
 
@@ -566,6 +779,8 @@ ServerFrame = Annotated[
     | FloorChangedFrame
     | ModerationFrame
     | TalkerCutFrame
+    | NetChangedFrame
+    | NetLoggedFrame
     | PongFrame
     | SubscribedFrame
     | UnsubscribedFrame

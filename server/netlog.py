@@ -66,7 +66,8 @@ class NetDoc:
     loggers: list[str] = field(default_factory=list)
     checkins: list[CheckInRecord] = field(default_factory=list)
     version: int = 0
-    # Lines in the log (kept here by the store when it appends, for the header).
+    # Lines in the log: filled in by the store when it reads the net (the log is kept
+    # apart and is not part of the version; a stored value is ignored).
     event_count: int = 0
 
     def to_dict(self) -> dict[str, Any]:

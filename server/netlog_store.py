@@ -41,7 +41,7 @@ class NetLogStore(Protocol):
         self, net_id: str, event: NetEventRecord, limit: int
     ) -> NetEventRecord | None:
         """Append a line to an open net's log with the next seq (1, 2, ...), counted in
-        the net's `event_count`; None (nothing stored) if the net is not open or its log
+        `event_count` of the net when next read; None (nothing stored) if the net is not open or its log
         already holds `limit` lines."""
         ...
 

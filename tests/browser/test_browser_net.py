@@ -18,6 +18,7 @@ import csv
 import io
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -127,15 +128,16 @@ async def test_a_net_from_the_console_heard_logged_exported_and_archived(
 
     try:
         # Everyone comes in at once: the listeners (5 at a time) and the three pages.
-        ncs, op1, op2, *_ = await asyncio.gather(
+        seating = asyncio.gather(*(seat(i, li) for i, li in enumerate(listeners)))
+        ncs, op1, op2 = await asyncio.gather(
             page_in_room("W1NCS", token=mint("W1NCS", rooms=[ROOM], role="ncs")),
             page_in_room("K1ABC", tone=TONES["K1ABC"]),
             page_in_room("W2DEF", tone=TONES["W2DEF"]),
-            *(seat(i, li) for i, li in enumerate(listeners)),
         )
+        await seating
         pages = (ncs, op1, op2)
         await asyncio.gather(
-            *(until(lambda op=op: on_sfu(op), f"{op.callsign} on the SFU", 40) for op in pages),
+            *(until(partial(on_sfu, op), f"{op.callsign} on the SFU", 40) for op in pages),
             until(listeners_on_sfu, "the listeners on the SFU", 40),
         )
         quiet_since = time.monotonic()
@@ -227,9 +229,10 @@ async def test_a_net_from_the_console_heard_logged_exported_and_archived(
         await until(lambda: listed(["K1ABC", "W2DEF", "N0RF"]), "the manual check-in listed")
         for op in (op1, op2):  # every member sees the list live
             await until(
-                lambda op=op: op.page.evaluate(
+                partial(
+                    op.page.evaluate,
                     "yv.room.netLog.state.checkins.map((c) => c.callsign).join() ==="
-                    " 'K1ABC,W2DEF,N0RF'"
+                    " 'K1ABC,W2DEF,N0RF'",
                 ),
                 f"{op.callsign} seeing the whole list",
             )

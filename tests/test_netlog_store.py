@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis_fixture import RedisServer
+from tests.redis_fixture import RedisServer, free_port
 from yahaml_voice.server.netlog import CheckInRecord, NetDoc, NetEventRecord
 from yahaml_voice.server.netlog_redis import RedisNetLog
 from yahaml_voice.server.netlog_sqlite import SqliteNetLog
 from yahaml_voice.server.netlog_store import NetLogStore
+from yahaml_voice.server.store import StoreUnavailable
 
 BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
 
@@ -524,5 +525,30 @@ async def test_redis_key_layout(redis_server: RedisServer) -> None:
         assert await client.zrange(f"{prefix}nets:room1", 0, -1, withscores=True) == [
             ("n1", T0 + 60.25)
         ]
+    finally:
+        await store.stop()
+
+
+async def test_sqlite_failure_is_store_unavailable(tmp_path: Path) -> None:
+    # The path is a folder: SQLite cannot open it.
+    (tmp_path / "taken").mkdir()
+    store = SqliteNetLog(str(tmp_path / "taken"))
+    with pytest.raises(StoreUnavailable):
+        await store.start()
+    with pytest.raises(RuntimeError):
+        await store.current("room1")
+
+
+@pytest.mark.redis
+async def test_redis_outage_is_store_unavailable() -> None:
+    # Nothing listens there: every call fails as StoreUnavailable, nothing else.
+    store = RedisNetLog(f"redis://127.0.0.1:{free_port()}/0", "t:")
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.current("room1")
+        with pytest.raises(StoreUnavailable):
+            await store.append_event("n1", line(), 10)
+        with pytest.raises(StoreUnavailable):
+            await store.events("n1")
     finally:
         await store.stop()

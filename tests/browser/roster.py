@@ -113,7 +113,7 @@ class Expected:
 class RosterNet:
     """The room, its members and the expected roster; `size` members counting net control."""
 
-    def __init__(self, server: ServerProcess, size: int, checked_in: int, concurrency: int = 12):
+    def __init__(self, server: ServerProcess, size: int, checked_in: int, concurrency: int = 8):
         self.server = server
         self.size = size
         self.members = Members(server.url, ROOM, concurrency=concurrency)

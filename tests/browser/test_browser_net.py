@@ -82,7 +82,8 @@ async def download(page: Page, button: str) -> str:
     async with page.expect_download() as info:
         await page.click(button)
     saved = await (await info.value).path()
-    return await asyncio.to_thread(Path(saved).read_text, encoding="utf-8")
+    data = await asyncio.to_thread(Path(saved).read_bytes)
+    return data.decode("utf-8")
 
 
 async def checkin_rows(page: Page) -> list[str]:

@@ -203,7 +203,9 @@ def update(doc: NetDoc, name: str | None, preamble: str | None, role: NetActor, 
 def close(doc: NetDoc, role: NetActor, by: str, now: float) -> NetDoc:
     _require_open(doc)
     new = _next(doc)
-    new.closed_at = max(now, doc.opened_at)
+    # To the millisecond: the wire's closedAt then names exactly this time, so that it
+    # pages the archive (`before`) without repeating this net.
+    new.closed_at = round(max(now, doc.opened_at), 3)
     _credit(new, role, by)
     return new
 

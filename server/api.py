@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from quart import Blueprint, g, request
 from quart_schema import (
     document_headers,
+    document_querystring,
     document_request,
     document_response,
     tag,
@@ -108,6 +109,15 @@ async def optional_body(model: type[M]) -> M:
         return model()
     try:
         return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ApiError(400, "bad_request", describe(exc)) from exc
+
+
+def query_args(model: type[M]) -> M:
+    """Validate the query string (after authentication: an unknown caller learns nothing
+    from a 400); any other parameter (`token`) is ignored."""
+    try:
+        return model.model_validate(request.args.to_dict())
     except ValidationError as exc:
         raise ApiError(400, "bad_request", describe(exc)) from exc
 
@@ -347,27 +357,37 @@ Handler = Callable[..., Awaitable[Any]]
 
 def net_route(
     path: str,
-    answer: type[BaseModel],
+    answer: Any,
     *,
     body: type[BaseModel] | None = None,
     optional: type[BaseModel] | None = None,
     method: str = "POST",
+    group: str = "net-control",
+    query: type[BaseModel] | None = None,
+    validate: bool = True,
 ) -> Callable[[Handler], Handler]:
-    """One net-control route: authenticated, documented, its answer validated.
+    """One net-control (or net-log, `group`) route: authenticated, documented, its answer
+    validated.
 
     `body` is a required, validated JSON body (passed as `data`); `optional` a body the
-    handler reads itself with optional_body() (documented only)."""
+    handler reads itself with optional_body(), `query` query parameters it reads with
+    query_args() (both documented only)."""
 
     def wrap(handler: Handler) -> Handler:
         route = authenticated(handler)
         route = errors(*ROOM_ERRORS)(route)
-        route = validate_response(answer)(route)
+        if validate:
+            route = validate_response(answer)(route)
+        else:
+            route = document_response(answer)(route)
         if body is not None:
             route = validate_request(body)(route)
         if optional is not None:
             route = document_request(optional)(route)
+        if query is not None:
+            route = document_querystring(query)(route)
         route = document_headers(AuthHeaders)(route)
-        route = tag(["net-control"])(route)
+        route = tag([group])(route)
         return blueprint.route(f"/voice-rooms/<room_id>/{path}", methods=[method])(route)
 
     return wrap

@@ -24,6 +24,7 @@ from yahaml_voice.core.tokens import AuthError, bearer
 
 from .api import blueprint as api_blueprint
 from .api import test_blueprint
+from .api_netlog import OpenAPI
 from .context import EXTENSION, Services
 from .errors import ApiError
 from .hosts import allowed_hosts, host_allowed
@@ -80,6 +81,7 @@ def create_app(config: Config) -> Quart:
         swagger_ui_path="/docs",
         redoc_ui_path=None,
         scalar_ui_path=None,
+        openapi_provider_class=OpenAPI,
     )
     config.token_secret()
     config.worker_secret()
@@ -199,6 +201,7 @@ def create_app(config: Config) -> Quart:
     async def lifecycle() -> AsyncGenerator[None, None]:
         await store.start()
         await bus.start()
+        await rooms.nets.start()
         await rooms.start()
         watcher = asyncio.create_task(
             every(
@@ -216,6 +219,7 @@ def create_app(config: Config) -> Quart:
         finally:
             await cancel_and_wait(watcher)
             await rooms.stop()
+            await rooms.nets.stop()
             await bus.stop()
             await store.stop()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from yahaml_voice.core.config import Config, RoomConfig
 from yahaml_voice.core.protocol import (
@@ -54,6 +54,22 @@ Evict = Callable[[str, ParticipantRecord, str], Awaitable[None]]
 Transition = Callable[[FloorDoc], FloorDoc]
 
 
+class NetObserver(Protocol):
+    """Told what happened on the floor after it happened (the net log, nets.py, writes its
+    automatic lines from these). Failures are logged here and never undo the change."""
+
+    async def floor_changed(
+        self, room: RoomConfig, old: FloorDoc, new: FloorDoc, by: str | None
+    ) -> None:
+        """A floor change went through: `old` is what it was applied to; `by` the callsign
+        of net control when it granted."""
+        ...
+
+    async def moderated(self, room: RoomConfig, data: ModerationData) -> None: ...
+
+    async def talker_cut(self, room: RoomConfig, participant_id: str) -> None: ...
+
+
 async def update_floor(
     store: Store, room_id: str, transition: Transition, retries: int = CAS_RETRIES
 ) -> FloorDoc:
@@ -74,13 +90,35 @@ class NetControl:
         self.store = store
         self.delivery = delivery
         self.evict = evict
+        # The net log (RoomService sets it): told of grants, transmissions, moderation.
+        self.observer: NetObserver | None = None
 
     # the one write path ------------------------------------------------------------------
-    async def change(self, room: RoomConfig, transition: Transition) -> FloorDoc:
-        """Apply a transition (update_floor), then floorChanged + the worker's frame."""
-        new = await update_floor(self.store, room.id, transition)
+    async def change(
+        self, room: RoomConfig, transition: Transition, by: str | None = None
+    ) -> FloorDoc:
+        """Apply a transition (update_floor), then floorChanged + the worker's frame, then
+        tell the observer (`by`: net control's callsign, for a grant)."""
+        applied: list[FloorDoc] = []
+
+        def tracked(doc: FloorDoc) -> FloorDoc:
+            applied.append(doc)
+            return transition(doc)
+
+        new = await update_floor(self.store, room.id, tracked)
         await self.announce(room, new)
+        if self.observer is not None:
+            # The last document the transition was applied to is the one the CAS replaced.
+            old = applied[-1]
+            await self._observe(self.observer.floor_changed(room, old, new, by))
         return new
+
+    @staticmethod
+    async def _observe(call: Awaitable[None]) -> None:
+        try:
+            await call
+        except Exception as exc:  # the floor changed anyway; the log is second
+            log.warning("net log not written: %s", exc)
 
     async def announce(self, room: RoomConfig, doc: FloorDoc) -> None:
         frame = FloorChangedFrame(data=FloorChangedData(floor=floor.to_wire(room, doc)))
@@ -178,7 +216,7 @@ class NetControl:
                 raise ApiError(404, "participant_not_found", f"no participant {pid!r} here")
             return floor.grant(d, room, pid, record.callsign, record.can_publish, now)
 
-        doc = await self.change(room, grant)
+        doc = await self.change(room, grant, by=identity.callsign)
         log.info("room=%s floor granted by %s: %s", room_id, identity.callsign, _holders(doc))
         return floor.to_wire(room, doc)
 
@@ -239,6 +277,8 @@ class NetControl:
             reason,
         )
         await self.delivery.broadcast(room.id, ModerationFrame(data=data))
+        if self.observer is not None:
+            await self._observe(self.observer.moderated(room, data))
 
     async def mute(self, identity: Identity, room_id: str, target: str, muted: bool) -> None:
         room = await self.require_ncs(identity, room_id)
@@ -365,6 +405,8 @@ class NetControl:
                 resetAfter=room.tot_reset,
             )
             await self.delivery.broadcast(room.id, TalkerCutFrame(data=data))
+            if self.observer is not None:
+                await self._observe(self.observer.talker_cut(room, message.participantId))
 
 
 def _holders(doc: FloorDoc) -> list[Any]:

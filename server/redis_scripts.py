@@ -14,6 +14,8 @@ Layout, every name under `redis.prefix` (default `yv:`):
     workers:rec       hash  worker id -> JSON WorkerRecord
     wclaim:<worker>   the connection that registered a live worker id (expires unless renewed)
     revoked:<jti>     a logged-out or removed token session, expiring with the token
+    net:open:<room>, net:<id>, net:<id>:log, nets:<room>
+                      the net log (its layout and scripts are in netlog_redis.py)
     <channel>         pub/sub channel of the bus (`p:<pid>`, `w:<worker>`)
 
 Multi-key rules run as Lua scripts so they are atomic without locks. A socket only

@@ -5,7 +5,8 @@ room mode and worker placement live in the Store, delivery goes through the Bus,
 number of server processes can run this same code against one Redis. Its parts, each
 a module: `delivery` (channels, broadcasts), `signals` (signal routing, worker frames),
 `presence` (sockets, grace periods, idle seats), `modes` (mesh <-> SFU), `net` (net
-control: the floor, moderation, bans).
+control: the floor, moderation, bans), `netlog` (nets, check-ins and their log, kept in
+`nets`).
 """
 
 from __future__ import annotations
@@ -41,9 +42,12 @@ from .errors import ApiError
 from .limits import SEATS, Limits, RateLimited
 from .modes import RoomModes
 from .netcontrol import NetControl
+from .netlog_store import NetLogStore
+from .nets import NetLogService
 from .presence import Presence
 from .signalling import Signalling
 from .store import AddressFull, Bus, ParticipantRecord, RoomFull, RoomState, Store
+from .stores import make_netlog
 from .views import check_access, leave_reason, participant_view, room_config
 
 log = logging.getLogger(__name__)
@@ -58,7 +62,12 @@ class Joined:
 
 class RoomService:
     def __init__(
-        self, config: Config, store: Store, bus: Bus, limits: Limits | None = None
+        self,
+        config: Config,
+        store: Store,
+        bus: Bus,
+        limits: Limits | None = None,
+        nets: NetLogStore | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -71,6 +80,10 @@ class RoomService:
         self.presence = Presence(config, store, self.delivery, self.limits, self.after_leave)
         self.net = NetControl(config, store, self.delivery, self._evict)
         self.modes.on_placed = self.net.tell_worker
+        # Started and stopped with the app (app.py), like the store.
+        self.nets = nets or make_netlog(config)
+        self.netlog = NetLogService(config, store, self.nets, self.delivery, self.net)
+        self.net.observer = self.netlog
 
     # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:

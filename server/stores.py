@@ -1,4 +1,5 @@
-"""Choose the Store and Bus a config asks for: in-memory, or Redis when redis.url is set."""
+"""Choose the Store and Bus a config asks for: in-memory, or Redis when redis.url is set;
+and where nets are kept: Redis then too, else the SQLite file netlog.path."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from yahaml_voice.core.config import Config
 
 from .memory_bus import MemoryBus
 from .memory_store import MemoryStore
+from .netlog_sqlite import SqliteNetLog
+from .netlog_store import NetLogStore
 from .store import Bus, Store
 
 
@@ -18,3 +21,12 @@ def make_store(config: Config) -> tuple[Store, Bus]:
 
         return RedisStore(url, config.redis.prefix), RedisBus(url, config.redis.prefix)
     return MemoryStore(), MemoryBus()
+
+
+def make_netlog(config: Config) -> NetLogStore:
+    url = config.redis.url
+    if url:
+        from .netlog_redis import RedisNetLog
+
+        return RedisNetLog(url, config.redis.prefix)
+    return SqliteNetLog(config.netlog.path)

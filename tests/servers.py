@@ -69,6 +69,9 @@ class ServerProcess:
             # Every test client comes from 127.0.0.1: per-address limits would count them all
             # as one client (tests/test_limits.py sets them where it tests them).
             "limits": {"sessions_per_minute": 0, "participants_per_address": 0},
+            # Its own net log file: tests never share one, and a restart of this same
+            # ServerProcess (same name and port) finds its open nets again.
+            "netlog": {"path": str(workdir / f"{name}-{self.port}-netlog.sqlite3")},
         }
         self.config = deep_merge(base, config or {})
         self.workdir = workdir

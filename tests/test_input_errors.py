@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -186,13 +187,14 @@ async def test_worker_survives_a_deep_frame_and_answers_with_an_error(
 
 
 async def test_global_error_path_input_errors_are_400_and_bugs_500(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     """What slips past every check: a decoding error is the input's fault (400, one log
     line), anything else is our bug (500 `internal`, with its traceback logged)."""
     from yahaml_voice.server.app import create_app
 
-    app = create_app(load_config(environ={}, overrides={"auth.secret": "s" * 40}))
+    overrides = {"auth.secret": "s" * 40, "netlog.path": str(tmp_path / "netlog.sqlite3")}
+    app = create_app(load_config(environ={}, overrides=overrides))
 
     @app.post("/boom/<kind>")
     async def boom(kind: str) -> str:

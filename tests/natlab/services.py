@@ -86,6 +86,7 @@ class LabServer:
             "auth": {"mode": "open", "secret": AUTH_SECRET},
             "ice": {"stun_urls": [stun_url()], "turn": turn, "force_relay": self.force_relay},
             "sfu": {"ice_addresses": [PUBLIC_IP]},
+            "netlog": {"path": str(self.workdir / "netlog.sqlite3")},
         }
         if self.rooms is not None:
             config["rooms"] = self.rooms

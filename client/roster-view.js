@@ -438,7 +438,7 @@ function signature(p, c, section) {
  * @param {Section} section
  */
 function fillRow(li, p, c, section) {
-  li.dataset.section = section;
+  li.dataset.in = section; // not data-section: that names the section boxes
   li.dataset.state = p.state;
   li.classList.toggle('is-self', p.isSelf);
   li.classList.toggle('is-muted', p.isMuted);

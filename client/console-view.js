@@ -191,7 +191,17 @@ export class ConsoleView {
         emergency: data.has('emergency'),
       };
       const id = li.dataset.checkin || '';
-      if (await act(() => netLog.edit(id, fields))) {
+      // Only what changed (the log line lists the changed fields).
+      const current = /** @type {Record<string, unknown>} */ (/** @type {unknown} */ (netLog.checkins.find((c) => c.id === id) || {}));
+      const changed = /** @type {CheckInEdit} */ (
+        Object.fromEntries(Object.entries(fields).filter(([key, value]) => value !== undefined && value !== current[key]))
+      );
+      if (!Object.keys(changed).length) {
+        this.editing = null;
+        this.renderCheckins(true);
+        return;
+      }
+      if (await act(() => netLog.edit(id, changed))) {
         this.editing = null;
         this.renderCheckins(true);
         /** @type {HTMLElement|null} */ (list.querySelector(`li[data-checkin="${CSS.escape(id)}"] button[data-action="edit"]`))?.focus();

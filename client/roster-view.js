@@ -447,6 +447,7 @@ function fillRow(li, p, c, section) {
   const role = q('.role');
   role.textContent = p.role === 'ncs' ? 'NCS' : p.canPublish ? p.role : 'listener';
   role.dataset.role = p.role;
+  role.hidden = p.role === 'operator' && p.canPublish; // the usual case needs no badge
   q('.muted-tag').hidden = !p.isMuted || p.mutedByNcs;
   const floorTag = q('.floor-tag');
   const [tagKey, tagText] = floorTagOf(p);

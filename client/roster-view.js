@@ -5,7 +5,7 @@
  * and for net control mute / remove / appoint / grant).
  *
  * Built for 300 members: roster, net and level updates only mark the view dirty; it
- * renders once per animation frame, touching only rows whose content changed (rows are
+ * renders once per animation frame, touching only rows whose content changed (in a large roster rows are
  * `content-visibility: auto`, so the browser lays out only what is on screen). Every render
  * is measured as `performance.measure('yv-roster-render')` (make bench reads it).
  */
@@ -39,6 +39,8 @@ const MEASURE = 'yv-roster-render';
 const MARK = 'yv-roster-render-start';
 /** Measures kept before the oldest are dropped (the bench reads far fewer). */
 const MAX_MEASURES = 5000;
+/** From this many rows on, off-screen rows are skipped by the browser (content-visibility). */
+export const LARGE = 120;
 
 /** @type {Record<string, string>} */
 const STATUS_TEXT = {
@@ -231,6 +233,9 @@ export class RosterView {
       const hide = shown === 0;
       if (section.box.hidden !== hide) section.box.hidden = hide;
     }
+    const root = $('roster');
+    const large = this.entries.length >= LARGE;
+    if (root.classList.contains('is-large') !== large) root.classList.toggle('is-large', large);
     $('roster-count').textContent = `(${this.entries.length})`;
     $('room-count').textContent = `${this.entries.length} on frequency`;
     $('roster-empty').hidden = !this.query || [...this.rows.values()].some((r) => !r.li.hidden);

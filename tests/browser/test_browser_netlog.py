@@ -16,6 +16,7 @@ import pytest
 from playwright.async_api import Browser
 
 from tests.browser.pages import DESKTOP, Operator, until
+from tests.browser.test_browser_floor import FEED, entry, floor_frame, floor_state, holder
 from tests.servers import ServerProcess, mint
 from tests.voiceclient import VoiceClient
 
@@ -312,7 +313,29 @@ async def test_console_runs_a_net_and_exports_it(
         ),
         "the note in the log",
     )
+    assert await p.evaluate("yv.room.netLog.net.name") == "Repeater net"
+
+    # A priority request (a synthetic directed floor state): highlighted, announced, with a
+    # grant button; the holder's transmission timer runs against the room's TOT.
+    alice_id = str(alice.participant_id)
+    me = await page.participant_id
+    state = floor_state(
+        room_id,
+        1,
+        holders=[holder(me, "W1AW")],
+        queue=[entry(alice_id, "K1ABC", "priority")],
+    )
+    await p.evaluate(FEED, floor_frame(state))
+    await p.wait_for_selector("#ncs-controls:not([hidden])")
+    await p.wait_for_selector(f"#console-queue li.is-priority[data-participant='{alice_id}']")
+    assert "Priority request from K1ABC" in await p.inner_text("#console-alert")
+    assert await p.is_visible(
+        f"#console-queue button[data-action='grant'][data-participant='{alice_id}']"
+    )
+    assert "W1AW" in await p.inner_text("#tot-timer")
     await page.screenshot(artifacts, "console-1000")
+    await p.evaluate(FEED, floor_frame(floor_state(room_id, 2, floor="open")))
+    await p.wait_for_selector("#ncs-controls", state="hidden")
 
     # Exports are downloads (Blob URLs) of the server's files.
     async with p.expect_download() as info:

@@ -517,6 +517,7 @@
  * @property {Mode} mode
  * @property {number} sfuThreshold
  * @property {boolean} ptt
+ * @property {number} tot
  * @property {Array<Participant>} participants
  */
 
@@ -547,6 +548,7 @@
  * @property {Mode} mode
  * @property {number} sfuThreshold
  * @property {boolean} ptt
+ * @property {number} tot
  */
 
 /**

@@ -53,6 +53,7 @@ SUMMARY: dict[str, Any] = {
     "mode": "sfu",
     "sfuThreshold": 8,
     "ptt": True,
+    "tot": 180.0,
 }
 SLOTS = [p.SlotAssignment(index=0, participantId="p-1"), p.SlotAssignment(index=1)]
 ERROR = p.ErrorData(code="bad_frame", message="frame: unknown type")

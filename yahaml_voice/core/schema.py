@@ -66,6 +66,11 @@ ANSWERS: tuple[type[BaseModel], ...] = (
     p.NetArchive,
     p.NetRecord,
     p.ErrorAnswer,
+    p.NetState,
+    p.NetEvent,
+    p.NetLogPage,
+    p.NetArchive,
+    p.NetRecord,
 )
 SERVER_FRAMES: tuple[type[BaseModel], ...] = get_args(get_args(p.ServerFrame)[0])
 WORKER_FRAMES: tuple[type[BaseModel], ...] = get_args(get_args(p.WorkerFrame)[0])

@@ -263,6 +263,40 @@ export class Api {
   }
 
   /**
+   * GET a file (an export) with the Bearer token: its body as a Blob and the name the
+   * server gave it (Content-Disposition), or `fallback`.
+   * @param {string} path
+   * @param {string} fallback
+   * @returns {Promise<{blob: Blob, filename: string}>}
+   */
+  async download(path, fallback) {
+    if (!this.identity) throw new VoiceError('auth', 'not logged in', 401);
+    let response;
+    try {
+      response = await fetch(this.baseUrl + path, {
+        headers: { Authorization: `Bearer ${this.identity.token}` },
+      });
+    } catch {
+      throw new VoiceError('unreachable', 'the voice server cannot be reached');
+    }
+    if (!response.ok) {
+      /** @type {any} */
+      let payload = null;
+      try {
+        payload = JSON.parse(await response.text());
+      } catch {
+        payload = null;
+      }
+      const message =
+        (payload && (payload.message || payload.error)) || `${response.status} ${response.statusText}`;
+      const code = payload && typeof payload.error === 'string' ? payload.error : '';
+      throw new VoiceError(kindOfStatus(response.status), message, response.status, code);
+    }
+    const blob = await response.blob();
+    return { blob, filename: filenameOf(response.headers.get('Content-Disposition')) || fallback };
+  }
+
+  /**
    * One JSON call; a refusal becomes a VoiceError carrying the server's message.
    * @param {string} method
    * @param {string} path
@@ -309,7 +343,26 @@ export class Api {
   }
 }
 
+/**
+ * The file name of a Content-Disposition header (`filename*=UTF-8''...` or `filename="..."`).
+ * @param {string|null} header
+ * @returns {string}
+ */
+export function filenameOf(header) {
+  if (!header) return '';
+  const star = /filename\*\s*=\s*UTF-8''([^;]+)/i.exec(header);
+  if (star) {
+    try {
+      return decodeURIComponent(star[1].trim());
+    } catch {
+      /* fall through to the plain form */
+    }
+  }
+  const plain = /filename\s*=\s*"?([^";]+)"?/i.exec(header);
+  return plain ? plain[1].trim() : '';
+}
+
 /** @param {string} roomId @param {string} what */
-function roomPath(roomId, what) {
+export function roomPath(roomId, what) {
   return `/api/voice-rooms/${encodeURIComponent(roomId)}/${what}`;
 }

@@ -3,7 +3,11 @@
  * The page: turns VoiceRoom callbacks into DOM and user input into VoiceRoom calls.
  * All protocol and WebRTC logic lives in voice-room.js.
  */
-import { FLOOR_KINDS, SPEAKING_LEVEL, VoiceError, VoiceRoom } from './voice-room.js';
+import { CheckinView } from './checkin-view.js';
+import { ConsoleView } from './console-view.js';
+import { $, clock, typingInto } from './dom.js';
+import { RosterView } from './roster-view.js';
+import { FLOOR_KINDS, VoiceError, VoiceRoom } from './voice-room.js';
 
 /** @typedef {import('./voice-room.js').RosterEntry} RosterEntry */
 /** @typedef {import('./voice-room.js').RoomSummary} RoomSummary */
@@ -18,17 +22,6 @@ const KIND_LABELS = { checkin: 'check-in', traffic: 'traffic', comment: 'comment
 const TOKEN_KEY = 'yv.token';
 const PREFS_KEY = 'yv.prefs';
 
-/**
- * @template {HTMLElement} T
- * @param {string} id
- * @returns {T}
- */
-function $(id) {
-  const el = document.getElementById(id);
-  if (!el) throw new Error(`missing #${id}`);
-  return /** @type {T} */ (el);
-}
-
 const room = new VoiceRoom({ debug: localStorage.getItem('yv.debug') === '1' });
 // For DevTools and tests (the seed's debugging section): window.yv.room.audioStats() etc.
 /** @type {any} */ (window).yv = { room };
@@ -41,8 +34,6 @@ let rooms = [];
 let currentRoom = null;
 /** @type {Map<string, HTMLAudioElement>} */
 const sinks = new Map();
-/** @type {Record<string, number>} smoothed levels for the meters */
-const shownLevels = {};
 /** @type {ReturnType<typeof setInterval>|null} */
 let roomsTimer = null;
 let spaceHeld = false;
@@ -369,108 +360,6 @@ function renderLocal() {
       : 'Open mic: you are heard whenever you speak. M mutes.';
 }
 
-/** @param {RosterEntry[]} roster */
-function renderRoster(roster) {
-  const list = $('roster');
-  const template = /** @type {HTMLTemplateElement} */ ($('roster-item'));
-  /** @type {Map<string, HTMLElement>} */
-  const existing = new Map();
-  for (const el of /** @type {NodeListOf<HTMLElement>} */ (list.querySelectorAll('li.peer'))) {
-    existing.set(el.dataset.id || '', el);
-  }
-  const ids = new Set(roster.map((p) => p.id));
-  for (const [id, el] of existing) if (!ids.has(id)) el.remove();
-  for (const p of roster) {
-    let item = existing.get(p.id);
-    if (!item) {
-      item = /** @type {HTMLElement} */ (template.content.firstElementChild?.cloneNode(true));
-      item.dataset.id = p.id;
-      const slider = /** @type {HTMLInputElement} */ (item.querySelector('input[type=range]'));
-      const out = /** @type {HTMLOutputElement} */ (item.querySelector('output'));
-      slider.value = String(prefs.peerVolumes[p.displayName] ?? 100);
-      out.textContent = `${slider.value} %`;
-      slider.addEventListener('input', () => {
-        out.textContent = `${slider.value} %`;
-        prefs.peerVolumes[p.displayName] = Number(slider.value);
-        savePrefs();
-        applyVolumes();
-      });
-    }
-    list.append(item); // keeps roster order
-    item.classList.toggle('is-self', p.isSelf);
-    item.classList.toggle('is-muted', p.isMuted);
-    item.dataset.state = p.state;
-    /** @type {HTMLElement} */ (item.querySelector('.peer-call')).textContent = p.isSelf ? `${p.displayName} (you)` : p.displayName;
-    const role = /** @type {HTMLElement} */ (item.querySelector('.role'));
-    role.textContent = p.role === 'ncs' ? 'NCS' : p.canPublish ? p.role : 'listener';
-    role.dataset.role = p.role;
-    /** @type {HTMLElement} */ (item.querySelector('.muted-tag')).hidden = !p.isMuted || p.mutedByNcs;
-    const floorTag = /** @type {HTMLElement} */ (item.querySelector('.floor-tag'));
-    const [tagKey, tagText] = floorTagOf(p);
-    floorTag.hidden = !tagKey;
-    floorTag.dataset.floor = tagKey;
-    floorTag.textContent = tagText;
-    const state = /** @type {HTMLElement} */ (item.querySelector('.state'));
-    state.textContent = stateText(p);
-    state.className = `state state-${p.state}`;
-    const volume = /** @type {HTMLElement} */ (item.querySelector('.peer-volume'));
-    volume.hidden = p.isSelf || !p.canPublish;
-    const slider = /** @type {HTMLInputElement} */ (item.querySelector('input[type=range]'));
-    slider.setAttribute('aria-label', `Volume for ${p.displayName}`);
-  }
-  $('roster-count').textContent = `(${roster.length})`;
-  $('room-count').textContent = `${roster.length} on frequency`;
-}
-
-/**
- * The roster badge for a participant's floor standing: [key, text] ('' key: none).
- * @param {RosterEntry} p
- * @returns {[string, string]}
- */
-function floorTagOf(p) {
-  if (p.mutedByNcs) return ['ncs-muted', 'muted by NCS'];
-  if (p.floor === 'holder') return ['holder', 'on the floor'];
-  if (p.floor === 'paused') return ['paused', 'paused'];
-  if (p.floor === 'queued') return ['queued', `#${p.queuePosition} in queue`];
-  if (p.netControl && p.role !== 'ncs') return ['ncs', 'NCS'];
-  return ['', ''];
-}
-
-/** @param {RosterEntry} p */
-function stateText(p) {
-  if (p.isSelf) return room.canPublish ? '' : 'listening';
-  switch (p.state) {
-    case 'connected': return p.via === 'sfu' ? 'via server' : 'connected';
-    case 'new':
-    case 'connecting':
-    case 'waiting': return 'connecting…';
-    case 'disconnected': return 'reconnecting…';
-    case 'failed': return 'no audio path';
-    case 'listening': return 'listening';
-    default: return p.state;
-  }
-}
-
-/** @param {Record<string, number>} levels */
-function renderLevels(levels) {
-  const talking = [];
-  for (const el of /** @type {NodeListOf<HTMLElement>} */ ($('roster').querySelectorAll('li.peer'))) {
-    const id = el.dataset.id || '';
-    const raw = levels[id] || 0;
-    // Fast attack, slow release: a meter operators can read.
-    const shown = Math.max(raw, (shownLevels[id] || 0) * 0.5);
-    shownLevels[id] = shown < 0.01 ? 0 : shown;
-    const speaking = raw > SPEAKING_LEVEL;
-    el.classList.toggle('speaking', speaking);
-    el.dataset.speaking = String(speaking);
-    const fill = /** @type {HTMLElement} */ (el.querySelector('.level-fill'));
-    // sqrt: quiet voices still move the meter
-    fill.style.transform = `scaleY(${Math.min(1, Math.sqrt(shownLevels[id])).toFixed(3)})`;
-    if (speaking) talking.push(/** @type {HTMLElement} */ (el.querySelector('.peer-call')).textContent);
-  }
-  $('now-talking').textContent = talking.length ? `Talking: ${talking.join(', ')}` : '';
-}
-
 // ------------------------------------------------------------------ the floor (directed nets)
 
 /** @param {string} text @param {string} standing */
@@ -535,26 +424,36 @@ function renderFloor() {
     kind.dataset.kind = entry.kind;
     kind.textContent = KIND_LABELS[entry.kind];
     li.append(call, kind);
-    if (view.isNetControl) {
-      const grant = document.createElement('button');
-      grant.type = 'button';
-      grant.className = 'btn btn-small';
-      grant.textContent = 'Grant';
-      grant.setAttribute('aria-label', `Grant the floor to ${entry.callsign}`);
-      grant.addEventListener('click', () => floorCall(() => room.net.grantFloor(entry.participantId)));
-      li.append(grant);
-    }
     list.append(li);
   }
   $('queue-count').textContent = state.queue.length ? `(${state.queue.length})` : '';
   $('floor-queue-empty').hidden = state.queue.length > 0;
+  renderFloorTime();
+}
 
-  $('ncs-controls').hidden = !view.isNetControl;
-  /** @type {HTMLButtonElement} */ ($('grant-next')).disabled = !state.queue.length;
-  /** @type {HTMLButtonElement} */ ($('revoke-all')).disabled = !state.holders.length;
-  const rollCall = $('roll-call');
-  rollCall.textContent = state.open ? 'Close roll call' : 'Open floor (roll call)';
-  rollCall.setAttribute('aria-pressed', String(state.open));
+/** The room's time-out timer in seconds (0: none). */
+function roomTot() {
+  return currentRoom && typeof currentRoom.tot === 'number' ? currentRoom.tot : 0;
+}
+
+/**
+ * "You have the floor": the time left of this transmission against the TOT (not
+ * aria-live: it changes every second; the floor status above is what is announced).
+ */
+function renderFloorTime() {
+  const el = $('floor-time');
+  const view = room.floorView();
+  const tot = roomTot();
+  const show = view.directed && view.hasFloor && !view.isNetControl;
+  el.hidden = !show;
+  if (!show) return;
+  const talking = rosterView.clock.seconds(selfId());
+  let text;
+  if (!tot) text = 'No time-out timer in this room.';
+  else if (talking) text = `${clock(Math.max(0, tot - talking))} left of this transmission (${clock(tot)} max).`;
+  else text = `Up to ${clock(tot)} per transmission; pause briefly to reset it.`;
+  if (el.textContent !== text) el.textContent = text;
+  el.dataset.level = tot && talking >= tot - Math.min(30, tot * 0.2) ? 'warn' : '';
 }
 
 function selfId() {
@@ -562,14 +461,23 @@ function selfId() {
 }
 
 /**
- * Run one floor action from a button; its refusal becomes a banner.
+ * Run one floor or net-log action from a button; its refusal becomes a banner.
  * @param {() => Promise<unknown>} action
+ * @returns {Promise<boolean>} whether it went through
  */
 async function floorCall(action) {
   try {
     await action();
+    return true;
   } catch (err) {
-    showError(err, { roomId: room.roomId || undefined });
+    // 409 (a net already open, a callsign already checked in) and 404 (no net, no such
+    // entry) are about the net, not the room: say what the server said.
+    if (err instanceof VoiceError && (err.status === 409 || err.status === 404)) {
+      showBanner('net-log', 'warn', err.message);
+    } else {
+      showError(err, { roomId: room.roomId || undefined });
+    }
+    return false;
   }
 }
 
@@ -634,9 +542,11 @@ function onTalkerCut(data) {
 function onFloor(state) {
   if (!state) {
     // Left the room: its net control notices go with it.
-    for (const key of ['ncs', 'ncs-mute', 'tot']) hideBanner(key);
+    for (const key of ['ncs', 'ncs-mute', 'tot', 'net-log']) hideBanner(key);
+    rosterView.clock.clear();
   }
   renderFloor();
+  consoleView.render();
 }
 
 // ------------------------------------------------------------------ audio out
@@ -697,13 +607,6 @@ function applyVolumes() {
 }
 
 // ------------------------------------------------------------------ push-to-talk keys
-
-/** @param {EventTarget|null} target */
-function typingInto(target) {
-  if (!(target instanceof HTMLElement)) return false;
-  return target.isContentEditable || ['INPUT', 'SELECT', 'TEXTAREA'].includes(target.tagName)
-    && !(target instanceof HTMLInputElement && ['checkbox', 'radio', 'range'].includes(target.type));
-}
 
 function updateTalk() {
   room.talk(spaceHeld || pointerHeld);
@@ -802,8 +705,42 @@ function onMode(mode) {
 }
 
 room.onstatus = onStatus;
-room.onroster = renderRoster;
-room.onlevels = renderLevels;
+/** @param {string} displayName */
+function volumeOf(displayName) {
+  return prefs.peerVolumes[displayName] ?? 100;
+}
+
+/** @param {string} displayName @param {number} volume */
+function setVolume(displayName, volume) {
+  prefs.peerVolumes[displayName] = volume;
+  savePrefs();
+  applyVolumes();
+}
+
+const rosterView = new RosterView({ room, volumeOf, setVolume, act: floorCall });
+const checkinView = new CheckinView({ room, act: floorCall });
+const consoleView = new ConsoleView({ room, clock: rosterView.clock, tot: roomTot, act: floorCall });
+
+/** The net log changed (room.netLog.onNetChange): the views that show it. */
+function onNetChange() {
+  rosterView.schedule();
+  checkinView.render();
+  consoleView.render();
+}
+
+/** @param {Record<string, number>} levels */
+function onLevels(levels) {
+  rosterView.setLevels(levels);
+  renderFloorTime();
+  consoleView.tick();
+}
+
+room.onroster = (roster) => {
+  rosterView.update(roster);
+  if (consoleView.allowed !== consoleView.visible) consoleView.render(); // joined, left, appointed
+};
+room.onlevels = onLevels;
+room.netLog.onNetChange = onNetChange;
 room.onerror = (/** @type {VoiceError} */ error) => showError(error, { roomId: room.roomId || undefined });
 room.onlocal = renderLocal;
 room.onaudio = onAudio;
@@ -821,10 +758,6 @@ function init() {
   $('mute').addEventListener('click', toggleMute);
   $('raise-hand').addEventListener('click', raiseHand);
   $('lower-hand').addEventListener('click', () => floorCall(() => room.net.releaseFloor()));
-  $('grant-next').addEventListener('click', () => floorCall(() => room.net.grantFloor(null)));
-  $('revoke-all').addEventListener('click', () => floorCall(() => room.net.revokeFloor(null)));
-  $('roll-call').addEventListener('click', () =>
-    floorCall(() => (room.floor && room.floor.open ? room.net.closeFloor() : room.net.openFloor())));
   $('mode-open').addEventListener('click', () => setPtt(false));
   $('mode-ptt').addEventListener('click', () => setPtt(true));
   const master = /** @type {HTMLInputElement} */ ($('master-volume'));

@@ -8,6 +8,81 @@
  */
 
 /**
+ * One entry of the net's check-in list (the list is in net order).
+ * @typedef {Object} CheckIn
+ * @property {string} id
+ * @property {string} callsign
+ * @property {string|null} participantId
+ * @property {string} name
+ * @property {string} location
+ * @property {string} remarks
+ * @property {boolean} traffic
+ * @property {boolean} shortTime
+ * @property {boolean} mobile
+ * @property {boolean} emergency
+ * @property {CheckInVia} via
+ * @property {CheckInStatus} status
+ * @property {string} at
+ * @property {string} by
+ */
+
+/**
+ * Net control or a logger enters a station by hand (heard over RF, by phone).
+ * @typedef {Object} CheckInAdd
+ * @property {string} [name]
+ * @property {string} [location]
+ * @property {string} [remarks]
+ * @property {boolean} [traffic]
+ * @property {boolean} [shortTime]
+ * @property {boolean} [mobile]
+ * @property {boolean} [emergency]
+ * @property {string} callsign
+ * @property {CheckInVia} [via]
+ * @property {CheckInStatus} [status]
+ */
+
+/**
+ * Net control or a logger edits an entry; absent or null fields stay as they are.
+ * @typedef {Object} CheckInEdit
+ * @property {string|null} [callsign]
+ * @property {string|null} [name]
+ * @property {string|null} [location]
+ * @property {string|null} [remarks]
+ * @property {boolean|null} [traffic]
+ * @property {boolean|null} [shortTime]
+ * @property {boolean|null} [mobile]
+ * @property {boolean|null} [emergency]
+ * @property {CheckInVia|null} [via]
+ * @property {CheckInStatus|null} [status]
+ */
+
+/**
+ * Net control or a logger reorders the check-ins: these entries first, in this order.
+ * @typedef {Object} CheckInOrder
+ * @property {Array<string>} order
+ */
+
+/**
+ * An operator checks itself in (again: updates its own entry).
+ * @typedef {Object} CheckInSelf
+ * @property {string} [name]
+ * @property {string} [location]
+ * @property {string} [remarks]
+ * @property {boolean} [traffic]
+ * @property {boolean} [shortTime]
+ * @property {boolean} [mobile]
+ * @property {boolean} [emergency]
+ */
+
+/**
+ * @typedef {"new"|"acknowledged"|"traffic_listed"|"traffic_passed"|"checked_out"} CheckInStatus
+ */
+
+/**
+ * @typedef {"page"|"rf"|"phone"|"other"} CheckInVia
+ */
+
+/**
  * @typedef {Object} ConnectedData
  * @property {string} participantId
  * @property {string} callsign
@@ -242,6 +317,132 @@
  */
 
 /**
+ * GET .../nets: the room's closed nets, newest first.
+ * @typedef {Object} NetArchive
+ * @property {string} roomId
+ * @property {Array<NetInfo>} nets
+ */
+
+/**
+ * @typedef {"opened"|"closed"|"updated"|"checkin"|"checkinRemoved"|"order"} NetChange
+ */
+
+/**
+ * The room's net changed. `net` is its header after the change (null once closed);
+ * with `checkin` (the entry added or edited), `checkinId` (the entry removed) or `order`
+ * (the ids of the whole list, in order). A client whose version is not net.version - 1
+ * fetches GET .../net again.
+ * @typedef {Object} NetChangedData
+ * @property {string} roomId
+ * @property {NetChange} change
+ * @property {NetInfo|null} net
+ * @property {CheckIn|null} checkin
+ * @property {string|null} checkinId
+ * @property {Array<string>|null} order
+ */
+
+/**
+ * @typedef {Object} NetChangedFrame
+ * @property {"netChanged"} type
+ * @property {"voice"} channel
+ * @property {NetChangedData} data
+ */
+
+/**
+ * One line of the net log.
+ * @typedef {Object} NetEvent
+ * @property {number} seq
+ * @property {string} at
+ * @property {NetEventKind} kind
+ * @property {string|null} by
+ * @property {string|null} callsign
+ * @property {string} text
+ * @property {number|null} duration
+ */
+
+/**
+ * @typedef {"opened"|"closed"|"updated"|"checkin"|"checkin_edited"|"checkin_removed"|"checkins_reordered"|"granted"|"transmission"|"talker_cut"|"mute"|"unmute"|"remove"|"ban"|"unban"|"appoint"|"dismiss"|"note"} NetEventKind
+ */
+
+/**
+ * A net: open (closedAt null) or archived. `version` increases with every change of
+ * the net or its check-ins.
+ * @typedef {Object} NetInfo
+ * @property {string} id
+ * @property {string} roomId
+ * @property {string} name
+ * @property {string} preamble
+ * @property {string} openedAt
+ * @property {string|null} closedAt
+ * @property {string} openedBy
+ * @property {Array<string>} ncs
+ * @property {Array<string>} loggers
+ * @property {number} version
+ * @property {number} checkinCount
+ * @property {number} trafficCount
+ * @property {number} eventCount
+ */
+
+/**
+ * GET .../net/log or .../nets/<id>/log: events after `after`, oldest first.
+ * @typedef {Object} NetLogPage
+ * @property {string} netId
+ * @property {Array<NetEvent>} events
+ * @property {number} next
+ */
+
+/**
+ * A line was added to the open net's log.
+ * @typedef {Object} NetLoggedData
+ * @property {string} roomId
+ * @property {string} netId
+ * @property {NetEvent} event
+ */
+
+/**
+ * @typedef {Object} NetLoggedFrame
+ * @property {"netLogged"} type
+ * @property {"voice"} channel
+ * @property {NetLoggedData} data
+ */
+
+/**
+ * A line net control or a logger types into the log.
+ * @typedef {Object} NetNote
+ * @property {string} text
+ */
+
+/**
+ * Net control opens a net in the room.
+ * @typedef {Object} NetOpen
+ * @property {string} name
+ * @property {string} [preamble]
+ */
+
+/**
+ * GET .../nets/<id>: one net (open or archived) with its check-ins and whole log.
+ * @typedef {Object} NetRecord
+ * @property {NetInfo} net
+ * @property {Array<CheckIn>} checkins
+ * @property {Array<NetEvent>} events
+ */
+
+/**
+ * GET .../net: the room's open net (null when none) and its check-ins.
+ * @typedef {Object} NetState
+ * @property {string} roomId
+ * @property {NetInfo|null} net
+ * @property {Array<CheckIn>} checkins
+ */
+
+/**
+ * Net control renames the open net or changes its preamble (null: unchanged).
+ * @typedef {Object} NetUpdate
+ * @property {string|null} [name]
+ * @property {string|null} [preamble]
+ */
+
+/**
  * @typedef {Object} Participant
  * @property {string} id
  * @property {string} displayName
@@ -316,6 +517,7 @@
  * @property {Mode} mode
  * @property {number} sfuThreshold
  * @property {boolean} ptt
+ * @property {number} tot
  * @property {Array<Participant>} participants
  */
 
@@ -346,11 +548,12 @@
  * @property {Mode} mode
  * @property {number} sfuThreshold
  * @property {boolean} ptt
+ * @property {number} tot
  */
 
 /**
  * Every frame the server sends on /ws (narrow on `type`).
- * @typedef {ConnectedFrame|ParticipantJoinedFrame|ParticipantLeftFrame|SignalFrame|MuteChangedFrame|VolumeChangedFrame|RoomModeChangedFrame|SpeakerSlotsFrame|FloorChangedFrame|ModerationFrame|TalkerCutFrame|PongFrame|SubscribedFrame|UnsubscribedFrame|ErrorFrame} ServerFrame
+ * @typedef {ConnectedFrame|ParticipantJoinedFrame|ParticipantLeftFrame|SignalFrame|MuteChangedFrame|VolumeChangedFrame|RoomModeChangedFrame|SpeakerSlotsFrame|FloorChangedFrame|ModerationFrame|TalkerCutFrame|NetChangedFrame|NetLoggedFrame|PongFrame|SubscribedFrame|UnsubscribedFrame|ErrorFrame} ServerFrame
  */
 
 /**

@@ -13,6 +13,7 @@
  * - sfu-link.js:    the SFU connection and its speaker slots;
  * - floor.js:       net control: the latest floor state and what it means for this seat;
  * - netcontrol.js:  `room.net`: the floor and moderation calls;
+ * - netlog.js:      `room.netLog`: the net log (open net, check-ins, log lines, exports);
  * - audio-stats.js: getStats() counters and levels.
  *
  * Net control (directed nets, moderation): `room.floor` is the latest FloorState (by
@@ -38,6 +39,7 @@ import { FLOOR_KINDS, floorView, isMutedByNcs, isNewer } from './floor.js';
 import { Microphone, listMicrophones, openMicrophone } from './microphone.js';
 import { Mesh, attachMic } from './mesh.js';
 import { NetControl } from './netcontrol.js';
+import { NetLog } from './netlog.js';
 import { rtcIceServers } from './peer-link.js';
 import { SFU_PEER, SfuLink } from './sfu-link.js';
 import { PROTOCOL_VERSION, Signalling, WS_SUBPROTOCOL, WS_TOKEN_PREFIX } from './signalling.js';
@@ -159,6 +161,8 @@ export class VoiceRoom {
     this.floor = null;
     /** Asking for the floor, and running the net (net control): netcontrol.js. */
     this.net = new NetControl(this);
+    /** The net log: the open net, its check-ins and log lines (netlog.js). */
+    this.netLog = new NetLog(this);
 
     /** @type {ReturnType<typeof setInterval>|null} */
     this.tickTimer = null;
@@ -594,6 +598,8 @@ export class VoiceRoom {
     this._emitRoster();
     // The server also sends a floorChanged right after the join; this covers a lost frame.
     this.net.refreshFloor().catch((err) => this._log('GET floor failed', err));
+    // Frames may have been missed while away: the net log is fetched again too.
+    this.netLog.refresh().catch((err) => this._log('GET net failed', err));
   }
 
   /** Forget the floor (left, or the seat was lost): nothing directed until told again. */
@@ -685,6 +691,7 @@ export class VoiceRoom {
     this.tickTimer = this.statsTimer = this.iceTimer = null;
     this.mic.release();
     this._resetFloor();
+    this.netLog.reset();
     this.participants = new Map();
     this.sfuLink.clearSlots();
     this.seatJoinedAt = '';
@@ -773,6 +780,9 @@ export class VoiceRoom {
         return this._emit('onmoderation', frame.data);
       case 'talkerCut':
         return this._emit('ontalkercut', frame.data);
+      case 'netChanged':
+      case 'netLogged':
+        return this.netLog._onFrame(frame);
       case 'error':
         return this._error(new VoiceError('protocol', frame.data.message || 'server error'));
       default:

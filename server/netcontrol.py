@@ -10,8 +10,10 @@ worker, which forwards only the talkers it names.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -92,6 +94,10 @@ class NetControl:
         self.evict = evict
         # The net log (RoomService sets it): told of grants, transmissions, moderation.
         self.observer: NetObserver | None = None
+        # One floor change at a time per room in this process: a burst (80 stations asking
+        # for the floor as a net starts) would otherwise exhaust the compare-and-set
+        # retries against itself; between processes the compare-and-set still settles it.
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     # the one write path ------------------------------------------------------------------
     async def change(
@@ -105,7 +111,8 @@ class NetControl:
             applied.append(doc)
             return transition(doc)
 
-        new = await update_floor(self.store, room.id, tracked)
+        async with self._locks[room.id]:
+            new = await update_floor(self.store, room.id, tracked)
         await self.announce(room, new)
         if self.observer is not None:
             # The last document the transition was applied to is the one the CAS replaced.

@@ -14,9 +14,11 @@ dropped (logged once per net and process at warning level).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 
 from yahaml_voice.core.config import Config, RoomConfig
@@ -97,6 +99,10 @@ class NetLogService:
         self.net = net
         # Nets whose log this process found full (warned once).
         self._full: set[str] = set()
+        # The changes this process makes to one room's net go one at a time: fifty
+        # members checking in at once would otherwise mostly lose the compare-and-set
+        # to each other and run out of retries (the CAS still settles other processes).
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     @property
     def limits(self) -> tuple[int, int]:
@@ -139,14 +145,15 @@ class NetLogService:
 
     async def _update(self, room_id: str, transition: NetTransition) -> NetDoc | None:
         """read -> rule -> compare-and-set, retried; the new net (None: nothing changed)."""
-        for _ in range(CAS_RETRIES):
-            doc = await self._current(room_id)
-            new = transition(doc)
-            if new is doc:
-                return None
-            if await self.nets.set_net(new, doc.version):
-                new.event_count = doc.event_count
-                return new
+        async with self._locks[room_id]:
+            for _ in range(CAS_RETRIES):
+                doc = await self._current(room_id)
+                new = transition(doc)
+                if new is doc:
+                    return None
+                if await self.nets.set_net(new, doc.version):
+                    new.event_count = doc.event_count
+                    return new
         raise StoreError(f"the net of room {room_id} kept changing; gave up")
 
     async def _changed(
@@ -268,13 +275,14 @@ class NetLogService:
         doc = await self._current(room.id)
         # The last line goes in while the net is open (a closed net's log takes none).
         await self._log(room.id, doc.id, "closed", identity.callsign)
-        for _ in range(CAS_RETRIES):
-            doc = await self._current(room.id)
-            new = netlog.close(doc, "ncs", identity.callsign, time.time())
-            if await self.nets.close_net(new, doc.version, keep):
-                break
-        else:
-            raise StoreError(f"the net of room {room.id} kept changing; gave up")
+        async with self._locks[room.id]:
+            for _ in range(CAS_RETRIES):
+                doc = await self._current(room.id)
+                new = netlog.close(doc, "ncs", identity.callsign, time.time())
+                if await self.nets.close_net(new, doc.version, keep):
+                    break
+            else:
+                raise StoreError(f"the net of room {room.id} kept changing; gave up")
         log.info("room=%s net %s closed by %s", room.id, new.id, identity.callsign)
         self._full.discard(new.id)
         await self._changed(room.id, "closed", None)

@@ -113,6 +113,7 @@ class RoomService:
             mode=state.mode,
             sfuThreshold=room.sfu_threshold,
             ptt=room.ptt,
+            tot=room.tot,
         )
 
     async def list_rooms(self, identity: Identity) -> list[RoomSummary]:

@@ -323,5 +323,17 @@ async def test_two_processes_share_the_floor(
         final = await far.floor()
         assert len(final["holders"]) == 1
         assert len({r["version"] for r in results}) == 4
+
+        # A burst of requests as a net starts, through both processes: every one lands
+        # (none runs out of compare-and-set retries), each once in the queue.
+        crowd = await asyncio.gather(
+            *(member(nodes[i % 2], client_factory, f"N{i}CRW", "net") for i in range(12))
+        )
+        await asyncio.gather(*(c.request_floor("checkin") for c in crowd))
+        queue = ids((await far.floor())["queue"])
+        assert sorted(c.participant_id for c in crowd) == sorted(
+            p for p in queue if p in {c.participant_id for c in crowd}
+        )
+        assert len(queue) == len(set(queue))
         await asyncio.sleep(0.3)
         assert httpx.get(nodes[1].url + "/healthz").status_code == 200

@@ -455,3 +455,21 @@ async def test_two_processes_share_nets(
         archive = await call(ncs, "GET", "nets")
         assert [n["id"] for n in archive["nets"]] == [record["net"]["id"]]
         assert archive["nets"][0]["eventCount"] == len(record["events"])
+
+
+async def test_many_changes_at_once_all_land(
+    server_factory: Callable[..., ServerProcess], client_factory: Make
+) -> None:
+    """A net's start: everyone checks in within a second. Every change lands (none runs
+    out of compare-and-set retries), each with its own version."""
+    server = server_factory({**ROOMS, "limits": {"signals_per_second": 0}})
+    ncs = await member(server, client_factory, "W1AW", "net", role="ncs")
+    await call(ncs, "POST", "net/open", {"name": "Busy"})
+    calls = [f"K{i % 10}N{chr(65 + i // 10)}" for i in range(50)]
+    states = await asyncio.gather(
+        *(call(ncs, "POST", "net/checkins", {"callsign": c}) for c in calls)
+    )
+    assert len({s["net"]["version"] for s in states}) == len(calls)
+    final = await call(ncs, "GET", "net")
+    assert sorted(c["callsign"] for c in final["checkins"]) == sorted(calls)
+    assert final["net"]["version"] == 1 + len(calls)

@@ -53,9 +53,50 @@ SUMMARY: dict[str, Any] = {
     "mode": "sfu",
     "sfuThreshold": 8,
     "ptt": True,
+    "tot": 180.0,
 }
 SLOTS = [p.SlotAssignment(index=0, participantId="p-1"), p.SlotAssignment(index=1)]
 ERROR = p.ErrorData(code="bad_frame", message="frame: unknown type")
+CHECKIN = p.CheckIn(
+    id="c-1",
+    callsign="K1ABC",
+    participantId=None,
+    name="Alice",
+    location="FN42",
+    remarks="",
+    traffic=True,
+    shortTime=False,
+    mobile=True,
+    emergency=False,
+    via="rf",
+    status="acknowledged",
+    at="2025-01-01T00:00:00Z",
+    by="W1AW",
+)
+NET = p.NetInfo(
+    id="n-1",
+    roomId="net",
+    name="Sunday Net",
+    preamble="QST",
+    openedAt="2025-01-01T00:00:00Z",
+    closedAt=None,
+    openedBy="W1AW",
+    ncs=["W1AW"],
+    loggers=["G4LOG"],
+    version=3,
+    checkinCount=1,
+    trafficCount=1,
+    eventCount=2,
+)
+NET_EVENT = p.NetEvent(
+    seq=2,
+    at="2025-01-01T00:01:00Z",
+    kind="transmission",
+    by=None,
+    callsign="K1ABC",
+    text="traffic",
+    duration=12.5,
+)
 
 
 def _signal(to: str | None, data: p.SessionDescription | p.IceCandidate | None) -> p.SignalFrame:
@@ -86,6 +127,13 @@ EXAMPLES: list[BaseModel] = [
     p.ModerationUnban(callsign="N0CALL"),
     p.ModerationAppoint(participantId="p-2", role="logger"),
     p.ModerationAppoint(participantId="p-2", role=None),
+    p.NetOpen(name="Sunday Net", preamble="QST"),
+    p.NetUpdate(name=None, preamble="QST QST"),
+    p.CheckInSelf(traffic=True, location="FN42"),
+    p.CheckInAdd(callsign="G4XYZ", via="phone", status="acknowledged", shortTime=True),
+    p.CheckInEdit(status="traffic_passed", callsign=None),
+    p.CheckInOrder(order=["c-2", "c-1"]),
+    p.NetNote(text="band noise S5"),
     # REST answers
     p.SessionAnswer(
         token="t",
@@ -125,6 +173,12 @@ EXAMPLES: list[BaseModel] = [
     p.Success(),
     p.SignalAnswer(delivered=2),
     p.ErrorAnswer(error="room_full", message="room 'net' is full"),
+    p.NetState(roomId="net", net=NET, checkins=[CHECKIN]),
+    p.NetState(roomId="net", net=None, checkins=[]),
+    NET_EVENT,
+    p.NetLogPage(netId="n-1", events=[NET_EVENT], next=2),
+    p.NetArchive(roomId="net", nets=[NET.model_copy(update={"closedAt": "2025-01-01T01:00:00Z"})]),
+    p.NetRecord(net=NET, checkins=[CHECKIN], events=[NET_EVENT]),
     # server -> clients (/ws)
     p.ConnectedFrame(
         data=p.ConnectedData(
@@ -248,6 +302,17 @@ EXAMPLES: list[BaseModel] = [
     p.TalkerCutFrame(
         data=p.TalkerCutData(roomId="net", participantId="p-1", reason="tot", resetAfter=2.0)
     ),
+    p.NetChangedFrame(
+        data=p.NetChangedData(
+            roomId="net", change="checkin", net=NET, checkin=CHECKIN, checkinId=None, order=None
+        )
+    ),
+    p.NetChangedFrame(
+        data=p.NetChangedData(
+            roomId="net", change="closed", net=None, checkin=None, checkinId=None, order=None
+        )
+    ),
+    p.NetLoggedFrame(data=p.NetLoggedData(roomId="net", netId="n-1", event=NET_EVENT)),
 ]
 
 

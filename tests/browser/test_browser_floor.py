@@ -174,7 +174,10 @@ async def test_floor_states_drive_the_page_and_the_microphone_gate(
     assert view["isNetControl"] and view["micEnabled"] is True and view["ncsControls"]
     await page.screenshot(artifacts, "w1aw-net-control-phone")
     assert (
-        await page.page.evaluate("document.querySelectorAll('#floor-queue li button').length") == 1
+        await page.page.evaluate(
+            "document.querySelectorAll('#console-queue button[data-action=grant]').length"
+        )
+        == 1
     )
 
     # Net control mutes this station: no mic, no unmuting it locally, a banner.

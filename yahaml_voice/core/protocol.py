@@ -335,6 +335,8 @@ class RoomSummary(Answer):
     mode: Mode
     sfuThreshold: int
     ptt: bool
+    # The time-out timer: seconds a talker may transmit without a break (0: none).
+    tot: float = 0
 
 
 class RoomDetail(RoomSummary):

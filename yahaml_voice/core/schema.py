@@ -41,6 +41,13 @@ CLIENT_SENDS: tuple[type[BaseModel], ...] = (
     p.ModerationBan,
     p.ModerationUnban,
     p.ModerationAppoint,
+    p.NetOpen,
+    p.NetUpdate,
+    p.CheckInSelf,
+    p.CheckInAdd,
+    p.CheckInEdit,
+    p.CheckInOrder,
+    p.NetNote,
     p.WsClientFrame,
 )
 # REST answers (serialization mode, as every model below).
@@ -53,7 +60,17 @@ ANSWERS: tuple[type[BaseModel], ...] = (
     p.JoinAnswer,
     p.Success,
     p.SignalAnswer,
+    p.NetState,
+    p.NetEvent,
+    p.NetLogPage,
+    p.NetArchive,
+    p.NetRecord,
     p.ErrorAnswer,
+    p.NetState,
+    p.NetEvent,
+    p.NetLogPage,
+    p.NetArchive,
+    p.NetRecord,
 )
 SERVER_FRAMES: tuple[type[BaseModel], ...] = get_args(get_args(p.ServerFrame)[0])
 WORKER_FRAMES: tuple[type[BaseModel], ...] = get_args(get_args(p.WorkerFrame)[0])
@@ -72,6 +89,10 @@ LITERALS: dict[str, Any] = {
     "SignalType": p.SignalType,
     "AudioSource": p.AudioSource,
     "LeaveReason": p.LeaveReason,
+    "CheckInVia": p.CheckInVia,
+    "CheckInStatus": p.CheckInStatus,
+    "NetEventKind": p.NetEventKind,
+    "NetChange": p.NetChange,
 }
 
 

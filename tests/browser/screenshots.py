@@ -78,11 +78,29 @@ def server_config() -> dict[str, Any]:
     }
 
 
-async def shoot(page: Page, width: int, path: Path) -> None:
+async def shoot(page: Page, width: int, path: Path, start: str | None = None) -> None:
+    """At 1000 px the whole page (or just the `start` element); at 390 px one phone screen
+    from the top of the page (or of `start`, just below the sticky top bar)."""
     await page.set_viewport_size(SIZES[width])
     await page.evaluate("window.scrollTo(0, 0)")
     await page.wait_for_timeout(300)  # layout and the live timers settle
-    await page.screenshot(path=str(path), full_page=width != 390)
+    if width == 390:
+        if start:
+            await page.evaluate(
+                """(start) => {
+                    const top = document.querySelector(start).getBoundingClientRect().top;
+                    const bar = document.querySelector('header.topbar').offsetHeight;
+                    window.scrollTo(0, top - bar - 8);
+                }""",
+                start,
+            )
+        await page.screenshot(path=str(path))
+    elif start:
+        box = await page.locator(start).bounding_box()  # page coordinates: scrolled to 0
+        assert box is not None
+        await page.screenshot(path=str(path), full_page=True, clip=box)
+    else:
+        await page.screenshot(path=str(path), full_page=True)
     print("wrote", path.relative_to(ROOT))
 
 
@@ -91,12 +109,21 @@ async def stage(browser: Browser, server: ServerProcess, members: Members, out: 
         browser, server, "W1NCS", token=mint("W1NCS", rooms=[ROOM], role="ncs")
     )
     await ncs.join(ROOM)
+    await ncs.page.click("#mute")  # Chromium's fake microphone beeps
     await ncs.page.wait_for_selector("#console:not([hidden])")
     await ncs.page.fill("#net-name", NET_NAME)
     await ncs.page.fill("#net-preamble", PREAMBLE)
     await ncs.page.click("#net-open-submit")
 
-    stations = await members.seat([(call, "operator") for call, *_ in STATIONS])
+    # W2DEF talks (it gets the floor below): a real aiortc station saying a tone.
+    talker = VoiceClient(server.url, tone=440)
+    talker.use_token(mint("W2DEF", rooms=[ROOM]))
+    await talker.connect()
+    await talker.join(ROOM)
+    members.clients.append(talker)
+    quiet = [(call, "operator") for call, *_ in STATIONS if call != "W2DEF"]
+    by_call = {c.callsign: c for c in await members.seat(quiet)} | {"W2DEF": talker}
+    stations = [by_call[call] for call, *_ in STATIONS]
     await members.seat([(f"KC1L{chr(65 + i)}{chr(75 + i)}", "listener") for i in range(LISTENERS)])
     for client, (_, name, grid, flags) in zip(stations, STATIONS, strict=True):
         await members.check_in(client, name=name, location=grid, **flags)
@@ -133,7 +160,6 @@ async def stage(browser: Browser, server: ServerProcess, members: Members, out: 
     await members.post(ncs_client, "net/notes", {"text": "Preamble read; ARES bulletin next week."})
 
     # W2DEF is on the air; N3GHI (priority) and KD2QRS (traffic) wait, in that order.
-    by_call = {c.callsign: c for c in stations}
     await members.post(by_call["W2DEF"], "floor/request", {"kind": "comment"})
     await members.post(
         ncs_client, "floor/grant", {"participantId": by_call["W2DEF"].participant_id}
@@ -150,7 +176,7 @@ async def stage(browser: Browser, server: ServerProcess, members: Members, out: 
     await ncs.page.wait_for_timeout(2500)  # the transmission timer shows a few seconds
 
     for width in SIZES:
-        await shoot(ncs.page, width, out / f"net-console-{width}.png")
+        await shoot(ncs.page, width, out / f"net-console-{width}.png", "#console")
         await shoot(op.page, width, out / f"net-operator-{width}.png")
     errors = ncs.errors + op.errors
     if errors:

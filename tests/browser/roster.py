@@ -77,7 +77,9 @@ def server_config(size: int) -> dict[str, Any]:
             }
         ],
         "sfu": {"slots": 3, "ice_addresses": ["127.0.0.1"]},
-        "limits": {"signals_per_second": 0, "joins_per_second": 0},
+        # The members never send an offer: without this the server frees their seats
+        # after 30 s (limits.media_timeout), as it would for a client whose media failed.
+        "limits": {"signals_per_second": 0, "joins_per_second": 0, "media_timeout": "1h"},
     }
 
 

@@ -25,6 +25,7 @@ ROOMS: list[dict[str, Any]] = [
     {"id": "ares", "name": "ARES Net", "description": "Emergency communications net"},
     {"id": "repeater", "name": "Repeater Link", "description": "Audio from the club repeater"},
     {"id": "tiny", "name": "Test Room", "description": "Room for one", "max_participants": 1},
+    {"id": "logger-desk", "name": "Logger Desk", "description": "Net with an appointed logger"},
 ]
 SERVER_CONFIG: dict[str, Any] = {"server": {"grace_period": "10s"}, "rooms": ROOMS}
 

@@ -75,7 +75,7 @@ from yahaml_voice.core.protocol import (
 )
 from yahaml_voice.core.tokens import ice_config, issue_worker_token
 
-from . import courtesy, talkers
+from . import courtesy, native, talkers
 from .aiortc_private import (
     guard_receive_path,
     keep_only_codec,
@@ -365,7 +365,7 @@ class Room:
         self.worker = worker
         self.id = room_id
         sfu = worker.config.sfu
-        self.forwarder = Forwarder(sfu.slots)
+        self.forwarder = Forwarder(sfu.slots, worker.fanout)
         self.selector = SlotSelector(sfu.slots, float(sfu.slot_hold))
         self.peers: dict[str, Peer] = {}
         self._task: asyncio.Task[None] | None = None
@@ -525,6 +525,10 @@ class Worker:
         self.floors: dict[str, ToWorkerFloor] = {}
         self.tones = courtesy.Tones()
         guard_receive_path()
+        self.fanout = native.load(config.sfu.native)
+        logger.info(
+            "worker %s: %s fan-out", worker_id, "native" if self.fanout is not None else "Python"
+        )
 
     def hello(self) -> WorkerHelloFrame:
         hello = WorkerHello(
@@ -552,6 +556,7 @@ class Worker:
             peers=sum(len(r.peers) for r in self.rooms.values()),
             streams=sum(r.stream_count for r in self.rooms.values()),
             cpu=round(max(share, 0.0), 4),
+            fanout="native" if self.fanout is not None else "python",
         )
 
     def rtc_configuration(self) -> RTCConfiguration:

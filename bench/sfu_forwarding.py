@@ -41,6 +41,8 @@ from bench import janus as janus_mod
 RESULTS = Path(__file__).resolve().parent / "results"
 PACKETS_PER_SECOND = 50
 LISTENERS_PER_PROCESS = 100
+# Our worker with each of its fan-out loops (sfu/native.py): forwarder name -> --fanout.
+FANOUTS = {"ours": "native", "ours-py": "python"}
 
 
 @dataclass
@@ -217,8 +219,9 @@ def measure(
     try:
         extra: list[str] = []
         forwarder_pid: int | None = None
-        if target in ("ours", "relay"):
-            fwd = Role([target], workdir / f"{tag}-forwarder.log", fwd_cpus, lab)
+        if target in FANOUTS or target == "relay":
+            args = ["ours", "--fanout", FANOUTS[target]] if target in FANOUTS else [target]
+            fwd = Role(args, workdir / f"{tag}-forwarder.log", fwd_cpus, lab)
             roles.append(fwd)
             extra = ["--port", str(fwd.read()["ready"])]
             forwarder_pid = fwd.pid
@@ -234,8 +237,9 @@ def measure(
             ).start()
             forwarder_pid = janus_proc.pid
             extra = ["--janus", janus_proc.url, "--room", "4242"]
+        kind = "ours" if target in FANOUTS else target  # what publisher and listeners see
         publisher = Role(
-            ["publisher", "--target", target, *extra],
+            ["publisher", "--target", kind, *extra],
             workdir / f"{tag}-publisher.log",
             gen_cpus,
             lab,
@@ -256,7 +260,7 @@ def measure(
                 [
                     "listeners",
                     "--target",
-                    target,
+                    kind,
                     "--count",
                     str(count),
                     "--prefix",

@@ -220,6 +220,30 @@ def _send_done(tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]],
     return done
 
 
+def drop_rtcp(dtls: RTCDtlsTransport) -> bool:
+    """Drop the RTCP a connection receives, in the socket callback, before any parsing.
+
+    A listener's RTCP is Receiver Reports (and SDES) about what the forwarder sent it:
+    aiortc would SRTCP-unprotect each, parse it into Python objects, route it and
+    update the sender's RTT statistics, which nothing here reads; per listener per
+    second that is a large share of the fixed cost. RTCP is told from RTP by its packet
+    type byte (RFC 5761 4: 192-223); STUN (consent) and DTLS pass as before.
+    """
+    pair = dtls.transport._connection._nominated.get(1)
+    if pair is None:
+        return False
+    protocol = pair.protocol
+    received = protocol.datagram_received
+
+    def datagram_received(data: bytes, addr: Any) -> None:
+        if len(data) > 1 and 191 < data[1] < 224 and 127 < data[0] < 192:
+            return
+        received(data, addr)
+
+    protocol.datagram_received = datagram_received  # type: ignore[assignment]
+    return True
+
+
 async def send_rtcp(sender: RTCRtpSender, data: bytes) -> None:
     """Send an already-built RTCP compound packet on a sender's transport (SRTCP)."""
     await sender.transport._send_rtp(data)

@@ -77,6 +77,7 @@ from yahaml_voice.core.tokens import ice_config, issue_worker_token
 
 from . import courtesy, native, talkers
 from .aiortc_private import (
+    drop_rtcp,
     guard_receive_path,
     keep_only_codec,
     make_sink,
@@ -327,6 +328,9 @@ class Peer:
 
     def _attach(self, pc: RTCPeerConnection) -> None:
         forwarder = self.room.forwarder
+        if not self.publishing and self.slot_transceivers:
+            # A listener's RTCP is only reports about what we send it: dropped unparsed.
+            drop_rtcp(self.slot_transceivers[0][1].sender.transport)
         for index, transceiver in self.slot_transceivers:
             sink = make_sink(transceiver.sender.transport, self.room.worker.send_tasks)
             if sink is None:

@@ -241,6 +241,8 @@ async def test_forwarded_opus_decodes_and_sender_reports_are_truthful(
     outputs = worker.rooms[ROOM].forwarder.outputs
     await wait_for(lambda: any(o.subscriber == "bob" for o in outputs()))
     assert all((o.native is not None) is (worker.fanout is not None) for o in outputs())
+    bob_sender = next(o.sender for o in outputs() if o.subscriber == "bob" and o.index == 0)
+    assert bob_sender is not None
     receiver = bob.pc.getTransceivers()[0].receiver
     reports: list[tuple[int, int]] = []  # (SR packet count, packets bob had counted)
     handle_rtcp = receiver._handle_rtcp_packet
@@ -273,6 +275,10 @@ async def test_forwarded_opus_decodes_and_sender_reports_are_truthful(
         for frame in decoder.decode(JitterFrame(data=payload, timestamp=0)):
             loud += int(abs(frame.to_ndarray()).max() > 1000)
     assert loud >= 5
+    # Bob (a listener) sent Receiver Reports all along (aiortc: about one a second); the
+    # worker dropped them unparsed, so its sender never learnt a round-trip time.
+    stats = await bob_sender.getStats()
+    assert not [s for s in stats.values() if s.type == "remote-inbound-rtp"]
 
 
 async def test_bad_frames_are_ignored(rig: tuple[Worker, Frames, list[Participant]]) -> None:

@@ -352,17 +352,30 @@ def table(results: list[Result]) -> str:
 
 
 def ratios(results: list[Result]) -> list[dict[str, Any]]:
+    """Per N: ours (and ours-py) over each other forwarder, the median of the ratios of
+    each round (the forwarders of a round ran in adjacent slices, so drift of a shared
+    machine cancels), with every round's ratio listed."""
     out = []
-    by = {(r.forwarder, r.listeners): r for r in results}
-    for n in sorted({r.listeners for r in results if r.forwarder == "ours"}):
-        ours = by.get(("ours", n))
-        if ours is None or ours.us_per_packet is None:
-            continue
+    rounds: dict[tuple[str, int], list[Result]] = {}
+    for r in results:
+        rounds.setdefault((r.forwarder, r.listeners), []).append(r)
+    for n in sorted({r.listeners for r in results if r.forwarder in FANOUTS}):
         row: dict[str, Any] = {"listeners": n}
-        for other in ("relay", "janus"):
-            r = by.get((other, n))
-            if r is not None and r.us_per_packet:
-                row[f"ours_over_{other}"] = round(ours.us_per_packet / r.us_per_packet, 3)
+        for mine in FANOUTS:
+            for other in ("ours-py", "relay", "janus"):
+                if other == mine:
+                    continue
+                pairs = [
+                    a.us_per_packet / b.us_per_packet
+                    for a, b in zip(
+                        rounds.get((mine, n), []), rounds.get((other, n), []), strict=False
+                    )
+                    if a.us_per_packet and b.us_per_packet
+                ]
+                if pairs:
+                    key = f"{mine.replace('-', '_')}_over_{other.replace('-', '_')}"
+                    row[key] = round(float(np.median(pairs)), 3)
+                    row[key + "_rounds"] = [round(x, 3) for x in pairs]
         out.append(row)
     return out
 
@@ -370,7 +383,13 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench sfu", description=__doc__)
     parser.add_argument("--listeners", default="50,100,200,400")
-    parser.add_argument("--forwarders", default="ours,relay,janus")
+    parser.add_argument("--forwarders", default="ours,ours-py,janus,relay")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds per N; each runs every forwarder once, in rotated order",
+    )
     parser.add_argument(
         "--relay-max", type=int, default=100, help="largest N for MediaRelay (it saturates early)"
     )
@@ -408,9 +427,10 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         for n in sizes:
-            for target in forwarders:
-                if target == "relay" and n > args.relay_max:
-                    continue
+            order = [t for t in forwarders if not (t == "relay" and n > args.relay_max)]
+            for target in (
+                order[(i + k) % len(order)] for k in range(args.rounds) for i in range(len(order))
+            ):
                 started = time.monotonic()
                 try:
                     r = measure(target, n, workdir, args.warmup, args.window, direct, lab)
@@ -455,8 +475,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for row in report["ratios"]:
         print(
-            f"N={row['listeners']}: ours/MediaRelay CPU per packet = {row.get('ours_over_relay', '-')}, "
-            f"ours/Janus = {row.get('ours_over_janus', '-')}"
+            f"N={row['listeners']}: CPU per packet, median of rounds: "
+            f"ours/Janus = {row.get('ours_over_janus', '-')}, "
+            f"ours-py/Janus = {row.get('ours_py_over_janus', '-')}, "
+            f"ours/ours-py = {row.get('ours_over_ours_py', '-')}, "
+            f"ours/MediaRelay = {row.get('ours_over_relay', '-')}"
         )
     print(f"\nresults: {path}")
     return 0

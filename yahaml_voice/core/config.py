@@ -272,6 +272,10 @@ class SfuConfig(_Section):
     ice_addresses: list[Text] = Field(default_factory=list)
     # Use the configured TURN servers from the worker too.
     use_turn: bool = True
+    # Fan packets out with the native helper (sfu/fanout.c, compiled with cffi on a
+    # worker's first start into ~/.cache/yahaml-voice); false, or no C compiler and
+    # Python headers there: the Python loop, same bytes, more CPU.
+    native: bool = True
     # HS256 secret of the workers' own tokens (never auth.secret). The embedded workers get
     # one generated per start; workers run elsewhere (`yahaml-voice sfu`) need it set, the
     # same on every server process and worker.

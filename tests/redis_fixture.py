@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -108,7 +108,33 @@ def _ping(port: int, password: str | None, ca: Path | None = None) -> bool:
         return False
 
 
-class RedisServer:
+class Started:
+    """`with X() as x`: start() on entry (close() if that fails), close() on exit."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class RedisServer(Started):
     """One redis-server child process; `stop()` always reaps it."""
 
     def __init__(
@@ -204,24 +230,8 @@ class RedisServer:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def __enter__(self) -> RedisServer:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class SentinelGroup:
+class SentinelGroup(Started):
     """A primary, its replica and three sentinels (`redis-server <conf> --sentinel`)
     watching them under `service`, all on free loopback ports; `close()` always reaps every
     process. Short timeouts, so that a failover takes a few seconds."""
@@ -329,22 +339,6 @@ class SentinelGroup:
             server.kill()
             server.close()
         shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> SentinelGroup:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _wait(condition: Callable[[], bool], what: str) -> None:

@@ -694,6 +694,50 @@
  */
 
 /**
+ * server -> origin worker: announce the room's slot mapping again (a listener joined
+ * on an edge, and the origin announces only for its own newcomers).
+ * @typedef {Object} ToWorkerAnnounce
+ * @property {string} roomId
+ */
+
+/**
+ * @typedef {Object} ToWorkerAnnounceFrame
+ * @property {"announce"} type
+ * @property {ToWorkerAnnounce} data
+ */
+
+/**
+ * server -> origin worker: send each slot's packets of the room to this edge too
+ * (slot i to `host`:`ports[i]`), SRTP-protected with `key` unless it is null. A link to
+ * the same edge replaces the previous one.
+ * @typedef {Object} ToWorkerCascadeLink
+ * @property {string} roomId
+ * @property {string} edge
+ * @property {string} host
+ * @property {Array<number>} ports
+ * @property {string|null} key
+ */
+
+/**
+ * @typedef {Object} ToWorkerCascadeLinkFrame
+ * @property {"cascadeLink"} type
+ * @property {ToWorkerCascadeLink} data
+ */
+
+/**
+ * server -> origin worker: stop sending the room to this edge (it died or left).
+ * @typedef {Object} ToWorkerCascadeUnlink
+ * @property {string} roomId
+ * @property {string} edge
+ */
+
+/**
+ * @typedef {Object} ToWorkerCascadeUnlinkFrame
+ * @property {"cascadeUnlink"} type
+ * @property {ToWorkerCascadeUnlink} data
+ */
+
+/**
  * server -> worker: whose microphones the forwarder may forward in a room.
  *
  * Sent when the room is placed on the worker and whenever the floor, an appointment or a
@@ -718,7 +762,7 @@
 
 /**
  * Every frame the server sends an SFU worker.
- * @typedef {ToWorkerSignalFrame|ToWorkerParticipantLeftFrame|ToWorkerRoomClosedFrame|ToWorkerFloorFrame|ControlErrorFrame} ToWorkerFrame
+ * @typedef {ToWorkerSignalFrame|ToWorkerParticipantLeftFrame|ToWorkerRoomClosedFrame|ToWorkerFloorFrame|ToWorkerCascadeLinkFrame|ToWorkerCascadeUnlinkFrame|ToWorkerAnnounceFrame|ControlErrorFrame} ToWorkerFrame
  */
 
 /**
@@ -755,6 +799,7 @@
  * @property {string} callsign
  * @property {SignalType} type
  * @property {SessionDescription|IceCandidate|null} data
+ * @property {string|null} origin
  */
 
 /**
@@ -794,8 +839,29 @@
  */
 
 /**
+ * worker -> server: this worker holds the room as an edge (issue 14) and takes the
+ * origin's slot streams at `host`:`ports[i]` for slot i.
+ *
+ * Sent when the edge room opens (its first participant's signal), again whenever it is
+ * re-opened (new ports). `key` is the SRTP master key and salt (base64, 30 bytes,
+ * AES_CM_128_HMAC_SHA1_80) the origin protects with; null on loopback (plain RTP).
+ * @typedef {Object} WorkerCascadeReady
+ * @property {string} roomId
+ * @property {string} origin
+ * @property {string} host
+ * @property {Array<number>} ports
+ * @property {string|null} key
+ */
+
+/**
+ * @typedef {Object} WorkerCascadeReadyFrame
+ * @property {"cascadeReady"} type
+ * @property {WorkerCascadeReady} data
+ */
+
+/**
  * Every frame an SFU worker sends on /sfu/ws.
- * @typedef {WorkerHelloFrame|WorkerLoadFrame|WorkerSignalFrame|WorkerSlotsFrame|WorkerRoomStateFrame|WorkerTalkerFrame|ControlErrorFrame} WorkerFrame
+ * @typedef {WorkerHelloFrame|WorkerLoadFrame|WorkerSignalFrame|WorkerSlotsFrame|WorkerRoomStateFrame|WorkerTalkerFrame|WorkerCascadeReadyFrame|ControlErrorFrame} WorkerFrame
  */
 
 /**

@@ -136,13 +136,14 @@ class MemoryStore:
         return None
 
     async def room_state(self, room_id: str) -> RoomState:
-        return dataclasses.replace(self._states.get(room_id) or RoomState())
+        state = self._states.get(room_id) or RoomState()
+        return dataclasses.replace(state, edges=list(state.edges))
 
     async def set_room_state(self, room_id: str, state: RoomState, expect_epoch: int) -> bool:
         current = self._states.get(room_id) or RoomState()
         if current.epoch != expect_epoch:
             return False
-        self._states[room_id] = dataclasses.replace(state)
+        self._states[room_id] = dataclasses.replace(state, edges=list(state.edges))
         return True
 
     async def floor(self, room_id: str) -> FloorDoc:

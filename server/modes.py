@@ -2,11 +2,17 @@
 
 A room's mode, worker and epoch live in the store; a change is a compare-and-set on the
 epoch, so of two processes deciding at once one wins and the other adopts its result.
+
+A room may span workers (issue 14): its origin (`worker_id`) holds the publishers and
+feeds its edges (`edges`). An edge is added when every worker of the room holds
+`sfu.max_listeners_per_worker` participants; losing an edge moves only its listeners;
+losing the origin re-places the whole room.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -15,8 +21,13 @@ from yahaml_voice.core.protocol import (
     Mode,
     RoomModeChangedData,
     RoomModeChangedFrame,
+    ToWorkerCascadeLink,
+    ToWorkerCascadeLinkFrame,
+    ToWorkerCascadeUnlink,
+    ToWorkerCascadeUnlinkFrame,
     ToWorkerRoomClosed,
     ToWorkerRoomClosedFrame,
+    WorkerCascadeReady,
 )
 
 from .delivery import Delivery
@@ -88,21 +99,79 @@ class RoomModes:
         if not await self.store.set_room_state(room_id, new, state.epoch):
             # Another process changed the room first; its state stands.
             return await self.store.room_state(room_id)
-        if state.worker_id and state.worker_id != worker_id:
-            frame = ToWorkerRoomClosedFrame(data=ToWorkerRoomClosed(roomId=room_id))
-            await self.delivery.to_worker(state.worker_id, frame)
+        for old in state.workers:
+            if old != worker_id:
+                frame = ToWorkerRoomClosedFrame(data=ToWorkerRoomClosed(roomId=room_id))
+                await self.delivery.to_worker(old, frame)
         if worker_id and self.on_placed is not None:
             await self.on_placed(room_id, worker_id)
         data = RoomModeChangedData(roomId=room_id, mode=mode, epoch=new.epoch)
         await self.delivery.broadcast(room_id, RoomModeChangedFrame(data=data))
         return new
 
+    # ---------------------------------------------------------------- spanning workers
+
+    async def add_edge(self, room_id: str) -> RoomState:
+        """Span the room onto one more worker (the least-loaded live one it is not on yet)
+        and return the new state; the state as it is if there is none or the room moved."""
+        async with self._lock(room_id):
+            state = await self.store.room_state(room_id)
+            if state.mode != "sfu" or not state.worker_id:
+                return state
+            workers = [w for w in await self.store.workers() if w.id not in state.workers]
+            worker = choose_worker(workers)
+            if worker is None:
+                return state
+            new = dataclasses.replace(state, edges=[*state.edges, worker.id], epoch=state.epoch + 1)
+            if not await self.store.set_room_state(room_id, new, state.epoch):
+                return await self.store.room_state(room_id)
+            log.info("room=%s spans worker=%s too (origin %s)", room_id, worker.id, state.worker_id)
+            return new
+
+    async def edge_ready(self, worker_id: str, ready: WorkerCascadeReady) -> bool:
+        """An edge opened its ports: link the origin to it. False if the worker is not an
+        edge of that room under that origin (the caller closes the room there)."""
+        state = await self.store.room_state(ready.roomId)
+        if worker_id not in state.edges or state.worker_id != ready.origin:
+            return False
+        link = ToWorkerCascadeLink(
+            roomId=ready.roomId, edge=worker_id, host=ready.host, ports=ready.ports, key=ready.key
+        )
+        await self.delivery.to_worker(ready.origin, ToWorkerCascadeLinkFrame(data=link))
+        return True
+
+    async def drop_edge(self, room_id: str, worker_id: str, reason: str) -> RoomState:
+        """Take a dead edge out of the room; its listeners (only they) offer again and are
+        placed on the room's other workers."""
+        async with self._lock(room_id):
+            state = await self.store.room_state(room_id)
+            if worker_id not in state.edges:
+                return state
+            edges = [w for w in state.edges if w != worker_id]
+            new = dataclasses.replace(state, edges=edges, epoch=state.epoch + 1)
+            if not await self.store.set_room_state(room_id, new, state.epoch):
+                return await self.store.room_state(room_id)
+        log.warning("room=%s lost edge worker=%s (%s)", room_id, worker_id, reason)
+        assert new.worker_id is not None
+        unlink = ToWorkerCascadeUnlink(roomId=room_id, edge=worker_id)
+        await self.delivery.to_worker(new.worker_id, ToWorkerCascadeUnlinkFrame(data=unlink))
+        frame = RoomModeChangedFrame(
+            data=RoomModeChangedData(roomId=room_id, mode="sfu", epoch=new.epoch)
+        )
+        for record in await self.store.participants(room_id):
+            if record.sfu_worker == worker_id:
+                await self.delivery.to_participant(record.id, frame)
+        return new
+
     async def worker_lost(self, worker_id: str) -> None:
-        """Re-place every room of a worker that died or stopped reporting."""
+        """Re-place every room of a worker that died or stopped reporting (its edge rooms:
+        move their listeners only)."""
         for room in self.config.rooms:
             state = await self.store.room_state(room.id)
             if state.mode == "sfu" and state.worker_id == worker_id:
                 await self.place(room.id, reason=f"worker {worker_id} lost", avoid=worker_id)
+            elif worker_id in state.edges:
+                await self.drop_edge(room.id, worker_id, "worker lost")
 
     async def check_workers(self) -> None:
         """Re-place rooms whose worker's registration expired (no heartbeat)."""
@@ -113,7 +182,11 @@ class RoomModes:
                 await self.place(
                     room.id, reason=f"worker {state.worker_id} silent", avoid=state.worker_id
                 )
-            elif state.mode == "mesh":
+                continue
+            for edge in state.edges:
+                if edge not in live:
+                    await self.drop_edge(room.id, edge, "worker silent")
+            if state.mode == "mesh":
                 count = await self.store.count(room.id)
                 if count >= (1 if room.directed else room.sfu_threshold):
                     # A room that could not be placed earlier (no worker yet).

@@ -37,6 +37,7 @@ from yahaml_voice.core.protocol import (
 from yahaml_voice.core.timestamps import iso
 from yahaml_voice.core.tokens import Identity
 
+from .cascade import routed_to
 from .delivery import Delivery
 from .errors import ApiError
 from .limits import SEATS, Limits, RateLimited
@@ -76,7 +77,7 @@ class RoomService:
         self.started_at = time.time()
         self.delivery = Delivery(store, bus)
         self.modes = RoomModes(config, store, self.delivery)
-        self.signals = Signalling(config, store, self.delivery)
+        self.signals = Signalling(config, store, self.delivery, self.modes)
         self.presence = Presence(config, store, self.delivery, self.limits, self.after_leave)
         self.net = NetControl(config, store, self.delivery, self._evict)
         self.modes.on_placed = self.net.tell_worker
@@ -281,9 +282,10 @@ class RoomService:
             ),
         )
         state = await self.store.room_state(room_id)
-        if state.mode == "sfu" and state.worker_id:
+        worker = routed_to(state, record) if state.mode == "sfu" else None
+        if worker:
             left = ToWorkerParticipantLeft(roomId=room_id, participantId=record.id, reason=reason)
-            await self.delivery.to_worker(state.worker_id, ToWorkerParticipantLeftFrame(data=left))
+            await self.delivery.to_worker(worker, ToWorkerParticipantLeftFrame(data=left))
         room = self.config.room(room_id)
         if room is not None:
             count = await self.store.count(room_id)

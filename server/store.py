@@ -58,6 +58,9 @@ class ParticipantRecord:
     # Set by the first offer/answer the participant sends: seats that never start media
     # while in company are released after limits.media_timeout.
     media_started: bool = False
+    # The SFU worker the participant's connection was last routed to (a room spanning
+    # workers puts listeners on its edges; sfu.max_listeners_per_worker).
+    sfu_worker: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -71,8 +74,17 @@ class ParticipantRecord:
 class RoomState:
     mode: Mode = "mesh"
     worker_id: str | None = None
-    # Increases with every placement so clients can tell a new SFU session from the old.
+    # Increases with every change of the room's workers: a client told of a newer epoch
+    # offers the SFU afresh (all of them on a placement; an edge's listeners when it dies).
     epoch: int = 0
+    # Edge workers of a room spanning several (issue 14): each fans the origin's
+    # (`worker_id`'s) slot streams out to its own listeners.
+    edges: list[str] = field(default_factory=list)
+
+    @property
+    def workers(self) -> list[str]:
+        """The origin, then the edges (empty in mesh mode)."""
+        return [self.worker_id, *self.edges] if self.worker_id else []
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

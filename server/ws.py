@@ -18,6 +18,7 @@ from yahaml_voice.core.protocol import (
     ErrorData,
     ToWorkerRoomClosed,
     ToWorkerRoomClosedFrame,
+    WorkerCascadeReady,
     WorkerHello,
     WorkerLoad,
     WorkerRoomState,
@@ -201,12 +202,17 @@ async def worker_socket() -> None:
                 log.info("sfu worker %s holds room %s placed elsewhere", record.id, message.roomId)
                 closed = ToWorkerRoomClosedFrame(data=ToWorkerRoomClosed(roomId=message.roomId))
                 conn.send(wire(closed))
-            else:
+            elif await svc.rooms.signals.is_origin(record.id, message.roomId):
                 # Reconciled: the worker (re)learns whom to forward.
                 await svc.rooms.net.tell_worker(message.roomId, record.id)
         elif isinstance(message, WorkerTalker):
-            if await svc.rooms.signals.worker_holds(record.id, message.roomId):
+            if await svc.rooms.signals.is_origin(record.id, message.roomId):
                 await svc.rooms.net.worker_talker(message)
+        elif isinstance(message, WorkerCascadeReady):
+            if not await svc.rooms.modes.edge_ready(record.id, message):
+                log.info("sfu worker %s is no edge of room %s", record.id, message.roomId)
+                closed = ToWorkerRoomClosedFrame(data=ToWorkerRoomClosed(roomId=message.roomId))
+                conn.send(wire(closed))
 
     conn = WorkerConnection(websocket, handle)
     lanes: Lanes[BaseModel] = Lanes(f"sfu worker {record.id}", process, dropped)

@@ -16,6 +16,10 @@ Net control (issue 12): the server's `floor` frame says, per room, who may be fo
 tone. A publisher's packets are gated in its tap callback before slot selection and
 level accounting (one attribute test per packet), so a non-talker cannot take or hold a
 slot. Until a room's first floor frame it is open with nobody muted.
+
+A room may span workers (issue 14, cascade.py): on its origin worker it is an ordinary
+room whose forwarder also feeds every linked edge; on an edge worker (`Room.origin` set)
+it has listeners only, and its slots are fed by the origin's streams.
 """
 
 from __future__ import annotations
@@ -51,10 +55,15 @@ from yahaml_voice.core.protocol import (
     JsonError,
     SessionDescription,
     SlotAssignment,
+    ToWorkerAnnounce,
+    ToWorkerCascadeLink,
+    ToWorkerCascadeUnlink,
     ToWorkerFloor,
     ToWorkerParticipantLeft,
     ToWorkerRoomClosed,
     ToWorkerSignal,
+    WorkerCascadeReady,
+    WorkerCascadeReadyFrame,
     WorkerFrame,
     WorkerHello,
     WorkerHelloFrame,
@@ -88,6 +97,7 @@ from .aiortc_private import (
     set_sender_ssrc,
     tap_receiver,
 )
+from .cascade import EdgeLink, EdgeReceiver
 from .forwarder import Forwarder
 from .reclaim import Reclaimer
 from .slots import SlotSelector
@@ -198,7 +208,8 @@ class Peer:
         sdp = data.sdp
         await self._close_pc()  # a new offer means a new connection (new epoch, restart)
         self.callsign = message.callsign
-        self.can_publish = message.canPublish
+        # An edge forwards the origin's slots only: nobody publishes there.
+        self.can_publish = message.canPublish and self.room.origin is None
         pc = self.pc = RTCPeerConnection(self.room.worker.rtc_configuration())
         pc.on("connectionstatechange", lambda: self._state_changed(pc))
         try:
@@ -365,11 +376,18 @@ class Peer:
 class Room:
     """One room placed on this worker: its peers, slots and forwarder."""
 
-    def __init__(self, worker: Worker, room_id: str) -> None:
+    def __init__(self, worker: Worker, room_id: str, origin: str | None = None) -> None:
         self.worker = worker
         self.id = room_id
         sfu = worker.config.sfu
         self.forwarder = Forwarder(sfu.slots, worker.fanout)
+        # Set on an edge worker: the worker holding the room's publishers, whose slot
+        # streams `edge` receives. On the origin, `links` are the edges it feeds.
+        self.origin = origin
+        self.edge: EdgeReceiver | None = (
+            EdgeReceiver(self.forwarder, sfu.cascade_host) if origin is not None else None
+        )
+        self.links: dict[str, EdgeLink] = {}
         self.selector = SlotSelector(sfu.slots, float(sfu.slot_hold))
         self.peers: dict[str, Peer] = {}
         self._task: asyncio.Task[None] | None = None
@@ -386,10 +404,24 @@ class Room:
         if floor is not None:
             self.set_floor(floor)
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self.forwarder.start()
         ticks = every(TICK, self._tick, what=f"room {self.id} tick", log=logger, wait_first=True)
         self._task = asyncio.get_running_loop().create_task(ticks)
+        if self.edge is not None:
+            await self.edge.start()
+            assert self.origin is not None
+            ready = WorkerCascadeReady(
+                roomId=self.id,
+                origin=self.origin,
+                host=self.edge.host,
+                ports=self.edge.ports,
+                key=self.edge.key_text,
+            )
+            self.worker.emit(WorkerCascadeReadyFrame(data=ready))
+        else:
+            for link in self.worker.links.get(self.id, {}).values():
+                self.link(link)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -398,7 +430,24 @@ class Room:
         for peer in list(self.peers.values()):
             await peer.close()
         self.peers.clear()
+        for edge in list(self.links):
+            self.unlink(edge)
+        if self.edge is not None:
+            await self.edge.stop()
         await self.forwarder.stop()
+
+    def link(self, message: ToWorkerCascadeLink) -> None:
+        """Feed an edge worker (replacing an older link to it)."""
+        self.unlink(message.edge)
+        self.links[message.edge] = EdgeLink(
+            self.forwarder, message.edge, message.host, message.ports, message.key
+        )
+        logger.info("room %s: feeding edge %s at %s", self.id, message.edge, message.host)
+
+    def unlink(self, edge: str) -> None:
+        link = self.links.pop(edge, None)
+        if link is not None:
+            link.close()
 
     def peer(self, participant_id: str) -> Peer:
         peer = self.peers.get(participant_id)
@@ -475,6 +524,8 @@ class Room:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        if self.origin is not None:
+            return  # an edge: the origin picks and announces the slots
         if self.floor is not None:
             self._tick_talkers(now)
         if self.selector.update(now):
@@ -527,6 +578,9 @@ class Worker:
         # and one that empties out here keeps its floor (fail closed) until the server
         # sends a new one or roomClosed.
         self.floors: dict[str, ToWorkerFloor] = {}
+        # The edges each room feeds, kept like floors: an origin room that empties out and
+        # opens again feeds them again.
+        self.links: dict[str, dict[str, ToWorkerCascadeLink]] = {}
         self.tones = courtesy.Tones()
         guard_receive_path()
         self.fanout = native.load(config.sfu.native)
@@ -608,9 +662,18 @@ class Worker:
         try:
             if isinstance(message, ToWorkerSignal):
                 room = self.rooms.get(message.roomId)
+                if room is not None and room.origin != message.origin:
+                    # The room moved between origin and edge roles here: start it afresh.
+                    await self._close_room(message.roomId)
+                    room = None
                 if room is None:
-                    room = self.rooms[message.roomId] = Room(self, message.roomId)
-                    room.start()
+                    room = Room(self, message.roomId, message.origin)
+                    try:
+                        await room.start()
+                    except OSError:
+                        await room.stop()
+                        raise
+                    self.rooms[message.roomId] = room
                 room.peer(message.from_).put(message)
             elif isinstance(message, ToWorkerParticipantLeft):
                 logger.info(
@@ -623,7 +686,22 @@ class Worker:
                         await self._close_room(message.roomId)
             elif isinstance(message, ToWorkerRoomClosed):
                 self.floors.pop(message.roomId, None)
+                self.links.pop(message.roomId, None)
                 await self._close_room(message.roomId)
+            elif isinstance(message, ToWorkerCascadeLink):
+                self.links.setdefault(message.roomId, {})[message.edge] = message
+                room = self.rooms.get(message.roomId)
+                if room is not None and room.origin is None:
+                    room.link(message)
+            elif isinstance(message, ToWorkerCascadeUnlink):
+                self.links.get(message.roomId, {}).pop(message.edge, None)
+                room = self.rooms.get(message.roomId)
+                if room is not None:
+                    room.unlink(message.edge)
+            elif isinstance(message, ToWorkerAnnounce):
+                room = self.rooms.get(message.roomId)
+                if room is not None and room.origin is None:
+                    room.announce_pending = True
             elif isinstance(message, ToWorkerFloor):
                 self.floors[message.roomId] = message
                 room = self.rooms.get(message.roomId)

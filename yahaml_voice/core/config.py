@@ -276,6 +276,15 @@ class SfuConfig(_Section):
     # worker's first start into ~/.cache/yahaml-voice); false, or no C compiler and
     # Python headers there: the Python loop, same bytes, more CPU.
     native: bool = True
+    # A room with more participants on its SFU worker than this spans workers: publishers
+    # stay on its origin worker, which sends each slot's packets once to every edge worker,
+    # and further listeners go to an edge (0: a room never spans).
+    max_listeners_per_worker: int = Field(default=400, ge=0)
+    # The address this worker's edge rooms take the origin's slot streams on. Loopback
+    # (the default, workers on one host) gets plain RTP; any other address SRTP with a key
+    # sent over the control connections. Set it to the host's address when workers run
+    # on several hosts.
+    cascade_host: Text = "127.0.0.1"
     # HS256 secret of the workers' own tokens (never auth.secret). The embedded workers get
     # one generated per start; workers run elsewhere (`yahaml-voice sfu`) need it set, the
     # same on every server process and worker.

@@ -856,6 +856,21 @@ class WorkerTalker(Frame):
     reason: CutReason = "tot"
 
 
+class WorkerCascadeReady(Frame):
+    """worker -> server: this worker holds the room as an edge (issue 14) and takes the
+    origin's slot streams at `host`:`ports[i]` for slot i.
+
+    Sent when the edge room opens (its first participant's signal), again whenever it is
+    re-opened (new ports). `key` is the SRTP master key and salt (base64, 30 bytes,
+    AES_CM_128_HMAC_SHA1_80) the origin protects with; null on loopback (plain RTP)."""
+
+    roomId: RoomId
+    origin: PeerId
+    host: str = Field(min_length=1, max_length=255)
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(min_length=1, max_length=16)
+    key: str | None = Field(default=None, min_length=40, max_length=40)
+
+
 class WorkerHelloFrame(Frame):
     type: Literal["hello"] = "hello"
     data: WorkerHello
@@ -886,6 +901,11 @@ class WorkerTalkerFrame(Frame):
     data: WorkerTalker
 
 
+class WorkerCascadeReadyFrame(Frame):
+    type: Literal["cascadeReady"] = "cascadeReady"
+    data: WorkerCascadeReady
+
+
 class ControlErrorFrame(Frame):
     """An error frame on /sfu/ws (either direction): logged, never answered."""
 
@@ -900,6 +920,7 @@ WorkerFrame = Annotated[
     | WorkerSlotsFrame
     | WorkerRoomStateFrame
     | WorkerTalkerFrame
+    | WorkerCascadeReadyFrame
     | ControlErrorFrame,
     Field(discriminator="type"),
 ]
@@ -920,6 +941,9 @@ class ToWorkerSignal(Frame):
     callsign: str
     type: SignalType
     data: SessionDescription | IceCandidate | None = None
+    # Set when the room spans workers and this worker is one of its edges: the worker
+    # holding the room's publishers, whose slot streams this worker fans out (issue 14).
+    origin: PeerId | None = None
 
 
 class ToWorkerParticipantLeft(Frame):
@@ -960,6 +984,32 @@ class ToWorkerFloor(Frame):
     exempt: list[str]
 
 
+class ToWorkerCascadeLink(Frame):
+    """server -> origin worker: send each slot's packets of the room to this edge too
+    (slot i to `host`:`ports[i]`), SRTP-protected with `key` unless it is null. A link to
+    the same edge replaces the previous one."""
+
+    roomId: RoomId
+    edge: PeerId
+    host: str = Field(min_length=1, max_length=255)
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(min_length=1, max_length=16)
+    key: str | None = Field(default=None, min_length=40, max_length=40)
+
+
+class ToWorkerCascadeUnlink(Frame):
+    """server -> origin worker: stop sending the room to this edge (it died or left)."""
+
+    roomId: RoomId
+    edge: PeerId
+
+
+class ToWorkerAnnounce(Frame):
+    """server -> origin worker: announce the room's slot mapping again (a listener joined
+    on an edge, and the origin announces only for its own newcomers)."""
+
+    roomId: RoomId
+
+
 class ToWorkerSignalFrame(Frame):
     type: Literal["signal"] = "signal"
     data: ToWorkerSignal
@@ -980,11 +1030,29 @@ class ToWorkerFloorFrame(Frame):
     data: ToWorkerFloor
 
 
+class ToWorkerCascadeLinkFrame(Frame):
+    type: Literal["cascadeLink"] = "cascadeLink"
+    data: ToWorkerCascadeLink
+
+
+class ToWorkerCascadeUnlinkFrame(Frame):
+    type: Literal["cascadeUnlink"] = "cascadeUnlink"
+    data: ToWorkerCascadeUnlink
+
+
+class ToWorkerAnnounceFrame(Frame):
+    type: Literal["announce"] = "announce"
+    data: ToWorkerAnnounce
+
+
 ToWorkerFrame = Annotated[
     ToWorkerSignalFrame
     | ToWorkerParticipantLeftFrame
     | ToWorkerRoomClosedFrame
     | ToWorkerFloorFrame
+    | ToWorkerCascadeLinkFrame
+    | ToWorkerCascadeUnlinkFrame
+    | ToWorkerAnnounceFrame
     | ControlErrorFrame,
     Field(discriminator="type"),
 ]
@@ -1010,9 +1078,16 @@ WORKER_FRAMES = _data_models(
     WorkerSlotsFrame,
     WorkerRoomStateFrame,
     WorkerTalkerFrame,
+    WorkerCascadeReadyFrame,
 )
 TO_WORKER_FRAMES = _data_models(
-    ToWorkerSignalFrame, ToWorkerParticipantLeftFrame, ToWorkerRoomClosedFrame, ToWorkerFloorFrame
+    ToWorkerSignalFrame,
+    ToWorkerParticipantLeftFrame,
+    ToWorkerRoomClosedFrame,
+    ToWorkerFloorFrame,
+    ToWorkerCascadeLinkFrame,
+    ToWorkerCascadeUnlinkFrame,
+    ToWorkerAnnounceFrame,
 )
 
 

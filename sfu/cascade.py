@@ -105,10 +105,12 @@ class _SlotPort(asyncio.DatagramProtocol):
 class EdgeReceiver:
     """An edge room's receive side: one UDP port per slot on `host`, fed to `forwarder`."""
 
-    def __init__(self, forwarder: Forwarder, host: str) -> None:
+    def __init__(self, forwarder: Forwarder, host: str, secure: bool | None = None) -> None:
         self.forwarder = forwarder
         self.host = host
-        self.key: bytes | None = None if is_loopback(host) else os.urandom(KEY_BYTES)
+        if secure is None:  # SRTP unless the link stays on this host
+            secure = not is_loopback(host)
+        self.key: bytes | None = os.urandom(KEY_BYTES) if secure else None
         self.ports: list[int] = []
         self._protocols: list[_SlotPort] = []
 
@@ -119,6 +121,10 @@ class EdgeReceiver:
     @property
     def received(self) -> int:
         return sum(p.received for p in self._protocols)
+
+    @property
+    def dropped(self) -> int:
+        return sum(p.dropped for p in self._protocols)
 
     async def start(self) -> None:
         """Open the ports and make each slot's source its port (constant from now on)."""

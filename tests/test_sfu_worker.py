@@ -76,7 +76,9 @@ class Participant:
         self.loud = [0, 0, 0]
         self.answer_sdp = ""
 
-    async def join(self, worker: Worker, frames: Frames, slots: int = 3) -> None:
+    async def join(
+        self, worker: Worker, frames: Frames, slots: int = 3, origin: str | None = None
+    ) -> None:
         for _ in range(slots):
             self.pc.addTransceiver("audio", direction="recvonly")
         if self.track is not None:
@@ -93,6 +95,7 @@ class Participant:
                     "callsign": self.id.upper(),
                     "type": "offer",
                     "data": {"type": "offer", "sdp": self.pc.localDescription.sdp},
+                    "origin": origin,
                 },
             }
         )

@@ -1,0 +1,181 @@
+"""One room across two workers (issue 14), their cores driven in-process by real aiortc peers.
+
+The test relays the control frames the server would (`cascadeReady` from the edge becomes
+`cascadeLink` to the origin); media crosses real UDP sockets on loopback, plain RTP or
+SRTP as between hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiortc.rtp import RtpPacket
+
+from tests.test_sfu_worker import Frames, Participant, config, wait_for
+from yahaml_voice.sfu.cascade import EdgeLink, EdgeReceiver, edge_subscriber
+from yahaml_voice.sfu.forwarder import Forwarder, Layout
+from yahaml_voice.sfu.worker import Worker
+
+ROOM = "net"
+
+
+class Rig:
+    def __init__(self) -> None:
+        self.origin_frames, self.edge_frames = Frames(), Frames()
+        cfg = config(slot_hold="0.5s")
+        self.origin = Worker(cfg, "w-origin", self.origin_frames.emit)
+        self.edge = Worker(cfg, "w-edge", self.edge_frames.emit)
+        self.people: list[Participant] = []
+
+    async def link(self) -> dict[str, Any]:
+        """Relay the edge's cascadeReady to the origin, as the server does."""
+        ready = await self.edge_frames.wait("cascadeReady", lambda d: d["roomId"] == ROOM)
+        await self.origin.handle(
+            {
+                "type": "cascadeLink",
+                "data": {
+                    "roomId": ROOM,
+                    "edge": "w-edge",
+                    "host": ready["host"],
+                    "ports": ready["ports"],
+                    "key": ready["key"],
+                },
+            }
+        )
+        return ready
+
+    async def close(self) -> None:
+        for person in self.people:
+            await person.pc.close()
+            if person.track:
+                person.track.stop()
+        await self.origin.stop()
+        await self.edge.stop()
+
+
+@pytest.fixture
+async def rig(loopback_ice: None) -> AsyncIterator[Rig]:
+    rig = Rig()
+    try:
+        yield rig
+    finally:
+        await rig.close()
+
+
+async def test_listeners_on_an_edge_hear_the_origin_with_the_same_slots(rig: Rig) -> None:
+    alice, bob = Participant("alice", True), Participant("bob", True)
+    carol, dave = Participant("carol", False, False), Participant("dave", False, False)
+    rig.people += [alice, bob, carol, dave]
+    await alice.join(rig.origin, rig.origin_frames)
+    await bob.join(rig.origin, rig.origin_frames)
+    await carol.join(rig.origin, rig.origin_frames)
+    await dave.join(rig.edge, rig.edge_frames, origin="w-origin")
+    ready = await rig.link()
+    assert ready["origin"] == "w-origin" and len(ready["ports"]) == 3
+    assert ready["key"] is None  # loopback: plain RTP
+
+    alice.speak(True)
+    await rig.origin_frames.wait("slots", lambda d: d["slots"][0]["participantId"] == "alice")
+    await wait_for(lambda: carol.loud[0] >= 25 and dave.loud[0] >= 25)
+    assert dave.packets[1:] == [0, 0]
+    # The speaker changes: the edge's listener follows in the same slot as the origin's.
+    alice.speak(False)
+    bob.speak(True)
+    await rig.origin_frames.wait("slots", lambda d: d["slots"][1]["participantId"] == "bob")
+    await wait_for(lambda: carol.loud[1] >= 25 and dave.loud[1] >= 25)
+    assert carol.packets[2] == dave.packets[2] == 0
+    # The edge neither picks nor announces slots, and nobody publishes there.
+    assert not [k for k, _ in rig.edge_frames.items if k == "slots"]
+    assert rig.edge.rooms[ROOM].origin == "w-origin"
+    assert rig.origin.load().streams == 3 * 3 + 3  # three peers' slots and one edge link
+
+
+async def test_a_publisher_offering_to_an_edge_is_answered_inactive(rig: Rig) -> None:
+    mallory = Participant("mallory", True)
+    rig.people.append(mallory)
+    await mallory.join(rig.edge, rig.edge_frames, origin="w-origin")
+    assert mallory.answer_sdp.count("a=inactive") == 1
+    assert not rig.edge.rooms[ROOM].selector.slots[0]
+
+
+async def test_unlink_stops_the_stream_and_a_new_link_resumes_it(rig: Rig) -> None:
+    alice, dave = Participant("alice", True), Participant("dave", False, False)
+    rig.people += [alice, dave]
+    await alice.join(rig.origin, rig.origin_frames)
+    await dave.join(rig.edge, rig.edge_frames, origin="w-origin")
+    await rig.link()
+    alice.speak(True)
+    await wait_for(lambda: dave.loud[0] >= 10)
+    await rig.origin.handle({"type": "cascadeUnlink", "data": {"roomId": ROOM, "edge": "w-edge"}})
+    await asyncio.sleep(0.2)
+    before = dave.packets[0]
+    await asyncio.sleep(0.5)
+    assert dave.packets[0] - before <= 1
+    await rig.link()  # the server links again (e.g. the edge re-opened)
+    await wait_for(lambda: dave.packets[0] - before >= 10)
+
+
+class Collect:
+    """A Python-loop sink that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sink(self) -> tuple[Any, Any, Any]:
+        return (bytes, lambda data, addr: self.sent.append(bytes(data)), None)
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "srtp"])
+async def test_edge_output_is_the_origin_output_shifted(secure: bool) -> None:
+    """Across the link, in plain RTP or SRTP: the edge's listener gets the same payloads,
+    levels and packet spacing as a listener of the origin."""
+    origin, edge = Forwarder(3), Forwarder(3)
+    receiver = EdgeReceiver(edge, "127.0.0.1", secure=secure)
+    await receiver.start()
+    link = EdgeLink(origin, "w-edge", "127.0.0.1", receiver.ports, receiver.key_text)
+    at_origin, at_edge = Collect(), Collect()
+    layout = Layout(111, 1, None, None)
+    origin.add_output("near", 1, layout, at_origin.sink())
+    edge.add_output("far", 1, layout, at_edge.sink())
+    origin.set_source(1, "alice")
+    try:
+        for n in range(20):
+            packet = RtpPacket(payload_type=111, sequence_number=1000 + n, timestamp=960 * n)
+            packet.payload = bytes([n]) * 40
+            packet.extensions.audio_level = (True, 30)
+            origin.forward("alice", packet)
+        await wait_for(lambda: len(at_edge.sent) == 20, timeout=5)
+    finally:
+        link.close()
+        await receiver.stop()
+    near = [RtpPacket.parse(p) for p in at_origin.sent]
+    far = [RtpPacket.parse(p) for p in at_edge.sent]
+    assert [p.payload for p in far] == [p.payload for p in near]
+    assert [p.extensions for p in far] == [p.extensions for p in near]  # raw: level bytes
+    assert {(b.sequence_number - a.sequence_number) & 0xFFFF for a, b in zip(near, far)} == {
+        (far[0].sequence_number - near[0].sequence_number) & 0xFFFF
+    }
+    assert edge_subscriber("w-edge") not in {o.subscriber for o in edge.outputs()}
+
+
+async def test_an_srtp_link_drops_packets_under_another_key() -> None:
+    edge = Forwarder(1)
+    receiver = EdgeReceiver(edge, "127.0.0.1", secure=True)
+    await receiver.start()
+    other = EdgeReceiver(Forwarder(1), "127.0.0.1", secure=True)  # a different key
+    origin = Forwarder(1)
+    link = EdgeLink(origin, "w-edge", "127.0.0.1", receiver.ports, other.key_text)
+    origin.set_source(0, "alice")
+    try:
+        for n in range(5):
+            packet = RtpPacket(payload_type=111, sequence_number=n, timestamp=960 * n)
+            packet.payload = b"x" * 40
+            origin.forward("alice", packet)
+        await wait_for(lambda: receiver.dropped >= 5, timeout=5)
+        assert receiver.received == 0
+    finally:
+        link.close()
+        await receiver.stop()

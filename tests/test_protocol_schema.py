@@ -257,6 +257,18 @@ EXAMPLES: list[BaseModel] = [
         )
     ),
     p.WorkerTalkerFrame(data=p.WorkerTalker(roomId="net", participantId="p-1", state="cut")),
+    p.WorkerCascadeReadyFrame(
+        data=p.WorkerCascadeReady(
+            roomId="net", origin="w-1", host="10.0.0.2", ports=[40000, 40001, 40002], key="A" * 40
+        )
+    ),
+    p.ToWorkerCascadeLinkFrame(
+        data=p.ToWorkerCascadeLink(
+            roomId="net", edge="w-2", host="127.0.0.1", ports=[40000, 40001, 40002], key=None
+        )
+    ),
+    p.ToWorkerCascadeUnlinkFrame(data=p.ToWorkerCascadeUnlink(roomId="net", edge="w-2")),
+    p.ToWorkerAnnounceFrame(data=p.ToWorkerAnnounce(roomId="net")),
     p.FloorChangedFrame(
         data=p.FloorChangedData(
             floor=p.FloorState(
@@ -406,7 +418,23 @@ def test_wire_format_of_a_signal_keeps_yahaml_shape() -> None:
 
 def test_worker_frames_parse_with_the_frame_type_in_errors() -> None:
     """The parsers keep naming the frame type (`slots.data.…`) through WORKER_FRAMES."""
-    assert set(p.WORKER_FRAMES) == {"hello", "load", "signal", "slots", "roomState", "talker"}
-    assert set(p.TO_WORKER_FRAMES) == {"signal", "participantLeft", "roomClosed", "floor"}
+    assert set(p.WORKER_FRAMES) == {
+        "hello",
+        "load",
+        "signal",
+        "slots",
+        "roomState",
+        "talker",
+        "cascadeReady",
+    }
+    assert set(p.TO_WORKER_FRAMES) == {
+        "signal",
+        "participantLeft",
+        "roomClosed",
+        "floor",
+        "cascadeLink",
+        "cascadeUnlink",
+        "announce",
+    }
     assert p.WORKER_FRAMES["slots"] is p.WorkerSlots
     assert p.TO_WORKER_FRAMES["signal"] is p.ToWorkerSignal

@@ -71,6 +71,8 @@ class RoomModes:
         """Put the room on the least-loaded live worker (a new epoch) and tell everyone."""
         async with self._lock(room_id):
             state = await self.store.room_state(room_id)
+            if avoid is None and state.mode == "sfu" and state.worker_id:
+                return state  # placed meanwhile (a join and the worker check at once)
             workers = [w for w in await self.store.workers() if w.id != avoid]
             worker = choose_worker(workers)
             if worker is None:

@@ -44,6 +44,8 @@ def child_environment(config: Config, base: dict[str, str] | None = None) -> dic
         "SFU__SLOT_HOLD": float(config.sfu.slot_hold),
         "SFU__ICE_ADDRESSES": list(config.sfu.ice_addresses),
         "SFU__USE_TURN": config.sfu.use_turn,
+        "SFU__NATIVE": config.sfu.native,
+        "SFU__CASCADE_HOST": config.sfu.cascade_host,
         "ICE__STUN_URLS": list(config.ice.stun_urls),
         "ICE__TURN__URLS": list(config.ice.turn.urls),
         "ICE__TURN__TTL": float(config.ice.turn.ttl),

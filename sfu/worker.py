@@ -442,7 +442,13 @@ class Room:
         self.links[message.edge] = EdgeLink(
             self.forwarder, message.edge, message.host, message.ports, message.key
         )
-        logger.info("room %s: feeding edge %s at %s", self.id, message.edge, message.host)
+        logger.info(
+            "room %s: feeding edge %s at %s (%s)",
+            self.id,
+            message.edge,
+            message.host,
+            "SRTP" if message.key else "plain RTP",
+        )
 
     def unlink(self, edge: str) -> None:
         link = self.links.pop(edge, None)

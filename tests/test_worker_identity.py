@@ -106,6 +106,19 @@ def test_supervisor_hands_children_the_worker_secret_only() -> None:
     assert TEST_SECRET not in env.values()
 
 
+def test_supervisor_hands_children_the_worker_settings() -> None:
+    """What a worker reads from `sfu` reaches the embedded children (they get no file)."""
+    from yahaml_voice.core.config import load_config
+    from yahaml_voice.sfu.supervisor import child_environment
+
+    config = _config()
+    config.sfu.native = False
+    config.sfu.cascade_host = "10.1.2.3"
+    env = child_environment(config, base={})
+    child = load_config(environ=env)
+    assert child.sfu.native is False and child.sfu.cascade_host == "10.1.2.3"
+
+
 def test_sfu_cli_refuses_to_start_without_its_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     from yahaml_voice.cli import main
 

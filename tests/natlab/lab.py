@@ -84,17 +84,7 @@ class Lab:
         return nets  # type: ignore[return-value]
 
     def check_ranges(self) -> None:
-        """Refuse to build over anything the host routes other than by its default route."""
-        for net in self.subnets():
-            assert net.subnet_of(LAB_NET)
-            assert not any(net.overlaps(f) for f in FORBIDDEN)
-            route = run(["ip", "-4", "route", "get", str(net.network_address)]).stdout
-            if route.split()[0] == "local" or " dev lo " in route:
-                raise LabError(f"{net} is in use on this host: {route.strip()}")
-            table = run(["ip", "-4", "route", "show", "to", "match", str(net.network_address)])
-            for line in table.stdout.splitlines():
-                if not line.startswith("default"):
-                    raise LabError(f"{net} is routed on this host: {line}")
+        check_free(self.subnets())
 
     # ------------------------------------------------------------------ build
     def _add_ns(self, name: str) -> None:
@@ -164,6 +154,20 @@ class Lab:
 
     def site(self, name: str) -> Site:
         return self.sites[name]
+
+
+def check_free(nets: Iterable[ipaddress.IPv4Network]) -> None:
+    """Refuse to build over anything the host routes other than by its default route."""
+    for net in nets:
+        assert net.subnet_of(LAB_NET)
+        assert not any(net.overlaps(f) for f in FORBIDDEN)
+        route = run(["ip", "-4", "route", "get", str(net.network_address)]).stdout
+        if route.split()[0] == "local" or " dev lo " in route:
+            raise LabError(f"{net} is in use on this host: {route.strip()}")
+        table = run(["ip", "-4", "route", "show", "to", "match", str(net.network_address)])
+        for line in table.stdout.splitlines():
+            if not line.startswith("default"):
+                raise LabError(f"{net} is routed on this host: {line}")
 
 
 def kill_ns_processes(ns: str) -> None:

@@ -26,6 +26,7 @@ import yaml
 from tests.fixtures.turn import TEST_SECRET, TurnServer, turn_config
 from tests.natlab.lab import LAB_PUBLIC_PEERS, PUBLIC_IP, TURN_PORT, Lab
 from tests.natlab.netns import NetnsLoop
+from tests.servers import deep_merge
 from yahaml_voice.core.config import Config
 from yahaml_voice.core.processes import stop_process
 
@@ -62,9 +63,10 @@ def turn_urls(transport: str | None = None) -> list[str]:
 
 @dataclass
 class LabServer:
-    """`yahaml-voice serve` inside the public namespace, health-checked from inside it."""
+    """`yahaml-voice serve` inside the public namespace (or `ns` at `host`), health-checked
+    from inside it; `extra` is merged over its configuration."""
 
-    lab: Lab
+    lab: Lab | None
     port: int
     turn: bool
     force_relay: bool = False
@@ -72,25 +74,28 @@ class LabServer:
     rooms: list[dict[str, Any]] | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="natlab-srv-")))
     proc: subprocess.Popen[bytes] | None = None
+    ns: str = ""
+    host: str = PUBLIC_IP
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
-        return f"http://{PUBLIC_IP}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def config(self) -> dict[str, Any]:
         turn: dict[str, Any] = {"secret": TEST_SECRET, "realm": "yahaml-voice.test"}
         if self.turn:
             turn["urls"] = turn_urls()
         config: dict[str, Any] = {
-            "server": {"host": PUBLIC_IP, "port": self.port, "grace_period": "2s"},
+            "server": {"host": self.host, "port": self.port, "grace_period": "2s"},
             "auth": {"mode": "open", "secret": AUTH_SECRET},
             "ice": {"stun_urls": [stun_url()], "turn": turn, "force_relay": self.force_relay},
-            "sfu": {"ice_addresses": [PUBLIC_IP]},
+            "sfu": {"ice_addresses": [self.host]},
             "netlog": {"path": str(self.workdir / "netlog.sqlite3")},
         }
         if self.rooms is not None:
             config["rooms"] = self.rooms
-        return config
+        return deep_merge(config, self.extra)
 
     @property
     def log_path(self) -> Path:
@@ -106,8 +111,9 @@ class LabServer:
         path.write_text(yaml.safe_dump(self.config()))
         env = {k: v for k, v in os.environ.items() if not k.startswith("YAHAML_VOICE_")}
         env["PYTHONUNBUFFERED"] = "1"
+        ns = self.ns or (self.lab.pub if self.lab is not None else "")
         argv = [
-            "ip", "netns", "exec", self.lab.pub, sys.executable, "-m", "yahaml_voice",
+            "ip", "netns", "exec", ns, sys.executable, "-m", "yahaml_voice",
             "serve", "--config", str(path), "--workers", str(self.workers),
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:

@@ -39,6 +39,10 @@ LINK_LEVEL_ID = 1
 KEY_BYTES = 30  # AES_CM_128_HMAC_SHA1_80: 16-byte key + 14-byte salt
 # Receive buffer per slot port: a burst of a few hundred ms at 50 packets/s fits.
 RECEIVE_BUFFER = 256 * 1024
+# A sequence step forward of at least this (a minute of 20 ms packets), or backward by
+# more than REORDER, is a restarted stream (a new link), not loss or reordering.
+JUMP = 3000
+REORDER = 100
 
 
 def source_of(index: int) -> str:
@@ -65,12 +69,12 @@ def _policy(key: bytes, direction: int) -> Policy:
 class _SlotPort(asyncio.DatagramProtocol):
     """One slot's receive port on an edge: unprotect, parse, hand to the forwarder."""
 
-    def __init__(
-        self, index: int, session: Session | None, deliver: Callable[[str, RtpPacket], None]
-    ) -> None:
+    def __init__(self, index: int, session: Session | None, forwarder: Forwarder) -> None:
+        self.index = index
         self.source = source_of(index)
+        self.forwarder = forwarder
+        self.last_seq: int | None = None
         self.session = session
-        self.deliver = deliver
         self.extensions = HeaderExtensionsMap()
         self.extensions.configure(
             RTCRtpParameters(
@@ -95,7 +99,16 @@ class _SlotPort(asyncio.DatagramProtocol):
             self.dropped += 1  # not from our origin (bad tag), replayed, or not RTP
             return
         self.received += 1
-        self.deliver(self.source, packet)
+        seq, last = packet.sequence_number, self.last_seq
+        step = JUMP if last is None else (seq - last) & 0xFFFF
+        if step >= JUMP and step <= 0xFFFF - REORDER:
+            # The origin's output for this edge started afresh (a new link): the edge's
+            # listeners keep one continuous numbering (SRTP would drop a jump back).
+            self.forwarder.rebase(self.index)
+            self.last_seq = seq
+        elif 0 < step < JUMP:
+            self.last_seq = seq
+        self.forwarder.forward(self.source, packet)
 
     def error_received(self, exc: Exception) -> None:
         logger.debug("cascade port: %s", exc)
@@ -144,7 +157,7 @@ class EdgeReceiver:
                 sock.close()
                 await self.stop()
                 raise
-            protocol = _SlotPort(index, session, self.forwarder.forward)
+            protocol = _SlotPort(index, session, self.forwarder)
             await loop.create_datagram_endpoint(lambda p=protocol: p, sock=sock)  # type: ignore[misc]
             self._protocols.append(protocol)
             self.ports.append(sock.getsockname()[1])

@@ -303,6 +303,12 @@ class Forwarder:
                 self._move(own, _Group(own.layout, clone=own.group, paused=True))
         self._prune(slot)
 
+    def rebase(self, index: int) -> None:
+        """The source of slot `index` jumped in its numbering (a relayed stream restarted):
+        continue every group's numbering from where it was, as on a source change."""
+        for group in self.slots[index].groups:
+            group.rebase = True
+
     def add_output(
         self,
         subscriber: str,

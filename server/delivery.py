@@ -1,16 +1,41 @@
 """Where frames go: a bus channel per participant and per SFU worker, room broadcasts.
 
 Nothing reaches a room but through its member list in the store, so a frame can never
-leak into another room; a broadcast is one bus batch (one Redis round trip).
+leak into another room; a broadcast is one bus batch (one Redis pipeline round trip).
+
+Roster changes of a big room are coalesced: a join storm of N participants would
+otherwise send each member one frame per join, N² frames in all. Collected for a short
+window, they go to each member as one `rosterBatch` frame (a socket that did not ask for
+batches gets the frames it holds one by one, connections.py), and any other broadcast to
+the room sends the pending batch first, so a member never sees a room event before the
+roster change it follows. Batches are per server process; each process's own are in order.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
 from pydantic import BaseModel
 
-from yahaml_voice.core.protocol import ServerFrame, ToWorkerFrame, wire
+from yahaml_voice.core.aio import cancel_and_wait
+from yahaml_voice.core.protocol import (
+    ParticipantJoinedFrame,
+    ParticipantLeftFrame,
+    RosterBatchData,
+    RosterBatchFrame,
+    ServerFrame,
+    ToWorkerFrame,
+    wire,
+)
 
 from .store import Bus, Store
+
+log = logging.getLogger(__name__)
+
+RosterFrame = ParticipantJoinedFrame | ParticipantLeftFrame
 
 
 def participant_channel(participant_id: str) -> str:
@@ -21,13 +46,43 @@ def worker_channel(worker_id: str) -> str:
     return f"w:{worker_id}"
 
 
+@dataclass
+class _Batch:
+    """A room's roster changes waiting for the window to end, and who waits for them."""
+
+    frames: list[RosterFrame] = field(default_factory=list)
+    sent: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    timer: asyncio.Task[None] | None = None
+
+
 class Delivery:
-    def __init__(self, store: Store, bus: Bus) -> None:
+    def __init__(
+        self, store: Store, bus: Bus, batch_above: int = 0, batch_window: float = 0.1
+    ) -> None:
         self.store = store
         self.bus = bus
+        self.batch_above = batch_above
+        self.batch_window = batch_window
+        self._batches: dict[str, _Batch] = {}
+
+    async def stop(self) -> None:
+        """Send what is pending (best effort), then end the timers."""
+        for room_id in list(self._batches):
+            with contextlib.suppress(Exception):
+                await self._flush(room_id)
+        timers = [b.timer for b in self._batches.values() if b.timer is not None]
+        self._batches.clear()
+        await cancel_and_wait(*timers)
 
     async def broadcast(self, room_id: str, frame: ServerFrame, exclude: str | None = None) -> int:
         """Send `frame` to every member of the room but `exclude`; how many it went to."""
+        if room_id in self._batches:
+            await self._flush(room_id)
+        return await self._broadcast(room_id, frame, exclude)
+
+    async def _broadcast(self, room_id: str, frame: BaseModel, exclude: str | None) -> int:
         message = wire(frame)
         items = [
             (participant_channel(record.id), message)
@@ -36,6 +91,54 @@ class Delivery:
         ]
         await self.bus.publish_many(items)
         return len(items)
+
+    async def roster(
+        self, room_id: str, frame: RosterFrame, members: int, wait: bool = True
+    ) -> None:
+        """A participantJoined (not to its subject) or participantLeft: at once to a room
+        of fewer than `batch_above` members, else with the room's other changes of the
+        window. With `wait`, returns once the frame went out (a joiner's next request
+        then follows its participantJoined everywhere); without, a sweep that removes
+        many seats one after the other does not wait a window for each."""
+        if self.batch_above <= 0 or members < self.batch_above:
+            exclude = (
+                frame.data.participant.id if isinstance(frame, ParticipantJoinedFrame) else None
+            )
+            await self.broadcast(room_id, frame, exclude)
+            return
+        batch = self._batches.get(room_id)
+        if batch is None:
+            batch = self._batches[room_id] = _Batch()
+            batch.timer = asyncio.create_task(self._flush_later(room_id, batch))
+        batch.frames.append(frame)
+        if wait:
+            await asyncio.shield(batch.sent)
+
+    async def _flush_later(self, room_id: str, batch: _Batch) -> None:
+        await asyncio.sleep(self.batch_window)
+        if self._batches.get(room_id) is batch:
+            try:
+                await self._flush(room_id)
+            except Exception as exc:  # its waiters got it too
+                log.warning("room %s: sending a roster batch failed: %s", room_id, exc)
+
+    async def _flush(self, room_id: str) -> None:
+        """Send the room's pending batch now: one frame per member, one bus round trip."""
+        batch = self._batches.pop(room_id, None)
+        if batch is None:
+            return
+        if batch.timer is not None and batch.timer is not asyncio.current_task():
+            batch.timer.cancel()
+        frame = RosterBatchFrame(data=RosterBatchData(roomId=room_id, frames=batch.frames))
+        try:
+            await self._broadcast(room_id, frame, None)
+        except Exception as exc:
+            if not batch.sent.done():
+                batch.sent.set_exception(exc)
+                batch.sent.exception()  # retrieved: waiters may all be gone
+            raise
+        if not batch.sent.done():
+            batch.sent.set_result(None)
 
     async def to_participant(self, participant_id: str, frame: BaseModel) -> None:
         """A frame for one participant's sockets, on whichever process holds them (a

@@ -6,10 +6,12 @@ join latency (POST .../join, p50/p95), time from the last join's answer until ev
 member's roster (join answer + participantJoined/rosterBatch frames) is exactly the
 room's membership, WebSocket frames received in all, and the server processes' CPU.
 Run with roster coalescing on (the default, `server.roster_batch_above`) and off, so the
-frame count shows what coalescing saves: off, it grows with N².
+frame count shows what coalescing saves: off, it grows with N². `main` runs the same storm
+against the server of another checkout (`--main-root`, e.g. a worktree of main with its
+own .venv) in the same invocation: an A/B on the same machine state.
 
-    python -m bench storm [--participants 300] [--spread 3] [--store memory|redis]
-                          [--nodes 1] [--batch on,off]
+    python -m bench storm [--participants 300] [--spread 30] [--store memory|redis]
+                          [--nodes 1] [--batch on,off[,main]] [--main-root PATH]
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class Counting(VoiceClient):
         self.event_times.clear()
 
 
-async def _storm(urls: list[str], args: argparse.Namespace) -> dict[str, Any]:
+async def _storm(urls: list[str], args: argparse.Namespace, batch: bool) -> dict[str, Any]:
     n = args.participants
     https = {
         url: httpx.AsyncClient(base_url=url, timeout=60.0, limits=httpx.Limits(max_connections=100))
@@ -65,7 +67,7 @@ async def _storm(urls: list[str], args: argparse.Namespace) -> dict[str, Any]:
             auto_media=False,
             publish=False,
             http=https[urls[i % len(urls)]],
-            roster_batch=True,
+            roster_batch=batch,
         )
         for i in range(n)
     ]
@@ -115,13 +117,19 @@ async def _storm(urls: list[str], args: argparse.Namespace) -> dict[str, Any]:
             await http.aclose()
 
 
-def run_once(batch: bool, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def run_once(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    batch = mode == "on"
+    settings: dict[str, Any] = {"log_level": "warning", "grace_period": "30s"}
+    other: dict[str, Any] = {}  # another checkout's server: its command and directory
+    if mode == "main":
+        if not args.main_root:
+            raise SystemExit("--batch main needs --main-root")
+        root = Path(args.main_root)
+        other = {"command": [str(root / ".venv/bin/python"), "-m", "yahaml_voice"], "cwd": root}
+    else:
+        settings["roster_batch_above"] = 32 if batch else 0
     config = {
-        "server": {
-            "log_level": "warning",
-            "grace_period": "30s",
-            "roster_batch_above": 32 if batch else 0,
-        },
+        "server": settings,
         "rooms": [{"id": ROOM, "max_participants": 1000, "sfu_threshold": 100000}],
         "limits": {"media_timeout": 0, "participants_per_address": 1000},
     }
@@ -130,14 +138,15 @@ def run_once(batch: bool, args: argparse.Namespace, workdir: Path) -> dict[str, 
         if args.store == "redis":
             env["YAHAML_VOICE_REDIS__URL"] = stack.enter_context(RedisServer()).url
         servers = [
-            ServerProcess(workdir, config, env=env, name=f"storm-{i}") for i in range(args.nodes)
+            ServerProcess(workdir, config, env=env, name=f"storm-{i}", **other)
+            for i in range(args.nodes)
         ]
         try:
             for server in servers:
                 server.start(timeout=60)
             pids = [s.proc.pid for s in servers if s.proc]
             cpu0, t0 = _cpu(pids), time.monotonic()
-            result = asyncio.run(_storm([s.url for s in servers], args))
+            result = asyncio.run(_storm([s.url for s in servers], args, batch))
             wall = time.monotonic() - t0
             cpu = _cpu(pids) - cpu0
         finally:
@@ -145,6 +154,7 @@ def run_once(batch: bool, args: argparse.Namespace, workdir: Path) -> dict[str, 
                 server.stop()
     result.update(
         {
+            "server": "main" if mode == "main" else "this",
             "roster_batching": batch,
             "store": args.store,
             "server_processes": args.nodes,
@@ -157,7 +167,8 @@ def run_once(batch: bool, args: argparse.Namespace, workdir: Path) -> dict[str, 
 
 def row(r: dict[str, Any]) -> str:
     return (
-        f"{'on' if r['roster_batching'] else 'off':>6} {r['participants']:>5} "
+        f"{r.get('server', 'this'):>6} {'on' if r['roster_batching'] else 'off':>6} "
+        f"{r['store']:>6} {r['server_processes']:>5} {r['participants']:>5} "
         f"{r['joins_seconds']:>7} {r['join_ms']['p50']:>8} {r['join_ms']['p95']:>8} "
         f"{r['rosters_complete']!s:>9} {r['rosters_complete_after_last_join_s']:>9} "
         f"{r['frames_received']:>9} {r['server_cpu_s']:>7}"
@@ -167,21 +178,26 @@ def row(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench storm", description=__doc__)
     parser.add_argument("--participants", type=int, default=300)
-    parser.add_argument("--spread", type=float, default=3.0, help="seconds the joins start over")
+    parser.add_argument(
+        "--spread", type=float, default=30.0, help="seconds the joins start over (issue: <= 60)"
+    )
     parser.add_argument("--store", choices=["memory", "redis"], default="memory")
     parser.add_argument("--nodes", type=int, default=1)
-    parser.add_argument("--batch", default="on,off", help="roster coalescing: on, off or both")
+    parser.add_argument(
+        "--batch", default="on,off", help="roster coalescing: on, off; main: --main-root's server"
+    )
+    parser.add_argument("--main-root", default=None, help="checkout with .venv for `main`")
     parser.add_argument("--output", default=str(RESULTS / "join_storm.json"))
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     header = (
-        f"{'batch':>6} {'N':>5} {'joins s':>7} {'join p50':>8} {'join p95':>8} "
+        f"{'server':>6} {'batch':>6} {'store':>6} {'procs':>5} {'N':>5} {'joins s':>7} {'join p50':>8} {'join p95':>8} "
         f"{'complete':>9} {'after s':>9} {'frames':>9} {'cpu s':>7}"
     )
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.batch.split(","):
-            runs.append(run_once(mode == "on", args, Path(tmp)))
+            runs.append(run_once(mode, args, Path(tmp)))
             print(header if len(runs) == 1 else "", end="\n" if len(runs) == 1 else "")
             print(row(runs[-1]), flush=True)
     result = {

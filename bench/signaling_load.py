@@ -16,7 +16,8 @@ process:
 Measured in each: signals/s delivered on targets' WebSockets; latency from the start of the
 POST to the frame on the target's socket (p50/p99); server CPU per signal: user+system
 seconds of all server processes over the phase divided by the signals delivered (also with
-the processes' idle cost, measured just before, subtracted); Redis's CPU separately; and
+the processes' idle cost, measured just before, subtracted); how long the server waited
+for a core (schedstat: this machine's other jobs); Redis's CPU separately; and
 scaling: saturation signals/s with 2 processes over 1 (best of repeated runs).
 
 The load generator runs on the same machine (in `--procs` processes), so the figures
@@ -26,6 +27,7 @@ count and the load average.
     python -m bench signaling [--clients 2000] [--rooms 20] [--duration 20] [--rate 40]
                               [--ws-rate 2000] [--paths ws,rest] [--stores memory,redis]
                               [--nodes 1,2]   (memory mode runs one process only)
+                              [--main-root PATH]  (REST A/B against that checkout's server)
 """
 
 from __future__ import annotations
@@ -162,7 +164,9 @@ async def _generate(
     groups: list[list[LoadClient]] = []
 
     async def one_signal(phase: Phase) -> None:
-        source, target = random.sample(random.choice(groups), 2)
+        group = random.choice(groups)
+        a, b = random.randrange(len(group)), random.randrange(len(group) - 1)
+        source, target = group[a], group[b + (b >= a)]  # two distinct members
         data = {"candidate": CANDIDATE, "sdpMid": "0", "sdpMLineIndex": 0}
         data["usernameFragment"] = repr(time.time())
         try:
@@ -238,6 +242,17 @@ def _cpu(pids: list[int]) -> float:
     return total
 
 
+def _runqueue_wait(pids: list[int]) -> float:
+    """Seconds the processes' threads were runnable but waited for a core (schedstat):
+    what a shared machine's other load costs them, which CPU time does not show."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
@@ -252,6 +267,7 @@ def _phase(
     """Run one phase in every load process; its figures and the processes' CPU."""
     redis_pids = [redis_pid] if redis_pid else []
     cpu_before, redis_before, gen_before = _cpu(server_pids), _cpu(redis_pids), _cpu(gen_pids)
+    wait_before = _runqueue_wait(server_pids)
     load_avg = os.getloadavg()
     started = time.monotonic()
     for pipe in pipes:
@@ -261,6 +277,7 @@ def _phase(
     cpu = _cpu(server_pids) - cpu_before
     redis_cpu = _cpu(redis_pids) - redis_before
     gen_cpu = _cpu(gen_pids) - gen_before
+    wait = _runqueue_wait(server_pids) - wait_before
     latencies = [lat for r in reports for lat in r["lat"]]
     delivered = len(latencies) or 1
     elapsed = max(r["elapsed"] for r in reports)
@@ -280,13 +297,22 @@ def _phase(
         "server_cpu_ms_per_signal": round(cpu / delivered * 1000, 3),
         "server_cpu_ms_per_signal_net_of_idle": round(net_cpu / delivered * 1000, 3),
         "server_cpu_utilisation": round(cpu / wall, 2),
+        # Per second of the phase, how long the server was runnable but not running.
+        "server_runqueue_wait_s_per_s": round(wait / wall, 3),
         "redis_cpu_ms_per_signal": round(redis_cpu / delivered * 1000, 3),
         "load_generator_cpu_utilisation": round(gen_cpu / wall, 2),
         "load_average_before": [round(x, 2) for x in load_avg],
     }
 
 
-def run_once(nodes: int, store: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def run_once(
+    nodes: int, store: str, args: argparse.Namespace, workdir: Path, main_root: str | None = None
+) -> dict[str, Any]:
+    """One server set-up; with `main_root`, that checkout's server (its .venv) instead."""
+    other: dict[str, Any] = {}
+    if main_root:
+        root = Path(main_root)
+        other = {"command": [str(root / ".venv/bin/python"), "-m", "yahaml_voice"], "cwd": root}
     rooms = [f"r{i:02d}" for i in range(args.rooms)]
     config = {
         "server": {"log_level": "warning", "grace_period": "30s"},
@@ -307,7 +333,7 @@ def run_once(nodes: int, store: str, args: argparse.Namespace, workdir: Path) ->
             assert redis._proc is not None
             redis_pid = redis._proc.pid
         servers = [
-            ServerProcess(workdir, config, env=env, name=f"{store}-n{nodes}-{i}")
+            ServerProcess(workdir, config, env=env, name=f"{store}-n{nodes}-{i}", **other)
             for i in range(nodes)
         ]
         procs: list[Any] = []
@@ -353,6 +379,7 @@ def run_once(nodes: int, store: str, args: argparse.Namespace, workdir: Path) ->
             for server in servers:
                 server.stop()
     return {
+        "server": "main" if main_root else "this",
         "store": store,
         "server_processes": nodes,
         "clients": connected,
@@ -368,7 +395,7 @@ def rows(run: dict[str, Any]) -> list[str]:
     for path, phase in run["paths"].items():
         sat, steady = phase["saturation"], phase["steady"]
         out.append(
-            f"{run['store']:>6} {run['server_processes']:>5} {path:>5} {sat['signals_per_s']:>10} "
+            f"{run.get('server', 'this'):>6} {run['store']:>6} {run['server_processes']:>5} {path:>5} {sat['signals_per_s']:>10} "
             f"{sat['latency_ms']['p50']:>8} {sat['latency_ms']['p99']:>8} "
             f"{steady['offered_per_s']:>7g} {steady['signals_per_s']:>8} "
             f"{steady['latency_ms']['p50']:>8} {steady['latency_ms']['p99']:>8} "
@@ -380,11 +407,11 @@ def rows(run: dict[str, Any]) -> list[str]:
 
 def print_table(result: dict[str, Any]) -> None:
     print(
-        f"{'':>18} {'max':>10} {'at max':>17} {'steady (offered)':>34} "
+        f"{'':>25} {'max':>10} {'at max':>17} {'steady (offered)':>34} "
         f"{'server CPU ms/sig':>17} {'redis':>8}"
     )
     print(
-        f"{'store':>6} {'procs':>5} {'path':>5} {'signals/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'server':>6} {'store':>6} {'procs':>5} {'path':>5} {'signals/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'offered':>7} {'got/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'all':>8} {'net':>8} "
         f"{'ms/sig':>8}"
     )
@@ -418,6 +445,11 @@ def main(argv: list[str] | None = None) -> int:
         default="1,2",
         help="server process counts to run in Redis mode, in order (e.g. 1,2,1,2)",
     )
+    parser.add_argument(
+        "--main-root",
+        default=None,
+        help="also run the REST path against this checkout's server (its .venv): an A/B",
+    )
     parser.add_argument("--output", default=str(RESULTS / "signaling_load.json"))
     args = parser.parse_args(argv)
     # A SIGTERM (e.g. from `timeout`) unwinds through the finally blocks that stop servers.
@@ -431,12 +463,20 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(run_once(nodes, store, args, Path(tmp)))
                 for line in rows(runs[-1]):
                     print(line, flush=True)
+                if args.main_root:
+                    # The same set-up against the other checkout's server, REST only
+                    # (the path both have), right after: the same machine state.
+                    print(f"-- {store}: {nodes} process(es) of {args.main_root} ...")
+                    ab = argparse.Namespace(**{**vars(args), "paths": "rest"})
+                    runs.append(run_once(nodes, store, ab, Path(tmp), args.main_root))
+                    for line in rows(runs[-1]):
+                        print(line, flush=True)
     # With --nodes 1,2,1,2 each count runs twice; the best run of each is compared (the
     # machine's other load only ever makes a run slower).
     by_nodes: dict[int, float] = {}
     for r in runs:
         path = "rest" if "rest" in r["paths"] else next(iter(r["paths"]))
-        if r["store"] == "redis":
+        if r["store"] == "redis" and r.get("server") != "main":
             rate = r["paths"][path]["saturation"]["signals_per_s"]
             by_nodes[r["server_processes"]] = max(rate, by_nodes.get(r["server_processes"], 0))
     scaling = None

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast bench soak natlab deploy-test turn lint typecheck schema system-deps clean
+.PHONY: run test test-fast bench screenshots soak natlab deploy-test turn lint typecheck schema system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ system-deps:
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## The README's pictures of a running net (the NCS console and the operator view at 1000
+## and 390 px): a real server, a staged net, Chromium; writes docs/img/net-*.png.
+screenshots: $(STAMP) system-deps
+	$(BIN)/python -m tests.browser.screenshots
 
 ## The full soak (not in CI): one net room, 300 members for 10 minutes on a real server and
 ## SFU worker; JSON and PNG land in bench/results/soak-<time>.*. SOAK_ARGS overrides, e.g.

@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, str] = {
     "sfu": "bench.sfu_forwarding",
     "floor": "bench.sfu_floor",
     "grant": "bench.floor_grant",
+    "roster": "bench.roster",
     "soak": "bench.soak",
 }
 # Run only when named: minutes long, not a speed figure.

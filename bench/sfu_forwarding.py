@@ -41,6 +41,8 @@ from bench import janus as janus_mod
 RESULTS = Path(__file__).resolve().parent / "results"
 PACKETS_PER_SECOND = 50
 LISTENERS_PER_PROCESS = 100
+# Our worker with each of its fan-out loops (sfu/native.py): forwarder name -> --fanout.
+FANOUTS = {"ours": "native", "ours-py": "python"}
 
 
 @dataclass
@@ -217,8 +219,9 @@ def measure(
     try:
         extra: list[str] = []
         forwarder_pid: int | None = None
-        if target in ("ours", "relay"):
-            fwd = Role([target], workdir / f"{tag}-forwarder.log", fwd_cpus, lab)
+        if target in FANOUTS or target == "relay":
+            args = ["ours", "--fanout", FANOUTS[target]] if target in FANOUTS else [target]
+            fwd = Role(args, workdir / f"{tag}-forwarder.log", fwd_cpus, lab)
             roles.append(fwd)
             extra = ["--port", str(fwd.read()["ready"])]
             forwarder_pid = fwd.pid
@@ -234,8 +237,9 @@ def measure(
             ).start()
             forwarder_pid = janus_proc.pid
             extra = ["--janus", janus_proc.url, "--room", "4242"]
+        kind = "ours" if target in FANOUTS else target  # what publisher and listeners see
         publisher = Role(
-            ["publisher", "--target", target, *extra],
+            ["publisher", "--target", kind, *extra],
             workdir / f"{tag}-publisher.log",
             gen_cpus,
             lab,
@@ -256,7 +260,7 @@ def measure(
                 [
                     "listeners",
                     "--target",
-                    target,
+                    kind,
                     "--count",
                     str(count),
                     "--prefix",
@@ -348,17 +352,30 @@ def table(results: list[Result]) -> str:
 
 
 def ratios(results: list[Result]) -> list[dict[str, Any]]:
+    """Per N: ours (and ours-py) over each other forwarder, the median of the ratios of
+    each round (the forwarders of a round ran in adjacent slices, so drift of a shared
+    machine cancels), with every round's ratio listed."""
     out = []
-    by = {(r.forwarder, r.listeners): r for r in results}
-    for n in sorted({r.listeners for r in results if r.forwarder == "ours"}):
-        ours = by.get(("ours", n))
-        if ours is None or ours.us_per_packet is None:
-            continue
+    rounds: dict[tuple[str, int], list[Result]] = {}
+    for r in results:
+        rounds.setdefault((r.forwarder, r.listeners), []).append(r)
+    for n in sorted({r.listeners for r in results if r.forwarder in FANOUTS}):
         row: dict[str, Any] = {"listeners": n}
-        for other in ("relay", "janus"):
-            r = by.get((other, n))
-            if r is not None and r.us_per_packet:
-                row[f"ours_over_{other}"] = round(ours.us_per_packet / r.us_per_packet, 3)
+        for mine in FANOUTS:
+            for other in ("ours-py", "relay", "janus"):
+                if other == mine:
+                    continue
+                pairs = [
+                    a.us_per_packet / b.us_per_packet
+                    for a, b in zip(
+                        rounds.get((mine, n), []), rounds.get((other, n), []), strict=False
+                    )
+                    if a.us_per_packet and b.us_per_packet
+                ]
+                if pairs:
+                    key = f"{mine.replace('-', '_')}_over_{other.replace('-', '_')}"
+                    row[key] = round(float(np.median(pairs)), 3)
+                    row[key + "_rounds"] = [round(x, 3) for x in pairs]
         out.append(row)
     return out
 
@@ -366,7 +383,13 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench sfu", description=__doc__)
     parser.add_argument("--listeners", default="50,100,200,400")
-    parser.add_argument("--forwarders", default="ours,relay,janus")
+    parser.add_argument("--forwarders", default="ours,ours-py,janus,relay")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds per N; each runs every forwarder once, in rotated order",
+    )
     parser.add_argument(
         "--relay-max", type=int, default=100, help="largest N for MediaRelay (it saturates early)"
     )
@@ -404,9 +427,10 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         for n in sizes:
-            for target in forwarders:
-                if target == "relay" and n > args.relay_max:
-                    continue
+            order = [t for t in forwarders if not (t == "relay" and n > args.relay_max)]
+            for target in (
+                order[(i + k) % len(order)] for k in range(args.rounds) for i in range(len(order))
+            ):
                 started = time.monotonic()
                 try:
                     r = measure(target, n, workdir, args.warmup, args.window, direct, lab)
@@ -451,8 +475,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for row in report["ratios"]:
         print(
-            f"N={row['listeners']}: ours/MediaRelay CPU per packet = {row.get('ours_over_relay', '-')}, "
-            f"ours/Janus = {row.get('ours_over_janus', '-')}"
+            f"N={row['listeners']}: CPU per packet, median of rounds: "
+            f"ours/Janus = {row.get('ours_over_janus', '-')}, "
+            f"ours-py/Janus = {row.get('ours_py_over_janus', '-')}, "
+            f"ours/ours-py = {row.get('ours_over_ours_py', '-')}, "
+            f"ours/MediaRelay = {row.get('ours_over_relay', '-')}"
         )
     print(f"\nresults: {path}")
     return 0

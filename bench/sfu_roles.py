@@ -24,6 +24,7 @@ import fractions
 import json
 import logging
 import math
+import os
 import struct
 import sys
 import time
@@ -189,7 +190,9 @@ async def run_until_exit() -> None:
 async def role_ours(args: argparse.Namespace) -> None:
     """The real worker core behind a JSON-lines control port."""
     loopback(args.ice)
-    config = load_config(environ={}, overrides={"sfu.slots": SLOTS})
+    config = load_config(
+        environ={}, overrides={"sfu.slots": SLOTS, "sfu.native": args.fanout == "native"}
+    )
     waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     def emit(frame: WorkerFrame) -> None:
@@ -204,6 +207,7 @@ async def role_ours(args: argparse.Namespace) -> None:
             room = worker.rooms.get("bench")
             fwd = room.forwarder if room else None
             return {
+                "fanout": worker.load().fanout,
                 "packets_out": fwd.packets_out if fwd else 0,
                 "packets_in": fwd.packets_in if fwd else 0,
                 "send_errors": fwd.send_errors if fwd else 0,
@@ -228,9 +232,19 @@ async def role_ours(args: argparse.Namespace) -> None:
         return {"id": pid, "sdp": answer["sdp"]}
 
     say({"ready": await serve_control(handler)})
+    profile = None
+    if os.environ.get("YV_BENCH_PROFILE"):  # where the worker's time goes (cProfile)
+        import cProfile
+
+        profile = cProfile.Profile(time.process_time)
+        after = float(os.environ.get("YV_BENCH_PROFILE_AFTER", "0"))  # skip the set-up
+        asyncio.get_running_loop().call_later(after, profile.enable)
     try:
         await run_until_exit()
     finally:
+        if profile is not None:
+            profile.disable()
+            profile.dump_stats(os.environ["YV_BENCH_PROFILE"])
         await worker.stop()
 
 
@@ -544,6 +558,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--prefix", default="l")
     parser.add_argument("--ice", default="127.0.0.1", help="the one ICE host address")
+    parser.add_argument(
+        "--fanout", choices=["native", "python"], default="native", help="ours: fan-out loop"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     asyncio.run(ROLES[args.role](args))

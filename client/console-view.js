@@ -80,7 +80,11 @@ export class ConsoleView {
 
   /** Whether this seat runs the console. */
   get allowed() {
-    return this.room.status !== 'idle' && this.room.status !== 'left' && this.room.netLog.canLog;
+    // Only once seated: the archive and the log load when the console first shows, and
+    // the net-log calls refuse before the join is done (a page reloaded into a room
+    // showed "No closed nets yet" for good).
+    const seated = this.room.status === 'joined' || this.room.status === 'reconnecting';
+    return seated && this.room.netLog.canLog;
   }
 
   _wire() {

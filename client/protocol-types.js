@@ -852,6 +852,7 @@
  * @property {number} peers
  * @property {number} streams
  * @property {number} cpu
+ * @property {"native"|"python"} fanout
  */
 
 /**

@@ -224,7 +224,7 @@ export class RosterView {
       if (!sameIds(section.ids, ids)) {
         // Re-append only when the order or membership of this section changed.
         const nodes = ids.map((id) => /** @type {NonNullable<ReturnType<typeof this.rows.get>>} */ (this.rows.get(id)).li);
-        section.list.replaceChildren(...nodes);
+        reconcile(section.list, nodes);
         section.ids = ids;
       }
       const shown = this.query ? ids.filter((id) => !this.rows.get(id)?.li.hidden).length : ids.length;
@@ -527,6 +527,26 @@ function stableSort(list) {
       if (typeof a.key === 'number' && typeof b.key === 'number') return a.key - b.key;
       return String(a.key).localeCompare(String(b.key));
     });
+}
+
+/**
+ * Make `parent`'s children exactly `nodes`, in order, with as few DOM moves as possible:
+ * one station joining a section of 260 moves one row, where replaceChildren() would detach
+ * and re-attach all 260 and make the browser restyle and lay out every one of them.
+ * @param {HTMLElement} parent
+ * @param {HTMLElement[]} nodes
+ */
+function reconcile(parent, nodes) {
+  const wanted = new Set(nodes);
+  for (const child of [...parent.children]) if (!wanted.has(/** @type {HTMLElement} */ (child))) child.remove();
+  let cursor = parent.firstElementChild;
+  for (const node of nodes) {
+    if (node === cursor) {
+      cursor = cursor.nextElementSibling;
+      continue;
+    }
+    parent.insertBefore(node, cursor);
+  }
 }
 
 /** @param {string[]} a @param {string[]} b */

@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from quart import Quart, Response, jsonify, request, websocket
+from quart import Quart, Response, has_request_context, jsonify, request, websocket
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -147,7 +147,9 @@ def create_app(config: Config) -> Quart:
     @app.errorhandler(StoreError)
     async def store_error(exc: StoreError) -> tuple[Response, int]:
         # The shared store (Redis) is unreachable or restarting: retry shortly.
-        log.warning("store error on %s %s: %s", request.method, request.path, exc)
+        # Also a WebSocket's answer before the upgrade (ws.py registers the socket first).
+        where = request if has_request_context() else websocket
+        log.warning("store error on %s %s: %s", where.method, where.path, exc)
         return _error(503, "unavailable", "the state store is unavailable; retry shortly")
 
     @app.errorhandler(RequestSchemaValidationError)

@@ -27,6 +27,12 @@ async def metrics() -> Response:
     streams = Gauge(
         "yahaml_voice_sfu_streams", "Forwarded streams per worker", ["worker"], registry=registry
     )
+    native = Gauge(
+        "yahaml_voice_sfu_native",
+        "1 when the worker fans out with its native helper, 0 with the Python loop",
+        ["worker"],
+        registry=registry,
+    )
     limited = Counter(
         "yahaml_voice_limited",
         "Requests, sockets and seats refused or released by a per-client limit (this process)",
@@ -44,4 +50,5 @@ async def metrics() -> Response:
     workers.set(len(live))
     for worker in live:
         streams.labels(worker.id).set(float(worker.load.get("streams", 0)))
+        native.labels(worker.id).set(1.0 if worker.load.get("fanout") == "native" else 0.0)
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

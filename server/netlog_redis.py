@@ -1,7 +1,7 @@
 """The net log in Redis: every server process of a deployment sees the same nets.
 
-Built like the Redis store and bus, from the same two settings:
-`RedisNetLog(config.redis.url, config.redis.prefix)`, with a small pool of its own
+Built like the Redis store and bus, from the same settings:
+`RedisNetLog(url, prefix, sentinels)` (see stores.py), with a small pool of its own
 (`make_pool`, RESP2, the same timeouts and retries); start() waits for Redis like the
 store does, stop() closes the pool. A Redis outage surfaces as `StoreUnavailable`.
 
@@ -35,7 +35,7 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from .netlog import NetDoc, NetEventRecord
-from .redis_client import dumps, guard, make_pool, redact, wait_for_redis
+from .redis_client import Sentinels, close_pool, describe, dumps, guard, make_pool, wait_for_redis
 
 log = logging.getLogger(__name__)
 
@@ -199,12 +199,14 @@ class RedisNetLog:
 
     name = "redis"
 
-    def __init__(self, url: str, prefix: str = "yv:") -> None:
+    def __init__(self, url: str, prefix: str = "yv:", sentinels: Sentinels | None = None) -> None:
         self.url = url
         self.prefix = prefix
+        self._where = describe(url, sentinels)
         self._pool = make_pool(
             BlockingConnectionPool,
             url,
+            sentinels,
             max_connections=POOL_SIZE,
             timeout=10,
             decode_responses=True,
@@ -222,12 +224,12 @@ class RedisNetLog:
 
     # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        await wait_for_redis(self._client, redact(self.url))
-        log.info("net log in redis at %s (prefix %r)", redact(self.url), self.prefix)
+        await wait_for_redis(self._client, self._where)
+        log.info("net log in redis at %s (prefix %r)", self._where, self.prefix)
 
     async def stop(self) -> None:
         await self._client.aclose()
-        await self._pool.disconnect()
+        await close_pool(self._pool)
 
     # NetLogStore -----------------------------------------------------------------------
     async def open_net(self, doc: NetDoc) -> bool:

@@ -21,15 +21,18 @@ from redis.asyncio.connection import AbstractConnection
 from yahaml_voice.core.aio import cancel_and_wait
 
 from .redis_client import (
-    BACKOFF_MAX,
     BACKOFF_MIN,
+    MASTER_CHECK,
     OUTAGE,
     START_TIMEOUT,
     Hook,
     Hooks,
+    Sentinels,
+    close_pool,
+    describe,
     dumps,
     make_pool,
-    redact,
+    master_moved,
     wait_for_redis,
 )
 from .store import LocalSubscription, StoreUnavailable
@@ -42,6 +45,10 @@ DEAD_AFTER = 3 * PING_EVERY
 # Messages sent to Redis in one pipeline round trip, at least (one publish_many call is
 # never split, however long).
 PUBLISH_BATCH = 256
+# The pub/sub connection is tried again at least this often (seconds) while Redis is away:
+# what other processes publish before it is back is lost, so it must not wait long after a
+# restart or a failover (each try is one connection attempt, or one question to a sentinel).
+READER_BACKOFF_MAX = 1.0
 # Publish calls waiting for the publisher task at most; callers beyond it wait.
 OUTBOX_SIZE = 10_000
 
@@ -77,15 +84,19 @@ class RedisBus:
     again after a reconnect.
     """
 
-    def __init__(self, url: str, prefix: str = "yv:") -> None:
+    def __init__(self, url: str, prefix: str = "yv:", sentinels: Sentinels | None = None) -> None:
         self.url = url
         self.prefix = prefix
+        self._where = describe(url, sentinels)
+        self._sentinels = sentinels is not None
         self._hooks = Hooks("bus")
         # Async callables run after the pub/sub connection came back from an outage.
         self.on_reconnect: list[Hook] = self._hooks.callbacks
-        self._pub_pool = make_pool(BlockingConnectionPool, url, max_connections=1, timeout=None)
+        self._pub_pool = make_pool(
+            BlockingConnectionPool, url, sentinels, max_connections=1, timeout=None
+        )
         self._pub = Redis(connection_pool=self._pub_pool)
-        self._sub_pool = make_pool(ConnectionPool, url, socket_timeout=None)
+        self._sub_pool = make_pool(ConnectionPool, url, sentinels, socket_timeout=None)
         self._outbox: asyncio.Queue[_Entry] | None = None
         self._subs: dict[str, set[RedisSubscription]] = {}
         # Futures of subscribe() calls waiting for Redis to confirm, per channel, in order.
@@ -100,7 +111,7 @@ class RedisBus:
 
     # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        await wait_for_redis(self._pub, redact(self.url))
+        await wait_for_redis(self._pub, self._where)
         self._outbox = asyncio.Queue(maxsize=OUTBOX_SIZE)
         self._tasks = [
             asyncio.create_task(self._publisher(), name="redis-bus-publisher"),
@@ -122,8 +133,8 @@ class RedisBus:
                 if not future.done():
                     future.set_exception(StoreUnavailable("bus stopped"))
         await self._pub.aclose()
-        await self._pub_pool.disconnect()
-        await self._sub_pool.disconnect()
+        await close_pool(self._pub_pool)
+        await close_pool(self._sub_pool)
 
     # publishing ------------------------------------------------------------------------
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
@@ -281,7 +292,7 @@ class RedisBus:
                 self._release_pending()
                 await conn.disconnect(nowait=True)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, BACKOFF_MAX)
+            delay = min(delay * 2, READER_BACKOFF_MAX)
 
     def _release_pending(self) -> None:
         # The reconnect subscribes these channels again; their subscribe() need not wait.
@@ -293,16 +304,25 @@ class RedisBus:
 
     async def _read(self, conn: AbstractConnection) -> None:
         loop = asyncio.get_running_loop()
-        heard = loop.time()
+        heard = pinged = checked = loop.time()
         prefix = self.prefix.encode()
+        # With Sentinel, wake up to ask whether the master moved (see SentinelPool).
+        wake = MASTER_CHECK if self._sentinels else PING_EVERY
         while True:
-            response = await conn.read_response(timeout=PING_EVERY)
+            response = await conn.read_response(timeout=wake)
+            now = loop.time()
+            if self._sentinels and now - checked >= MASTER_CHECK:
+                checked = now
+                if await master_moved(self._sub_pool, conn):
+                    raise redis_errors.ConnectionError("the sentinels name another master")
             if response is None:
-                if loop.time() - heard > DEAD_AFTER:
+                if now - heard > DEAD_AFTER:
                     raise redis_errors.ConnectionError("pub/sub connection stopped answering")
-                await self._send(conn, "PING")
+                if now - pinged >= PING_EVERY - 0.01:
+                    pinged = now
+                    await self._send(conn, "PING")
                 continue
-            heard = loop.time()
+            heard = now
             if not isinstance(response, list) or len(response) < 2:
                 continue
             kind = response[0]

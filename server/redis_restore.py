@@ -139,6 +139,15 @@ class Recovery:
         self.pending = True
         self.hooks.fire()
 
+    def failed_over(self, master: str) -> None:
+        """Sentinel promoted a replica: writes it had not received yet are lost, so put back
+        what this process owns (a restore only fills in what is missing)."""
+        if self._node is None or self.pending:
+            return
+        log.warning("redis failed over to %s; putting back what this process owns", master)
+        self.pending = True
+        self.hooks.fire()
+
     def unseat(self, room_id: str, participant_id: str) -> None:
         self.shadow.unseat(room_id, participant_id)
         if self.pending:

@@ -17,7 +17,17 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from .floor import FloorDoc
-from .redis_client import Hook, dumps, guard, make_pool, redact, wait_for_redis
+from .redis_client import (
+    Hook,
+    Sentinels,
+    close_pool,
+    describe,
+    dumps,
+    guard,
+    make_pool,
+    on_failover,
+    wait_for_redis,
+)
 from .redis_restore import Recovery
 from .redis_scripts import Keys, Scripts
 from .store import (
@@ -43,12 +53,14 @@ class RedisStore:
 
     name = "redis"
 
-    def __init__(self, url: str, prefix: str = "yv:") -> None:
+    def __init__(self, url: str, prefix: str = "yv:", sentinels: Sentinels | None = None) -> None:
         self.url = url
         self.prefix = prefix
+        self._where = describe(url, sentinels)
         self._pool = make_pool(
             BlockingConnectionPool,
             url,
+            sentinels,
             max_connections=POOL_SIZE,
             timeout=10,
             decode_responses=True,
@@ -62,16 +74,19 @@ class RedisStore:
         # this node's liveness lapsed), once the store has put back its sockets, the seats
         # of its connected participants and the room states: for anything else to rebuild.
         self.on_reconnect: list[Hook] = self._recovery.hooks.callbacks
+        # A failover may have lost our last writes (replication is asynchronous): put back
+        # what we own, which only fills in what is missing.
+        on_failover(self._pool, self._recovery.failed_over)
 
     # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        await wait_for_redis(self._client, redact(self.url))
-        log.info("redis store at %s (prefix %r)", redact(self.url), self.prefix)
+        await wait_for_redis(self._client, self._where)
+        log.info("redis store at %s (prefix %r)", self._where, self.prefix)
 
     async def stop(self) -> None:
         await self._recovery.stop()
         await self._client.aclose()
-        await self._pool.disconnect()
+        await close_pool(self._pool)
 
     # participants ----------------------------------------------------------------------
     async def join(

@@ -23,6 +23,7 @@ from typing import Any
 
 import aioice.ice
 from aioice.ice import StunProtocol
+from aioice.turn import TurnTransport
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RtcpPacket, RtpPacket
@@ -44,11 +45,22 @@ srtp_ffi = ffi
 
 # A generic send path: (protect, sendto, addr) callables (TURN relays, tests).
 Sink = tuple[Callable[[bytes], bytes], Callable[[Any, Any], Any], Any]
-# The fast path: (libsrtp context, socket.sendto, addr, owner), or (context, socket.send,
-# 0, owner) on a connected socket (the 0 is send()'s flags). `owner` is the pylibsrtp
-# Session, kept alive as long as the sink.
-FastSink = tuple[Any, Callable[[Any, Any], Any], Any, Session]
+# The fast path: (libsrtp context, socket.sendto, addr, owner, socket), or (context,
+# socket.send, 0, owner, socket) on a connected socket (the 0 is send()'s flags). `owner`
+# is the pylibsrtp Session, kept alive as long as the sink; the socket is what the native
+# fan-out (native.py) sends on.
+FastSink = tuple[Any, Callable[[Any, Any], Any], Any, Session, socket.socket]
 AnySink = Sink | FastSink
+
+
+def srtp_protect_address() -> int:
+    """The address of the bundled libsrtp's `srtp_protect` (for the native fan-out)."""
+    return int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
+
+
+def srtp_context_address(context: Any) -> int:
+    """The address of a libsrtp session (`srtp_t`, a FastSink's first element)."""
+    return int(ffi.cast("uintptr_t", context))
 
 
 class VersionMismatch(ImportError):
@@ -145,18 +157,91 @@ def make_sink(dtls: RTCDtlsTransport, tasks: set[asyncio.Task[None]]) -> AnySink
                 # route lookup per packet and Python the address conversion. The sink
                 # then calls sock.send(data, 0), the 0 being send()'s flags.
                 sock.connect(pair.remote_addr)
-                return (srtp._srtp[0], sock.send, 0, srtp)
+                return fast_sink(srtp, sock)
             except OSError:
-                return (srtp._srtp[0], sock.sendto, pair.remote_addr, srtp)
+                return fast_sink(srtp, sock, pair.remote_addr)
+        if isinstance(protocol.transport, TurnTransport):
+            return (srtp.protect, relay_sender(protocol.transport, tasks), pair.remote_addr)
         return (srtp.protect, protocol.transport.sendto, pair.remote_addr)
     loop = asyncio.get_running_loop()
 
-    def relay(data: bytes, addr: Any) -> None:
+    def send(data: bytes, addr: Any) -> None:
         task = loop.create_task(protocol.send_data(data, addr))
         tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        task.add_done_callback(_send_done(tasks))
 
-    return (srtp.protect, relay, pair.remote_addr)
+    return (srtp.protect, send, pair.remote_addr)
+
+
+def fast_sink(session: Session, sock: socket.socket, addr: Any = None) -> FastSink:
+    """The FastSink of a pylibsrtp session and a UDP socket: connected (addr None) or
+    sending to `addr`."""
+    if addr is None:
+        return (session._srtp[0], sock.send, 0, session, sock)
+    return (session._srtp[0], sock.sendto, addr, session, sock)
+
+
+def relay_sender(
+    outer: TurnTransport, tasks: set[asyncio.Task[None]]
+) -> Callable[[bytes, Any], None]:
+    """Send through a TURN allocation: on a bound channel straight away (ChannelData,
+    RFC 8656 12.4), as aioice's coroutine (in a task kept in `tasks`) only while the
+    channel is being bound or is due for its refresh. aioice's own `sendto` makes a
+    task of every packet."""
+    inner = outer._TurnTransport__inner_protocol  # type: ignore[attr-defined]
+    loop = asyncio.get_running_loop()
+    channels: dict[Any, int] = inner.peer_to_channel
+    refresh_at: dict[int, float] = inner.channel_refresh_at
+    waiters: dict[Any, Any] = inner.peer_connect_waiters
+    pack = struct.Struct("!HH").pack
+    send = inner._send
+    clock = time.time
+
+    def relay(data: bytes, addr: Any) -> None:
+        if outer._TurnTransport__close_task is not None or inner.transport.is_closing():  # type: ignore[attr-defined]
+            return  # what aioice's sendto does once the allocation is going away
+        channel = channels.get(addr)
+        if channel is not None and addr not in waiters and clock() <= refresh_at[channel]:
+            send(pack(channel, len(data)) + data)
+            return
+        task = loop.create_task(inner.send_data(data, addr))
+        tasks.add(task)
+        task.add_done_callback(_send_done(tasks))
+
+    return relay
+
+
+def _send_done(tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+    def done(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failed bind costs this packet, nothing more
+
+    return done
+
+
+def drop_rtcp(dtls: RTCDtlsTransport) -> bool:
+    """Drop the RTCP a connection receives, in the socket callback, before any parsing.
+
+    A listener's RTCP is Receiver Reports (and SDES) about what the forwarder sent it:
+    aiortc would SRTCP-unprotect each, parse it into Python objects, route it and
+    update the sender's RTT statistics, which nothing here reads; per listener per
+    second that is a large share of the fixed cost. RTCP is told from RTP by its packet
+    type byte (RFC 5761 4: 192-223); STUN (consent) and DTLS pass as before.
+    """
+    pair = dtls.transport._connection._nominated.get(1)
+    if pair is None:
+        return False
+    protocol = pair.protocol
+    received = protocol.datagram_received
+
+    def datagram_received(data: bytes, addr: Any) -> None:
+        if len(data) > 1 and 191 < data[1] < 224 and 127 < data[0] < 192:
+            return
+        received(data, addr)
+
+    protocol.datagram_received = datagram_received  # type: ignore[assignment]
+    return True
 
 
 async def send_rtcp(sender: RTCRtpSender, data: bytes) -> None:

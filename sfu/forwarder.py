@@ -16,6 +16,10 @@ loss stays visible downstream, and are rebased when the slot's source changes so
 numbers stay monotonic for every subscriber. A publisher never receives its own audio:
 while it is a slot's source its output of that slot sits in its own paused group.
 
+Given the native fan-out (native.py), the per-subscriber loop over direct UDP sinks is
+one C call per group instead; TURN-relayed and test sinks stay in Python. Both loops send
+the same bytes (tests/test_sfu_native.py).
+
 The private names of aiortc, aioice and pylibsrtp this needs (the receiver tap, the
 sender's counters, the transport's SRTP context and socket) live in `aiortc_private.py`.
 """
@@ -46,6 +50,7 @@ from .aiortc_private import (
     srtp_ffi,
     srtp_protect,
 )
+from .native import Batch, Fanout, NativeSink
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +119,7 @@ class _Group:
         "last_time",
         "last_ts",
         "layout",
+        "native",
         "octets",
         "outputs",
         "packets",
@@ -128,6 +134,7 @@ class _Group:
         self.layout = layout
         self.fast: list[FastSink] = []
         self.sinks: list[Sink] = []
+        self.native: Batch | None = None
         self.outputs: list[Output] = []
         self.paused = paused
         self.packets = 0
@@ -163,6 +170,7 @@ class Output:
         "group",
         "index",
         "layout",
+        "native",
         "next_report",
         "sdes",
         "sender",
@@ -183,6 +191,7 @@ class Output:
         self.layout = layout
         self.sink = sink
         self.sender = sender
+        self.native: NativeSink | None = None
         self.group: _Group | None = None
         self.acc_packets = self.acc_octets = 0
         self.base_packets = self.base_octets = 0
@@ -215,8 +224,10 @@ class _Slot:
 class Forwarder:
     """Forwards the sources of one room's slots to every subscriber's outputs."""
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, fanout: Fanout | None = None) -> None:
         self.slots = [_Slot(i) for i in range(slots)]
+        # The native fan-out for direct UDP sinks, or None: the Python loop for all.
+        self.fanout = fanout
         self._slot_of: dict[str, _Slot] = {}
         self._outputs: dict[tuple[str, int], Output] = {}
         self._task: asyncio.Task[None] | None = None
@@ -245,6 +256,8 @@ class Forwarder:
     async def stop(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
+        for out in list(self._outputs.values()):
+            self.remove_output(out.subscriber, out.index)
 
     # ------------------------------------------------------------ control (not hot)
 
@@ -302,6 +315,11 @@ class Forwarder:
         self.remove_output(subscriber, index)
         slot = self.slots[index]
         out = Output(subscriber, index, layout, sink, sender)
+        if self.fanout is not None and len(sink) == 5:
+            try:
+                out.native = NativeSink(sink)
+            except OSError as exc:  # no fd to spare: this output takes the Python loop
+                logger.warning("native sink for %s: %s", subscriber, exc)
         if slot.source == subscriber:
             group = _Group(layout, paused=True)
         else:
@@ -316,6 +334,8 @@ class Forwarder:
         if out is not None and out.group is not None:
             self._leave(out)
             self._prune(self.slots[index])
+        if out is not None and out.native is not None:
+            out.native.close()
 
     def remove_subscriber(self, subscriber: str) -> None:
         for index in range(len(self.slots)):
@@ -333,7 +353,12 @@ class Forwarder:
         out.group = group
         out.base_packets, out.base_octets = group.packets, group.octets
         group.outputs.append(out)
-        if len(out.sink) == 4:
+        if out.native is not None:
+            if group.native is None:
+                assert self.fanout is not None
+                group.native = self.fanout.batch()
+            group.native.add(out.native)
+        elif len(out.sink) == 5:
             group.fast.append(out.sink)
         else:
             group.sinks.append(out.sink)
@@ -345,7 +370,9 @@ class Forwarder:
         out.acc_packets += group.packets - out.base_packets
         out.acc_octets += group.octets - out.base_octets
         group.outputs.remove(out)
-        sinks: list[Any] = group.fast if len(out.sink) == 4 else group.sinks
+        if out.native is not None and group.native is not None:
+            group.native.remove(out.native)
+        sinks: list[Any] = group.fast if len(out.sink) == 5 else group.sinks
         for index, sink in enumerate(sinks):
             if sink is out.sink:
                 del sinks[index]
@@ -393,6 +420,9 @@ class Forwarder:
         )
         protect = srtp_protect
         sent = errors = 0
+        fanout = self.fanout
+        if fanout is not None:
+            fanout.errors[0] = 0
         for group in slot.groups:
             if group.paused or not group.outputs:
                 continue
@@ -408,8 +438,12 @@ class Forwarder:
             size = len(data)
             if size > 1500:
                 continue  # larger than an MTU: not an Opus packet we forward
+            batch = group.native
+            if batch is not None and batch.count and fanout is not None:
+                # Every direct subscriber of the group in one C call (native.py).
+                fanout.send(data, size, batch.array, batch.count, fanout.scratch, fanout.errors)
             # Per subscriber: copy in, protect in place, send. Nothing else.
-            for context, sendto, addr, _owner in group.fast:
+            for context, sendto, addr, _owner, _sock in group.fast:
                 scratch_buffer[0:size] = data
                 length[0] = size
                 if protect(context, scratch, length):
@@ -431,6 +465,8 @@ class Forwarder:
             group.last_time = now
             group.packets += 1
             group.octets += len(payload)
+        if fanout is not None:
+            errors += fanout.errors[0]
         self.send_errors += errors
         self.packets_out += sent
 
@@ -488,8 +524,8 @@ class Forwarder:
         # Keep the sender's own view (getStats, RTT from receiver reports) consistent.
         record_sender_report(sender, packets, octets, ntp, rtp_ts)
         sink = out.sink
-        if len(sink) == 4:
-            _context, sendto, addr, session = sink
+        if len(sink) == 5:
+            _context, sendto, addr, session, _sock = sink
             sendto(session.protect_rtcp(data), addr)
         else:
             await send_rtcp(sender, data)

@@ -75,8 +75,9 @@ from yahaml_voice.core.protocol import (
 )
 from yahaml_voice.core.tokens import ice_config, issue_worker_token
 
-from . import courtesy, talkers
+from . import courtesy, native, talkers
 from .aiortc_private import (
+    drop_rtcp,
     guard_receive_path,
     keep_only_codec,
     make_sink,
@@ -327,6 +328,9 @@ class Peer:
 
     def _attach(self, pc: RTCPeerConnection) -> None:
         forwarder = self.room.forwarder
+        if not self.publishing and self.slot_transceivers:
+            # A listener's RTCP is only reports about what we send it: dropped unparsed.
+            drop_rtcp(self.slot_transceivers[0][1].sender.transport)
         for index, transceiver in self.slot_transceivers:
             sink = make_sink(transceiver.sender.transport, self.room.worker.send_tasks)
             if sink is None:
@@ -365,7 +369,7 @@ class Room:
         self.worker = worker
         self.id = room_id
         sfu = worker.config.sfu
-        self.forwarder = Forwarder(sfu.slots)
+        self.forwarder = Forwarder(sfu.slots, worker.fanout)
         self.selector = SlotSelector(sfu.slots, float(sfu.slot_hold))
         self.peers: dict[str, Peer] = {}
         self._task: asyncio.Task[None] | None = None
@@ -525,6 +529,10 @@ class Worker:
         self.floors: dict[str, ToWorkerFloor] = {}
         self.tones = courtesy.Tones()
         guard_receive_path()
+        self.fanout = native.load(config.sfu.native)
+        logger.info(
+            "worker %s: %s fan-out", worker_id, "native" if self.fanout is not None else "Python"
+        )
 
     def hello(self) -> WorkerHelloFrame:
         hello = WorkerHello(
@@ -552,6 +560,7 @@ class Worker:
             peers=sum(len(r.peers) for r in self.rooms.values()),
             streams=sum(r.stream_count for r in self.rooms.values()),
             cpu=round(max(share, 0.0), 4),
+            fanout="native" if self.fanout is not None else "python",
         )
 
     def rtc_configuration(self) -> RTCConfiguration:

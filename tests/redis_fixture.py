@@ -1,4 +1,5 @@
-"""A real redis-server on a free loopback port, for tests and benchmarks.
+"""A real redis-server on a free loopback port, for tests and benchmarks; and a Redis
+Sentinel group (primary, replica, three sentinels) of them.
 
 No persistence (`--save '' --appendonly no`), like the deployments this project
 recommends, so `restart()` really comes back empty, which is what the reconnect tests need.
@@ -20,8 +21,10 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Self
 
 import pytest
 
@@ -105,11 +108,41 @@ def _ping(port: int, password: str | None, ca: Path | None = None) -> bool:
         return False
 
 
-class RedisServer:
+class Started:
+    """`with X() as x`: start() on entry (close() if that fails), close() on exit."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class RedisServer(Started):
     """One redis-server child process; `stop()` always reaps it."""
 
     def __init__(
-        self, port: int | None = None, password: str | None = None, tls: bool = False
+        self,
+        port: int | None = None,
+        password: str | None = None,
+        tls: bool = False,
+        args: list[str] | None = None,
     ) -> None:
         if not Path(REDIS_SERVER).exists():
             pytest.skip("redis-server is not installed (apt-get install redis-server)")
@@ -119,6 +152,8 @@ class RedisServer:
         # With tls, the port speaks only TLS (rediss://), verified against this CA.
         self.tls_files = write_tls_files(Path(self._dir)) if tls else None
         self.log_path = Path(self._dir) / "redis.log"
+        # More redis-server arguments (e.g. --replicaof host port).
+        self.args = list(args or [])
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -154,6 +189,7 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.args
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
         ca = self.tls_files[0] if self.tls_files else None
@@ -194,18 +230,128 @@ class RedisServer:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def __enter__(self) -> RedisServer:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+class SentinelGroup(Started):
+    """A primary, its replica and three sentinels (`redis-server <conf> --sentinel`)
+    watching them under `service`, all on free loopback ports; `close()` always reaps every
+    process. Short timeouts, so that a failover takes a few seconds."""
+
+    def __init__(
+        self, service: str = "yv-test", down_after_ms: int = 1000, failover_timeout_ms: int = 3000
     ) -> None:
-        self.close()
+        self.service = service
+        # A replica's first sync starts at once (diskless sync waits 5 s by default).
+        fast = ["--repl-diskless-sync-delay", "0"]
+        self.primary = RedisServer(args=fast)
+        self.replica = RedisServer(args=[*fast, "--replicaof", "127.0.0.1", str(self.primary.port)])
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self._down_after_ms = down_after_ms
+        self._failover_timeout_ms = failover_timeout_ms
+        self._dir = Path(tempfile.mkdtemp(prefix="yv-sentinel-"))
+        self._sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def addresses(self) -> list[str]:
+        """The sentinels as `redis.sentinels` takes them."""
+        return [f"127.0.0.1:{port}" for port in self.sentinel_ports]
+
+    def _conf(self, port: int) -> Path:
+        path = self._dir / f"sentinel-{port}.conf"
+        name = self.service
+        path.write_text(
+            f"port {port}\nbind 127.0.0.1\ndaemonize no\ndir {self._dir}\n"
+            f"logfile {self._dir / f'sentinel-{port}.log'}\n"
+            f"sentinel monitor {name} 127.0.0.1 {self.primary.port} 2\n"
+            f"sentinel down-after-milliseconds {name} {self._down_after_ms}\n"
+            f"sentinel failover-timeout {name} {self._failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {name} 1\n"
+        )
+        return path
+
+    def start(self) -> None:
+        import redis
+
+        self.primary.start()
+        self.replica.start()
+        # In sync before the sentinels start: their first INFO of the primary lists it.
+        replica = redis.Redis(port=self.replica.port, socket_timeout=1)
+        with replica:
+            _wait(lambda: replica.info("replication")["master_link_status"] == "up", "replica sync")
+        for port in self.sentinel_ports:
+            conf = self._conf(port)
+            self._sentinels.append(
+                subprocess.Popen([REDIS_SERVER, str(conf), "--sentinel"], stdin=subprocess.DEVNULL)
+            )
+        for port in self.sentinel_ports:
+            sentinel = redis.Redis(port=port, socket_timeout=1)
+            with sentinel:
+                # Every sentinel knows the replica and the two others: a failover can happen.
+                def ready(sentinel: redis.Redis = sentinel) -> bool:
+                    state: Any = sentinel.sentinel_master(self.service)
+                    return bool(state["num-slaves"] >= 1 and state["num-other-sentinels"] >= 2)
+
+                _wait(ready, f"sentinel {port}")
+
+    def master_port(self) -> int | None:
+        """The master's port as a majority of the live sentinels name it."""
+        import redis
+
+        ports: list[int] = []
+        for port in self.sentinel_ports:
+            try:
+                with redis.Redis(port=port, socket_timeout=1) as sentinel:
+                    address = sentinel.sentinel_get_master_addr_by_name(self.service)
+            except redis.RedisError:
+                continue
+            if address:
+                ports.append(int(address[1]))
+        best = max(set(ports), key=ports.count, default=None)
+        return best if best is not None and ports.count(best) >= 2 else None
+
+    def failover(self) -> None:
+        """A planned failover (`SENTINEL FAILOVER`): the replica is promoted and the old
+        primary, still running, is demoted to its replica."""
+        import redis
+
+        with redis.Redis(port=self.sentinel_ports[0], socket_timeout=5) as sentinel:
+            sentinel.sentinel_failover(self.service)
+
+    def promoted(self) -> bool:
+        """The sentinels name the replica as master and it has taken the role."""
+        import redis
+
+        if self.master_port() != self.replica.port:
+            return False
+        with redis.Redis(port=self.replica.port, socket_timeout=1) as replica:
+            return bool(replica.info("replication")["role"] == "master")
+
+    def sentinel_logs(self) -> str:
+        return "\n".join(
+            log.read_text(errors="replace")[-3000:] for log in sorted(self._dir.glob("*.log"))
+        )
+
+    def close(self) -> None:
+        for proc in self._sentinels:
+            kill_process(proc)
+        self._sentinels = []
+        # SIGKILL: a master with replicas would wait for them on SIGTERM (shutdown-timeout).
+        for server in (self.replica, self.primary):
+            server.kill()
+            server.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _wait(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            if condition():
+                return
+        except OSError:
+            pass
+        except Exception as exc:  # redis-py errors while the process comes up
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what}: {exc}") from exc
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready in {START_TIMEOUT}s")
+        time.sleep(0.05)

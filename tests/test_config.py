@@ -115,6 +115,26 @@ def test_sections_stay_mutable_and_checked() -> None:
         config.server.port = "ninety"  # type: ignore[assignment]
 
 
+def test_redis_sentinels() -> None:
+    env = {
+        "YAHAML_VOICE_REDIS__SENTINELS": '["10.0.0.31:26379", "[fd00::2]:26379"]',
+        "YAHAML_VOICE_REDIS__SERVICE_NAME": "club",
+    }
+    config = load_config(environ=env)
+    assert config.redis.enabled and config.redis.url is None
+    assert config.redis.sentinel_addresses() == [("10.0.0.31", 26379), ("fd00::2", 26379)]
+    assert not load_config(environ={}).redis.enabled
+    for bad, message in [
+        ({"redis.sentinels": ["10.0.0.31"]}, r"redis\.sentinels: '10\.0\.0\.31' is not host:port"),
+        ({"redis.sentinels": ["h:0"]}, r"redis\.sentinels"),
+        ({"redis.sentinels": ["h:1"], "redis.service_name": ""}, r"redis\.service_name"),
+        ({"redis.sentinel_password": "x"}, r"redis\.sentinel_password needs redis\.sentinels"),
+        ({"redis.sentinels": ["h:1"], "redis.url": "unix:///r.sock"}, r"redis\.url"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(environ={}, overrides=bad)
+
+
 def test_durations() -> None:
     assert parse_duration("250ms") == 0.25 and parse_duration("12h") == 43200
     assert parse_duration(30) == 30.0

@@ -131,9 +131,12 @@ def config(**sfu: Any) -> Config:
 
 
 @pytest.fixture
-async def rig(loopback_ice: None) -> AsyncIterator[tuple[Worker, Frames, list[Participant]]]:
+async def rig(
+    loopback_ice: None, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Worker, Frames, list[Participant]]]:
     frames = Frames()
-    worker = Worker(config(slot_hold="0.5s"), "w-test", frames.emit)
+    native = getattr(request, "param", True)  # the native fan-out where it can be built
+    worker = Worker(config(slot_hold="0.5s", native=native), "w-test", frames.emit)
     people: list[Participant] = []
     try:
         yield worker, frames, people
@@ -225,6 +228,7 @@ async def test_listener_cannot_publish(rig: tuple[Worker, Frames, list[Participa
     assert worker.rooms[ROOM].peers["sneaky"].publishing is False
 
 
+@pytest.mark.parametrize("rig", [True, False], ids=["native", "python"], indirect=True)
 async def test_forwarded_opus_decodes_and_sender_reports_are_truthful(
     rig: tuple[Worker, Frames, list[Participant]],
 ) -> None:
@@ -233,6 +237,12 @@ async def test_forwarded_opus_decodes_and_sender_reports_are_truthful(
     people += [alice, bob]
     await alice.join(worker, frames)
     await bob.join(worker, frames)
+    # Bob's slots go through the fan-out this rig chose (native where it can be built).
+    outputs = worker.rooms[ROOM].forwarder.outputs
+    await wait_for(lambda: any(o.subscriber == "bob" for o in outputs()))
+    assert all((o.native is not None) is (worker.fanout is not None) for o in outputs())
+    bob_sender = next(o.sender for o in outputs() if o.subscriber == "bob" and o.index == 0)
+    assert bob_sender is not None
     receiver = bob.pc.getTransceivers()[0].receiver
     reports: list[tuple[int, int]] = []  # (SR packet count, packets bob had counted)
     handle_rtcp = receiver._handle_rtcp_packet
@@ -265,6 +275,10 @@ async def test_forwarded_opus_decodes_and_sender_reports_are_truthful(
         for frame in decoder.decode(JitterFrame(data=payload, timestamp=0)):
             loud += int(abs(frame.to_ndarray()).max() > 1000)
     assert loud >= 5
+    # Bob (a listener) sent Receiver Reports all along (aiortc: about one a second); the
+    # worker dropped them unparsed, so its sender never learnt a round-trip time.
+    stats = await bob_sender.getStats()
+    assert not [s for s in stats.values() if s.type == "remote-inbound-rtp"]
 
 
 async def test_bad_frames_are_ignored(rig: tuple[Worker, Frames, list[Participant]]) -> None:

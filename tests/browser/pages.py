@@ -25,8 +25,31 @@ ROOMS: list[dict[str, Any]] = [
     {"id": "ares", "name": "ARES Net", "description": "Emergency communications net"},
     {"id": "repeater", "name": "Repeater Link", "description": "Audio from the club repeater"},
     {"id": "tiny", "name": "Test Room", "description": "Room for one", "max_participants": 1},
+    {"id": "logger-desk", "name": "Logger Desk", "description": "Net with an appointed logger"},
 ]
 SERVER_CONFIG: dict[str, Any] = {"server": {"grace_period": "10s"}, "rooms": ROOMS}
+
+# Replaces the page's microphone with a steady tone (Chromium's fake device only beeps), so
+# aiortc listeners can tell by frequency which page they hear (tests/voiceclient.py's
+# `heard_tone`). Runs before the client's scripts, in every page of the context.
+TONE_MICROPHONE = """(frequency) => {
+    const devices = navigator.mediaDevices;
+    const original = devices.getUserMedia.bind(devices);
+    devices.getUserMedia = async (constraints) => {
+        if (!constraints || !constraints.audio) return original(constraints);
+        const context = new AudioContext();
+        await context.resume().catch(() => {});
+        const oscillator = context.createOscillator();
+        oscillator.frequency.value = frequency;
+        const gain = context.createGain();
+        gain.gain.value = 0.3;
+        const sink = context.createMediaStreamDestination();
+        oscillator.connect(gain).connect(sink);
+        oscillator.start();
+        (window.yvTones = window.yvTones || []).push({ context, oscillator });
+        return sink.stream;
+    };
+}"""
 
 
 async def until(
@@ -60,12 +83,22 @@ class Operator:
         callsign: str,
         viewport: dict[str, int] | None = None,
         login: bool = True,
+        token: str | None = None,
+        tone: float | None = None,
     ) -> Operator:
+        """A page in a context of its own; signed in with `callsign` (or with `token`, as
+        an invite link does); `tone`: its microphone says that frequency."""
         context = await browser.new_context(viewport=viewport or DESKTOP)  # type: ignore[arg-type]
+        if tone is not None:
+            await context.add_init_script(f"({TONE_MICROPHONE})({float(tone)})")
         page = await context.new_page()
         op = cls(page, callsign)
-        await page.goto(server.url + "/")
-        if login:
+        if token is not None:
+            await page.goto(f"{server.url}/#token={token}")
+            await page.wait_for_selector("#room-list li[data-room]")
+        else:
+            await page.goto(server.url + "/")
+        if login and token is None:
             await page.fill("#callsign", callsign)
             await page.click("#login-button")
             await page.wait_for_selector("#room-list li[data-room]")

@@ -370,3 +370,41 @@ async def read_download(path: Any) -> str:
 
 async def _equals(read: Callable[[], Any], expected: Any) -> bool:
     return bool(await read() == expected)
+
+
+async def test_an_appointed_logger_gets_the_log_tools_without_the_floor_tools(
+    browser: Browser,
+    voice_server: ServerProcess,
+    client_factory: Callable[..., VoiceClient],
+) -> None:
+    """Net control appoints a logger: the page becomes the net logger (check-ins, log,
+    exports) with no floor tools and no open/close, and what it enters reaches the net."""
+    room_id = "logger-desk"
+    ncs = await member(client_factory, voice_server, room_id, "N0NCS", role="ncs")
+    page = await Operator.open(browser, voice_server, "K2LOG")
+    await page.join(room_id)
+    await ncs.request("POST", net_path(room_id, "net/open"), {"name": "ARES net"})
+    assert await page.page.is_hidden("#console"), "not a logger yet"
+
+    pid = await page.participant_id
+    await ncs.request(
+        "POST", net_path(room_id, "moderation/appoint"), {"participantId": pid, "role": "logger"}
+    )
+    await page.page.wait_for_selector("#console:not([hidden])")
+    await page.page.wait_for_selector("#checkins", state="attached")
+    assert "logger" in (await page.page.inner_text("#console-title")).lower()
+    for floor_tool in ("#grant-next", "#revoke-all", "#net-close", "#net-open-submit"):
+        assert await page.page.is_hidden(floor_tool), f"{floor_tool} shown to a logger"
+
+    await page.page.fill("#manual-callsign", "KD2RF")
+    await page.page.check("#manual-traffic")
+    await page.page.click("#manual-add")
+
+    async def entered() -> list[dict[str, Any]] | None:
+        state = await ncs.request("GET", net_path(room_id, "net"))
+        return list(state["checkins"]) or None
+
+    entry = (await until(entered, "the logger's entry on the server"))[0]
+    assert (entry["callsign"], entry["traffic"], entry["by"]) == ("KD2RF", True, "K2LOG")
+    await page.page.wait_for_selector("#checkins [data-callsign='KD2RF']")
+    assert page.errors == []

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Deploy test (`make deploy-test`; tests/deploy/test_deploy.py runs it under pytest):
-#   1. ansible-lint (production profile) and --syntax-check of both example inventories
+#   1. ansible-lint (production profile) and --syntax-check of the example inventories
 #   2. a real converge of deploy/site.yml on THIS machine (local connection, services run
 #      by yv-direct because systemd is not PID 1 here), bound to loopback on free ports;
 #      the firewall is only rendered and checked with `nft -c`, never loaded
@@ -97,6 +97,7 @@ echo "--- 1. ansible-lint (production profile) and syntax checks"
 (cd deploy && ansible-lint -c .ansible-lint --project-dir . --offline --nocolor -q)
 ansible-playbook -i deploy/inventory.example.ini deploy/site.yml --syntax-check >/dev/null
 ansible-playbook -i deploy/inventories/multi-host/hosts.ini deploy/site.yml --syntax-check >/dev/null
+ansible-playbook -i deploy/inventories/redis-ha/hosts.ini deploy/site.yml --syntax-check >/dev/null
 echo "ok   ansible-lint and --syntax-check"
 lap lint+syntax
 

@@ -277,6 +277,10 @@ class SfuConfig(_Section):
     ice_addresses: list[Text] = Field(default_factory=list)
     # Use the configured TURN servers from the worker too.
     use_turn: bool = True
+    # Fan packets out with the native helper (sfu/fanout.c, compiled with cffi on a
+    # worker's first start into ~/.cache/yahaml-voice); false, or no C compiler and
+    # Python headers there: the Python loop, same bytes, more CPU.
+    native: bool = True
     # HS256 secret of the workers' own tokens (never auth.secret). The embedded workers get
     # one generated per start; workers run elsewhere (`yahaml-voice sfu`) need it set, the
     # same on every server process and worker.
@@ -285,9 +289,34 @@ class SfuConfig(_Section):
 
 class RedisConfig(_Section):
     # redis://[:password@]host:port/db or rediss:// for TLS. Empty: in-memory (one process).
+    # With `sentinels`, only its password, db and TLS options are used (the sentinels name
+    # the host), e.g. redis://:password@/0.
     url: Text | None = None
     # Prefix of every key and channel (several deployments on one Redis).
     prefix: Text = "yv:"
+    # Redis Sentinel: "host:port" of each sentinel. Set: every process asks them for the
+    # master of `service_name` and follows a failover without a restart.
+    sentinels: list[Text] = Field(default_factory=list)
+    service_name: Text = "yahaml-voice"
+    # The sentinels' own password (their `requirepass`), if any.
+    sentinel_password: Text | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Redis mode: a URL or sentinels are set."""
+        return bool(self.url or self.sentinels)
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The sentinels as (host, port); an IPv6 address may be bracketed."""
+        return [_host_port(entry) for entry in self.sentinels]
+
+
+def _host_port(entry: str) -> tuple[str, int]:
+    host, sep, port = entry.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"redis.sentinels: {entry!r} is not host:port")
+    return host, int(port)
 
 
 class NetLogConfig(_Section):
@@ -379,7 +408,18 @@ class Config(_Section):
         if self.sfu.secret is not None and self.sfu.secret == self.auth.secret:
             raise ConfigError("sfu.secret must differ from auth.secret")
         self._check_limits()
+        self._check_redis()
         return self
+
+    def _check_redis(self) -> None:
+        redis = self.redis
+        redis.sentinel_addresses()
+        if redis.sentinels and not redis.service_name:
+            raise ConfigError("redis.service_name must not be empty when redis.sentinels is set")
+        if redis.sentinel_password is not None and not redis.sentinels:
+            raise ConfigError("redis.sentinel_password needs redis.sentinels")
+        if redis.sentinels and redis.url and not redis.url.startswith(("redis://", "rediss://")):
+            raise ConfigError("redis.url: with redis.sentinels use redis:// or rediss://")
 
     def _check_limits(self) -> None:
         for entry in self.server.trusted_proxies:

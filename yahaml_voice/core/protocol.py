@@ -880,6 +880,9 @@ class WorkerLoad(Frame):
     peers: int = Field(ge=0)
     streams: int = Field(ge=0)
     cpu: float = Field(ge=0)
+    # How the worker fans packets out: one C call per packet and group, or a Python loop
+    # (no compiler where it runs, or `sfu.native: false`).
+    fanout: Literal["native", "python"] = "python"
 
 
 class WorkerSignal(Frame):

@@ -4,11 +4,14 @@ Nothing reaches a room but through its member list in the store, so a frame can 
 leak into another room; a broadcast is one bus batch (one Redis pipeline round trip).
 
 Roster changes of a big room are coalesced: a join storm of N participants would
-otherwise send each member one frame per join, N² frames in all. Collected for a short
-window, they go to each member as one `rosterBatch` frame (a socket that did not ask for
-batches gets the frames it holds one by one, connections.py), and any other broadcast to
-the room sends the pending batch first, so a member never sees a room event before the
-roster change it follows. Batches are per server process; each process's own are in order.
+otherwise send each member one frame per join, N² frames in all. A room's roster goes out
+at most once per window: the first change of a quiet room at once, as the plain frame
+(no join waits for a timer when nothing else is happening), the changes that follow it
+within the window together when the window ends, to each member as one `rosterBatch`
+frame (a socket that did not ask for batches gets the frames it holds one by one,
+connections.py). Any other broadcast to the room sends the pending batch first, so a
+member never sees a room event before the roster change it follows. Batches are per
+server process; each process's own are in order.
 """
 
 from __future__ import annotations
@@ -66,6 +69,11 @@ class Delivery:
         self.batch_above = batch_above
         self.batch_window = batch_window
         self._batches: dict[str, _Batch] = {}
+        # Until when (loop time) a room's roster changes wait for a batch: one window
+        # after its last roster send. Expired entries are dropped as new ones come.
+        self._busy_until: dict[str, float] = {}
+        # A room's roster frame on its way at once: its batch goes out only after it.
+        self._sending: dict[str, asyncio.Future[None]] = {}
 
     async def stop(self) -> None:
         """Send what is pending (best effort), then end the timers."""
@@ -96,26 +104,48 @@ class Delivery:
         self, room_id: str, frame: RosterFrame, members: int, wait: bool = True
     ) -> None:
         """A participantJoined (not to its subject) or participantLeft: at once to a room
-        of fewer than `batch_above` members, else with the room's other changes of the
-        window. With `wait`, returns once the frame went out (a joiner's next request
-        then follows its participantJoined everywhere); without, a sweep that removes
-        many seats one after the other does not wait a window for each."""
+        of fewer than `batch_above` members or to a quiet one, else with the room's other
+        changes of the window. With `wait`, returns once the frame went out (a joiner's
+        next request then follows its participantJoined everywhere); without, a sweep that
+        removes many seats one after the other does not wait a window for each."""
         if self.batch_above <= 0 or members < self.batch_above:
             exclude = (
                 frame.data.participant.id if isinstance(frame, ParticipantJoinedFrame) else None
             )
             await self.broadcast(room_id, frame, exclude)
             return
+        now = asyncio.get_running_loop().time()
         batch = self._batches.get(room_id)
+        if batch is None and now >= self._busy_until.get(room_id, 0.0):
+            # A quiet room: this change goes now, and opens the window for what follows.
+            self._quiet(room_id, now)
+            exclude = (
+                frame.data.participant.id if isinstance(frame, ParticipantJoinedFrame) else None
+            )
+            sending = self._sending[room_id] = asyncio.get_running_loop().create_future()
+            try:
+                await self._broadcast(room_id, frame, exclude)
+            finally:
+                sending.set_result(None)
+                if self._sending.get(room_id) is sending:
+                    del self._sending[room_id]
+            return
         if batch is None:
             batch = self._batches[room_id] = _Batch()
-            batch.timer = asyncio.create_task(self._flush_later(room_id, batch))
+            delay = self._busy_until[room_id] - now
+            batch.timer = asyncio.create_task(self._flush_later(room_id, batch, delay))
         batch.frames.append(frame)
         if wait:
             await asyncio.shield(batch.sent)
 
-    async def _flush_later(self, room_id: str, batch: _Batch) -> None:
-        await asyncio.sleep(self.batch_window)
+    def _quiet(self, room_id: str, now: float) -> None:
+        """A roster send at `now`: the room's next changes wait until one window later."""
+        if len(self._busy_until) > 256:
+            self._busy_until = {r: t for r, t in self._busy_until.items() if t > now}
+        self._busy_until[room_id] = now + self.batch_window
+
+    async def _flush_later(self, room_id: str, batch: _Batch, delay: float) -> None:
+        await asyncio.sleep(delay)
         if self._batches.get(room_id) is batch:
             try:
                 await self._flush(room_id)
@@ -129,8 +159,12 @@ class Delivery:
             return
         if batch.timer is not None and batch.timer is not asyncio.current_task():
             batch.timer.cancel()
+        self._quiet(room_id, asyncio.get_running_loop().time())
         frame = RosterBatchFrame(data=RosterBatchData(roomId=room_id, frames=batch.frames))
         try:
+            sending = self._sending.get(room_id)
+            if sending is not None:
+                await asyncio.shield(sending)
             await self._broadcast(room_id, frame, None)
         except Exception as exc:
             if not batch.sent.done():

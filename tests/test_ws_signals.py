@@ -255,6 +255,29 @@ async def test_a_small_room_gets_single_frames_at_once(
     assert not [e for e in alice.events if e.get("type") == "rosterBatch"]
 
 
+async def test_a_quiet_big_room_sends_its_first_change_at_once(
+    server_factory: Callable[..., ServerProcess], client_factory: Callable[..., VoiceClient]
+) -> None:
+    """Over the batch threshold, the first change of a quiet room goes at once as the
+    plain frame; the next one within the window waits for it and comes as a batch."""
+    server = server_factory({"server": {"roster_batch_above": 2, "roster_batch_window": "5s"}})
+    alice = await _joined(client_factory, server, "W1AW", auto_media=False, roster_batch=True)
+    bob, carol = (client_factory(server.url, auto_media=False) for _ in range(2))
+    for client, call in ((bob, "G4ABC"), (carol, "DL1XYZ")):
+        await client.login(call)
+        await client.connect()
+    await bob.join("shack")
+    joined = await alice.wait_event("participantJoined")
+    assert joined["data"]["participant"]["id"] == bob.participant_id
+    await carol.join("shack")
+    batch = await alice.wait_event("rosterBatch")
+    assert [f["data"]["participant"]["id"] for f in batch["data"]["frames"]] == [
+        carol.participant_id
+    ]
+    await bob.wait_event("participantJoined")
+    assert alice.roster == {bob.participant_id, carol.participant_id}
+
+
 # ---------------------------------------------------------------------------- parsing
 
 

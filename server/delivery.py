@@ -58,6 +58,7 @@ class _Batch:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     timer: asyncio.Task[None] | None = None
+    due: float = 0.0  # when (loop time) the timer sends it
 
 
 class Delivery:
@@ -72,6 +73,7 @@ class Delivery:
         # Until when (loop time) a room's roster changes wait for a batch: one window
         # after its last roster send. Expired entries are dropped as new ones come.
         self._busy_until: dict[str, float] = {}
+        self._last_change: dict[str, float] = {}  # when a room's last roster change came
         # A room's roster frame on its way at once: its batch goes out only after it.
         self._sending: dict[str, asyncio.Future[None]] = {}
 
@@ -116,8 +118,14 @@ class Delivery:
             return
         now = asyncio.get_running_loop().time()
         batch = self._batches.get(room_id)
-        if batch is None and now >= self._busy_until.get(room_id, 0.0):
-            # A quiet room: this change goes now, and opens the window for what follows.
+        last_change = self._last_change.get(room_id, -self.batch_window)
+        self._last_change[room_id] = now
+        quiet = now - last_change >= self.batch_window or now >= self._busy_until.get(room_id, 0.0)
+        if batch is None and quiet:
+            # A quiet room (no change for a window, or none sent for one): this change
+            # goes now, and opens the window for what follows. Judged by the gap since the
+            # last change, so changes about one window apart go at once instead of each
+            # waiting for the window the one before it opened.
             self._quiet(room_id, now)
             exclude = (
                 frame.data.participant.id if isinstance(frame, ParticipantJoinedFrame) else None
@@ -131,8 +139,8 @@ class Delivery:
                     del self._sending[room_id]
             return
         if batch is None:
-            batch = self._batches[room_id] = _Batch()
-            delay = self._busy_until[room_id] - now
+            batch = self._batches[room_id] = _Batch(due=self._busy_until[room_id])
+            delay = batch.due - now
             batch.timer = asyncio.create_task(self._flush_later(room_id, batch, delay))
         batch.frames.append(frame)
         if wait:
@@ -142,6 +150,7 @@ class Delivery:
         """A roster send at `now`: the room's next changes wait until one window later."""
         if len(self._busy_until) > 256:
             self._busy_until = {r: t for r, t in self._busy_until.items() if t > now}
+            self._last_change = {r: self._last_change[r] for r in self._busy_until}
         self._busy_until[room_id] = now + self.batch_window
 
     async def _flush_later(self, room_id: str, batch: _Batch, delay: float) -> None:
@@ -159,7 +168,10 @@ class Delivery:
             return
         if batch.timer is not None and batch.timer is not asyncio.current_task():
             batch.timer.cancel()
-        self._quiet(room_id, asyncio.get_running_loop().time())
+        # The next window starts when this one was due, not when the timer woke (or this
+        # ran): otherwise changes arriving once a window would each wait a little longer
+        # than the one before, up to a whole window.
+        self._quiet(room_id, min(asyncio.get_running_loop().time(), batch.due))
         frame = RosterBatchFrame(data=RosterBatchData(roomId=room_id, frames=batch.frames))
         try:
             sending = self._sending.get(room_id)

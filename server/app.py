@@ -108,6 +108,7 @@ def create_app(config: Config) -> Quart:
             "sockets": len(svc.local_sockets),
             "workers": len(workers),
             "authMode": config.auth.mode,
+            "bus": bus.health(),
         }
 
     hosts = allowed_hosts(config)

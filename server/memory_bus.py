@@ -26,6 +26,9 @@ class MemoryBus:
     async def start(self) -> None:
         return None
 
+    def health(self) -> dict[str, Any]:
+        return {"connected": True, "reconnects": 0}
+
     async def stop(self) -> None:
         for subs in list(self._subs.values()):
             for sub in list(subs):

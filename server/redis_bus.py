@@ -104,6 +104,8 @@ class RedisBus:
         self._conn: AbstractConnection | None = None
         self._write_lock = asyncio.Lock()
         self._connected = asyncio.Event()
+        # Times the pub/sub connection came back (after an outage or a Sentinel failover).
+        self.reconnects = 0
         self._tasks: list[asyncio.Task[None]] = []
 
     def _channel(self, channel: str) -> str:
@@ -257,6 +259,11 @@ class RedisBus:
                 return False
         return True
 
+    def health(self) -> dict[str, Any]:
+        """For /healthz: whether messages reach this process now (a message published while
+        the pub/sub connection is down is lost for it)."""
+        return {"connected": self._connected.is_set(), "reconnects": self.reconnects}
+
     async def _reader(self) -> None:
         delay = BACKOFF_MIN
         connected_before = False
@@ -271,6 +278,7 @@ class RedisBus:
                         await conn.send_command("SUBSCRIBE", *channels, check_health=False)
                 self._connected.set()
                 if connected_before:
+                    self.reconnects += 1
                     log.info("redis bus: reconnected; %d channels subscribed again", len(channels))
                     self._hooks.fire()
                 connected_before = True

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from websockets.exceptions import InvalidStatus
@@ -57,6 +58,23 @@ async def retry_503(action: Callable[[], Any], timeout: float = 30.0) -> float:
         await asyncio.sleep(0.1)
 
 
+async def resubscribed(*servers: ServerProcess, timeout: float = 30.0) -> None:
+    """Until every server's /healthz says its pub/sub came back after the failover."""
+    start = time.monotonic()
+    async with httpx.AsyncClient(timeout=2) as http:
+        while True:
+            states = []
+            for server in servers:
+                try:
+                    states.append((await http.get(server.url + "/healthz")).json()["bus"])
+                except (httpx.HTTPError, ValueError, KeyError):
+                    states.append({})
+            if all(s.get("connected") and s.get("reconnects", 0) >= 1 for s in states):
+                return
+            assert time.monotonic() - start < timeout, f"pub/sub never came back: {states}"
+            await asyncio.sleep(0.1)
+
+
 async def members(client: VoiceClient) -> list[str]:
     detail = await client.request("GET", "/api/voice-rooms/net")
     return sorted(p["id"] for p in detail["participants"])
@@ -93,8 +111,11 @@ async def test_servers_follow_a_failover(
     sentinels.primary.kill()
     killed = time.monotonic()
 
-    # The servers follow: a newcomer on A joins (503 until they do) and negotiates with
-    # Bob on B, offer and answer through the new master's pub/sub.
+    # The servers follow: both re-subscribe on the new master (a signal published before a
+    # process has re-subscribed is lost for it, as in any Redis pub/sub outage)...
+    await resubscribed(a, b)
+    # ...and a newcomer on A joins (503 until they do) and negotiates with Bob on B, offer
+    # and answer through the new master's pub/sub.
     carol = client_factory(a.url, tone=550)
     await retry_503(lambda: carol.login("K1ABC"))
     await retry_503(carol.connect)

@@ -14,6 +14,7 @@ import sys
 BENCHMARKS: dict[str, str] = {
     "join": "bench.join_latency",
     "signaling": "bench.signaling_load",
+    "storm": "bench.join_storm",
     "broadcast": "bench.broadcast",
     "sfu": "bench.sfu_forwarding",
     "floor": "bench.sfu_floor",

@@ -1,9 +1,11 @@
-"""Signaling load through Redis: 1 vs 2 server processes, 2,000 WebSocket clients, 20 rooms.
+"""Signaling load: 2,000 WebSocket clients, 20 rooms; signals on the socket vs over REST;
+in memory and through Redis (1 vs 2 server processes).
 
 Every client is a tests/voiceclient.py VoiceClient without media: it logs in, opens /ws on
 its server process (round robin over the processes) and joins its room there. Then two
-phases of targeted ICE-candidate signals, each a POST /signal on the sender's server,
-routed through the store and the Redis bus to the target's socket, possibly on the other
+phases of targeted ICE-candidate signals per path, each a `signal` frame on the sender's
+open socket (`ws`, answered by an ack) or a POST /signal (`rest`) on the sender's server,
+routed through the store and the bus to the target's socket, possibly on the other
 process:
 
 - saturation (`--duration` s): `--concurrency` signals in flight per load process, each
@@ -14,7 +16,8 @@ process:
 Measured in each: signals/s delivered on targets' WebSockets; latency from the start of the
 POST to the frame on the target's socket (p50/p99); server CPU per signal: user+system
 seconds of all server processes over the phase divided by the signals delivered (also with
-the processes' idle cost, measured just before, subtracted); Redis's CPU separately; and
+the processes' idle cost, measured just before, subtracted); how long the server waited
+for a core (schedstat: this machine's other jobs); Redis's CPU separately; and
 scaling: saturation signals/s with 2 processes over 1 (best of repeated runs).
 
 The load generator runs on the same machine (in `--procs` processes), so the figures
@@ -22,13 +25,16 @@ are bounded by its cores as much as by the servers'; the result file records the
 count and the load average.
 
     python -m bench signaling [--clients 2000] [--rooms 20] [--duration 20] [--rate 40]
-                              [--nodes 1,2]
+                              [--ws-rate 2000] [--paths ws,rest] [--stores memory,redis]
+                              [--nodes 1,2]   (memory mode runs one process only)
+                              [--main-root PATH]  (REST A/B against that checkout's server)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -158,7 +164,9 @@ async def _generate(
     groups: list[list[LoadClient]] = []
 
     async def one_signal(phase: Phase) -> None:
-        source, target = random.sample(random.choice(groups), 2)
+        group = random.choice(groups)
+        a, b = random.randrange(len(group)), random.randrange(len(group) - 1)
+        source, target = group[a], group[b + (b >= a)]  # two distinct members
         data = {"candidate": CANDIDATE, "sdpMid": "0", "sdpMLineIndex": 0}
         data["usernameFragment"] = repr(time.time())
         try:
@@ -179,7 +187,8 @@ async def _generate(
 
     async def steady(phase: Phase) -> None:
         """Open loop: signals started at a fixed rate whether or not earlier ones returned."""
-        interval = args["procs"] / args["rate"]
+        rate = args["ws_rate"] if everyone and everyone[0].ws_signals else args["rate"]
+        interval = args["procs"] / rate
         stop_at = time.monotonic() + args["steady_duration"]
         tasks: set[asyncio.Task[None]] = set()
         due = time.monotonic()
@@ -195,8 +204,14 @@ async def _generate(
         await asyncio.gather(*(setup(i) for i in range(clients)))
         groups.extend(m for m in members.values() if len(m) >= 2)
         pipe.send(("ready", len(everyone)))
-        for name, run in (("saturation", saturate), ("steady", steady)):
+        for path, name, run in [
+            (path, name, run)
+            for path in args["paths"].split(",")
+            for name, run in (("saturation", saturate), ("steady", steady))
+        ]:
             pipe.recv()  # go
+            for client in everyone:
+                client.ws_signals = path == "ws"
             phase = Phase()
             recorder.sink = phase.latencies
             started = time.monotonic()
@@ -227,15 +242,32 @@ def _cpu(pids: list[int]) -> float:
     return total
 
 
+def _runqueue_wait(pids: list[int]) -> float:
+    """Seconds the processes' threads were runnable but waited for a core (schedstat):
+    what a shared machine's other load costs them, which CPU time does not show."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
 def _phase(
-    pipes: list[Any], server_pids: list[int], redis_pid: int, gen_pids: list[int], idle: float
+    pipes: list[Any],
+    server_pids: list[int],
+    redis_pid: int | None,
+    gen_pids: list[int],
+    idle: float,
 ) -> dict[str, Any]:
     """Run one phase in every load process; its figures and the processes' CPU."""
-    cpu_before, redis_before, gen_before = _cpu(server_pids), _cpu([redis_pid]), _cpu(gen_pids)
+    redis_pids = [redis_pid] if redis_pid else []
+    cpu_before, redis_before, gen_before = _cpu(server_pids), _cpu(redis_pids), _cpu(gen_pids)
+    wait_before = _runqueue_wait(server_pids)
     load_avg = os.getloadavg()
     started = time.monotonic()
     for pipe in pipes:
@@ -243,8 +275,9 @@ def _phase(
     reports = [pipe.recv()[1] for pipe in pipes]
     wall = time.monotonic() - started
     cpu = _cpu(server_pids) - cpu_before
-    redis_cpu = _cpu([redis_pid]) - redis_before
+    redis_cpu = _cpu(redis_pids) - redis_before
     gen_cpu = _cpu(gen_pids) - gen_before
+    wait = _runqueue_wait(server_pids) - wait_before
     latencies = [lat for r in reports for lat in r["lat"]]
     delivered = len(latencies) or 1
     elapsed = max(r["elapsed"] for r in reports)
@@ -264,29 +297,48 @@ def _phase(
         "server_cpu_ms_per_signal": round(cpu / delivered * 1000, 3),
         "server_cpu_ms_per_signal_net_of_idle": round(net_cpu / delivered * 1000, 3),
         "server_cpu_utilisation": round(cpu / wall, 2),
+        # Per second of the phase, how long the server was runnable but not running.
+        "server_runqueue_wait_s_per_s": round(wait / wall, 3),
         "redis_cpu_ms_per_signal": round(redis_cpu / delivered * 1000, 3),
         "load_generator_cpu_utilisation": round(gen_cpu / wall, 2),
         "load_average_before": [round(x, 2) for x in load_avg],
     }
 
 
-def run_once(nodes: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def run_once(
+    nodes: int, store: str, args: argparse.Namespace, workdir: Path, main_root: str | None = None
+) -> dict[str, Any]:
+    """One server set-up; with `main_root`, that checkout's server (its .venv) instead."""
+    other: dict[str, Any] = {}
+    if main_root:
+        root = Path(main_root)
+        other = {"command": [str(root / ".venv/bin/python"), "-m", "yahaml_voice"], "cwd": root}
     rooms = [f"r{i:02d}" for i in range(args.rooms)]
     config = {
         "server": {"log_level": "warning", "grace_period": "30s"},
         "rooms": [
             {"id": room, "max_participants": 1000, "sfu_threshold": 100000} for room in rooms
         ],
-        # Load clients trickle candidates only, never an offer: keep their seats.
-        "limits": {"media_timeout": 0},
+        # Load clients trickle candidates only, never an offer: keep their seats. The
+        # steady WS phase offers 2,000 signals/s from 2,000 senders: lift the per-
+        # participant signal rate (the limit is not what is measured).
+        "limits": {"media_timeout": 0, "signals_per_second": 1000, "signal_burst": 1000},
     }
-    with RedisServer() as redis:
-        env = {"YAHAML_VOICE_REDIS__URL": redis.url, "YAHAML_VOICE_AUTH__SECRET": TEST_SECRET}
+    with contextlib.ExitStack() as stack:
+        env = {"YAHAML_VOICE_AUTH__SECRET": TEST_SECRET}
+        redis_pid: int | None = None
+        if store == "redis":
+            redis = stack.enter_context(RedisServer())
+            env["YAHAML_VOICE_REDIS__URL"] = redis.url
+            assert redis._proc is not None
+            redis_pid = redis._proc.pid
         servers = [
-            ServerProcess(workdir, config, env=env, name=f"n{nodes}-{i}") for i in range(nodes)
+            ServerProcess(workdir, config, env=env, name=f"{store}-n{nodes}-{i}", **other)
+            for i in range(nodes)
         ]
         procs: list[Any] = []
         pipes: list[Any] = []
+        phases: dict[str, Any] = {}
         try:
             for server in servers:
                 server.start(timeout=60)
@@ -308,16 +360,17 @@ def run_once(nodes: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
             connected = sum(pipe.recv()[1] for pipe in pipes)
             setup_seconds = time.monotonic() - setup_started
             server_pids = [s.proc.pid for s in servers if s.proc]
-            assert redis._proc is not None
-            redis_pid = redis._proc.pid
             gen_pids = [p.pid for p in procs if p.pid is not None]
             # Idle cost (sweeps, heartbeats) of the same processes with everyone connected.
             time.sleep(1.0)
             idle_before = _cpu(server_pids)
             time.sleep(IDLE_SECONDS)
             idle = (_cpu(server_pids) - idle_before) / IDLE_SECONDS
-            saturation = _phase(pipes, server_pids, redis_pid, gen_pids, idle)
-            steady = _phase(pipes, server_pids, redis_pid, gen_pids, idle)
+            for path in args.paths.split(","):
+                saturation = _phase(pipes, server_pids, redis_pid, gen_pids, idle)
+                steady = _phase(pipes, server_pids, redis_pid, gen_pids, idle)
+                steady["offered_per_s"] = args.ws_rate if path == "ws" else args.rate
+                phases[path] = {"saturation": saturation, "steady": steady}
         finally:
             for proc in procs:
                 proc.join(30)
@@ -325,43 +378,48 @@ def run_once(nodes: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
                     proc.kill()
             for server in servers:
                 server.stop()
-    steady["offered_per_s"] = args.rate
     return {
+        "server": "main" if main_root else "this",
+        "store": store,
         "server_processes": nodes,
         "clients": connected,
         "rooms": args.rooms,
         "setup_seconds": round(setup_seconds, 1),
         "server_idle_cpu_per_s": round(idle, 3),
-        "saturation": saturation,
-        "steady": steady,
+        "paths": phases,
     }
 
 
-def row(run: dict[str, Any]) -> str:
-    sat, steady = run["saturation"], run["steady"]
-    return (
-        f"{run['server_processes']:>9} {sat['signals_per_s']:>10} "
-        f"{sat['latency_ms']['p50']:>8} {sat['latency_ms']['p99']:>8} "
-        f"{steady['latency_ms']['p50']:>8} {steady['latency_ms']['p99']:>8} "
-        f"{sat['server_cpu_ms_per_signal']:>8} {sat['server_cpu_ms_per_signal_net_of_idle']:>8} "
-        f"{sat['redis_cpu_ms_per_signal']:>8}"
-    )
+def rows(run: dict[str, Any]) -> list[str]:
+    out = []
+    for path, phase in run["paths"].items():
+        sat, steady = phase["saturation"], phase["steady"]
+        out.append(
+            f"{run.get('server', 'this'):>6} {run['store']:>6} {run['server_processes']:>5} {path:>5} {sat['signals_per_s']:>10} "
+            f"{sat['latency_ms']['p50']:>8} {sat['latency_ms']['p99']:>8} "
+            f"{steady['offered_per_s']:>7g} {steady['signals_per_s']:>8} "
+            f"{steady['latency_ms']['p50']:>8} {steady['latency_ms']['p99']:>8} "
+            f"{sat['server_cpu_ms_per_signal']:>8} {sat['server_cpu_ms_per_signal_net_of_idle']:>8} "
+            f"{sat['redis_cpu_ms_per_signal']:>8}"
+        )
+    return out
 
 
 def print_table(result: dict[str, Any]) -> None:
-    rate = result["settings"]["rate"]
     print(
-        f"{'':>9} {'max':>10} {'at max':>17} {f'at {rate:g}/s':>17} "
+        f"{'':>25} {'max':>10} {'at max':>17} {'steady (offered)':>34} "
         f"{'server CPU ms/sig':>17} {'redis':>8}"
     )
     print(
-        f"{'processes':>9} {'signals/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'all':>8} {'net':>8} {'ms/sig':>8}"
+        f"{'server':>6} {'store':>6} {'procs':>5} {'path':>5} {'signals/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'offered':>7} {'got/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'all':>8} {'net':>8} "
+        f"{'ms/sig':>8}"
     )
     for run in result["runs"]:
-        print(row(run))
+        for line in rows(run):
+            print(line)
     if result.get("scaling_1_to_2") is not None:
-        print(f"scaling 1 -> 2 processes (best runs): x{result['scaling_1_to_2']}")
+        print(f"scaling 1 -> 2 processes (redis, rest, best runs): x{result['scaling_1_to_2']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,9 +434,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rate", type=float, default=40.0, help="offered signals/s of the steady phase"
     )
-    parser.add_argument("--steady-duration", type=float, default=15.0)
     parser.add_argument(
-        "--nodes", default="1,2", help="server process counts to run, in order (e.g. 1,2,1,2)"
+        "--ws-rate", type=float, default=2000.0, help="offered signals/s of the steady WS phase"
+    )
+    parser.add_argument("--steady-duration", type=float, default=15.0)
+    parser.add_argument("--paths", default="ws,rest", help="signal paths to measure: ws, rest")
+    parser.add_argument("--stores", default="memory,redis", help="memory, redis")
+    parser.add_argument(
+        "--nodes",
+        default="1,2",
+        help="server process counts to run in Redis mode, in order (e.g. 1,2,1,2)",
+    )
+    parser.add_argument(
+        "--main-root",
+        default=None,
+        help="also run the REST path against this checkout's server (its .venv): an A/B",
     )
     parser.add_argument("--output", default=str(RESULTS / "signaling_load.json"))
     args = parser.parse_args(argv)
@@ -386,23 +456,32 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for nodes in [int(n) for n in args.nodes.split(",")]:
-            print(f"-- {nodes} server process(es), {args.clients} clients ...", flush=True)
-            runs.append(run_once(nodes, args, Path(tmp)))
-            print(row(runs[-1]), flush=True)
+        for store in args.stores.split(","):
+            counts = [int(n) for n in args.nodes.split(",")] if store == "redis" else [1]
+            for nodes in counts:
+                print(f"-- {store}: {nodes} server process(es), {args.clients} clients ...")
+                runs.append(run_once(nodes, store, args, Path(tmp)))
+                for line in rows(runs[-1]):
+                    print(line, flush=True)
+                if args.main_root:
+                    # The same set-up against the other checkout's server, REST only
+                    # (the path both have), right after: the same machine state.
+                    print(f"-- {store}: {nodes} process(es) of {args.main_root} ...")
+                    ab = argparse.Namespace(**{**vars(args), "paths": "rest"})
+                    runs.append(run_once(nodes, store, ab, Path(tmp), args.main_root))
+                    for line in rows(runs[-1]):
+                        print(line, flush=True)
     # With --nodes 1,2,1,2 each count runs twice; the best run of each is compared (the
     # machine's other load only ever makes a run slower).
-    by_nodes: dict[int, dict[str, Any]] = {}
+    by_nodes: dict[int, float] = {}
     for r in runs:
-        best = by_nodes.get(r["server_processes"])
-        if best is None or r["saturation"]["signals_per_s"] > best["saturation"]["signals_per_s"]:
-            by_nodes[r["server_processes"]] = r
+        path = "rest" if "rest" in r["paths"] else next(iter(r["paths"]))
+        if r["store"] == "redis" and r.get("server") != "main":
+            rate = r["paths"][path]["saturation"]["signals_per_s"]
+            by_nodes[r["server_processes"]] = max(rate, by_nodes.get(r["server_processes"], 0))
     scaling = None
     if 1 in by_nodes and 2 in by_nodes:
-        scaling = round(
-            by_nodes[2]["saturation"]["signals_per_s"] / by_nodes[1]["saturation"]["signals_per_s"],
-            2,
-        )
+        scaling = round(by_nodes[2] / by_nodes[1], 2)
     result = {
         "benchmark": "signaling_load",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -410,9 +489,10 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: v for k, v in vars(args).items() if k != "output"},
         "runs": runs,
         "scaling_1_to_2": scaling,
-        "notes": "targeted ice-candidate signals: REST POST on the sender's server -> store "
-        "check -> Redis pub/sub -> target's WebSocket (on either process); load generator, "
-        "servers and Redis share this machine's cores",
+        "notes": "targeted ice-candidate signals: a signal frame on the sender's socket (ws, "
+        "acked) or a REST POST (rest) on the sender's server -> store check -> bus (memory or "
+        "Redis pub/sub) -> target's WebSocket (on either process); load generator, servers "
+        "and Redis share this machine's cores",
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")

@@ -4,6 +4,20 @@
 // @ts-check
 
 /**
+ * @typedef {Object} AckData
+ * @property {number} delivered
+ */
+
+/**
+ * A client request (a `signal` frame) was done: its `id` and the result.
+ * @typedef {Object} AckFrame
+ * @property {"ack"} type
+ * @property {"voice"} channel
+ * @property {string} id
+ * @property {AckData} data
+ */
+
+/**
  * @typedef {"microphone"|"radio"|"janus"|"http-stream"|"system"} AudioSource
  */
 
@@ -126,11 +140,13 @@
  */
 
 /**
- * A frame the server could not use, a refusal, or why the socket is about to close.
+ * A frame the server could not use, a refusal, or why the socket is about to close;
+ * `id` names the client request (a `signal` frame) it answers, else null.
  * @typedef {Object} ErrorFrame
  * @property {"error"} type
  * @property {"voice"} channel
- * @property {ErrorData} data
+ * @property {string|null} id
+ * @property {WsErrorData} data
  */
 
 /**
@@ -552,8 +568,26 @@
  */
 
 /**
+ * Roster changes of one room in the order they happened: each entry is exactly the
+ * participantJoined/participantLeft frame it stands for. Entries about the receiver
+ * itself may be included (ignore them).
+ * @typedef {Object} RosterBatchData
+ * @property {string} roomId
+ * @property {Array<ParticipantJoinedFrame|ParticipantLeftFrame>} frames
+ */
+
+/**
+ * Sent instead of the frames it holds to a socket that subscribed with
+ * `rosterBatch: true`; other sockets get the frames one by one.
+ * @typedef {Object} RosterBatchFrame
+ * @property {"rosterBatch"} type
+ * @property {"voice"} channel
+ * @property {RosterBatchData} data
+ */
+
+/**
  * Every frame the server sends on /ws (narrow on `type`).
- * @typedef {ConnectedFrame|ParticipantJoinedFrame|ParticipantLeftFrame|SignalFrame|MuteChangedFrame|VolumeChangedFrame|RoomModeChangedFrame|SpeakerSlotsFrame|FloorChangedFrame|ModerationFrame|TalkerCutFrame|NetChangedFrame|NetLoggedFrame|PongFrame|SubscribedFrame|UnsubscribedFrame|ErrorFrame} ServerFrame
+ * @typedef {ConnectedFrame|ParticipantJoinedFrame|ParticipantLeftFrame|SignalFrame|MuteChangedFrame|VolumeChangedFrame|RoomModeChangedFrame|SpeakerSlotsFrame|FloorChangedFrame|ModerationFrame|TalkerCutFrame|NetChangedFrame|NetLoggedFrame|PongFrame|SubscribedFrame|UnsubscribedFrame|ErrorFrame|AckFrame|RosterBatchFrame} ServerFrame
  */
 
 /**
@@ -964,6 +998,35 @@
  * @property {string|null} [channel]
  * @property {Object<string, unknown>|null} [filters]
  * @property {unknown} [data]
+ * @property {boolean|null} [rosterBatch]
+ */
+
+/**
+ * An error on /ws; `status` is what the same refusal is on REST (a WebSocket request's
+ * error), null for an error that answers no request.
+ * @typedef {Object} WsErrorData
+ * @property {string} code
+ * @property {string} message
+ * @property {number|null} status
+ */
+
+/**
+ * A signal sent on /ws: POST .../signal's body plus the room it is for.
+ * @typedef {Object} WsSignal
+ * @property {SignalType} type
+ * @property {string|null} [to]
+ * @property {SessionDescription|IceCandidate|null} [data]
+ * @property {string|null} [from]
+ * @property {string} roomId
+ */
+
+/**
+ * `POST /api/voice-rooms/:roomId/signal` over the open socket: same validation, same
+ * rules, same rate limit; answered by an `ack` or an `error` frame carrying `id`.
+ * @typedef {Object} WsSignalFrame
+ * @property {"signal"} type
+ * @property {string} id
+ * @property {WsSignal} data
  */
 
 export {};

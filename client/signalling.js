@@ -4,7 +4,7 @@
  * auth refusals, keepalive, reconnect backoff, and the one place incoming frames are parsed.
  */
 
-import { VoiceError } from './errors.js';
+import { VoiceError, kindOfStatus } from './errors.js';
 
 /** @typedef {import('./api.js').Api} Api */
 /** @typedef {import('./protocol-types.js').ConnectedData} ConnectedData */
@@ -17,6 +17,9 @@ import { VoiceError } from './errors.js';
 /** @typedef {import('./protocol-types.js').SpeakerSlotsData} SpeakerSlotsData */
 /** @typedef {import('./protocol-types.js').ErrorData} ErrorData */
 /** @typedef {import('./protocol-types.js').WsClientFrame} WsClientFrame */
+/** @typedef {import('./protocol-types.js').WsSignalFrame} WsSignalFrame */
+/** @typedef {import('./protocol-types.js').WsSignal} WsSignal */
+/** @typedef {import('./protocol-types.js').AckData} AckData */
 
 /** @typedef {import('./protocol-types.js').ServerFrame} ServerFrame */
 
@@ -31,6 +34,8 @@ const DEAD_AFTER_MS = 45_000;
 /** Reconnect backoff: first delay, cap. */
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 10_000;
+/** A signal frame not answered within this long fails (the socket is likely dead). */
+const REQUEST_TIMEOUT_MS = 15_000;
 /** Close codes that mean "this token is done": do not reconnect with it. */
 const AUTH_CLOSE_CODES = [4401, 4001, 1008];
 
@@ -90,6 +95,67 @@ export class Signalling {
      * @type {(auth: VoiceError|null, code: number, reason: string) => void}
      */
     this.onlost = () => {};
+    /**
+     * Signal frames sent and not yet answered, by id.
+     * @type {Map<string, {resolve: (d: AckData) => void, reject: (e: VoiceError) => void, timer: ReturnType<typeof setTimeout>}>}
+     */
+    this.pending = new Map();
+    this.nextRequest = 0;
+  }
+
+  /** Whether the socket is open (signals can go on it). */
+  get isOpen() {
+    return !!this.ws && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  /**
+   * Send a signal on the open socket (POST .../signal's rules and rate limit); resolves
+   * on its `ack`, rejects with the VoiceError its `error` frame describes.
+   * @param {WsSignal} data
+   * @returns {Promise<AckData>}
+   */
+  signal(data) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      return Promise.reject(new VoiceError('unreachable', 'the signaling socket is not open'));
+    }
+    const id = `s${++this.nextRequest}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new VoiceError('unreachable', 'the server did not answer the signal'));
+      }, REQUEST_TIMEOUT_MS);
+      this.pending.set(id, { resolve, reject, timer });
+      ws.send(JSON.stringify(/** @type {WsSignalFrame} */ ({ type: 'signal', id, data })));
+    });
+  }
+
+  /**
+   * Settle the request an `ack` or `error` frame answers; whether it answered one.
+   * @param {ServerFrame} frame
+   */
+  _settle(frame) {
+    if ((frame.type !== 'ack' && frame.type !== 'error') || typeof frame.id !== 'string') return false;
+    const entry = this.pending.get(frame.id);
+    if (!entry) return false;
+    this.pending.delete(frame.id);
+    clearTimeout(entry.timer);
+    if (frame.type === 'ack') {
+      entry.resolve(frame.data);
+    } else {
+      const status = frame.data.status || 400;
+      entry.reject(new VoiceError(kindOfStatus(status), frame.data.message || frame.data.code, status));
+    }
+    return true;
+  }
+
+  /** Fail every unanswered signal (the socket closed). */
+  _failPending() {
+    for (const entry of this.pending.values()) {
+      clearTimeout(entry.timer);
+      entry.reject(new VoiceError('unreachable', 'the signaling socket closed'));
+    }
+    this.pending.clear();
   }
 
   /**
@@ -130,8 +196,17 @@ export class Signalling {
           if (version && version !== PROTOCOL_VERSION) {
             this.log('server speaks protocol', version, 'we speak', PROTOCOL_VERSION);
           }
-          ws.send(JSON.stringify(/** @type {WsClientFrame} */ ({ type: 'subscribe', channel: 'voice' })));
+          // rosterBatch: a big room's roster changes come coalesced (one frame per window).
+          ws.send(
+            JSON.stringify(/** @type {WsClientFrame} */ ({ type: 'subscribe', channel: 'voice', rosterBatch: true })),
+          );
           resolve();
+          return;
+        }
+        if (this._settle(frame)) return;
+        if (frame.type === 'rosterBatch') {
+          // The participantJoined/participantLeft frames it holds, in order.
+          for (const inner of frame.data.frames || []) this.onframe(inner);
           return;
         }
         if (frame.type === 'error') {
@@ -145,7 +220,10 @@ export class Signalling {
         this.onframe(frame);
       };
       ws.onclose = (event) => {
-        if (this.ws === ws) this.ws = null;
+        if (this.ws === ws) {
+          this.ws = null;
+          this._failPending();
+        }
         if (!isCurrent()) return;
         const auth =
           authError ||
@@ -225,6 +303,7 @@ export class Signalling {
     const ws = this.ws;
     if (!ws) return;
     this.ws = null;
+    this._failPending();
     ws.onclose = null;
     ws.close();
   }
@@ -234,6 +313,7 @@ export class Signalling {
     const ws = this.ws;
     if (ws) {
       this.ws = null;
+      this._failPending();
       ws.onclose = null;
       ws.onmessage = null;
       ws.onerror = null;

@@ -856,7 +856,12 @@ export class VoiceRoom {
    */
   async _signal(peerId, type, data) {
     if (!this.roomId) return;
-    await this.api.signal(this.roomId, { type, to: peerId, data });
+    // On the open socket (no request per candidate); REST while it is reconnecting.
+    if (this.signalling.isOpen) {
+      await this.signalling.signal({ roomId: this.roomId, type, to: peerId, data });
+    } else {
+      await this.api.signal(this.roomId, { type, to: peerId, data });
+    }
   }
 
   // ------------------------------------------------------------------ mesh links

@@ -19,15 +19,19 @@ from yahaml_voice.core.aio import cancel_and_wait
 from yahaml_voice.core.protocol import (
     CHANNEL,
     PROTOCOL_VERSION,
+    AckData,
+    AckFrame,
     ConnectedData,
     ConnectedFrame,
     JsonError,
     PongFrame,
     RevokeData,
+    SignalRequest,
     SubscribedData,
     SubscribedFrame,
     UnsubscribedFrame,
     WsClientFrame,
+    WsSignalFrame,
     control_error,
     describe,
     error_frame,
@@ -36,13 +40,16 @@ from yahaml_voice.core.protocol import (
 )
 from yahaml_voice.core.tokens import Identity
 
-from .limits import Limits
-from .store import Subscription
+from .errors import ApiError
+from .limits import Limits, RateLimited
+from .store import StoreError, Subscription
 
 log = logging.getLogger(__name__)
 
 SEND_QUEUE = 256
-MAX_FRAME_BYTES = 64 * 1024
+# Room for an SDP of the 64 KiB signals may carry (MAX_SDP_BYTES) and its envelope, so
+# that an SDP too large is refused by the signal rules (413 too_large, with the id).
+MAX_FRAME_BYTES = 96 * 1024
 # Closing (flushing what is queued, then the close frame) never waits longer than this
 # on a peer that does not read; the transport's write timeout then cuts it off.
 CLOSE_TIMEOUT = 2.0
@@ -112,25 +119,41 @@ class Connection:
         """Whether another inbound frame is within this socket's rate (no limit here)."""
         return True
 
+    def charged_elsewhere(self, frame: dict[str, Any]) -> bool:
+        """Whether `frame` is rate-limited by its handler instead of the frame rate."""
+        return False
+
+    def _over_rate(self) -> bool:
+        """Charge one frame; when over the rate: the error frame, the close, True."""
+        if self.admit_frame():
+            return False
+        self.send(self.error("rate_limited", "too many frames; slow down"))
+        self.close(4429, "too many frames")
+        return True
+
     async def _reader(self) -> None:
         while True:
             # Quart hands an empty binary frame over as None (quart/asgi.py: `bytes or text`).
             raw = await self.socket.receive() or b""
-            if not self.admit_frame():
-                self.send(self.error("rate_limited", "too many frames; slow down"))
-                self.close(4429, "too many frames")
-                return
             if len(raw) > MAX_FRAME_BYTES:
-                self.send(self.error("too_large", "frame larger than 64 KiB"))
+                if self._over_rate():
+                    return
+                self.send(self.error("too_large", "frame larger than 96 KiB"))
                 continue
             try:
                 frame = parse_json(raw)
             except JsonError as exc:
+                if self._over_rate():
+                    return
                 self.send(self.error(exc.code, f"frames must be JSON objects: {exc.message}"))
                 continue
             if not isinstance(frame, dict):
+                if self._over_rate():
+                    return
                 self.send(self.error("bad_frame", "frames must be JSON objects"))
                 continue
+            if not self.charged_elsewhere(frame) and self._over_rate():
+                return
             await self.handle(frame)
 
     def error(self, code: str, message: str) -> dict[str, Any]:
@@ -181,18 +204,49 @@ class Connection:
         await self.socket.close(closing.code, closing.reason)
 
 
-class ClientConnection(Connection):
-    """A participant's socket on /ws."""
+# Routes a signal for a participant (Signalling.signal): how many it went to, or ApiError.
+SignalRouter = Callable[[Identity, str, SignalRequest], Awaitable[int]]
 
-    def __init__(self, socket: Socket, identity: Identity, limits: Limits | None = None) -> None:
+
+def request_id(frame: dict[str, Any]) -> str | None:
+    """The `id` of a client request, if usable, even when the rest of the frame is not
+    (its error frame names it)."""
+    value = frame.get("id")
+    return value if isinstance(value, str) and 0 < len(value) <= 64 else None
+
+
+class ClientConnection(Connection):
+    """A participant's socket on /ws.
+
+    Its token was verified once, at the upgrade: frames on it speak for that identity
+    until the token expires (the socket closes then) or its session is revoked (a
+    `_revoke` notice on the bus closes it, and `revoked` refuses what is still queued
+    behind it). Every signal still checks the seat in the store, so a removed seat stops
+    signalling at once, on any process."""
+
+    def __init__(
+        self,
+        socket: Socket,
+        identity: Identity,
+        limits: Limits | None = None,
+        signals: SignalRouter | None = None,
+    ) -> None:
         super().__init__(socket)
         self.identity = identity
         self.subscribed = True
         self.room_filter: str | None = None
+        self.roster_batch = False
+        self.revoked = False
         self._limits = limits
+        self._signals = signals
 
     def admit_frame(self) -> bool:
         return self._limits is None or self._limits.frame(self.id)
+
+    def charged_elsewhere(self, frame: dict[str, Any]) -> bool:
+        # A signal is charged to the participant's signal bucket (the REST path's), not to
+        # the frame rate; only a refused or malformed one costs a frame as well.
+        return self._signals is not None and frame.get("type") == "signal"
 
     def deliver(self, message: dict[str, Any]) -> None:
         if message.get("type") == "_drop":
@@ -217,12 +271,30 @@ class ClientConnection(Connection):
             )
         ):
             return
+        if message.get("type") == "rosterBatch" and isinstance(data, dict):
+            self._roster(message, data)
+            return
         self.send(message)
+
+    def _roster(self, message: dict[str, Any], data: dict[str, Any]) -> None:
+        """A coalesced roster change (delivery.py): as it is to a socket that asked for
+        it, else the frames it holds one by one, less those about this participant (the
+        frames it stands for were never sent to their subject)."""
+        if self.roster_batch:
+            self.send(message)
+            return
+        me = self.identity.participant_id
+        for frame in data.get("frames") or ():
+            inner = frame.get("data") or {}
+            subject = inner.get("participantId") or (inner.get("participant") or {}).get("id")
+            if subject != me:
+                self.send(frame)
 
     def _revoked(self, data: RevokeData) -> None:
         """Logout or removal (RoomService.close_sockets): the error frame, then 4401."""
         if data.session is not None and data.session != self.identity.session_id:
             return
+        self.revoked = True
         self.send(self.error(data.code, data.message))
         self.close(4401, "token revoked")
 
@@ -237,6 +309,9 @@ class ClientConnection(Connection):
         return wire(ConnectedFrame(data=data))
 
     async def handle(self, frame: dict[str, Any]) -> None:
+        if self._signals is not None and frame.get("type") == "signal":
+            await self._signal(frame)
+            return
         try:
             msg = WsClientFrame.model_validate(frame)
         except ValidationError as exc:
@@ -249,12 +324,55 @@ class ClientConnection(Connection):
                 self.send(self.error("bad_channel", f"unknown channel {msg.channel!r}"))
                 return
             self.subscribed = True
+            if msg.rosterBatch is not None:
+                self.roster_batch = msg.rosterBatch
             room = (msg.filters or {}).get("roomId")
             self.room_filter = room if isinstance(room, str) else None
             self.send(wire(SubscribedFrame(data=SubscribedData(filters=msg.filters or {}))))
         elif msg.type == "unsubscribe":
             self.subscribed = False
             self.send(wire(UnsubscribedFrame()))
+
+    def _refuse(self, request: str | None, exc: ApiError) -> None:
+        self.send(wire(error_frame(exc.code, exc.message, request, exc.status)))
+
+    async def _signal(self, frame: dict[str, Any]) -> None:
+        """A signal frame: POST .../signal's rules and limit, answered `ack` or `error`
+        with its id. Handled in the reader, so one socket's signals are routed in order."""
+        assert self._signals is not None
+        request = request_id(frame)
+        try:
+            msg = WsSignalFrame.model_validate(frame)
+        except ValidationError as exc:
+            if not self._over_rate():
+                self._refuse(request, ApiError(400, "bad_request", describe(exc, root="frame")))
+            return
+        if self.revoked:
+            self._refuse(request, ApiError(401, "revoked", "token revoked: log in again"))
+            return
+        try:
+            if self._limits is not None:
+                self._limits.signal(self.identity.participant_id)
+            delivered = await self._signals(self.identity, msg.data.roomId, msg.data)
+        except RateLimited as exc:
+            if not self._over_rate():
+                self._refuse(request, exc)
+            return
+        except ApiError as exc:
+            self._refuse(request, exc)
+            return
+        except StoreError as exc:
+            log.warning("signal on socket %s: store error %s", self.id, exc)
+            self._refuse(
+                request, ApiError(503, "unavailable", "the state store is unavailable; retry")
+            )
+            return
+        except Exception:
+            # A bug, not the client's doing: logged; the socket and its other signals go on.
+            log.exception("signal on socket %s failed", self.id)
+            self._refuse(request, ApiError(500, "internal", "internal error; it has been logged"))
+            return
+        self.send(wire(AckFrame(id=msg.id, data=AckData(delivered=delivered))))
 
 
 FrameHandler = Callable[[str, dict[str, Any]], Awaitable[None]]

@@ -75,7 +75,9 @@ class RoomService:
         self.bus = bus
         self.limits = limits or Limits(config)
         self.started_at = time.time()
-        self.delivery = Delivery(store, bus)
+        self.delivery = Delivery(
+            store, bus, config.server.roster_batch_above, config.server.roster_batch_window
+        )
         self.modes = RoomModes(config, store, self.delivery)
         self.signals = Signalling(config, store, self.delivery, self.modes)
         self.presence = Presence(config, store, self.delivery, self.limits, self.after_leave)
@@ -92,6 +94,7 @@ class RoomService:
 
     async def stop(self) -> None:
         await self.presence.stop()
+        await self.delivery.stop()
 
     # lookups ---------------------------------------------------------------------------
     def room_config(self, room_id: str) -> RoomConfig:
@@ -194,15 +197,10 @@ class RoomService:
                 participant.role,
                 result.count,
             )
-            await self.delivery.broadcast(
-                room_id,
-                ParticipantJoinedFrame(
-                    data=ParticipantJoinedData(
-                        roomId=room_id, participant=participant_view(participant)
-                    )
-                ),
-                exclude=participant.id,
+            joined = ParticipantJoinedData(
+                roomId=room_id, participant=participant_view(participant)
             )
+            await self.delivery.roster(room_id, ParticipantJoinedFrame(data=joined), result.count)
         state = await self.modes.maybe_switch(room, result.count)
         await self.net.joined(room, participant)
         peers = [p for p in await self.store.participants(room_id) if p.id != participant.id]
@@ -275,20 +273,16 @@ class RoomService:
     async def after_leave(self, room_id: str, record: ParticipantRecord, why: str) -> None:
         log.info("leave room=%s participant=%s why=%s", room_id, record.id, why)
         reason = leave_reason(why)
-        await self.delivery.broadcast(
-            room_id,
-            ParticipantLeftFrame(
-                data=ParticipantLeftData(roomId=room_id, participantId=record.id, reason=reason)
-            ),
-        )
+        count = await self.store.count(room_id)
+        left = ParticipantLeftData(roomId=room_id, participantId=record.id, reason=reason)
+        await self.delivery.roster(room_id, ParticipantLeftFrame(data=left), count, wait=False)
         state = await self.store.room_state(room_id)
         worker = routed_to(state, record) if state.mode == "sfu" else None
         if worker:
-            left = ToWorkerParticipantLeft(roomId=room_id, participantId=record.id, reason=reason)
-            await self.delivery.to_worker(worker, ToWorkerParticipantLeftFrame(data=left))
+            gone = ToWorkerParticipantLeft(roomId=room_id, participantId=record.id, reason=reason)
+            await self.delivery.to_worker(worker, ToWorkerParticipantLeftFrame(data=gone))
         room = self.config.room(room_id)
         if room is not None:
-            count = await self.store.count(room_id)
             await self.modes.maybe_switch(room, count)
             await self.net.left(room, record, count)
 

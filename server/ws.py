@@ -89,7 +89,7 @@ async def client_socket() -> None:
         websocket.requested_subprotocols,
     )
     await websocket.accept(subprotocol=_subprotocol())
-    conn = ClientConnection(websocket, identity, svc.limits)
+    conn = ClientConnection(websocket, identity, svc.limits, svc.rooms.signals.signal)
     try:
         await svc.rooms.presence.socket_opened(identity.participant_id, conn.id, svc.node_id)
     except RateLimited as exc:

@@ -117,6 +117,11 @@ EXAMPLES: list[BaseModel] = [
     p.VolumeRequest(volume=40),
     p.WsClientFrame(type="subscribe", channel="voice", filters={"roomId": "net"}),
     p.WsClientFrame(type="ping", data={"t": 1}),
+    p.WsClientFrame(type="subscribe", channel="voice", rosterBatch=True),
+    p.WsSignalFrame(
+        type="signal", id="s1", data=p.WsSignal(roomId="net", type="offer", to="sfu", data=OFFER)
+    ),
+    p.WsSignalFrame(type="signal", id="s2", data=p.WsSignal(roomId="net", type="ice-candidate")),
     p.FloorRequestBody(kind="priority"),
     p.FloorTarget(participantId="p-2"),
     p.FloorTarget(),
@@ -205,6 +210,21 @@ EXAMPLES: list[BaseModel] = [
     p.SubscribedFrame(data=p.SubscribedData(filters={"roomId": "net"})),
     p.UnsubscribedFrame(),
     p.error_frame("too_large", "frame larger than 64 KiB"),
+    p.error_frame("peer_not_found", "no participant 'p-9' in this room", "s1", 404),
+    p.AckFrame(id="s1", data=p.AckData(delivered=1)),
+    p.RosterBatchFrame(
+        data=p.RosterBatchData(
+            roomId="net",
+            frames=[
+                p.ParticipantJoinedFrame(
+                    data=p.ParticipantJoinedData(roomId="net", participant=PARTICIPANT)
+                ),
+                p.ParticipantLeftFrame(
+                    data=p.ParticipantLeftData(roomId="net", participantId="p-1", reason="left")
+                ),
+            ],
+        )
+    ),
     # worker -> server (/sfu/ws)
     p.WorkerHelloFrame(data=p.WorkerHello(workerId="host-1", slots=3, pid=7, host="host")),
     p.WorkerHelloFrame(data=p.WorkerHello(workerId="host-1", slots=3)),

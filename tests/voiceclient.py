@@ -1,7 +1,8 @@
 """The one Python client of yahaml-voice, used by tests and benchmarks.
 
 It speaks the real protocol: REST with a bearer token, the `/ws` WebSocket, and aiortc
-peer connections negotiated through `/signal`. In mesh mode the newcomer offers to the
+peer connections negotiated through `signal` frames on the open socket (as the browser
+client does; `POST .../signal` without a socket, or with `ws_signals=False`). In mesh mode the newcomer offers to the
 peers listed in its join answer (so two sides never offer at once); it answers offers it
 receives. In SFU mode it negotiates one connection with the peer `sfu` per the media
 contract in docs/architecture.md.
@@ -252,6 +253,8 @@ class VoiceClient:
         http: httpx.AsyncClient | None = None,
         count_only: bool = False,
         keep_event: Callable[[dict[str, Any]], bool] | None = None,
+        ws_signals: bool = True,
+        roster_batch: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         # A load generator shares one HTTP client per server among many VoiceClients
@@ -294,6 +297,18 @@ class VoiceClient:
         # `event_times[i]` is when `events[i]` arrived (time.monotonic()).
         self.keep_event = keep_event
         self.event_times: list[float] = []
+        # Signals go as frames on the open socket (answered ack/error by id) unless False.
+        self.ws_signals = ws_signals
+        self._requests: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._next_request = 0
+        # Subscribe with rosterBatch: roster changes of big rooms come as rosterBatch frames.
+        self.roster_batch = roster_batch
+        # The other members of the room as the socket's roster events tell them, on top of
+        # the join answer (`roster_at`: time.monotonic() of the last change).
+        self.roster: set[str] = set()
+        self.roster_at = 0.0
+        self._roster_room: str | None = None
+        self._roster_log: list[dict[str, Any]] | None = None
 
     # ------------------------------------------------------------------ REST
     def _headers(self) -> dict[str, str]:
@@ -329,9 +344,13 @@ class VoiceClient:
             self.callsign = claims["name"]
 
     async def join(self, room_id: str, join_mode: str = "operator") -> dict[str, Any]:
+        # Roster events that arrive while the join is under way are applied on top of the
+        # answer's peers, in order: the roster converges whatever the answer reflected.
+        self._roster_room, self._roster_log = room_id, []
         answer = await self.request(
             "POST", f"/api/voice-rooms/{room_id}/join", {"joinMode": join_mode}
         )
+        self._start_roster(answer)
         self.room_id = room_id
         self.join_mode = join_mode
         self.join_answer = answer
@@ -379,11 +398,80 @@ class VoiceClient:
                 ttl = 12.5  # retry in 10 s
 
     async def signal(self, type_: str, data: Any, to: str | None = None) -> dict[str, Any]:
+        """Send a signal: a `signal` frame on the open socket (its ack as SignalAnswer, its
+        error frame as ApiFailure with the REST status), else POST .../signal."""
         assert self.room_id
         body: dict[str, Any] = {"type": type_, "data": data}
         if to is not None:
             body["to"] = to
-        return await self.request("POST", f"/api/voice-rooms/{self.room_id}/signal", body)
+        if not self.ws_signals or self.ws is None or self._ws_task is None or self._ws_task.done():
+            return await self.request("POST", f"/api/voice-rooms/{self.room_id}/signal", body)
+        self._next_request += 1
+        request = f"s{self._next_request}"
+        frame = {"type": "signal", "id": request, "data": {"roomId": self.room_id, **body}}
+        if asyncio.current_task() is self._ws_task:
+            # Answering a frame from within the socket's reader: its ack cannot be read
+            # until we return, so do not wait for it (an error frame is logged).
+            self._requests[request] = asyncio.get_running_loop().create_future()
+            self._requests[request].add_done_callback(self._log_refusal)
+            await self.send_ws(frame)
+            return {"success": True, "delivered": None}
+        future = self._requests[request] = asyncio.get_running_loop().create_future()
+        try:
+            await self.send_ws(frame)
+            reply = await asyncio.wait_for(future, 15.0)
+        finally:
+            self._requests.pop(request, None)
+        if reply["type"] == "error":
+            data = reply["data"]
+            raise ApiFailure(data.get("status") or 0, {"error": data["code"], **data})
+        return {"success": True, "delivered": reply["data"]["delivered"]}
+
+    def _log_refusal(self, future: asyncio.Future[dict[str, Any]]) -> None:
+        if not future.cancelled() and future.result()["type"] == "error":
+            log.info("%s: signal refused: %s", self.callsign, future.result()["data"])
+
+    def _reply(self, event: dict[str, Any]) -> bool:
+        """Whether `event` answers one of our requests (then it resolves it)."""
+        request = event.get("id")
+        if event.get("type") not in ("ack", "error") or not isinstance(request, str):
+            return False
+        future = self._requests.pop(request, None)
+        if future is None:
+            return False
+        if not future.done():
+            future.set_result(event)
+        return True
+
+    # ------------------------------------------------------------------ roster
+    def _start_roster(self, answer: dict[str, Any]) -> None:
+        self.roster = {p["id"] for p in answer["peers"]}
+        self.roster_at = time.monotonic()
+        log_, self._roster_log = self._roster_log or [], None
+        for frame in log_:
+            self._apply_roster(frame)
+
+    def _on_roster(self, event: dict[str, Any]) -> None:
+        data = event.get("data") or {}
+        if self._roster_room is None or data.get("roomId") != self._roster_room:
+            return
+        frames = data.get("frames") or [] if event["type"] == "rosterBatch" else [event]
+        for frame in frames:
+            if self._roster_log is not None:
+                self._roster_log.append(frame)
+            else:
+                self._apply_roster(frame)
+
+    def _apply_roster(self, frame: dict[str, Any]) -> None:
+        data = frame["data"]
+        before = len(self.roster)
+        if frame["type"] == "participantJoined":
+            if data["participant"]["id"] != self.participant_id:
+                self.roster.add(data["participant"]["id"])
+        else:
+            self.roster.discard(data["participantId"])
+        if len(self.roster) != before:
+            self.roster_at = time.monotonic()
 
     async def set_muted(self, muted: bool) -> None:
         assert self.room_id
@@ -449,7 +537,10 @@ class VoiceClient:
         since = len(self.events)
         self.ws = await websockets.connect(self.ws_url(), max_size=2**20, open_timeout=timeout)
         self._ws_task = asyncio.create_task(self._ws_loop(self.ws))
-        return await self.wait_event("connected", timeout=timeout, since=since)
+        connected = await self.wait_event("connected", timeout=timeout, since=since)
+        if self.roster_batch:
+            await self.send_ws({"type": "subscribe", "channel": "voice", "rosterBatch": True})
+        return connected
 
     async def reconnect(self, base_url: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
         """Reopen /ws (on another server process if `base_url` is given) and rejoin the room,
@@ -488,6 +579,10 @@ class VoiceClient:
         try:
             async for raw in ws:
                 event = json.loads(raw)
+                if self._reply(event):
+                    continue
+                if event.get("type") in ("participantJoined", "participantLeft", "rosterBatch"):
+                    self._on_roster(event)
                 if self.keep_event is None or self.keep_event(event):
                     self.events.append(event)
                     self.event_times.append(time.monotonic())
@@ -501,6 +596,10 @@ class VoiceClient:
         except websockets.ConnectionClosed:
             pass
         finally:
+            for future in self._requests.values():
+                if not future.done():
+                    future.set_exception(ConnectionError("the socket closed"))
+            self._requests.clear()
             self.events.append(
                 {"type": "_closed", "data": {"code": ws.close_code, "reason": ws.close_reason}}
             )

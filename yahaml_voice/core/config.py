@@ -201,6 +201,12 @@ class ServerConfig(_Section):
     max_sockets: int = 4096
     # A client that takes none of what we send for this long is disconnected (TCP abort).
     write_timeout: Duration = 10.0
+    # Roster changes (participantJoined/Left) of a room with at least this many members
+    # are coalesced: the first of a quiet room goes at once, those within
+    # roster_batch_window after it together at its end, one frame per member
+    # (delivery.py), so a join storm is not quadratic in frames. 0: never coalesce.
+    roster_batch_above: int = 32
+    roster_batch_window: Duration = 0.1
     # Reverse proxies (addresses or CIDRs) whose X-Forwarded-For names the client; from any
     # other peer the header is ignored and the peer's own address is the client's.
     trusted_proxies: list[Text] = Field(default_factory=list)

@@ -482,6 +482,13 @@ class ErrorData(Frame):
     message: str
 
 
+class WsErrorData(ErrorData):
+    """An error on /ws; `status` is what the same refusal is on REST (a WebSocket request's
+    error), null for an error that answers no request."""
+
+    status: int | None = None
+
+
 class SlotAssignment(Frame):
     index: int = Field(ge=0, le=15)
     participantId: str | None = None
@@ -497,6 +504,28 @@ class WsClientFrame(Strict):
     channel: str | None = None
     filters: dict[str, Any] | None = None
     data: Any = None
+    # On subscribe: take a room's roster changes as `rosterBatch` frames (coalesced under
+    # load) instead of one participantJoined/participantLeft frame per change.
+    rosterBatch: bool | None = None
+
+
+# A client's name for one request on /ws, echoed in its `ack` or `error` frame.
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class WsSignal(SignalRequest):
+    """A signal sent on /ws: POST .../signal's body plus the room it is for."""
+
+    roomId: RoomId
+
+
+class WsSignalFrame(Strict):
+    """`POST /api/voice-rooms/:roomId/signal` over the open socket: same validation, same
+    rules, same rate limit; answered by an `ack` or an `error` frame carrying `id`."""
+
+    type: Literal["signal"]
+    id: RequestId
+    data: WsSignal
 
 
 # ---------------------------------------------------------------- client WebSocket, server -> client
@@ -762,11 +791,45 @@ class UnsubscribedFrame(Frame):
 
 
 class ErrorFrame(Frame):
-    """A frame the server could not use, a refusal, or why the socket is about to close."""
+    """A frame the server could not use, a refusal, or why the socket is about to close;
+    `id` names the client request (a `signal` frame) it answers, else null."""
 
     type: Literal["error"] = "error"
     channel: Literal["voice"] = CHANNEL
-    data: ErrorData
+    id: str | None = None
+    data: WsErrorData
+
+
+class AckData(Frame):
+    # How many participants the signal went to (as SignalAnswer.delivered).
+    delivered: int
+
+
+class AckFrame(Frame):
+    """A client request (a `signal` frame) was done: its `id` and the result."""
+
+    type: Literal["ack"] = "ack"
+    channel: Literal["voice"] = CHANNEL
+    id: str
+    data: AckData
+
+
+class RosterBatchData(Frame):
+    """Roster changes of one room in the order they happened: each entry is exactly the
+    participantJoined/participantLeft frame it stands for. Entries about the receiver
+    itself may be included (ignore them)."""
+
+    roomId: str
+    frames: list[ParticipantJoinedFrame | ParticipantLeftFrame]
+
+
+class RosterBatchFrame(Frame):
+    """Sent instead of the frames it holds to a socket that subscribed with
+    `rosterBatch: true`; other sockets get the frames one by one."""
+
+    type: Literal["rosterBatch"] = "rosterBatch"
+    channel: Literal["voice"] = CHANNEL
+    data: RosterBatchData
 
 
 ServerFrame = Annotated[
@@ -786,14 +849,19 @@ ServerFrame = Annotated[
     | PongFrame
     | SubscribedFrame
     | UnsubscribedFrame
-    | ErrorFrame,
+    | ErrorFrame
+    | AckFrame
+    | RosterBatchFrame,
     Field(discriminator="type"),
 ]
 """Every frame the server sends on /ws."""
 
 
-def error_frame(code: str, message: str) -> ErrorFrame:
-    return ErrorFrame(data=ErrorData(code=code, message=message))
+def error_frame(
+    code: str, message: str, request: str | None = None, status: int | None = None
+) -> ErrorFrame:
+    data = WsErrorData(code=code, message=message, status=status)
+    return ErrorFrame(id=request, data=data)
 
 
 # ---------------------------------------------------------------- SFU control, worker -> server

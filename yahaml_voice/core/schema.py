@@ -49,6 +49,7 @@ CLIENT_SENDS: tuple[type[BaseModel], ...] = (
     p.CheckInOrder,
     p.NetNote,
     p.WsClientFrame,
+    p.WsSignalFrame,
 )
 # REST answers (serialization mode, as every model below).
 ANSWERS: tuple[type[BaseModel], ...] = (

@@ -22,6 +22,12 @@ async def metrics() -> Response:
     mode = Gauge(
         "yahaml_voice_room_sfu", "1 when the room runs on an SFU", ["room"], registry=registry
     )
+    spans = Gauge(
+        "yahaml_voice_room_sfu_workers",
+        "SFU workers a room runs on (origin and edges; 0 in mesh mode)",
+        ["room"],
+        registry=registry,
+    )
     sockets = Gauge("yahaml_voice_sockets", "WebSockets held by this process", registry=registry)
     workers = Gauge("yahaml_voice_sfu_workers", "Live SFU workers", registry=registry)
     streams = Gauge(
@@ -45,6 +51,7 @@ async def metrics() -> Response:
         participants.labels(room.id).set(await svc.store.count(room.id))
         state = await svc.store.room_state(room.id)
         mode.labels(room.id).set(1 if state.mode == "sfu" else 0)
+        spans.labels(room.id).set(len(state.workers))
     sockets.set(len(svc.local_sockets))
     live = await svc.store.workers()
     workers.set(len(live))

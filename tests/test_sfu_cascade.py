@@ -266,6 +266,8 @@ async def test_a_room_spans_two_workers_and_survives_losing_its_edge(
         "one slot mapping everywhere",
     )
 
+    assert 'yahaml_voice_room_sfu_workers{room="net"} 2.0' in server.metrics()
+
     edge = psutil.Process(placed[on_edge[0].callsign])
     epochs = {c.callsign: c.epoch for c in listeners}
     os.kill(edge.pid, signal.SIGKILL)

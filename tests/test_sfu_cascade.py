@@ -287,3 +287,24 @@ async def test_a_room_spans_two_workers_and_survives_losing_its_edge(
         left = max(0.1, 5 - (time.monotonic() - killed))
         await client.wait_audio(SFU, frames=5, timeout=left)
     print(f"edge listeners heard again {time.monotonic() - killed:.2f}s after the kill")
+
+
+async def test_a_link_to_a_host_name_is_refused_with_an_error_frame(rig: Rig) -> None:
+    """The origin sends to the link's address per packet: an IP literal, never a name."""
+    await rig.origin.handle(
+        {
+            "type": "cascadeLink",
+            "data": {"roomId": ROOM, "edge": "w-edge", "host": "sfu2.example.org",
+                     "ports": [40000, 40001, 40002], "key": None},
+        }
+    )  # fmt: skip
+    kind, data = rig.origin_frames.items[-1]
+    assert kind == "error" and data["code"] == "bad_frame" and "host" in data["message"]
+    assert not rig.origin.links
+
+
+def test_cascade_host_must_be_an_address() -> None:
+    from yahaml_voice.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="sfu.cascade_host: expected an IP address"):
+        config(cascade_host="sfu1.example.org")

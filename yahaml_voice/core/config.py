@@ -79,6 +79,17 @@ Text = Annotated[str, BeforeValidator(_text)]
 Workers = Annotated[int | Literal["auto"], BeforeValidator(_workers)]
 
 
+def _ip(value: Any) -> Any:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise _BadValue(f"expected an IP address, got {value!r}") from None
+
+
+# An IP address (not a host name).
+IpText = Annotated[str, BeforeValidator(_ip)]
+
+
 class _Section(BaseModel):
     """Strict: unknown keys refused, no coercion; assignments (the CLI's) validated too."""
 
@@ -290,7 +301,7 @@ class SfuConfig(_Section):
     # (the default, workers on one host) gets plain RTP; any other address SRTP with a key
     # sent over the control connections. Set it to the host's address when workers run
     # on several hosts.
-    cascade_host: Text = "127.0.0.1"
+    cascade_host: IpText = "127.0.0.1"
     # HS256 secret of the workers' own tokens (never auth.secret). The embedded workers get
     # one generated per start; workers run elsewhere (`yahaml-voice sfu`) need it set, the
     # same on every server process and worker.

@@ -7,11 +7,19 @@ Field names follow YAHAML's camelCase wire format.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Annotated, Any, Final, Literal, TypeGuard, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 PROTOCOL_VERSION = 1
 CHANNEL: Final = "voice"
@@ -924,6 +932,14 @@ class WorkerTalker(Frame):
     reason: CutReason = "tot"
 
 
+def _ip_literal(value: str) -> str:
+    """An IP address, never a name: the origin sends to it per packet (no lookups)."""
+    return str(ipaddress.ip_address(value))
+
+
+IpAddress = Annotated[str, Field(max_length=64), AfterValidator(_ip_literal)]
+
+
 class WorkerCascadeReady(Frame):
     """worker -> server: this worker holds the room as an edge (issue 14) and takes the
     origin's slot streams at `host`:`ports[i]` for slot i.
@@ -934,7 +950,7 @@ class WorkerCascadeReady(Frame):
 
     roomId: RoomId
     origin: PeerId
-    host: str = Field(min_length=1, max_length=255)
+    host: IpAddress
     ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(min_length=1, max_length=16)
     key: str | None = Field(default=None, min_length=40, max_length=40)
 
@@ -1059,7 +1075,7 @@ class ToWorkerCascadeLink(Frame):
 
     roomId: RoomId
     edge: PeerId
-    host: str = Field(min_length=1, max_length=255)
+    host: IpAddress
     ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(min_length=1, max_length=16)
     key: str | None = Field(default=None, min_length=40, max_length=40)
 

@@ -306,5 +306,5 @@ async def test_a_link_to_a_host_name_is_refused_with_an_error_frame(rig: Rig) ->
 def test_cascade_host_must_be_an_address() -> None:
     from yahaml_voice.core.config import ConfigError
 
-    with pytest.raises(ConfigError, match="sfu.cascade_host: expected an IP address"):
+    with pytest.raises(ConfigError, match=r"sfu\.cascade_host: expected an IP address"):
         config(cascade_host="sfu1.example.org")

@@ -247,6 +247,7 @@
  * @property {SfuInfo} sfu
  * @property {number} gracePeriod
  * @property {number|null} iceTtl
+ * @property {RecordingState|null} recording
  */
 
 /**
@@ -517,6 +518,32 @@
  */
 
 /**
+ * @typedef {Object} RecordingChangedData
+ * @property {string} roomId
+ * @property {RecordingState} recording
+ */
+
+/**
+ * @typedef {Object} RecordingChangedFrame
+ * @property {"recordingChanged"} type
+ * @property {"voice"} channel
+ * @property {RecordingChangedData} data
+ */
+
+/**
+ * A room's recording: `recording` while it runs; `stopped` (by net control, or the room
+ * left its worker) or `failed` (`reason`: the disk filled, the writer fell behind) after.
+ * @typedef {Object} RecordingState
+ * @property {string} id
+ * @property {string} roomId
+ * @property {"recording"|"stopped"|"failed"} state
+ * @property {string} startedAt
+ * @property {string|null} endedAt
+ * @property {string|null} reason
+ * @property {string|null} netId
+ */
+
+/**
  * @typedef {"ncs"|"operator"|"listener"} Role
  */
 
@@ -534,6 +561,9 @@
  * @property {number} sfuThreshold
  * @property {boolean} ptt
  * @property {number} tot
+ * @property {boolean|"ncs"} record
+ * @property {boolean} recording
+ * @property {"voice"|"parrot"} kind
  * @property {Array<Participant>} participants
  */
 
@@ -565,6 +595,9 @@
  * @property {number} sfuThreshold
  * @property {boolean} ptt
  * @property {number} tot
+ * @property {boolean|"ncs"} record
+ * @property {boolean} recording
+ * @property {"voice"|"parrot"} kind
  */
 
 /**
@@ -587,7 +620,7 @@
 
 /**
  * Every frame the server sends on /ws (narrow on `type`).
- * @typedef {ConnectedFrame|ParticipantJoinedFrame|ParticipantLeftFrame|SignalFrame|MuteChangedFrame|VolumeChangedFrame|RoomModeChangedFrame|SpeakerSlotsFrame|FloorChangedFrame|ModerationFrame|TalkerCutFrame|NetChangedFrame|NetLoggedFrame|PongFrame|SubscribedFrame|UnsubscribedFrame|ErrorFrame|AckFrame|RosterBatchFrame} ServerFrame
+ * @typedef {ConnectedFrame|ParticipantJoinedFrame|ParticipantLeftFrame|SignalFrame|MuteChangedFrame|VolumeChangedFrame|RoomModeChangedFrame|SpeakerSlotsFrame|FloorChangedFrame|ModerationFrame|TalkerCutFrame|RecordingChangedFrame|TransmissionRecordedFrame|NetChangedFrame|NetLoggedFrame|PongFrame|SubscribedFrame|UnsubscribedFrame|ErrorFrame|AckFrame|RosterBatchFrame} ServerFrame
  */
 
 /**
@@ -796,7 +829,7 @@
 
 /**
  * Every frame the server sends an SFU worker.
- * @typedef {ToWorkerSignalFrame|ToWorkerParticipantLeftFrame|ToWorkerRoomClosedFrame|ToWorkerFloorFrame|ToWorkerCascadeLinkFrame|ToWorkerCascadeUnlinkFrame|ToWorkerAnnounceFrame|ControlErrorFrame} ToWorkerFrame
+ * @typedef {ToWorkerSignalFrame|ToWorkerParticipantLeftFrame|ToWorkerRoomClosedFrame|ToWorkerFloorFrame|ToWorkerCascadeLinkFrame|ToWorkerCascadeUnlinkFrame|ToWorkerAnnounceFrame|ToWorkerRecordFrame|ControlErrorFrame} ToWorkerFrame
  */
 
 /**
@@ -810,6 +843,22 @@
  * @typedef {Object} ToWorkerParticipantLeftFrame
  * @property {"participantLeft"} type
  * @property {ToWorkerParticipantLeft} data
+ */
+
+/**
+ * server -> origin worker: record the room as `recordingId` from now on (null: stop).
+ * Sent when recording starts or stops, when the room is placed, and after its roomState
+ * (a worker that already records that id goes on; another id: the old one stops).
+ * @typedef {Object} ToWorkerRecord
+ * @property {string} roomId
+ * @property {string|null} recordingId
+ * @property {string|null} netId
+ */
+
+/**
+ * @typedef {Object} ToWorkerRecordFrame
+ * @property {"record"} type
+ * @property {ToWorkerRecord} data
  */
 
 /**
@@ -834,12 +883,44 @@
  * @property {SignalType} type
  * @property {SessionDescription|IceCandidate|null} data
  * @property {string|null} origin
+ * @property {boolean} parrot
  */
 
 /**
  * @typedef {Object} ToWorkerSignalFrame
  * @property {"signal"} type
  * @property {ToWorkerSignal} data
+ */
+
+/**
+ * One transmission in a recording: a talker in one speaker slot from start to stop.
+ *
+ * `offset` is its position in the net recording (seconds from the recording's start).
+ * `url` is where a member replays it (set by the server; absent between processes).
+ * @typedef {Object} Transmission
+ * @property {number} index
+ * @property {number} slot
+ * @property {string} participantId
+ * @property {string} callsign
+ * @property {string} start
+ * @property {string} end
+ * @property {number} offset
+ * @property {number} duration
+ * @property {string|null} url
+ */
+
+/**
+ * @typedef {Object} TransmissionRecordedData
+ * @property {string} roomId
+ * @property {string} recordingId
+ * @property {Transmission} transmission
+ */
+
+/**
+ * @typedef {Object} TransmissionRecordedFrame
+ * @property {"transmissionRecorded"} type
+ * @property {"voice"} channel
+ * @property {TransmissionRecordedData} data
  */
 
 /**
@@ -895,7 +976,7 @@
 
 /**
  * Every frame an SFU worker sends on /sfu/ws.
- * @typedef {WorkerHelloFrame|WorkerLoadFrame|WorkerSignalFrame|WorkerSlotsFrame|WorkerRoomStateFrame|WorkerTalkerFrame|WorkerCascadeReadyFrame|ControlErrorFrame} WorkerFrame
+ * @typedef {WorkerHelloFrame|WorkerLoadFrame|WorkerSignalFrame|WorkerSlotsFrame|WorkerRoomStateFrame|WorkerTalkerFrame|WorkerCascadeReadyFrame|WorkerRecordingFrame|WorkerTransmissionFrame|ControlErrorFrame} WorkerFrame
  */
 
 /**
@@ -925,6 +1006,23 @@
  * @typedef {Object} WorkerLoadFrame
  * @property {"load"} type
  * @property {WorkerLoad} data
+ */
+
+/**
+ * worker -> server: a recording of a room started, stopped or failed on this worker
+ * (`bytes` written so far).
+ * @typedef {Object} WorkerRecording
+ * @property {string} roomId
+ * @property {string} recordingId
+ * @property {"recording"|"stopped"|"failed"} state
+ * @property {string|null} reason
+ * @property {number} bytes
+ */
+
+/**
+ * @typedef {Object} WorkerRecordingFrame
+ * @property {"recording"} type
+ * @property {WorkerRecording} data
  */
 
 /**
@@ -989,6 +1087,20 @@
  * @typedef {Object} WorkerTalkerFrame
  * @property {"talker"} type
  * @property {WorkerTalker} data
+ */
+
+/**
+ * worker -> server: a transmission ended and its file is complete.
+ * @typedef {Object} WorkerTransmission
+ * @property {string} roomId
+ * @property {string} recordingId
+ * @property {Transmission} transmission
+ */
+
+/**
+ * @typedef {Object} WorkerTransmissionFrame
+ * @property {"transmission"} type
+ * @property {WorkerTransmission} data
  */
 
 /**

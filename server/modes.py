@@ -56,9 +56,9 @@ class RoomModes:
         """Apply the thresholds (with hysteresis) and return the room's state. A directed
         room goes to an SFU worker at its first join and never back to mesh."""
         state = await self.store.room_state(room.id)
-        if room.directed:
+        if room.always_sfu:
             if state.mode == "mesh" and count >= 1:
-                return await self.place(room.id, reason="directed net")
+                return await self.place(room.id, reason="always on a worker")
             return state
         mesh_at = room.mesh_threshold if room.mesh_threshold is not None else 1
         if state.mode == "mesh" and count >= room.sfu_threshold:
@@ -190,6 +190,6 @@ class RoomModes:
                     await self.drop_edge(room.id, edge, "worker silent")
             if state.mode == "mesh":
                 count = await self.store.count(room.id)
-                if count >= (1 if room.directed else room.sfu_threshold):
+                if count >= (1 if room.always_sfu else room.sfu_threshold):
                     # A room that could not be placed earlier (no worker yet).
                     await self.place(room.id, reason=f"{count} participants, worker available")

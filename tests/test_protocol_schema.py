@@ -106,6 +106,16 @@ def _signal(to: str | None, data: p.SessionDescription | p.IceCandidate | None) 
     return p.SignalFrame(data=p.SignalData(roomId="net", message=message))
 
 
+TRANSMISSION = p.Transmission(
+    index=3,
+    slot=0,
+    participantId="p-1",
+    callsign="W1AW",
+    start="2026-11-30T20:01:00Z",
+    end="2026-11-30T20:01:12Z",
+    offset=60.0,
+    duration=12.0,
+)
 EXAMPLES: list[BaseModel] = [
     # clients -> server
     p.SessionRequest(callsign="W1AW", stationId="s", sourceInfo={"any": ["thing"]}),
@@ -289,6 +299,42 @@ EXAMPLES: list[BaseModel] = [
     ),
     p.ToWorkerCascadeUnlinkFrame(data=p.ToWorkerCascadeUnlink(roomId="net", edge="w-2")),
     p.ToWorkerAnnounceFrame(data=p.ToWorkerAnnounce(roomId="net")),
+    p.ToWorkerRecordFrame(
+        data=p.ToWorkerRecord(roomId="net", recordingId="20261130T200000Z-0a1b2c", netId=None)
+    ),
+    p.WorkerRecordingFrame(
+        data=p.WorkerRecording(
+            roomId="net",
+            recordingId="20261130T200000Z-0a1b2c",
+            state="failed",
+            reason="disk full",
+            bytes=1024,
+        )
+    ),
+    p.WorkerTransmissionFrame(
+        data=p.WorkerTransmission(
+            roomId="net", recordingId="20261130T200000Z-0a1b2c", transmission=TRANSMISSION
+        )
+    ),
+    p.RecordingChangedFrame(
+        data=p.RecordingChangedData(
+            roomId="net",
+            recording=p.RecordingState(
+                id="20261130T200000Z-0a1b2c",
+                roomId="net",
+                state="recording",
+                startedAt="2026-11-30T20:00:00Z",
+                netId="n-1",
+            ),
+        )
+    ),
+    p.TransmissionRecordedFrame(
+        data=p.TransmissionRecordedData(
+            roomId="net",
+            recordingId="20261130T200000Z-0a1b2c",
+            transmission=TRANSMISSION.model_copy(update={"url": "/api/voice-rooms/net/x"}),
+        )
+    ),
     p.FloorChangedFrame(
         data=p.FloorChangedData(
             floor=p.FloorState(
@@ -446,6 +492,8 @@ def test_worker_frames_parse_with_the_frame_type_in_errors() -> None:
         "roomState",
         "talker",
         "cascadeReady",
+        "recording",
+        "transmission",
     }
     assert set(p.TO_WORKER_FRAMES) == {
         "signal",
@@ -455,6 +503,7 @@ def test_worker_frames_parse_with_the_frame_type_in_errors() -> None:
         "cascadeLink",
         "cascadeUnlink",
         "announce",
+        "record",
     }
     assert p.WORKER_FRAMES["slots"] is p.WorkerSlots
     assert p.TO_WORKER_FRAMES["signal"] is p.ToWorkerSignal

@@ -125,10 +125,22 @@ class RoomConfig(_Section):
     # How long a participant removed by net control stays out of this room (its token, its
     # callsign). 0: until the net ends (the room empties).
     ban_time: Duration = 0.0
+    # Recording (docs/protocol.md "Recording"): `true` records whenever the room is on its
+    # SFU worker, `ncs` when net control starts it. A recorded room is always on a worker
+    # (placed at its first join, like a directed one) and says so before anyone joins.
+    record: bool | Literal["ncs"] = False
+    # `parrot`: an echo test. What a member says is played back to it alone when it stops
+    # talking (at most recording.parrot_max); nobody hears anyone else. Always on a worker.
+    kind: Literal["voice", "parrot"] = "voice"
 
     @property
     def directed(self) -> bool:
         return self.floor == "directed"
+
+    @property
+    def always_sfu(self) -> bool:
+        """Placed on a worker at its first join and never back to mesh."""
+        return self.directed or self.record is not False or self.kind == "parrot"
 
     @property
     def courtesy(self) -> bool:
@@ -340,6 +352,26 @@ def _host_port(entry: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class RecordingConfig(_Section):
+    """Recordings of rooms with `record` set: Ogg Opus files written by the SFU worker from
+    the packets it forwards (never transcoded), under `dir/<room>/<recording id>/`. The
+    server serves them from the same directory: with workers on other hosts, `dir` must be
+    shared storage (relative paths are from the working directory)."""
+
+    dir: Text = "data/recordings"
+    # Recordings older than this are deleted (0: kept until max_bytes).
+    keep: Duration = 30 * 86400.0
+    # Bytes all recordings may take; the oldest go first (0: no cap).
+    max_bytes: int = Field(default=10 * 2**30, ge=0)
+    # Packets a worker's recording writer may hold in memory: a disk slower than this
+    # loses recording (the recording fails, with an event), never forwarding.
+    queue: int = Field(default=4096, ge=16)
+    # Transmissions a member of a recorded room can list and replay ("say again").
+    replay_last: int = Field(default=20, ge=1, le=1000)
+    # The longest transmission a parrot room plays back.
+    parrot_max: Duration = 30.0
+
+
 class NetLogConfig(_Section):
     """The net log (nets, check-ins, their logs). Redis mode keeps it in Redis, shared by
     every process; the embedded default in this SQLite file, so open nets survive a
@@ -397,6 +429,7 @@ class Config(_Section):
     sfu: SfuConfig = Field(default_factory=SfuConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
     netlog: NetLogConfig = Field(default_factory=NetLogConfig)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     rooms: list[RoomConfig] = Field(default_factory=_default_rooms)

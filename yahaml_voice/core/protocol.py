@@ -331,6 +331,59 @@ class Peer(Answer):
     canPublish: bool = True
 
 
+class Frame(Strict):
+    """A frame one of our processes builds (and the other side parses strictly): every
+    field is always on the wire, so the JSON Schema marks them all required."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+# A recording's id: its start time (UTC) and a random tag, safe as a path component.
+RecordingId = Annotated[str, StringConstraints(pattern=r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")]
+
+
+class RecordingState(Frame):
+    """A room's recording: `recording` while it runs; `stopped` (by net control, or the room
+    left its worker) or `failed` (`reason`: the disk filled, the writer fell behind) after."""
+
+    id: RecordingId
+    roomId: str
+    state: Literal["recording", "stopped", "failed"]
+    startedAt: str
+    endedAt: str | None = None
+    reason: str | None = None
+    # The net (net log) open when it started, if any.
+    netId: str | None = None
+
+
+class Transmission(Frame):
+    """One transmission in a recording: a talker in one speaker slot from start to stop.
+
+    `offset` is its position in the net recording (seconds from the recording's start).
+    `url` is where a member replays it (set by the server; absent between processes)."""
+
+    index: int = Field(ge=0)
+    slot: int = Field(ge=0, le=15)
+    participantId: str
+    callsign: str
+    start: str
+    end: str
+    offset: float = Field(ge=0)
+    duration: float = Field(ge=0)
+    url: str | None = None
+
+
+class RecordingChangedData(Frame):
+    roomId: str
+    recording: RecordingState
+
+
+class TransmissionRecordedData(Frame):
+    roomId: str
+    recordingId: RecordingId
+    transmission: Transmission
+
+
 class RoomSummary(Answer):
     id: str
     name: str
@@ -345,6 +398,12 @@ class RoomSummary(Answer):
     ptt: bool
     # The time-out timer: seconds a talker may transmit without a break (0: none).
     tot: float = 0
+    # Recording notice, before anyone joins: `true` recorded whenever in use, `ncs` when
+    # net control starts it; `recording` whether it is being recorded right now.
+    record: bool | Literal["ncs"] = False
+    recording: bool = False
+    # `parrot`: an echo test room (you hear yourself, after you stop talking).
+    kind: Literal["voice", "parrot"] = "voice"
 
 
 class RoomDetail(RoomSummary):
@@ -369,6 +428,8 @@ class JoinAnswer(Answer):
     # Seconds the TURN credentials in iceServers last (None: no TURN); renew them with
     # GET /api/ice-servers before then.
     iceTtl: int | None = None
+    # The room's recording now (null: not being recorded); the room list says beforehand.
+    recording: RecordingState | None = None
 
 
 class Success(Answer):
@@ -474,13 +535,6 @@ class ErrorAnswer(Answer):
 
 
 # ---------------------------------------------------------------- frames, shared parts
-
-
-class Frame(Strict):
-    """A frame one of our processes builds (and the other side parses strictly): every
-    field is always on the wire, so the JSON Schema marks them all required."""
-
-    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
 
 class ErrorData(Frame):
@@ -766,6 +820,18 @@ class TalkerCutFrame(Frame):
     data: TalkerCutData
 
 
+class RecordingChangedFrame(Frame):
+    type: Literal["recordingChanged"] = "recordingChanged"
+    channel: Literal["voice"] = CHANNEL
+    data: RecordingChangedData
+
+
+class TransmissionRecordedFrame(Frame):
+    type: Literal["transmissionRecorded"] = "transmissionRecorded"
+    channel: Literal["voice"] = CHANNEL
+    data: TransmissionRecordedData
+
+
 class NetChangedFrame(Frame):
     type: Literal["netChanged"] = "netChanged"
     channel: Literal["voice"] = CHANNEL
@@ -852,6 +918,8 @@ ServerFrame = Annotated[
     | FloorChangedFrame
     | ModerationFrame
     | TalkerCutFrame
+    | RecordingChangedFrame
+    | TransmissionRecordedFrame
     | NetChangedFrame
     | NetLoggedFrame
     | PongFrame
@@ -955,6 +1023,25 @@ class WorkerCascadeReady(Frame):
     key: str | None = Field(default=None, min_length=40, max_length=40)
 
 
+class WorkerRecording(Frame):
+    """worker -> server: a recording of a room started, stopped or failed on this worker
+    (`bytes` written so far)."""
+
+    roomId: RoomId
+    recordingId: RecordingId
+    state: Literal["recording", "stopped", "failed"]
+    reason: str | None = Field(default=None, max_length=300)
+    bytes: int = Field(default=0, ge=0)
+
+
+class WorkerTransmission(Frame):
+    """worker -> server: a transmission ended and its file is complete."""
+
+    roomId: RoomId
+    recordingId: RecordingId
+    transmission: Transmission
+
+
 class WorkerHelloFrame(Frame):
     type: Literal["hello"] = "hello"
     data: WorkerHello
@@ -985,6 +1072,16 @@ class WorkerTalkerFrame(Frame):
     data: WorkerTalker
 
 
+class WorkerRecordingFrame(Frame):
+    type: Literal["recording"] = "recording"
+    data: WorkerRecording
+
+
+class WorkerTransmissionFrame(Frame):
+    type: Literal["transmission"] = "transmission"
+    data: WorkerTransmission
+
+
 class WorkerCascadeReadyFrame(Frame):
     type: Literal["cascadeReady"] = "cascadeReady"
     data: WorkerCascadeReady
@@ -1005,6 +1102,8 @@ WorkerFrame = Annotated[
     | WorkerRoomStateFrame
     | WorkerTalkerFrame
     | WorkerCascadeReadyFrame
+    | WorkerRecordingFrame
+    | WorkerTransmissionFrame
     | ControlErrorFrame,
     Field(discriminator="type"),
 ]
@@ -1028,6 +1127,9 @@ class ToWorkerSignal(Frame):
     # Set when the room spans workers and this worker is one of its edges: the worker
     # holding the room's publishers, whose slot streams this worker fans out (issue 14).
     origin: PeerId | None = None
+    # The room is a parrot room (an echo test): the worker plays each member back to
+    # itself alone; set on every signal, so the room's first one decides.
+    parrot: bool = False
 
 
 class ToWorkerParticipantLeft(Frame):
@@ -1087,6 +1189,16 @@ class ToWorkerCascadeUnlink(Frame):
     edge: PeerId
 
 
+class ToWorkerRecord(Frame):
+    """server -> origin worker: record the room as `recordingId` from now on (null: stop).
+    Sent when recording starts or stops, when the room is placed, and after its roomState
+    (a worker that already records that id goes on; another id: the old one stops)."""
+
+    roomId: RoomId
+    recordingId: RecordingId | None
+    netId: str | None = None
+
+
 class ToWorkerAnnounce(Frame):
     """server -> origin worker: announce the room's slot mapping again (a listener joined
     on an edge, and the origin announces only for its own newcomers)."""
@@ -1124,6 +1236,11 @@ class ToWorkerCascadeUnlinkFrame(Frame):
     data: ToWorkerCascadeUnlink
 
 
+class ToWorkerRecordFrame(Frame):
+    type: Literal["record"] = "record"
+    data: ToWorkerRecord
+
+
 class ToWorkerAnnounceFrame(Frame):
     type: Literal["announce"] = "announce"
     data: ToWorkerAnnounce
@@ -1137,6 +1254,7 @@ ToWorkerFrame = Annotated[
     | ToWorkerCascadeLinkFrame
     | ToWorkerCascadeUnlinkFrame
     | ToWorkerAnnounceFrame
+    | ToWorkerRecordFrame
     | ControlErrorFrame,
     Field(discriminator="type"),
 ]
@@ -1163,6 +1281,8 @@ WORKER_FRAMES = _data_models(
     WorkerRoomStateFrame,
     WorkerTalkerFrame,
     WorkerCascadeReadyFrame,
+    WorkerRecordingFrame,
+    WorkerTransmissionFrame,
 )
 TO_WORKER_FRAMES = _data_models(
     ToWorkerSignalFrame,
@@ -1172,6 +1292,7 @@ TO_WORKER_FRAMES = _data_models(
     ToWorkerCascadeLinkFrame,
     ToWorkerCascadeUnlinkFrame,
     ToWorkerAnnounceFrame,
+    ToWorkerRecordFrame,
 )
 
 

@@ -51,6 +51,7 @@ from .aiortc_private import (
     srtp_protect,
 )
 from .native import Batch, Fanout, NativeSink
+from .recording import RecordTap
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +240,8 @@ class Forwarder:
         self.packets_in = 0
         self.packets_out = 0
         self.send_errors = 0
+        # A recorded room's tap (recording.py): each forwarded packet is queued there too.
+        self.recording: RecordTap | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -417,6 +420,13 @@ class Forwarder:
         marker = packet.marker << 7
         ssrc = slot.ssrc
         now = time.monotonic()
+        tap = self.recording
+        if tap is not None:  # one bounded append; the writer thread does the rest
+            items = tap.items
+            if len(items) < tap.limit:
+                items.append((slot.index, source, ts, now, level_byte, payload))
+            else:
+                tap.overflow()
         pack = _HEADER.pack
         scratch, scratch_buffer, view, length = (
             self._scratch,

@@ -50,6 +50,10 @@ def child_environment(config: Config, base: dict[str, str] | None = None) -> dic
         "ICE__TURN__URLS": list(config.ice.turn.urls),
         "ICE__TURN__TTL": float(config.ice.turn.ttl),
         "SERVER__LOG_LEVEL": config.server.log_level,
+        # Recordings (recording.py): the same directory the server serves them from.
+        "RECORDING__DIR": os.path.abspath(config.recording.dir),
+        "RECORDING__QUEUE": config.recording.queue,
+        "RECORDING__PARROT_MAX": float(config.recording.parrot_max),
     }
     if config.ice.turn.secret:
         settings["ICE__TURN__SECRET"] = config.ice.turn.secret

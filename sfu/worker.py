@@ -60,6 +60,7 @@ from yahaml_voice.core.protocol import (
     ToWorkerCascadeUnlink,
     ToWorkerFloor,
     ToWorkerParticipantLeft,
+    ToWorkerRecord,
     ToWorkerRoomClosed,
     ToWorkerSignal,
     WorkerCascadeReady,
@@ -100,6 +101,7 @@ from .aiortc_private import (
 from .cascade import EdgeLink, EdgeReceiver
 from .forwarder import Forwarder
 from .reclaim import Reclaimer
+from .recording import STOP_WAIT, Recording, RecordingWriter, RecordTap
 from .slots import SlotSelector
 from .talkers import Talker
 
@@ -400,6 +402,8 @@ class Room:
         self._tone: courtesy.Tone | None = None
         # Slots playing a courtesy tone (the selector's mapping waits for them).
         self._tones: dict[int, asyncio.Task[None]] = {}
+        # The recording on the origin (issue 15; recording.py); edges never record.
+        self.recording: Recording | None = None
         floor = worker.floors.get(room_id)
         if floor is not None:
             self.set_floor(floor)
@@ -422,11 +426,19 @@ class Room:
         else:
             for link in self.worker.links.get(self.id, {}).values():
                 self.link(link)
+            record = self.worker.records.get(self.id)
+            if record is not None:
+                self.record(record)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task, *self._tones.values())
         self._tones.clear()
+        recording = self.recording
+        if recording is not None:
+            recording.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(recording.done), STOP_WAIT)
         for peer in list(self.peers.values()):
             await peer.close()
         self.peers.clear()
@@ -449,6 +461,43 @@ class Room:
             message.host,
             "SRTP" if message.key else "plain RTP",
         )
+
+    def record(self, message: ToWorkerRecord) -> None:
+        """Start recording as `recordingId` (the same id goes on; another one replaces the
+        current recording), or stop (null)."""
+        if self.origin is not None:
+            return  # an edge forwards the origin's slots: the origin records them
+        current = self.recording
+        if current is not None and current.id == message.recordingId:
+            return
+        if current is not None:
+            current.stop()
+            self.recording = None
+        if message.recordingId is None:
+            return
+        config = self.worker.config.recording
+        recording = self.recording = Recording(
+            directory=os.path.abspath(config.dir),
+            room_id=self.id,
+            recording_id=message.recordingId,
+            net_id=message.netId,
+            slots=len(self.forwarder.slots),
+            limit=config.queue,
+            callsign_of=self._callsign,
+            emit=self.worker.emit,
+            detach=self._detach_recording,
+        )
+        self.forwarder.recording = recording.tap
+        self.worker.recorder.add(recording)
+
+    def _callsign(self, participant_id: str) -> str:
+        """A peer's callsign (called from the recording writer thread: one dict read)."""
+        peer = self.peers.get(participant_id)
+        return peer.callsign if peer is not None else ""
+
+    def _detach_recording(self, tap: RecordTap) -> None:
+        if self.forwarder.recording is tap:
+            self.forwarder.recording = None
 
     def unlink(self, edge: str) -> None:
         link = self.links.pop(edge, None)
@@ -588,6 +637,10 @@ class Worker:
         # opens again feeds them again.
         self.links: dict[str, dict[str, ToWorkerCascadeLink]] = {}
         self.tones = courtesy.Tones()
+        # The last record frame of each room, kept like floors (the room may be placed
+        # before its first peer), and the one writer thread of every recording here.
+        self.records: dict[str, ToWorkerRecord] = {}
+        self.recorder = RecordingWriter()
         guard_receive_path()
         self.fanout = native.load(config.sfu.native)
         logger.info(
@@ -690,7 +743,16 @@ class Worker:
                     await room.remove(message.participantId)
                     if not room.peers:
                         await self._close_room(message.roomId)
+            elif isinstance(message, ToWorkerRecord):
+                if message.recordingId is None:
+                    self.records.pop(message.roomId, None)
+                else:
+                    self.records[message.roomId] = message
+                room = self.rooms.get(message.roomId)
+                if room is not None:
+                    room.record(message)
             elif isinstance(message, ToWorkerRoomClosed):
+                self.records.pop(message.roomId, None)
                 self.floors.pop(message.roomId, None)
                 self.links.pop(message.roomId, None)
                 await self._close_room(message.roomId)
@@ -725,6 +787,7 @@ class Worker:
         for room_id in list(self.rooms):
             await self._close_room(room_id)
         await cancel_and_wait(*self.send_tasks)
+        await self.recorder.stop()
         await self.reclaimer.stop()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -114,9 +115,15 @@ def test_supervisor_hands_children_the_worker_settings() -> None:
     config = _config()
     config.sfu.native = False
     config.sfu.cascade_host = "10.1.2.3"
+    config.recording.dir = "rec"
+    config.recording.queue = 99
+    config.recording.parrot_max = 7.0
     env = child_environment(config, base={})
     child = load_config(environ=env)
     assert child.sfu.native is False and child.sfu.cascade_host == "10.1.2.3"
+    # Recordings: the same directory as the server's, whatever the child's working dir.
+    assert child.recording.dir == os.path.abspath("rec")
+    assert child.recording.queue == 99 and child.recording.parrot_max == 7.0
 
 
 def test_sfu_cli_refuses_to_start_without_its_secret(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -344,6 +344,10 @@ class Recording:
             self._write_index("failed", reason)
         self._call(self._finished, "failed", reason)
 
+    def crashed(self) -> None:
+        """A bug in the writer: fail this recording (the thread goes on for the others)."""
+        self._call(self._finished, "failed", "internal error")
+
     def state(self, state: State, reason: str | None) -> RecordingState:
         return RecordingState(
             id=self.id,
@@ -416,7 +420,7 @@ class RecordingWriter:
                 except Exception:  # a bug must not leave the thread dead for other rooms
                     logger.exception("recording %s failed", recording.id)
                     over = True
-                    recording._call(recording._finished, "failed", "internal error")
+                    recording.crashed()
                 if over:
                     self._recordings.remove(recording)
             if stopping:

@@ -101,7 +101,7 @@ from .aiortc_private import (
 from .cascade import EdgeLink, EdgeReceiver
 from .forwarder import Forwarder
 from .reclaim import Reclaimer
-from .recording import STOP_WAIT, Recording, RecordingWriter, RecordTap
+from .recording import Recording, RecordingWriter, RecordTap
 from .slots import SlotSelector
 from .talkers import Talker
 
@@ -434,11 +434,10 @@ class Room:
         task, self._task = self._task, None
         await cancel_and_wait(task, *self._tones.values())
         self._tones.clear()
-        recording = self.recording
-        if recording is not None:
-            recording.stop()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(recording.done), STOP_WAIT)
+        if self.recording is not None:
+            # The writer thread closes the files and says `stopped`; Worker.stop waits
+            # for it, a room that closes on a running worker need not.
+            self.recording.stop()
         for peer in list(self.peers.values()):
             await peer.close()
         self.peers.clear()

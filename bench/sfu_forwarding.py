@@ -1,7 +1,8 @@
-"""SFU forwarding benchmark: one publisher, N listeners, three forwarders, one run.
+"""SFU forwarding benchmark: one publisher, N listeners, several forwarders, one run.
 
 For each N the same load (one speaker sending 20 ms Opus, N listeners on loopback that
-count packets without decoding) goes through our worker (`ours`), aiortc's MediaRelay
+count packets without decoding) goes through our worker (`ours`; `ours-py` with its
+Python fan-out loop; `ours-rec` recording the room, issue 15), aiortc's MediaRelay
 (`relay`) and Janus's VideoRoom (`janus`). Every forwarder runs alone on CPU 0 (when
 there is more than one CPU); publisher and listeners run in their own processes on the
 other CPUs, and their CPU is measured too so a starved load generator is visible.
@@ -42,7 +43,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PACKETS_PER_SECOND = 50
 LISTENERS_PER_PROCESS = 100
 # Our worker with each of its fan-out loops (sfu/native.py): forwarder name -> --fanout.
-FANOUTS = {"ours": "native", "ours-py": "python"}
+# `ours-rec` is `ours` recording the room (sfu/recording.py: Ogg Opus files written by its
+# writer thread, whose CPU counts in the worker process's).
+FANOUTS = {"ours": "native", "ours-py": "python", "ours-rec": "native"}
+RECORDED = {"ours-rec"}
 
 
 @dataclass
@@ -221,6 +225,8 @@ def measure(
         forwarder_pid: int | None = None
         if target in FANOUTS or target == "relay":
             args = ["ours", "--fanout", FANOUTS[target]] if target in FANOUTS else [target]
+            if target in RECORDED:
+                args += ["--record", str(workdir / f"{tag}-rec")]
             fwd = Role(args, workdir / f"{tag}-forwarder.log", fwd_cpus, lab)
             roles.append(fwd)
             extra = ["--port", str(fwd.read()["ready"])]
@@ -328,6 +334,18 @@ def measure(
             role.close()
         if janus_proc is not None:
             janus_proc.stop()
+    if target in RECORDED:
+        # The recording ran the whole time (a failed one would flatter the figure).
+        indexes = list((workdir / f"{tag}-rec").rglob("index.json"))
+        state = json.loads(indexes[0].read_text())["recording"] if indexes else {}
+        files = list((workdir / f"{tag}-rec").rglob("*.opus"))
+        result.extra["recording"] = {
+            "state": state.get("state"),
+            "reason": state.get("reason"),
+            "bytes": sum(f.stat().st_size for f in files),
+        }
+        if state.get("state") != "stopped":
+            result.note = (result.note + "; " if result.note else "") + "recording failed"
     return result
 
 
@@ -362,7 +380,7 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
     for n in sorted({r.listeners for r in results if r.forwarder in FANOUTS}):
         row: dict[str, Any] = {"listeners": n}
         for mine in FANOUTS:
-            for other in ("ours-py", "relay", "janus"):
+            for other in ("ours", "ours-py", "relay", "janus"):
                 if other == mine:
                     continue
                 pairs = [
@@ -383,7 +401,7 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench sfu", description=__doc__)
     parser.add_argument("--listeners", default="50,100,200,400")
-    parser.add_argument("--forwarders", default="ours,ours-py,janus,relay")
+    parser.add_argument("--forwarders", default="ours,ours-rec,ours-py,janus,relay")
     parser.add_argument(
         "--rounds",
         type=int,
@@ -479,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
             f"ours/Janus = {row.get('ours_over_janus', '-')}, "
             f"ours-py/Janus = {row.get('ours_py_over_janus', '-')}, "
             f"ours/ours-py = {row.get('ours_over_ours_py', '-')}, "
-            f"ours/MediaRelay = {row.get('ours_over_relay', '-')}"
+            f"ours/MediaRelay = {row.get('ours_over_relay', '-')}, "
+            f"ours-rec/ours (recording on/off) = {row.get('ours_rec_over_ours', '-')}"
         )
     print(f"\nresults: {path}")
     return 0

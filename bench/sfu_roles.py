@@ -58,6 +58,7 @@ MARK = struct.Struct("!4sIQ")  # magic, counter, send time (ns, CLOCK_MONOTONIC)
 SLOTS = 3
 FRAME = 960
 OPUS_BITRATE = 32000
+RECORDING_ID = "20260101T000000Z-0be7c0"
 
 
 # ---------------------------------------------------------------- helpers
@@ -190,9 +191,9 @@ async def run_until_exit() -> None:
 async def role_ours(args: argparse.Namespace) -> None:
     """The real worker core behind a JSON-lines control port."""
     loopback(args.ice)
-    config = load_config(
-        environ={}, overrides={"sfu.slots": SLOTS, "sfu.native": args.fanout == "native"}
-    )
+    overrides: dict[str, Any] = {"sfu.slots": SLOTS, "sfu.native": args.fanout == "native"}
+    if args.record:
+        overrides["recording.dir"] = args.record
     waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     def emit(frame: WorkerFrame) -> None:
@@ -200,7 +201,11 @@ async def role_ours(args: argparse.Namespace) -> None:
         if kind == "signal" and data["type"] == "answer" and data["to"] in waiting:
             waiting.pop(data["to"]).set_result(data["data"])
 
-    worker = Worker(config, "bench", emit)
+    worker = Worker(load_config(environ={}, overrides=overrides), "bench", emit)
+    if args.record:  # record the room from its first peer on (sfu/recording.py)
+        await worker.handle(
+            {"type": "record", "data": {"roomId": "bench", "recordingId": RECORDING_ID}}
+        )
 
     async def handler(request: dict[str, Any]) -> dict[str, Any]:
         if request.get("stats"):
@@ -211,6 +216,7 @@ async def role_ours(args: argparse.Namespace) -> None:
                 "packets_out": fwd.packets_out if fwd else 0,
                 "packets_in": fwd.packets_in if fwd else 0,
                 "send_errors": fwd.send_errors if fwd else 0,
+                "recording": room is not None and fwd is not None and fwd.recording is not None,
             }
         pid = request["id"]
         future = waiting[pid] = asyncio.get_running_loop().create_future()
@@ -561,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fanout", choices=["native", "python"], default="native", help="ours: fan-out loop"
     )
+    parser.add_argument("--record", default="", help="ours: record the room into this dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     asyncio.run(ROLES[args.role](args))

@@ -242,6 +242,8 @@ class Forwarder:
         self.send_errors = 0
         # A recorded room's tap (recording.py): each forwarded packet is queued there too.
         self.recording: RecordTap | None = None
+        # Outputs that `send_to` is feeding now (a parrot playback).
+        self._sending: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -418,7 +420,6 @@ class Forwarder:
         seq = packet.sequence_number
         ts = packet.timestamp
         marker = packet.marker << 7
-        ssrc = slot.ssrc
         now = time.monotonic()
         tap = self.recording
         if tap is not None:  # one bounded append; the writer thread does the rest
@@ -427,6 +428,60 @@ class Forwarder:
                 items.append((slot.index, source, ts, now, level_byte, payload))
             else:
                 tap.overflow()
+        self._send(slot.groups, slot.ssrc, seq, ts, marker, level_byte, payload, now)
+
+    def send_to(self, subscriber: str, index: int, packet: RtpPacket) -> None:
+        """Send a packet to ONE subscriber's output of slot `index` (a parrot room's
+        playback), with that output's numbering continued; other subscribers see nothing.
+
+        The output leaves its shared group for one of its own (cloned numbering, rebased
+        at the first packet), so the packets others get stay byte-identical among them.
+        """
+        out = self._outputs.get((subscriber, index))
+        group = out.group if out is not None else None
+        if out is None or group is None:
+            return
+        if len(group.outputs) > 1 or group.paused:
+            private = _Group(out.layout, clone=group)
+            self._move(out, private)
+            self._prune(self.slots[index])
+            group = private
+        if (subscriber, index) not in self._sending:  # a new run: continue the numbering
+            self._sending.add((subscriber, index))
+            group.rebase = True
+        level = packet.extensions.audio_level
+        level_byte = -1 if level is None else ((0x80 if level[0] else 0) | level[1])
+        self._send(
+            [group],
+            self.slots[index].ssrc,
+            packet.sequence_number,
+            packet.timestamp,
+            packet.marker << 7,
+            level_byte,
+            packet.payload,
+            time.monotonic(),
+        )
+
+    def end_send_to(self, subscriber: str, index: int) -> None:
+        """The packets `send_to` gave this output are over: whatever comes next in the
+        slot continues its numbering from them (as after a source change)."""
+        self._sending.discard((subscriber, index))
+        out = self._outputs.get((subscriber, index))
+        if out is not None and out.group is not None:
+            out.group.rebase = True
+
+    def _send(
+        self,
+        groups: list[_Group],
+        ssrc: int,
+        seq: int,
+        ts: int,
+        marker: int,
+        level_byte: int,
+        payload: bytes,
+        now: float,
+    ) -> None:
+        """Rewrite one packet per group and send it to every output of the group."""
         pack = _HEADER.pack
         scratch, scratch_buffer, view, length = (
             self._scratch,
@@ -439,7 +494,7 @@ class Forwarder:
         fanout = self.fanout
         if fanout is not None:
             fanout.errors[0] = 0
-        for group in slot.groups:
+        for group in groups:
             if group.paused or not group.outputs:
                 continue
             if group.rebase:

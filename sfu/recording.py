@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -228,6 +229,9 @@ class Recording:
 
     def _open(self) -> None:
         self._opened = True
+        if os.path.exists(os.path.join(self.path, "index.json")):
+            # Never overwrite a recording (the same id sent again after it stopped).
+            raise FileExistsError(errno.EEXIST, "this recording exists already", self.path)
         os.makedirs(os.path.join(self.path, "tx"), exist_ok=True)
         tags = {"TITLE": f"{self.room_id} {self.id}"}
         self._slots = [
@@ -340,8 +344,9 @@ class Recording:
                 self.bytes += writer.bytes
                 writer.abandon()
         self.ended_at = time.time()
-        with contextlib.suppress(OSError):  # the disk may still be full
-            self._write_index("failed", reason)
+        if not isinstance(exc, FileExistsError):
+            with contextlib.suppress(OSError):  # the disk may still be full
+                self._write_index("failed", reason)
         self._call(self._finished, "failed", reason)
 
     def crashed(self) -> None:

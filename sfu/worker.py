@@ -100,6 +100,7 @@ from .aiortc_private import (
 )
 from .cascade import EdgeLink, EdgeReceiver
 from .forwarder import Forwarder
+from .parrot import Parrot
 from .reclaim import Reclaimer
 from .recording import Recording, RecordingWriter, RecordTap
 from .slots import SlotSelector
@@ -307,6 +308,10 @@ class Peer:
                     logger.info("%s in %s: time-out timer cut", self.id, self.room.id)
                     self.room.report_talker(self.id, "cut")
                 return
+        parrot = self.room.parrot
+        if parrot is not None:  # an echo test: kept for this publisher alone
+            parrot.packet(self.id, packet, level, now)
+            return
         self.room.selector.observe(self.id, level, now)
         self.room.forwarder.forward(self.id, packet)
 
@@ -378,7 +383,9 @@ class Peer:
 class Room:
     """One room placed on this worker: its peers, slots and forwarder."""
 
-    def __init__(self, worker: Worker, room_id: str, origin: str | None = None) -> None:
+    def __init__(
+        self, worker: Worker, room_id: str, origin: str | None = None, parrot: bool = False
+    ) -> None:
         self.worker = worker
         self.id = room_id
         sfu = worker.config.sfu
@@ -404,6 +411,13 @@ class Room:
         self._tones: dict[int, asyncio.Task[None]] = {}
         # The recording on the origin (issue 15; recording.py); edges never record.
         self.recording: Recording | None = None
+        # A parrot room (parrot.py): each publisher hears itself, after it stops; nobody
+        # else hears anybody.
+        self.parrot: Parrot | None = (
+            Parrot(self.forwarder, float(worker.config.recording.parrot_max))
+            if parrot and origin is None
+            else None
+        )
         floor = worker.floors.get(room_id)
         if floor is not None:
             self.set_floor(floor)
@@ -434,6 +448,8 @@ class Room:
         task, self._task = self._task, None
         await cancel_and_wait(task, *self._tones.values())
         self._tones.clear()
+        if self.parrot is not None:
+            await self.parrot.stop()
         if self.recording is not None:
             # The writer thread closes the files and says `stopped`; Worker.stop waits
             # for it, a room that closes on a running worker need not.
@@ -511,6 +527,8 @@ class Room:
         return peer
 
     async def remove(self, participant_id: str) -> None:
+        if self.parrot is not None:
+            self.parrot.remove(participant_id)
         peer = self.peers.pop(participant_id, None)
         if peer is not None:
             await peer.close()
@@ -582,6 +600,8 @@ class Room:
             return  # an edge: the origin picks and announces the slots
         if self.floor is not None:
             self._tick_talkers(now)
+        if self.parrot is not None:
+            self.parrot.tick(now)
         if self.selector.update(now):
             self.apply_slots()
         elif self.announce_pending and (any(self.selector.slots) or self.selector.speaking):
@@ -725,7 +745,7 @@ class Worker:
                     await self._close_room(message.roomId)
                     room = None
                 if room is None:
-                    room = Room(self, message.roomId, message.origin)
+                    room = Room(self, message.roomId, message.origin, message.parrot)
                     try:
                         await room.start()
                     except OSError:
@@ -778,6 +798,9 @@ class Worker:
             logger.exception("handling %s failed", type(message).__name__)
 
     async def _close_room(self, room_id: str) -> None:
+        # Its recording stops with it (and says so); the server sends a new record frame
+        # when the room is placed again, never the same id (recordings are not reopened).
+        self.records.pop(room_id, None)
         room = self.rooms.pop(room_id, None)
         if room is not None:
             await room.stop()

@@ -415,3 +415,43 @@ def test_the_recorder_modules_import_no_codec() -> None:
             elif isinstance(node, ast.ImportFrom):
                 modules.add(node.module or "")
         assert not {m for m in modules if m == "av" or m.startswith(("av.", "aiortc.codecs"))}
+
+
+async def test_a_stopped_recording_is_never_reopened(tmp_path: Path) -> None:
+    """The same id again (e.g. the room re-placed here) fails instead of overwriting."""
+    from yahaml_voice.sfu.recording import Recording
+
+    writer = RecordingWriter(poll=0.01)
+    frames = Frames()
+
+    def start() -> Recording:
+        recording = Recording(
+            directory=str(tmp_path),
+            room_id=ROOM,
+            recording_id=REC_ID,
+            net_id="n-1",
+            slots=2,
+            limit=64,
+            callsign_of=lambda pid: pid.upper(),
+            emit=frames.emit,
+            detach=lambda tap: None,
+        )
+        writer.add(recording)
+        return recording
+
+    try:
+        first = start()
+        await frames.wait("recording", lambda d: d["state"] == "recording")
+        first.tap.items.append((1, "alice", 1000, time.monotonic(), 30, b"\xf8\xff\xfe"))
+        first.stop()
+        assert await asyncio.wait_for(first.done, 5) == "stopped"
+        index = json.loads((tmp_path / ROOM / REC_ID / "index.json").read_text())
+        assert index["recording"]["netId"] == "n-1" and index["slots"] == 2
+        assert [t["callsign"] for t in index["transmissions"]] == ["ALICE"]
+        second = start()
+        assert await asyncio.wait_for(second.done, 5) == "failed"
+        failed = await frames.wait("recording", lambda d: d["state"] == "failed")
+        assert "exists already" in failed["reason"]
+        assert json.loads((tmp_path / ROOM / REC_ID / "index.json").read_text()) == index
+    finally:
+        await writer.stop()

@@ -1,4 +1,4 @@
-"""`yahaml-voice` command line: serve, token, sfu, turn. The one module that wires server and SFU.
+"""`yahaml-voice` command line: serve, token, sfu, turn, mix. The one module that wires server and SFU.
 
 Each subcommand loads the same config (file from --config or YAHAML_VOICE_CONFIG, then
 YAHAML_VOICE_* env) so a secret or a realm is never typed twice.
@@ -110,6 +110,14 @@ def _cmd_turn(args: argparse.Namespace) -> int:
     return turn_main(_load(args), output=args.output, run=args.run)
 
 
+def _cmd_mix(args: argparse.Namespace) -> int:
+    # Decodes and encodes (PyAV): a process of its own, spawned by the server when a
+    # recording stops; never in a forwarding worker.
+    from .sfu.mixdown import main as mix_main
+
+    return mix_main(args.directory)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yahaml-voice", description=__doc__)
     parser.add_argument("--config", help="YAML config file (default: $YAHAML_VOICE_CONFIG)")
@@ -147,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     turn.add_argument("--output", "-o", help="write here instead of stdout")
     turn.add_argument("--run", action="store_true", help="render and run turnserver in foreground")
     turn.set_defaults(func=_cmd_turn)
+
+    mix = sub.add_parser("mix", help="mix a recording's slot tracks into its mixed.opus")
+    mix.add_argument("directory", help="the recording's directory (<recording.dir>/<room>/<id>)")
+    mix.set_defaults(func=_cmd_mix)
     return parser
 
 

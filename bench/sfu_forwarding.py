@@ -398,6 +398,75 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
     return out
 
 
+def recording_costs(workdir: Path, packets: int = 20000) -> dict[str, float]:
+    """What recording adds per packet, measured in this process, apart from the noise of a
+    whole run: the hot path's share (Forwarder.forward with and without a RecordTap, no
+    outputs, so nothing else varies) and the writer's (Recording.step over queued
+    packets: three Ogg files written, thread CPU time)."""
+    import asyncio
+
+    from aiortc.rtp import RtpPacket
+
+    from yahaml_voice.sfu.forwarder import Forwarder
+    from yahaml_voice.sfu.recording import Recording, RecordTap
+
+    payload = bytes([0xFC]) + bytes(range(79))  # an 80-byte, 20 ms Opus packet
+    stream = []
+    for n in range(packets):
+        packet = RtpPacket(payload_type=111, sequence_number=n & 0xFFFF, timestamp=960 * n)
+        packet.payload = payload
+        packet.extensions.audio_level = (True, 30)
+        stream.append(packet)
+
+    def forward_ns(tap: RecordTap | None) -> float:
+        forwarder = Forwarder(1)
+        forwarder.set_source(0, "alice")
+        forwarder.recording = tap
+        best = math.inf
+        for _ in range(5):
+            if tap is not None:
+                tap.items.clear()
+            start = time.perf_counter_ns()
+            for packet in stream:
+                forwarder.forward("alice", packet)
+            best = min(best, (time.perf_counter_ns() - start) / len(stream))
+        return best
+
+    async def measure() -> dict[str, float]:
+        recording = Recording(
+            directory=str(workdir / "costs"),
+            room_id="bench",
+            recording_id="20260101T000000Z-c0575a",
+            net_id=None,
+            slots=3,
+            limit=packets,
+            callsign_of=str,
+            emit=lambda frame: None,
+            detach=lambda tap: None,
+        )
+        plain = forward_ns(None)
+        tapped = forward_ns(recording.tap)
+        t0 = time.monotonic()
+        recording.step(t0)  # opens the files
+        items = recording.tap.items
+        items.clear()
+        for n, packet in enumerate(stream):  # one continuous transmission, real time stamps
+            items.append((0, "alice", packet.timestamp, t0 + 0.02 * n, 30, payload))
+        cpu = time.thread_time()
+        recording.step(t0)
+        writer_us = (time.thread_time() - cpu) * 1e6 / len(stream)
+        recording.stop()
+        recording.step(t0 + 0.02 * len(stream))
+        return {
+            "forward_ns_without_tap": round(plain, 1),
+            "forward_ns_with_tap": round(tapped, 1),
+            "tap_ns_per_packet": round(tapped - plain, 1),
+            "writer_us_per_packet": round(writer_us, 2),
+        }
+
+    return asyncio.run(measure())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench sfu", description=__doc__)
     parser.add_argument("--listeners", default="50,100,200,400")
@@ -437,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
         if "janus" in forwarders and not lab.active:
             forwarders.remove("janus")
         network = f"netns {lab.name}, {Lab.ADDRESS}" if lab.active else "127.0.0.1"
+        costs = recording_costs(workdir) if any(f in RECORDED for f in forwarders) else {}
+        if costs:
+            print(f"recording, per packet: {costs}", flush=True)
         direct = measure("direct", 1, workdir, args.warmup, args.window, None, lab)
         direct.extra["load_avg"] = os.getloadavg()
         results.append(direct)
@@ -483,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
         "direct": asdict(direct),
         "results": [asdict(r) for r in results],
         "ratios": ratios(results),
+        # Recording (issue 15): per packet in, the tap on the hot path and the writer thread.
+        "recording_costs": costs,
         "log_tails": {k: v for k, v in logs.items() if "Traceback" in v or "rror" in v},
     }
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -79,6 +79,7 @@ async def test_a_tone_comes_back_to_its_speaker_alone_within_a_second(
     await wait_for(lambda: any(loud for _, _, loud in alice.received), timeout=3)
     first = next(t for t, _, loud in alice.received if loud)
     assert first - stopped < 1.0
+    print(f"parrot: first loud packet back {first - stopped:.3f} s after the talker stopped")
     await wait_for(lambda: worker.rooms["net"].parrot.played == 1, timeout=5)  # type: ignore[union-attr]
     # About the second she spoke (the slot tap starts at her first speech packet), at
     # real-time pace, in her slot 0 only; bob heard nothing at all.

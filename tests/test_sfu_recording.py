@@ -31,7 +31,7 @@ from mutagen.ogg import OggPage
 from tests.test_sfu_worker import ROOM, Frames, Participant, wait_for
 from tests.voiceclient import dominant_tone
 from yahaml_voice.core.config import Config, load_config
-from yahaml_voice.sfu import ogg
+from yahaml_voice.sfu import mixdown, ogg
 from yahaml_voice.sfu.recording import FELL_BEHIND, RecordingWriter
 from yahaml_voice.sfu.worker import Worker
 
@@ -323,6 +323,11 @@ async def test_talkers_in_turn_and_overlapping_are_recorded_without_transcoding(
     assert tone_at(net, 1.7) == 0  # between the first two transmissions: silence
     vtt = (path / "chapters.vtt").read_text()
     assert vtt.startswith("WEBVTT\n") and vtt.count(" --> ") == 4 and "BOB" in vtt
+    # The mixdown (a separate process in production; here in the test's) of these tracks.
+    mixed = decode(Path(mixdown.mix(str(path))))
+    assert abs(len(mixed) / 48000 - length) < 0.15
+    assert tone_at(mixed, first["offset"] + 0.5) == ALICE_HZ
+    assert tone_at(mixed, second["offset"] + 0.5) == BOB_HZ
 
 
 async def test_a_writer_that_falls_behind_fails_the_recording_not_forwarding(

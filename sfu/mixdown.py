@@ -42,7 +42,22 @@ def slot_tracks(directory: str) -> list[str]:
 
 
 def _frames(container: Any) -> Iterator[Any]:
-    yield from container.decode(audio=0)
+    """Decoded frames; a track cut short (a recording that failed) just ends early."""
+    with contextlib.suppress(av.FFmpegError):
+        yield from container.decode(audio=0)
+
+
+def _open(path: str) -> Any | None:
+    """An input container, or None for a track without audio or unreadable."""
+    try:
+        container = av.open(path)
+    except av.FFmpegError as exc:
+        print(f"skipping {os.path.basename(path)}: {exc}", file=sys.stderr)
+        return None
+    if not container.streams.audio:
+        container.close()
+        return None
+    return container
 
 
 def mix(directory: str) -> str:
@@ -53,7 +68,9 @@ def mix(directory: str) -> str:
     target = os.path.join(directory, MIXED)
     partial = target + ".partial"
     with contextlib.ExitStack() as stack:
-        inputs = [stack.enter_context(av.open(p)) for p in paths]
+        inputs = [stack.enter_context(c) for c in map(_open, paths) if c is not None]
+        if not inputs:
+            raise MixError(f"no readable slot track in {directory}")
         output = stack.enter_context(av.open(partial, "w", format="ogg"))
         stream: Any = output.add_stream("libopus", rate=RATE, layout="mono")
         stream.bit_rate = BITRATE
@@ -95,9 +112,7 @@ def mix(directory: str) -> str:
 def _needs(frame: Any) -> bool:
     """Does a decoded frame need converting to what the mixer's inputs take?"""
     return bool(
-        frame.format.name != "fltp"
-        or frame.layout.name != "stereo"
-        or frame.sample_rate != RATE
+        frame.format.name != "fltp" or frame.layout.name != "stereo" or frame.sample_rate != RATE
     )
 
 

@@ -68,3 +68,20 @@ def test_mix_without_slot_tracks_says_so(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 2 and "no slot tracks" in done.stderr
+
+
+def test_mix_skips_tracks_a_failed_recording_left_unreadable(tmp_path: Path) -> None:
+    _track(tmp_path / "slot0.opus", 500, 0.0, 1.0, 1.5)
+    OggOpusWriter(str(tmp_path / "slot1.opus")).close()  # headers only: no audio
+    whole = (tmp_path / "slot0.opus").read_bytes()
+    (tmp_path / "slot2.opus").write_bytes(whole[:150])  # cut inside its first pages
+    done = subprocess.run(
+        [sys.executable, "-m", "yahaml_voice", "mix", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    with av.open(str(tmp_path / "mixed.opus")) as container:
+        samples = sum(f.samples for f in container.decode(audio=0))
+    assert abs(samples / 48000 - 1.5) < 0.1

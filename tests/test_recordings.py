@@ -21,8 +21,8 @@ import httpx
 
 from tests.recording_fixture import dominant_frequency, write_recording, write_tone
 from tests.servers import ServerProcess, mint
-from tests.test_worker_identity import FakeWorker, fake_workers, until, workers_listed
-from tests.voiceclient import VoiceClient
+from tests.test_worker_identity import OFFER, FakeWorker, fake_workers, until, workers_listed
+from tests.voiceclient import SFU, VoiceClient
 from yahaml_voice.server.mixdown import Mixer
 from yahaml_voice.server.recording_files import RecordingFiles, new_id
 
@@ -32,6 +32,7 @@ ROOMS = [
     {"id": "rec", "record": True},
     {"id": "ncsrec", "record": "ncs"},
     {"id": "plain"},
+    {"id": "echo", "kind": "parrot"},
 ]
 
 
@@ -249,6 +250,14 @@ async def test_a_recorded_room_stops_when_it_empties_and_starts_again(
     assert second != first
     await until(lambda: len(worker.of("record")) == 3)
     assert worker.of("record")[2]["recordingId"] == second
+    # An echo test room: placed at its first join, its signals say parrot, and it is
+    # never recorded.
+    await alice.leave()
+    await alice.join("echo")
+    assert (alice.join_answer or {})["recording"] is None
+    await alice.signal("offer", OFFER, to=SFU)
+    await until(lambda: any(s["roomId"] == "echo" for s in worker.of("signal")))
+    assert [s["parrot"] for s in worker.of("signal") if s["roomId"] == "echo"] == [True]
     await alice.close()
 
 

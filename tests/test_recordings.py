@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from tests.recording_fixture import dominant_frequency, write_recording, write_tone
-from tests.servers import ServerProcess, mint
+from tests.servers import METRICS_TOKEN, ServerProcess, mint
 from tests.test_worker_identity import OFFER, FakeWorker, fake_workers, until, workers_listed
 from tests.voiceclient import SFU, VoiceClient
 from yahaml_voice.server.mixdown import Mixer
@@ -85,6 +85,9 @@ async def test_a_recorded_room_records_tells_everyone_and_serves_say_again(
         assert not edge.of("record")
         rooms = {r["id"]: r for r in _get(server, "/api/voice-rooms", outsider).json()}
         assert rooms["rec"]["recording"] is True
+        metrics = _get(server, "/metrics", METRICS_TOKEN).text
+        assert 'yahaml_voice_room_recording{room="rec"} 1.0' in metrics
+        assert 'yahaml_voice_room_recording{room="ncsrec"} 0.0' in metrics
 
         # The worker wrote two transmissions; it reports the second one.
         folder = root / "rec" / rec_id

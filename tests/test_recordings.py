@@ -18,8 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.recording_fixture import dominant_frequency, write_recording, write_tone
+from tests.redis_fixture import RedisServer
 from tests.servers import METRICS_TOKEN, ServerProcess, mint
 from tests.test_worker_identity import OFFER, FakeWorker, fake_workers, until, workers_listed
 from tests.voiceclient import SFU, VoiceClient
@@ -262,6 +264,48 @@ async def test_a_recorded_room_stops_when_it_empties_and_starts_again(
     await until(lambda: any(s["roomId"] == "echo" for s in worker.of("signal")))
     assert [s["parrot"] for s in worker.of("signal") if s["roomId"] == "echo"] == [True]
     await alice.close()
+
+
+@pytest.mark.redis
+async def test_two_server_processes_on_redis_agree_on_the_recording(
+    server_factory: Callable[..., ServerProcess],
+    fake_workers: Callable[..., FakeWorker],
+    tmp_path: Path,
+) -> None:
+    """Net control starts on one process, the room list of the other says so, a second
+    start there is refused and a stop there reaches the worker (held by the first)."""
+    with RedisServer() as redis:
+        config = {
+            "auth": {"mode": "token"},
+            "rooms": ROOMS,
+            "recording": {"dir": str(tmp_path)},
+            "redis": {"url": redis.url},
+        }
+        first = server_factory(config, name="node0")
+        second = server_factory(config, name="node1")
+        worker = await fake_workers(first, "w-1").connect()
+        await until(lambda: workers_listed(second) == 1)
+        ncs = await _member(first.url, "W1AW", "ncsrec", role="ncs")
+        try:
+            token = str(ncs.token)
+            started = _post(first, "/api/voice-rooms/ncsrec/recording/start", token)
+            assert started.status_code == 200, started.text
+            rooms = {r["id"]: r for r in _get(second, "/api/voice-rooms", token).json()}
+            assert rooms["ncsrec"]["recording"] is True
+            again = _post(second, "/api/voice-rooms/ncsrec/recording/start", token)
+            assert (again.status_code, again.json()["error"]) == (409, "already_recording")
+            stopped = _post(second, "/api/voice-rooms/ncsrec/recording/stop", token)
+            assert stopped.json()["state"] == "stopped"
+            await until(lambda: len(worker.of("record")) == 2)
+            assert worker.of("record")[1]["recordingId"] is None
+            await ncs.wait_event(
+                "recordingChanged", lambda e: e["data"]["recording"]["state"] == "stopped"
+            )
+        finally:
+            await ncs.close()
+            await worker.close()
+            for proc in (first, second):
+                proc.stop()
 
 
 # ---------------------------------------------------------------- retention, mixdown

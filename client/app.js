@@ -6,6 +6,7 @@
 import { CheckinView } from './checkin-view.js';
 import { ConsoleView } from './console-view.js';
 import { $, clock, typingInto } from './dom.js';
+import { RecordingView, recordingNotice } from './recording-view.js';
 import { RosterView } from './roster-view.js';
 import { FLOOR_KINDS, VoiceError, VoiceRoom } from './voice-room.js';
 
@@ -257,10 +258,18 @@ function renderRooms() {
     count.classList.toggle('badge-live', r.participantCount > 0);
     /** @type {HTMLElement} */ (item.querySelector('.mode')).textContent = r.mode === 'sfu' ? 'net (SFU)' : 'mesh';
     /** @type {HTMLElement} */ (item.querySelector('.ptt')).hidden = !r.ptt;
+    // Recorded rooms say so before anyone joins; an echo test room is offered as such.
+    const rec = /** @type {HTMLElement} */ (item.querySelector('.rec'));
+    rec.hidden = !r.record;
+    rec.textContent = r.recording ? 'REC' : 'Recorded';
+    /** @type {HTMLElement} */ (item.querySelector('.parrot')).hidden = r.kind !== 'parrot';
+    const notice = /** @type {HTMLElement} */ (item.querySelector('.rec-notice'));
+    notice.textContent = recordingNotice(r);
+    notice.hidden = !notice.textContent;
     const join = /** @type {HTMLButtonElement} */ (item.querySelector('.join'));
-    join.textContent = full ? 'Full' : 'Join';
+    join.textContent = full ? 'Full' : r.kind === 'parrot' ? 'Test your audio' : 'Join';
     join.disabled = full;
-    join.setAttribute('aria-label', `Join ${r.name}`);
+    join.setAttribute('aria-label', r.kind === 'parrot' ? `Test your audio in ${r.name}` : `Join ${r.name}`);
     join.addEventListener('click', () => {
       const listenOnly = /** @type {HTMLInputElement} */ ($('listen-only')).checked;
       joinRoom(r.id, listenOnly);
@@ -547,6 +556,7 @@ function onFloor(state) {
   }
   renderFloor();
   consoleView.render();
+  recordingView.render(); // net control's start/stop buttons
 }
 
 // ------------------------------------------------------------------ audio out
@@ -673,6 +683,7 @@ function wireTalkButton() {
  * @param {string} [detail]
  */
 function onStatus(status, detail) {
+  recordingView.render();
   if (status === 'joined') {
     hideBanner('reconnect');
     hideBanner('net');
@@ -720,6 +731,7 @@ function setVolume(displayName, volume) {
 const rosterView = new RosterView({ room, volumeOf, setVolume, act: floorCall });
 const checkinView = new CheckinView({ room, act: floorCall });
 const consoleView = new ConsoleView({ room, clock: rosterView.clock, tot: roomTot, act: floorCall });
+const recordingView = new RecordingView({ room, summary: () => currentRoom, act: floorCall });
 
 /** The net log changed (room.netLog.onNetChange): the views that show it. */
 function onNetChange() {
@@ -741,6 +753,7 @@ room.onroster = (roster) => {
 };
 room.onlevels = onLevels;
 room.netLog.onNetChange = onNetChange;
+room.recording.onchange = () => recordingView.render();
 room.onerror = (/** @type {VoiceError} */ error) => showError(error, { roomId: room.roomId || undefined });
 room.onlocal = renderLocal;
 room.onaudio = onAudio;

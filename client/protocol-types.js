@@ -378,7 +378,7 @@
  */
 
 /**
- * @typedef {"opened"|"closed"|"updated"|"checkin"|"checkin_edited"|"checkin_removed"|"checkins_reordered"|"granted"|"transmission"|"talker_cut"|"mute"|"unmute"|"remove"|"ban"|"unban"|"appoint"|"dismiss"|"note"} NetEventKind
+ * @typedef {"opened"|"closed"|"updated"|"checkin"|"checkin_edited"|"checkin_removed"|"checkins_reordered"|"granted"|"transmission"|"talker_cut"|"mute"|"unmute"|"remove"|"ban"|"unban"|"appoint"|"dismiss"|"note"|"recording"} NetEventKind
  */
 
 /**
@@ -528,6 +528,13 @@
  * @property {"recordingChanged"} type
  * @property {"voice"} channel
  * @property {RecordingChangedData} data
+ */
+
+/**
+ * GET .../recordings: the room's recordings, newest first.
+ * @typedef {Object} RecordingList
+ * @property {string} roomId
+ * @property {Array<RecordingState>} recordings
  */
 
 /**
@@ -907,6 +914,15 @@
  * @property {number} offset
  * @property {number} duration
  * @property {string|null} url
+ */
+
+/**
+ * GET .../recordings/<id>/transmissions: its last `recording.replay_last`
+ * transmissions, oldest first, each with the `url` to replay it.
+ * @typedef {Object} TransmissionList
+ * @property {string} roomId
+ * @property {string} recordingId
+ * @property {Array<Transmission>} transmissions
  */
 
 /**

@@ -14,6 +14,7 @@
  * - floor.js:       net control: the latest floor state and what it means for this seat;
  * - netcontrol.js:  `room.net`: the floor and moderation calls;
  * - netlog.js:      `room.netLog`: the net log (open net, check-ins, log lines, exports);
+ * - recording.js:   `room.recording`: the room's recording notice and "say again";
  * - audio-stats.js: getStats() counters and levels.
  *
  * Net control (directed nets, moderation): `room.floor` is the latest FloorState (by
@@ -40,6 +41,7 @@ import { Microphone, listMicrophones, openMicrophone } from './microphone.js';
 import { Mesh, attachMic } from './mesh.js';
 import { NetControl } from './netcontrol.js';
 import { NetLog } from './netlog.js';
+import { Recording } from './recording.js';
 import { rtcIceServers } from './peer-link.js';
 import { SFU_PEER, SfuLink } from './sfu-link.js';
 import { PROTOCOL_VERSION, Signalling, WS_SUBPROTOCOL, WS_TOKEN_PREFIX } from './signalling.js';
@@ -163,6 +165,8 @@ export class VoiceRoom {
     this.net = new NetControl(this);
     /** The net log: the open net, its check-ins and log lines (netlog.js). */
     this.netLog = new NetLog(this);
+    /** The room's recording and its last transmissions (recording.js). */
+    this.recording = new Recording(this);
 
     /** @type {ReturnType<typeof setInterval>|null} */
     this.tickTimer = null;
@@ -600,6 +604,7 @@ export class VoiceRoom {
     this.net.refreshFloor().catch((err) => this._log('GET floor failed', err));
     // Frames may have been missed while away: the net log is fetched again too.
     this.netLog.refresh().catch((err) => this._log('GET net failed', err));
+    this.recording.take(answer.recording);
   }
 
   /** Forget the floor (left, or the seat was lost): nothing directed until told again. */
@@ -692,6 +697,7 @@ export class VoiceRoom {
     this.mic.release();
     this._resetFloor();
     this.netLog.reset();
+    this.recording.reset();
     this.participants = new Map();
     this.sfuLink.clearSlots();
     this.seatJoinedAt = '';
@@ -783,6 +789,9 @@ export class VoiceRoom {
       case 'netChanged':
       case 'netLogged':
         return this.netLog._onFrame(frame);
+      case 'recordingChanged':
+      case 'transmissionRecorded':
+        return this.recording._onFrame(frame);
       case 'error':
         return this._error(new VoiceError('protocol', frame.data.message || 'server error'));
       default:

@@ -275,6 +275,7 @@ async def join_room(room_id: str) -> JoinAnswer:
         sfu=SfuInfo(slots=svc.config.sfu.slots),
         gracePeriod=svc.config.server.grace_period,
         iceTtl=ice.ttl,
+        recording=await svc.rooms.recordings.current(room_id),
     )
 
 

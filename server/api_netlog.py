@@ -107,7 +107,8 @@ class OpenAPI(OpenAPIProvider):
         self, model: Any, headers_model: Any
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         if inspect.isclass(model) and issubclass(model, FileAnswer):
-            content = {model.media_type: {"schema": {"type": "string"}}}
+            types = getattr(model, "media_types", (model.media_type,))
+            content = {media: {"schema": {"type": "string"}} for media in types}
             return {"content": content, "description": inspect.getdoc(model) or ""}, {}
         return super().build_response_object(model, headers_model)
 

@@ -22,6 +22,7 @@ from yahaml_voice.core.config import Config
 from yahaml_voice.core.protocol import JsonError, check_depth, decode_text, describe
 from yahaml_voice.core.tokens import AuthError, bearer
 
+from . import api_recordings  # noqa: F401  (adds its routes to the API blueprint)
 from .api import blueprint as api_blueprint
 from .api import test_blueprint
 from .api_netlog import OpenAPI

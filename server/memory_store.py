@@ -16,6 +16,7 @@ from .store import (
     AddressFull,
     JoinResult,
     ParticipantRecord,
+    RecordingDoc,
     RoomFull,
     RoomState,
     WorkerRecord,
@@ -34,6 +35,7 @@ class MemoryStore:
         self._sockets: dict[str, set[str]] = defaultdict(set)
         self._states: dict[str, RoomState] = {}
         self._floors: dict[str, dict[str, Any]] = {}
+        self._recordings: dict[str, dict[str, Any]] = {}
         self._workers: dict[str, tuple[WorkerRecord, float]] = {}
         # worker id -> (owner, monotonic expiry)
         self._claims: dict[str, tuple[str, float]] = {}
@@ -155,6 +157,17 @@ class MemoryStore:
         if (current["version"] if current else 0) != expected_version:
             return False
         self._floors[room_id] = doc.to_dict()
+        return True
+
+    async def recording(self, room_id: str) -> RecordingDoc | None:
+        raw = self._recordings.get(room_id)
+        return RecordingDoc.from_dict(raw) if raw else None
+
+    async def set_recording(self, room_id: str, doc: RecordingDoc, expected_version: int) -> bool:
+        current = self._recordings.get(room_id)
+        if (current["version"] if current else 0) != expected_version:
+            return False
+        self._recordings[room_id] = doc.to_dict()
         return True
 
     async def worker_seen(self, record: WorkerRecord, ttl: float) -> None:

@@ -45,6 +45,21 @@ async def metrics() -> Response:
         ["limit"],
         registry=registry,
     )
+    recording = Gauge(
+        "yahaml_voice_room_recording",
+        "1 while the room is being recorded (rooms with `record` only)",
+        ["room"],
+        registry=registry,
+    )
+    mixes = Counter(
+        "yahaml_voice_mixdowns",
+        "Mixdowns started by this process, and those that failed",
+        ["result"],
+        registry=registry,
+    )
+    mixer = svc.rooms.recordings.mixer
+    mixes.labels("requested").inc(len(mixer.requested))
+    mixes.labels("failed").inc(mixer.failed)
     for name, count in svc.limits.refused.items():
         limited.labels(name).inc(count)
     for room in svc.config.rooms:
@@ -52,6 +67,9 @@ async def metrics() -> Response:
         state = await svc.store.room_state(room.id)
         mode.labels(room.id).set(1 if state.mode == "sfu" else 0)
         spans.labels(room.id).set(len(state.workers))
+        if room.record:
+            doc = await svc.store.recording(room.id)
+            recording.labels(room.id).set(1 if doc is not None and doc.state == "recording" else 0)
     sockets.set(len(svc.local_sockets))
     live = await svc.store.workers()
     workers.set(len(live))

@@ -48,6 +48,9 @@ class RoomModes:
         # Told (room id, worker id) when a room lands on a worker, before the room hears
         # of it: the worker learns whom to forward (RoomService: net control).
         self.on_placed: Callable[[str, str], Awaitable[None]] | None = None
+        # Told (room id, worker id) when a room leaves its origin worker (to mesh or to
+        # another worker), before the worker is told to close it: recording stops there.
+        self.on_leaving: Callable[[str, str], Awaitable[None]] | None = None
 
     def _lock(self, room_id: str) -> asyncio.Lock:
         return self._locks.setdefault(room_id, asyncio.Lock())
@@ -101,6 +104,8 @@ class RoomModes:
         if not await self.store.set_room_state(room_id, new, state.epoch):
             # Another process changed the room first; its state stands.
             return await self.store.room_state(room_id)
+        if state.worker_id and state.worker_id != worker_id and self.on_leaving is not None:
+            await self.on_leaving(room_id, state.worker_id)
         for old in state.workers:
             if old != worker_id:
                 frame = ToWorkerRoomClosedFrame(data=ToWorkerRoomClosed(roomId=room_id))

@@ -38,6 +38,7 @@ from yahaml_voice.core.protocol import (
     NetLogPage,
     NetRecord,
     NetState,
+    RecordingState,
 )
 from yahaml_voice.core.tokens import Identity
 
@@ -472,6 +473,17 @@ class NetLogService:
             parts.append(f"until {data.until}")
         await self._log(room.id, doc.id, data.action, data.by, data.callsign, "; ".join(parts))
         await self._credit(room.id, doc, "ncs", data.by)
+
+    # RecordingObserver (RecordingService tells us) ------------------------------------------
+    async def recording_changed(
+        self, room: RoomConfig, recording: RecordingState, by: str | None
+    ) -> None:
+        doc = await self.nets.current(room.id)
+        if doc is None:
+            return
+        what = "started" if recording.state == "recording" else recording.state
+        text = f"recording {what}" + (f": {recording.reason}" if recording.reason else "")
+        await self._log(room.id, doc.id, "recording", by, text=f"{text} ({recording.id})")
 
     async def talker_cut(self, room: RoomConfig, participant_id: str) -> None:
         doc = await self.nets.current(room.id)

@@ -6,6 +6,8 @@ Layout, every name under `redis.prefix` (default `yv:`):
     r:<room>:state    JSON RoomState (compare-and-set on its epoch)
     r:<room>:floor    JSON FloorDoc: floor, queue, mutes, appointments, bans
                       (compare-and-set on its version; reset when the room empties)
+    r:<room>:rec      JSON RecordingDoc: the room's latest recording (compare-and-set
+                      on its version)
     p:<pid>:rooms     set   rooms the participant holds a seat in
     a:<address>       set   seats ("<room>|<pid>") taken from a source address
     s:<pid>           hash  socket id -> node id (the server process holding it)
@@ -58,6 +60,9 @@ class Keys:
 
     def floor(self, room_id: str) -> str:
         return f"{self.prefix}r:{room_id}:floor"
+
+    def recording(self, room_id: str) -> str:
+        return f"{self.prefix}r:{room_id}:rec"
 
     def rooms_of(self, participant_id: str) -> str:
         return f"{self.prefix}p:{participant_id}:rooms"
@@ -228,7 +233,7 @@ redis.call('SET', KEYS[1], ARGV[1])
 return 1
 """
 
-# KEYS floor key; ARGV new json, expected version
+# KEYS a versioned document's key (floor, recording); ARGV new json, expected version
 _FLOOR_CAS = """
 local current = redis.call('GET', KEYS[1])
 local version = 0
@@ -409,6 +414,11 @@ class Scripts:
         done = await self._floor_cas(
             keys=[self.keys.floor(room_id)], args=[dumps(doc.to_dict()), expect_version]
         )
+        return int(done) == 1
+
+    async def version_cas(self, key: str, doc: dict[str, Any], expect_version: int) -> bool:
+        """Compare-and-set of any JSON document with a `version` field (0: absent)."""
+        done = await self._floor_cas(keys=[key], args=[dumps(doc), expect_version])
         return int(done) == 1
 
     async def worker_seen(self, record: WorkerRecord, ttl: float) -> None:

@@ -34,6 +34,7 @@ from .store import (
     AddressFull,
     JoinResult,
     ParticipantRecord,
+    RecordingDoc,
     RoomFull,
     RoomState,
     StoreError,
@@ -227,6 +228,18 @@ class RedisStore:
         if done:
             self._shadow.floors[room_id] = doc
         return done
+
+    # recordings ------------------------------------------------------------------------
+    async def recording(self, room_id: str) -> RecordingDoc | None:
+        with guard("recording"):
+            raw = await self._client.get(self._keys.recording(room_id))
+        return RecordingDoc.from_dict(json.loads(raw)) if raw else None
+
+    async def set_recording(self, room_id: str, doc: RecordingDoc, expected_version: int) -> bool:
+        with guard("set_recording"):
+            return await self._scripts.version_cas(
+                self._keys.recording(room_id), doc.to_dict(), expected_version
+            )
 
     # SFU workers -----------------------------------------------------------------------
     async def worker_seen(self, record: WorkerRecord, ttl: float) -> None:

@@ -6,7 +6,7 @@ number of server processes can run this same code against one Redis. Its parts, 
 a module: `delivery` (channels, broadcasts), `signals` (signal routing, worker frames),
 `presence` (sockets, grace periods, idle seats), `modes` (mesh <-> SFU), `net` (net
 control: the floor, moderation, bans), `netlog` (nets, check-ins and their log, kept in
-`nets`).
+`nets`), `recordings` (when the origin worker records the room).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from .netcontrol import NetControl
 from .netlog_store import NetLogStore
 from .nets import NetLogService
 from .presence import Presence
+from .recordings import RecordingService
 from .signalling import Signalling
 from .store import AddressFull, Bus, ParticipantRecord, RoomFull, RoomState, Store
 from .stores import make_netlog
@@ -82,19 +83,29 @@ class RoomService:
         self.signals = Signalling(config, store, self.delivery, self.modes)
         self.presence = Presence(config, store, self.delivery, self.limits, self.after_leave)
         self.net = NetControl(config, store, self.delivery, self._evict)
-        self.modes.on_placed = self.net.tell_worker
+        self.modes.on_placed = self._placed
         # Started and stopped with the app (app.py), like the store.
         self.nets = nets or make_netlog(config)
         self.netlog = NetLogService(config, store, self.nets, self.delivery, self.net)
         self.net.observer = self.netlog
+        self.recordings = RecordingService(config, store, self.delivery, self.nets)
+        self.recordings.observer = self.netlog
+        self.modes.on_leaving = self.recordings.leaving
 
     # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         await self.presence.start()
+        await self.recordings.start()
 
     async def stop(self) -> None:
+        await self.recordings.stop()
         await self.presence.stop()
         await self.delivery.stop()
+
+    async def _placed(self, room_id: str, worker_id: str) -> None:
+        """A room landed on a worker: it learns whom to forward, then what to record."""
+        await self.net.tell_worker(room_id, worker_id)
+        await self.recordings.placed(room_id, worker_id)
 
     # lookups ---------------------------------------------------------------------------
     def room_config(self, room_id: str) -> RoomConfig:
@@ -106,6 +117,7 @@ class RoomService:
     async def summary(self, room: RoomConfig) -> RoomSummary:
         count = await self.store.count(room.id)
         state = await self.store.room_state(room.id)
+        recording = await self.store.recording(room.id) if room.record else None
         return RoomSummary(
             id=room.id,
             name=room.name,
@@ -118,6 +130,9 @@ class RoomService:
             sfuThreshold=room.sfu_threshold,
             ptt=room.ptt,
             tot=room.tot,
+            record=room.record,
+            recording=recording is not None and recording.state == "recording",
+            kind=room.kind,
         )
 
     async def list_rooms(self, identity: Identity) -> list[RoomSummary]:
@@ -203,6 +218,8 @@ class RoomService:
             await self.delivery.roster(room_id, ParticipantJoinedFrame(data=joined), result.count)
         state = await self.modes.maybe_switch(room, result.count)
         await self.net.joined(room, participant)
+        if state.mode == "sfu":
+            await self.recordings.joined(room, state.worker_id)
         peers = [p for p in await self.store.participants(room_id) if p.id != participant.id]
         peers.sort(key=lambda r: r.joined_at)
         return Joined(participant, peers, state)
@@ -285,6 +302,8 @@ class RoomService:
         if room is not None:
             await self.modes.maybe_switch(room, count)
             await self.net.left(room, record, count)
+            if count == 0:
+                await self.recordings.emptied(room)
 
     async def set_muted(self, identity: Identity, room_id: str, muted: bool) -> None:
         if not muted:

@@ -126,8 +126,13 @@ class Signalling:
                 type=type_,
                 data=data,
                 origin=state.worker_id if worker != state.worker_id else None,
+                parrot=self._parrot(room_id),
             )
             await self.delivery.to_worker(worker, ToWorkerSignalFrame(data=signal))
+
+    def _parrot(self, room_id: str) -> bool:
+        room = self.config.room(room_id)
+        return room is not None and room.kind == "parrot"
 
     async def _place(
         self, room_id: str, state: RoomState, sender: ParticipantRecord

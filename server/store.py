@@ -91,6 +91,31 @@ class RoomState:
 
 
 @dataclass
+class RecordingDoc:
+    """A room's latest recording (docs/protocol.md "Recording"), kept in the store so every
+    server process agrees on whether the room is being recorded; changed by compare-and-set
+    on `version`. Finished recordings stay on disk (`recording.dir`), not here."""
+
+    id: str
+    state: str  # recording | stopped | failed
+    started_at: float
+    # The worker told to record it (the room's origin then): frames of others are ignored.
+    worker_id: str
+    ended_at: float | None = None
+    reason: str | None = None
+    net_id: str | None = None
+    bytes: int = 0
+    version: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecordingDoc:
+        return cls(**data)
+
+
+@dataclass
 class WorkerRecord:
     id: str
     slots: int
@@ -188,6 +213,16 @@ class Store(Protocol):
 
     async def set_floor(self, room_id: str, doc: FloorDoc, expected_version: int) -> bool:
         """Compare-and-set on the version: False if someone else changed the floor first."""
+        ...
+
+    # recordings ------------------------------------------------------------------------
+    async def recording(self, room_id: str) -> RecordingDoc | None:
+        """The room's latest recording (None if it never had one)."""
+        ...
+
+    async def set_recording(self, room_id: str, doc: RecordingDoc, expected_version: int) -> bool:
+        """Compare-and-set on the version (0: none stored): False if someone else changed
+        it first."""
         ...
 
     # SFU workers -----------------------------------------------------------------------

@@ -21,10 +21,12 @@ from yahaml_voice.core.protocol import (
     WorkerCascadeReady,
     WorkerHello,
     WorkerLoad,
+    WorkerRecording,
     WorkerRoomState,
     WorkerSignal,
     WorkerSlots,
     WorkerTalker,
+    WorkerTransmission,
     control_error,
     describe,
     error_frame,
@@ -203,11 +205,17 @@ async def worker_socket() -> None:
                 closed = ToWorkerRoomClosedFrame(data=ToWorkerRoomClosed(roomId=message.roomId))
                 conn.send(wire(closed))
             elif await svc.rooms.signals.is_origin(record.id, message.roomId):
-                # Reconciled: the worker (re)learns whom to forward.
+                # Reconciled: the worker (re)learns whom to forward and what to record.
                 await svc.rooms.net.tell_worker(message.roomId, record.id)
+                await svc.rooms.recordings.reconcile(message.roomId, record.id)
         elif isinstance(message, WorkerTalker):
             if await svc.rooms.signals.is_origin(record.id, message.roomId):
                 await svc.rooms.net.worker_talker(message)
+        elif isinstance(message, WorkerRecording):
+            # Only the worker a recording was started on (the origin then) is heard.
+            await svc.rooms.recordings.worker_recording(record.id, message)
+        elif isinstance(message, WorkerTransmission):
+            await svc.rooms.recordings.worker_transmission(record.id, message)
         elif isinstance(message, WorkerCascadeReady):
             if not await svc.rooms.modes.edge_ready(record.id, message):
                 log.info("sfu worker %s is no edge of room %s", record.id, message.roomId)

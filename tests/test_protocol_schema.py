@@ -192,6 +192,30 @@ EXAMPLES: list[BaseModel] = [
     p.NetState(roomId="net", net=None, checkins=[]),
     NET_EVENT,
     p.NetLogPage(netId="n-1", events=[NET_EVENT], next=2),
+    p.RecordingList(
+        roomId="net",
+        recordings=[
+            p.RecordingState(
+                id="20261130T200000Z-0a1b2c",
+                roomId="net",
+                state="stopped",
+                startedAt="2026-11-30T20:00:00Z",
+                endedAt="2026-11-30T21:00:00Z",
+                reason="stopped by net control W1AW",
+            )
+        ],
+    ),
+    p.RecordingState(
+        id="20261130T200000Z-0a1b2c",
+        roomId="net",
+        state="recording",
+        startedAt="2026-11-30T20:00:00Z",
+    ),
+    p.TransmissionList(
+        roomId="net",
+        recordingId="20261130T200000Z-0a1b2c",
+        transmissions=[TRANSMISSION.model_copy(update={"url": "/api/voice-rooms/net/x"})],
+    ),
     p.NetArchive(roomId="net", nets=[NET.model_copy(update={"closedAt": "2025-01-01T01:00:00Z"})]),
     p.NetRecord(net=NET, checkins=[CHECKIN], events=[NET_EVENT]),
     # server -> clients (/ws)

@@ -9,6 +9,7 @@ one process to another) run against both.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -30,6 +31,7 @@ from yahaml_voice.server.store import (
     AddressFull,
     Bus,
     ParticipantRecord,
+    RecordingDoc,
     RoomFull,
     RoomState,
     Store,
@@ -771,6 +773,33 @@ async def test_floor_compare_and_set(backend: Backend) -> None:
     assert not await stores[1].set_floor("net", FloorDoc(version=1), 0)
     assert await stores[1].floor("net") == doc
     assert await stores[1].floor("other") == FloorDoc()
+
+
+# ------------------------------------------------------------------------- recordings
+
+
+async def test_recording_compare_and_set_across_processes(backend: Backend) -> None:
+    """One process starts a recording; another sees it, and of two stopping it at once
+    exactly one wins (the loser re-reads, as recordings.py does)."""
+    stores = [await backend.store(), await backend.store()]
+    assert await stores[0].recording("net") is None
+    doc = RecordingDoc(
+        id="20261130T200000Z-0a1b2c",
+        state="recording",
+        started_at=1.5,
+        worker_id="w-1",
+        net_id="n-1",
+        version=1,
+    )
+    assert await stores[0].set_recording("net", doc, 0)
+    assert not await stores[1].set_recording("net", doc, 0)
+    seen = await stores[1].recording("net")
+    assert seen == doc
+    stopped = dataclasses.replace(doc, state="stopped", ended_at=9.0, version=2)
+    results = await asyncio.gather(*(store.set_recording("net", stopped, 1) for store in stores))
+    assert sorted(results) == [False, True]
+    assert await stores[0].recording("net") == stopped
+    assert await stores[1].recording("other") is None
 
 
 async def test_concurrent_grants_of_the_last_place_never_both_succeed(backend: Backend) -> None:

@@ -70,6 +70,7 @@ NetEventKind = Literal[
     "appoint",
     "dismiss",
     "note",
+    "recording",
 ]
 NetChange = Literal["opened", "closed", "updated", "checkin", "checkinRemoved", "order"]
 PeerId = Annotated[
@@ -382,6 +383,22 @@ class TransmissionRecordedData(Frame):
     roomId: str
     recordingId: RecordingId
     transmission: Transmission
+
+
+class RecordingList(Answer):
+    """GET .../recordings: the room's recordings, newest first."""
+
+    roomId: str
+    recordings: list[RecordingState]
+
+
+class TransmissionList(Answer):
+    """GET .../recordings/<id>/transmissions: its last `recording.replay_last`
+    transmissions, oldest first, each with the `url` to replay it."""
+
+    roomId: str
+    recordingId: str
+    transmissions: list[Transmission]
 
 
 class RoomSummary(Answer):

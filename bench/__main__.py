@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "signaling": "bench.signaling_load",
     "broadcast": "bench.broadcast",
     "sfu": "bench.sfu_forwarding",
+    "cascade": "bench.sfu_cascade",
     "floor": "bench.sfu_floor",
     "grant": "bench.floor_grant",
     "roster": "bench.roster",

@@ -5,7 +5,9 @@ forwarder's CPU time and the load generator's can be measured apart; the orchest
 (bench/sfu_forwarding.py) talks to them with JSON lines on stdin/stdout.
 
 - `ours`: the real `sfu.worker.Worker`, fed offers over a tiny JSON-lines TCP control
-  port instead of the server's WebSocket (same `handle()`/`emit` path).
+  port instead of the server's WebSocket (same `handle()`/`emit` path). For a room that
+  spans workers (bench/sfu_cascade.py) it prints the `cascadeReady` frames it emits and
+  takes server frames (`cascadeLink`) on stdin: the orchestrator relays like the server.
 - `relay`: aiortc's MediaRelay (decode once, re-encode per listener), the baseline.
 - `publisher`: one speaker sending real 20 ms Opus frames whose Opus padding carries a
   counter and the send time (CLOCK_MONOTONIC, shared by all processes), so listeners
@@ -119,8 +121,11 @@ def loopback(address: str) -> None:
     assert aioice.ice.get_host_addresses(True, True) == [address]
 
 
-def offer_message(pid: str, kind: str, sdp: str) -> dict[str, Any]:
-    return {"id": pid, "kind": kind, "sdp": sdp}
+def offer_message(pid: str, kind: str, sdp: str, origin: str = "") -> dict[str, Any]:
+    """An offer for a forwarder's control port; `origin`: the room's origin worker, when
+    the receiving worker is one of its edges."""
+    message = {"id": pid, "kind": kind, "sdp": sdp}
+    return {**message, "origin": origin} if origin else message
 
 
 class ControlClient:
@@ -199,19 +204,28 @@ async def role_ours(args: argparse.Namespace) -> None:
         kind, data = frame.type, wire(frame)["data"]
         if kind == "signal" and data["type"] == "answer" and data["to"] in waiting:
             waiting.pop(data["to"]).set_result(data["data"])
+        elif kind == "cascadeReady":  # for the orchestrator to relay, as the server would
+            say({"frame": wire(frame)})
 
-    worker = Worker(config, "bench", emit)
+    worker = Worker(config, args.worker_id, emit)
+
+    def stats() -> dict[str, Any]:
+        room = worker.rooms.get("bench")
+        fwd = room.forwarder if room else None
+        edge = room.edge if room else None
+        return {
+            "fanout": worker.load().fanout,
+            "packets_out": fwd.packets_out if fwd else 0,
+            "packets_in": fwd.packets_in if fwd else 0,
+            "send_errors": fwd.send_errors if fwd else 0,
+            "links": sorted(room.links) if room else [],
+            "cascade_received": edge.received if edge else None,
+            "cascade_dropped": edge.dropped if edge else None,
+        }
 
     async def handler(request: dict[str, Any]) -> dict[str, Any]:
         if request.get("stats"):
-            room = worker.rooms.get("bench")
-            fwd = room.forwarder if room else None
-            return {
-                "fanout": worker.load().fanout,
-                "packets_out": fwd.packets_out if fwd else 0,
-                "packets_in": fwd.packets_in if fwd else 0,
-                "send_errors": fwd.send_errors if fwd else 0,
-            }
+            return stats()
         pid = request["id"]
         future = waiting[pid] = asyncio.get_running_loop().create_future()
         await worker.handle(
@@ -225,6 +239,7 @@ async def role_ours(args: argparse.Namespace) -> None:
                     "callsign": pid,
                     "type": "offer",
                     "data": {"type": "offer", "sdp": request["sdp"]},
+                    "origin": request.get("origin"),
                 },
             }
         )
@@ -240,7 +255,12 @@ async def role_ours(args: argparse.Namespace) -> None:
         after = float(os.environ.get("YV_BENCH_PROFILE_AFTER", "0"))  # skip the set-up
         asyncio.get_running_loop().call_later(after, profile.enable)
     try:
-        await run_until_exit()
+        while (command := await read_command())["cmd"] != "exit":
+            if command["cmd"] == "frame":  # a server frame (cascadeLink), applied in order
+                await worker.handle(command["frame"])
+                say({"handled": command["frame"]["type"]})
+            elif command["cmd"] == "stats":
+                say(stats())
     finally:
         if profile is not None:
             profile.disable()
@@ -391,7 +411,7 @@ async def role_publisher(args: argparse.Namespace) -> None:
             await pc.setLocalDescription(await pc.createOffer())
             control = ControlClient(args.port)
             reply = await control.request(
-                offer_message("pub", "publisher", pc.localDescription.sdp)
+                offer_message("pub", "publisher", pc.localDescription.sdp, args.origin)
             )
             answer = reply["sdp"]
         await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
@@ -487,7 +507,7 @@ async def connect_listener(
             pc.addTransceiver("audio", direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
         reply = await control.request(
-            offer_message(listener.name, "listener", pc.localDescription.sdp)
+            offer_message(listener.name, "listener", pc.localDescription.sdp, args.origin)
         )
         await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
     await wait_connected(pc)
@@ -560,6 +580,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ice", default="127.0.0.1", help="the one ICE host address")
     parser.add_argument(
         "--fanout", choices=["native", "python"], default="native", help="ours: fan-out loop"
+    )
+    parser.add_argument("--worker-id", default="bench", help="ours: the worker's id")
+    parser.add_argument(
+        "--origin",
+        default="",
+        help="publisher, listeners: the room's origin worker (the target worker is an edge)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -122,6 +122,18 @@ class Lab:
     def _in(self) -> list[str]:
         return ["ip", "netns", "exec", self.name]
 
+    def udp_counters(self) -> dict[str, int]:
+        """The lab's UDP counters (/proc/net/snmp): where packets were dropped, if at all
+        (RcvbufErrors: a receiver's socket buffer overflowed; empty outside a namespace,
+        where the machine's other traffic counts too)."""
+        if not self.active:
+            return {}
+        snmp = subprocess.run(
+            [*self._in, "cat", "/proc/net/snmp"], capture_output=True, text=True
+        ).stdout
+        names, values = [line.split()[1:] for line in snmp.splitlines() if line.startswith("Udp:")]
+        return dict(zip(names, map(int, values), strict=True))
+
     def _delete(self) -> None:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
@@ -230,6 +242,14 @@ def listener_plan(n: int, workers: int) -> list[tuple[int, int]]:
     return plan
 
 
+def percentiles_ms(latencies: np.ndarray) -> dict[str, float | None]:
+    """p50 and p99 of latencies in ns, in ms (None without any)."""
+    if not latencies.size:
+        return {"p50": None, "p99": None}
+    p50, p99 = np.percentile(latencies, [50, 99])
+    return {"p50": round(float(p50) / 1e6, 3), "p99": round(float(p99) / 1e6, 3)}
+
+
 def worker_id(k: int) -> str:
     """Worker k's id; worker 0 is the origin of the room (it holds the publisher)."""
     return f"w{k}"
@@ -334,16 +354,24 @@ def measure(
         t0 = time.monotonic_ns()
         fwd_cpu0 = [cpu_seconds(pid) for pid in forwarder_pids]
         gen_cpu0 = sum(cpu_seconds(r.pid) for r in generators)
+        udp0 = lab.udp_counters()
         time.sleep(window)
         t1 = time.monotonic_ns()
         fwd_cpu1 = [cpu_seconds(pid) for pid in forwarder_pids]
         gen_cpu1 = sum(cpu_seconds(r.pid) for r in generators)
+        udp1 = lab.udp_counters()
+        result.extra["udp"] = {
+            k: udp1[k] - udp0[k]
+            for k in ("InDatagrams", "RcvbufErrors", "SndbufErrors")
+            if k in udp1
+        }
         time.sleep(0.5)  # let the window's last packets arrive
         publisher.send({"cmd": "stop"})
         publisher.send({"cmd": "report", "window": [t0, t1]})
         result.sent = publisher.read()["sent"]
         latencies: list[np.ndarray] = []
         delivered = [0] * workers
+        result.extra["listener_processes"] = []
         for i, (k, role) in enumerate(listeners):
             path = workdir / f"{tag}-latency{i}.npy"
             role.send({"cmd": "report", "window": [t0, t1], "latency_file": str(path)})
@@ -351,6 +379,15 @@ def measure(
             delivered[k] += sum(report["received"])
             result.errors += report["errors"]
             latencies.append(np.load(path))
+            # Per process: a starved one shows as its own loss and latency.
+            result.extra["listener_processes"].append(
+                {
+                    "worker": k,
+                    "received": sum(report["received"]),
+                    "expected": result.sent * len(report["received"]),
+                    **percentiles_ms(latencies[-1]),
+                }
+            )
         result.delivered = sum(delivered)
         seconds = (t1 - t0) / 1e9
         result.window_s = round(seconds, 3)
@@ -368,7 +405,7 @@ def measure(
         if target in FANOUTS:
             result.extra["workers"] = []
             for k, fwd in enumerate(forwarders):
-                fwd.send({"cmd": "stats"})
+                fwd.send({"cmd": "stats", "window": [t0, t1]})
                 share = [count for w, count in listener_plan(n, workers) if w == k]
                 result.extra["workers"].append(
                     {
@@ -383,6 +420,11 @@ def measure(
                         # publisher's receive path and one send per edge).
                         "us_per_packet": (
                             round(cpu[k] * 1e6 / delivered[k], 2) if delivered[k] else None
+                        ),
+                        "latency_ms": percentiles_ms(
+                            np.concatenate(
+                                [latencies[i] for i, (w, _) in enumerate(listeners) if w == k]
+                            )
                         ),
                         **fwd.read(),
                     }

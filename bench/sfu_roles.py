@@ -192,6 +192,41 @@ async def run_until_exit() -> None:
 # ---------------------------------------------------------------- forwarders
 
 
+class Arrivals:
+    """When marked packets reach this process's forwarder: publisher send to `forward()`,
+    so added latency splits into the way in (publisher to origin, origin to edge) and
+    the fan-out after it."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self.delay: list[int] = []
+
+    def percentiles(self, t0: int, t1: int) -> dict[str, float | None]:
+        delays = [d for s, d in zip(self.sent, self.delay, strict=True) if t0 <= s < t1]
+        if not delays:
+            return {"arrival_p50_ms": None, "arrival_p99_ms": None}
+        p50, p99 = (float(x) / 1e6 for x in np.percentile(delays, [50, 99]))
+        return {"arrival_p50_ms": round(p50, 3), "arrival_p99_ms": round(p99, 3)}
+
+
+def time_arrivals() -> Arrivals:
+    """Record every marked packet `Forwarder.forward` gets in this process (once per
+    packet and worker: 50 a second, not per listener)."""
+    arrivals = Arrivals()
+    forward = Forwarder.forward
+    clock = time.monotonic_ns
+
+    def timed(self: Forwarder, source: str, packet: RtpPacket) -> None:
+        mark = read_mark(packet.payload)
+        if mark is not None:
+            arrivals.sent.append(mark[1])
+            arrivals.delay.append(clock() - mark[1])
+        forward(self, source, packet)
+
+    Forwarder.forward = timed  # type: ignore[method-assign]
+    return arrivals
+
+
 async def role_ours(args: argparse.Namespace) -> None:
     """The real worker core behind a JSON-lines control port."""
     loopback(args.ice)
@@ -208,8 +243,9 @@ async def role_ours(args: argparse.Namespace) -> None:
             say({"frame": wire(frame)})
 
     worker = Worker(config, args.worker_id, emit)
+    arrivals = time_arrivals()
 
-    def stats() -> dict[str, Any]:
+    def stats(window: list[int] | None = None) -> dict[str, Any]:
         room = worker.rooms.get("bench")
         fwd = room.forwarder if room else None
         edge = room.edge if room else None
@@ -221,6 +257,7 @@ async def role_ours(args: argparse.Namespace) -> None:
             "links": sorted(room.links) if room else [],
             "cascade_received": edge.received if edge else None,
             "cascade_dropped": edge.dropped if edge else None,
+            **(arrivals.percentiles(*window) if window else {}),
         }
 
     async def handler(request: dict[str, Any]) -> dict[str, Any]:
@@ -260,7 +297,7 @@ async def role_ours(args: argparse.Namespace) -> None:
                 await worker.handle(command["frame"])
                 say({"handled": command["frame"]["type"]})
             elif command["cmd"] == "stats":
-                say(stats())
+                say(stats(command.get("window")))
     finally:
         if profile is not None:
             profile.disable()

@@ -57,6 +57,16 @@ def summary(results: list[Result], workers: int) -> dict[str, Any]:
                 "us_per_packet": us[len(us) // 2] if us else None,
                 "cores": cores[len(cores) // 2] if cores else None,
                 "send_errors": sum(w["send_errors"] for w in rows),
+                # Worst round: publisher send to this worker's forwarder (the way in),
+                # and to its listeners.
+                "arrival_p99_ms": max(
+                    (w["arrival_p99_ms"] for w in rows if w.get("arrival_p99_ms") is not None),
+                    default=None,
+                ),
+                "listener_p99_ms": max(
+                    (w["latency_ms"]["p99"] for w in rows if w["latency_ms"]["p99"] is not None),
+                    default=None,
+                ),
             }
         )
     cpus = len(os.sched_getaffinity(0))
@@ -191,6 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(report, indent=2))
     print()
     print(table(list(summaries.items())))
+    print("\nper worker, worst round: p99 ms from publisher to its forwarder / to its listeners")
+    for name, s in summaries.items():
+        for w in s["per_worker"]:
+            print(
+                f"  {name:<11} {w['id']} ({w['role']}, {w['listeners']} listeners): "
+                f"{w['arrival_p99_ms']} / {w['listener_p99_ms']}"
+            )
+        print(
+            f"  {name:<11} load generator: {s['loadgen_cores']} cores, {s['loadgen_share']} of the machine"
+        )
     print(
         f"\nloss {'-' if loss is None else f'{100 * loss:.3f} %'} over {args.workers} workers "
         f"(target < {100 * TARGET_LOSS:.1f} %: {'met' if report['target']['met'] else 'missed'})"

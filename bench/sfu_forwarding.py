@@ -406,6 +406,10 @@ def measure(
             result.extra["workers"] = []
             for k, fwd in enumerate(forwarders):
                 fwd.send({"cmd": "stats", "window": [t0, t1]})
+                stats = fwd.read()
+                while "frame" in stats:  # a frame emitted since the link (kept, not relayed)
+                    result.extra.setdefault("late_frames", []).append(stats["frame"])
+                    stats = fwd.read()
                 share = [count for w, count in listener_plan(n, workers) if w == k]
                 result.extra["workers"].append(
                     {
@@ -426,7 +430,7 @@ def measure(
                                 [latencies[i] for i, (w, _) in enumerate(listeners) if w == k]
                             )
                         ),
-                        **fwd.read(),
+                        **stats,
                     }
                 )
         lat = np.concatenate(latencies) if latencies else np.array([])

@@ -308,3 +308,20 @@ def test_cascade_host_must_be_an_address() -> None:
 
     with pytest.raises(ConfigError, match=r"sfu\.cascade_host: expected an IP address"):
         config(cascade_host="sfu1.example.org")
+
+
+async def test_the_origin_serves_its_edges_before_its_own_listeners() -> None:
+    """An edge's listeners already wait for the edge's fan-out: the origin sends to the edge
+    before its own listeners, whenever the link was made."""
+    origin = Forwarder(3)
+    layout = Layout(111, 1, None, None)
+    near = Collect()
+    for index in range(3):
+        origin.add_output("near", index, layout, near.sink())
+    link = EdgeLink(origin, "w-edge", "127.0.0.1", [9, 9, 9], None)
+    try:
+        for slot in origin.slots:
+            assert slot.groups[0].outputs[0].subscriber == edge_subscriber("w-edge")
+            assert [o.subscriber for g in slot.groups[1:] for o in g.outputs] == ["near"]
+    finally:
+        link.close()

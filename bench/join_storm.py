@@ -289,6 +289,7 @@ def _sfu_storm(
             "worker": _cpu(worker_pids),
             "generator": _cpu(gen_pids),
         }
+        worker0 = [_cpu([pid]) for pid in worker_pids]
         t0 = time.monotonic()
         start_at = t0 + 0.5
         for pipe in pipes:
@@ -302,6 +303,9 @@ def _sfu_storm(
             errors += part[-1]["errors"]
             rows += part[:-1]
         wall = time.monotonic() - t0
+        each_worker = [
+            round(_cpu([pid]) - before, 2) for pid, before in zip(worker_pids, worker0, strict=True)
+        ]
         cpu = {
             "server": _cpu(server_pids) - cpu0["server"],
             "worker": _cpu(worker_pids) - cpu0["worker"],
@@ -331,6 +335,10 @@ def _sfu_storm(
         "rosters_complete": complete,
         "rosters_complete_count": sum(1 for r in rows if r["roster_complete"]),
         "rosters_complete_after_last_join_s": round(max(0.0, rosters_at - last_join), 3),
+        # Per joiner: when its roster became complete, after the last join's answer.
+        "roster_after_last_join_ms": _dist(
+            [max(0.0, r["roster_at"] - last_join) for r in rows if r["roster_complete"]]
+        ),
         "frames_received": sum(r["frames"] for r in rows),
         "sfu_connected": len(connected),
         "sfu_states_at_end": states,
@@ -343,6 +351,7 @@ def _sfu_storm(
         "server_cpu_utilisation": round(cpu["server"] / wall, 2),
         "worker_cpu_s": round(cpu["worker"], 2),
         "worker_cpu_utilisation": round(cpu["worker"] / wall, 2),
+        "worker_cpu_s_each": each_worker,  # the room lives on one of them
         "generator_cpu_s": round(cpu["generator"], 2),
         "generator_cpu_utilisation": round(cpu["generator"] / wall, 2),
         "wall_s": round(wall, 2),

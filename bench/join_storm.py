@@ -43,7 +43,7 @@ import httpx
 import psutil
 
 from bench.sfu_roles import loopback
-from bench.signaling_load import callsign, percentile
+from bench.signaling_load import _runqueue_wait, callsign, percentile
 from tests.redis_fixture import RedisServer
 from tests.servers import TEST_SECRET, ServerProcess
 from tests.voiceclient import SFU, VoiceClient
@@ -256,7 +256,11 @@ def _dist(values: list[float]) -> dict[str, float | None]:
 
 
 def _sfu_storm(
-    urls: list[str], args: argparse.Namespace, batch: bool, server_pids: list[int]
+    urls: list[str],
+    args: argparse.Namespace,
+    batch: bool,
+    server_pids: list[int],
+    redis_pids: list[int],
 ) -> dict[str, Any]:
     """The storm with SFU negotiation, joiners spread over `args.procs` processes."""
     n = args.participants
@@ -288,7 +292,10 @@ def _sfu_storm(
             "server": _cpu(server_pids),
             "worker": _cpu(worker_pids),
             "generator": _cpu(gen_pids),
+            "redis": _cpu(redis_pids),
         }
+        wait0 = _runqueue_wait(server_pids + worker_pids)
+        load_average = [round(x, 2) for x in os.getloadavg()]
         worker0 = [_cpu([pid]) for pid in worker_pids]
         t0 = time.monotonic()
         start_at = t0 + 0.5
@@ -310,7 +317,9 @@ def _sfu_storm(
             "server": _cpu(server_pids) - cpu0["server"],
             "worker": _cpu(worker_pids) - cpu0["worker"],
             "generator": _cpu(gen_pids) - cpu0["generator"],
+            "redis": _cpu(redis_pids) - cpu0["redis"],
         }
+        wait = _runqueue_wait(server_pids + worker_pids) - wait0
         for pipe in pipes:
             pipe.send("close")
         for proc in procs:
@@ -354,6 +363,11 @@ def _sfu_storm(
         "worker_cpu_s_each": each_worker,  # the room lives on one of them
         "generator_cpu_s": round(cpu["generator"], 2),
         "generator_cpu_utilisation": round(cpu["generator"] / wall, 2),
+        "redis_cpu_s": round(cpu["redis"], 2),
+        # Per second, how long servers and workers were runnable but waited for a core
+        # (the other load of this shared machine), and the load average before the storm.
+        "server_worker_runqueue_wait_s_per_s": round(wait / wall, 3),
+        "load_average_before": load_average,
         "wall_s": round(wall, 2),
     }
 
@@ -382,8 +396,11 @@ def run_once(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
         workers = 1
     with contextlib.ExitStack() as stack:
         env = {"YAHAML_VOICE_AUTH__SECRET": TEST_SECRET}
+        redis_pids: list[int] = []
         if args.store == "redis":
-            env["YAHAML_VOICE_REDIS__URL"] = stack.enter_context(RedisServer()).url
+            redis = stack.enter_context(RedisServer())
+            env["YAHAML_VOICE_REDIS__URL"] = redis.url
+            redis_pids = [redis._proc.pid] if redis._proc else []
         servers = [
             ServerProcess(workdir, config, env=env, workers=workers, name=f"storm-{i}", **other)
             for i in range(args.nodes)
@@ -396,7 +413,7 @@ def run_once(mode: str, args: argparse.Namespace, workdir: Path) -> dict[str, An
             pids = [s.proc.pid for s in servers if s.proc]
             urls = [s.url for s in servers]
             if args.sfu:
-                result = _sfu_storm(urls, args, batch, pids)
+                result = _sfu_storm(urls, args, batch, pids, redis_pids)
             else:
                 cpu0, t0 = _cpu(pids), time.monotonic()
                 result = asyncio.run(_storm(urls, args, batch))
@@ -435,7 +452,9 @@ def sfu_row(r: dict[str, Any]) -> str:
         f"({r['sfu_states_at_end']}), join->connected p50/p95 "
         f"{r['join_to_connected_ms']['p50']}/{r['join_to_connected_ms']['p95']} ms; "
         f"CPU s: server {r['server_cpu_s']}, workers {r['worker_cpu_s']}, "
-        f"load generators {r['generator_cpu_s']} ({r['generator_cpu_utilisation']} cores); "
+        f"redis {r['redis_cpu_s']}, load generators {r['generator_cpu_s']} "
+        f"({r['generator_cpu_utilisation']} cores); run-queue wait "
+        f"{r['server_worker_runqueue_wait_s_per_s']} s/s; "
         f"errors {r['error_count']}"
     )
 

@@ -26,14 +26,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.sfu_forwarding import FANOUTS, RESULTS, Lab, Result, measure
+from bench.sfu_forwarding import FANOUTS, RESULTS, Lab, Result, host_info, measure
 
 TARGET_LOSS = 0.001
 
@@ -138,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[Result]] = {name: [] for name in placements}
     with tempfile.TemporaryDirectory(prefix="yv-bench-") as tmp, Lab(args.nice) as lab:
         workdir = Path(tmp)
-        network = f"netns {lab.name}, {Lab.ADDRESS}" if lab.active else "127.0.0.1"
         direct = measure("direct", 1, workdir, args.warmup, min(args.window, 10.0), None, lab)
         print(
             f"direct path: p50 {direct.latency_p50_ms} ms, p99 {direct.latency_p99_ms} ms",
@@ -183,14 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "cascade": cascade,
         "reference": summaries.get("one worker"),
         "direct": asdict(direct),
-        "host": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "affinity": sorted(os.sched_getaffinity(0)),
-            "load_avg": os.getloadavg(),
-            "network": network,
-            "nice": lab.nice,
-        },
+        "host": host_info(lab),
         "settings": vars(args),
         "results": [asdict(r) for results in runs.values() for r in results],
         "log_tails": {k: v for k, v in logs.items() if "Traceback" in v or "rror" in v},

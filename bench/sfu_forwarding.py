@@ -201,6 +201,18 @@ class Role:
         self.log.close()
 
 
+def host_info(lab: Lab) -> dict[str, Any]:
+    """Where a run happened, for its JSON: the machine, its load, the network used."""
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "load_avg": os.getloadavg(),
+        "network": f"netns {lab.name}, {Lab.ADDRESS}" if lab.active else "127.0.0.1",
+        "nice": lab.nice,
+    }
+
+
 def cpu_seconds(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)
@@ -546,7 +558,6 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         if "janus" in forwarders and not lab.active:
             forwarders.remove("janus")
-        network = f"netns {lab.name}, {Lab.ADDRESS}" if lab.active else "127.0.0.1"
         direct = measure("direct", 1, workdir, args.warmup, args.window, None, lab)
         direct.extra["load_avg"] = os.getloadavg()
         results.append(direct)
@@ -581,14 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "sfu-forwarding",
         "time": datetime.datetime.now(datetime.UTC).isoformat(),
-        "host": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "affinity": sorted(os.sched_getaffinity(0)),
-            "load_avg": os.getloadavg(),
-            "network": network,
-            "nice": lab.nice,
-        },
+        "host": host_info(lab),
         "settings": vars(args),
         "direct": asdict(direct),
         "results": [asdict(r) for r in results],

@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "storm": "bench.join_storm",
     "broadcast": "bench.broadcast",
     "sfu": "bench.sfu_forwarding",
+    "cascade": "bench.sfu_cascade",
     "floor": "bench.sfu_floor",
     "grant": "bench.floor_grant",
     "roster": "bench.roster",

@@ -126,6 +126,18 @@ class Lab:
     def _in(self) -> list[str]:
         return ["ip", "netns", "exec", self.name]
 
+    def udp_counters(self) -> dict[str, int]:
+        """The lab's UDP counters (/proc/net/snmp): where packets were dropped, if at all
+        (RcvbufErrors: a receiver's socket buffer overflowed; empty outside a namespace,
+        where the machine's other traffic counts too)."""
+        if not self.active:
+            return {}
+        snmp = subprocess.run(
+            [*self._in, "cat", "/proc/net/snmp"], capture_output=True, text=True
+        ).stdout
+        names, values = [line.split()[1:] for line in snmp.splitlines() if line.startswith("Udp:")]
+        return dict(zip(names, map(int, values), strict=True))
+
     def _delete(self) -> None:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
@@ -193,6 +205,18 @@ class Role:
         self.log.close()
 
 
+def host_info(lab: Lab) -> dict[str, Any]:
+    """Where a run happened, for its JSON: the machine, its load, the network used."""
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "load_avg": os.getloadavg(),
+        "network": f"netns {lab.name}, {Lab.ADDRESS}" if lab.active else "127.0.0.1",
+        "nice": lab.nice,
+    }
+
+
 def cpu_seconds(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)
@@ -206,6 +230,47 @@ def cpu_split() -> tuple[set[int] | None, set[int] | None]:
     return {cpus[0]}, set(cpus[1:])
 
 
+def placement(workers: int, shared: bool) -> tuple[list[set[int] | None], set[int] | None]:
+    """The CPUs of each forwarder process and of the load generator.
+
+    Alone (`shared` false, one forwarder): `cpu_split`. Shared: worker k on CPU k and the
+    load generator free on all of them, as on a host whose every core runs a worker
+    (bench/sfu_cascade.py); its CPU is measured, so a starved generator shows.
+    """
+    if workers == 1 and not shared:
+        fwd, gen = cpu_split()
+        return [fwd], gen
+    cpus = sorted(os.sched_getaffinity(0))
+    return [{cpus[k % len(cpus)]} for k in range(workers)], set(cpus)
+
+
+def listener_plan(n: int, workers: int) -> list[tuple[int, int]]:
+    """(worker, listeners) per listener process: n split evenly over the workers (as
+    placement with sfu.max_listeners_per_worker = n / workers would), at most
+    LISTENERS_PER_PROCESS per process."""
+    plan: list[tuple[int, int]] = []
+    for k in range(workers):
+        share = n // workers + (1 if k < n % workers else 0)
+        processes = math.ceil(share / LISTENERS_PER_PROCESS)
+        plan += [
+            (k, share // processes + (1 if i < share % processes else 0)) for i in range(processes)
+        ]
+    return plan
+
+
+def percentiles_ms(latencies: np.ndarray) -> dict[str, float | None]:
+    """p50 and p99 of latencies in ns, in ms (None without any)."""
+    if not latencies.size:
+        return {"p50": None, "p99": None}
+    p50, p99 = np.percentile(latencies, [50, 99])
+    return {"p50": round(float(p50) / 1e6, 3), "p99": round(float(p99) / 1e6, 3)}
+
+
+def worker_id(k: int) -> str:
+    """Worker k's id; worker 0 is the origin of the room (it holds the publisher)."""
+    return f"w{k}"
+
+
 def measure(
     target: str,
     n: int,
@@ -214,34 +279,47 @@ def measure(
     window: float,
     direct: Result | None,
     lab: Lab,
+    workers: int = 1,
+    shared: bool = False,
 ) -> Result:
-    fwd_cpus, gen_cpus = cpu_split()
+    """One forwarder (or, for our worker, one room over `workers` worker processes: the
+    first the origin with the publisher, each other an edge) under N listeners."""
+    assert workers == 1 or target in FANOUTS, "only our worker spans workers"
+    fwd_cpus, gen_cpus = placement(workers, shared)
     roles: list[Role] = []
     janus_proc: janus_mod.JanusProcess | None = None
     result = Result(forwarder=target, listeners=n, window_s=window)
-    tag = f"{target}-{n}"
+    tag = f"{target}-{n}" + (f"x{workers}" if workers > 1 else "")
     try:
         extra: list[str] = []
-        forwarder_pid: int | None = None
+        forwarders: list[Role] = []  # our worker processes (origin first) or the relay
+        forwarder_pids: list[int] = []
         if target in FANOUTS or target == "relay":
-            args = ["ours", "--fanout", FANOUTS[target]] if target in FANOUTS else [target]
-            if target in RECORDED:
-                args += ["--record", str(workdir / f"{tag}-rec")]
-            fwd = Role(args, workdir / f"{tag}-forwarder.log", fwd_cpus, lab)
-            roles.append(fwd)
-            extra = ["--port", str(fwd.read()["ready"])]
-            forwarder_pid = fwd.pid
+            for k in range(workers):
+                if target in FANOUTS:
+                    args = ["ours", "--fanout", FANOUTS[target], "--worker-id", worker_id(k)]
+                    if target in RECORDED and k == 0:  # the origin records; edges never do
+                        args += ["--record", str(workdir / f"{tag}-rec")]
+                else:
+                    args = [target]
+                log = workdir / f"{tag}-forwarder{k if workers > 1 else ''}.log"
+                forwarders.append(Role(args, log, fwd_cpus[k], lab))
+            roles += forwarders
+            ports = [str(fwd.read()["ready"]) for fwd in forwarders]
+            extra = ["--port", ports[0]]
+            forwarder_pids = [fwd.pid for fwd in forwarders]
         elif target == "janus":
             from tests.servers import free_port
 
-            pin = ["taskset", "-c", ",".join(map(str, sorted(fwd_cpus)))] if fwd_cpus else []
+            cpus = fwd_cpus[0]
+            pin = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
             janus_proc = janus_mod.JanusProcess(
                 workdir / tag,
                 free_port(),
                 interface=lab.INTERFACE if lab.active else "lo",
                 prefix=[*lab.prefix, *pin],
             ).start()
-            forwarder_pid = janus_proc.pid
+            forwarder_pids = [janus_proc.pid]
             extra = ["--janus", janus_proc.url, "--room", "4242"]
         kind = "ours" if target in FANOUTS else target  # what publisher and listeners see
         publisher = Role(
@@ -257,11 +335,10 @@ def measure(
             first = publisher.read()
         if target == "direct":
             extra = ["--port", str(first["ready"])]
-            forwarder_pid = None
-        listeners: list[Role] = []
-        processes = max(1, math.ceil(n / LISTENERS_PER_PROCESS))
-        for i in range(processes):
-            count = n // processes + (1 if i < n % processes else 0)
+        listeners: list[tuple[int, Role]] = []  # (worker, role)
+        for i, (k, count) in enumerate(listener_plan(n, workers)):
+            # An edge's listeners offer to it, naming the room's origin.
+            where = extra if k == 0 else ["--port", ports[k], "--origin", worker_id(0)]
             role = Role(
                 [
                     "listeners",
@@ -271,51 +348,109 @@ def measure(
                     str(count),
                     "--prefix",
                     f"p{i}l",
-                    *extra,
+                    *where,
                 ],
                 workdir / f"{tag}-listeners{i}.log",
                 gen_cpus,
                 lab,
             )
             roles.append(role)
-            listeners.append(role)
-        for role in listeners:
+            listeners.append((k, role))
+        for _, role in listeners:
             role.read(timeout=300)
-        generators = [publisher, *listeners]
+        # Relay each edge's cascadeReady to the origin as cascadeLink, as the server does.
+        for k in sorted({k for k, _ in listeners if k > 0}):
+            ready = forwarders[k].read()["frame"]["data"]
+            link = {"roomId": ready["roomId"], "edge": worker_id(k)}
+            link |= {key: ready[key] for key in ("host", "ports", "key")}
+            forwarders[0].send({"cmd": "frame", "frame": {"type": "cascadeLink", "data": link}})
+            forwarders[0].read()
+        generators = [publisher, *(role for _, role in listeners)]
         result.loadgen_processes = len(generators)
         publisher.send({"cmd": "go"})
         time.sleep(warmup)
         t0 = time.monotonic_ns()
-        fwd_cpu0 = cpu_seconds(forwarder_pid) if forwarder_pid else 0.0
+        fwd_cpu0 = [cpu_seconds(pid) for pid in forwarder_pids]
         gen_cpu0 = sum(cpu_seconds(r.pid) for r in generators)
+        udp0 = lab.udp_counters()
         time.sleep(window)
         t1 = time.monotonic_ns()
-        fwd_cpu1 = cpu_seconds(forwarder_pid) if forwarder_pid else 0.0
+        fwd_cpu1 = [cpu_seconds(pid) for pid in forwarder_pids]
         gen_cpu1 = sum(cpu_seconds(r.pid) for r in generators)
+        udp1 = lab.udp_counters()
+        result.extra["udp"] = {
+            k: udp1[k] - udp0[k]
+            for k in ("InDatagrams", "RcvbufErrors", "SndbufErrors")
+            if k in udp1
+        }
         time.sleep(0.5)  # let the window's last packets arrive
         publisher.send({"cmd": "stop"})
         publisher.send({"cmd": "report", "window": [t0, t1]})
         result.sent = publisher.read()["sent"]
         latencies: list[np.ndarray] = []
-        for i, role in enumerate(listeners):
+        delivered = [0] * workers
+        result.extra["listener_processes"] = []
+        for i, (k, role) in enumerate(listeners):
             path = workdir / f"{tag}-latency{i}.npy"
             role.send({"cmd": "report", "window": [t0, t1], "latency_file": str(path)})
             report = role.read()
-            result.delivered += sum(report["received"])
+            delivered[k] += sum(report["received"])
             result.errors += report["errors"]
             latencies.append(np.load(path))
+            # Per process: a starved one shows as its own loss and latency.
+            result.extra["listener_processes"].append(
+                {
+                    "worker": k,
+                    "received": sum(report["received"]),
+                    "expected": result.sent * len(report["received"]),
+                    **percentiles_ms(latencies[-1]),
+                }
+            )
+        result.delivered = sum(delivered)
         seconds = (t1 - t0) / 1e9
         result.window_s = round(seconds, 3)
         result.expected = result.sent * n
         result.lost = result.expected - result.delivered
-        result.forwarder_cpu_s = round(fwd_cpu1 - fwd_cpu0, 4)
+        cpu = [b - a for a, b in zip(fwd_cpu0, fwd_cpu1, strict=True)]
+        result.forwarder_cpu_s = round(sum(cpu), 4)
         result.loadgen_cpu_s = round(gen_cpu1 - gen_cpu0, 4)
         result.forwarder_cores = round(result.forwarder_cpu_s / seconds, 3)
         result.loadgen_cores = round(result.loadgen_cpu_s / seconds, 3)
-        if forwarder_pid and result.delivered:
+        if forwarder_pids and result.delivered:
             us = result.forwarder_cpu_s * 1e6 / result.delivered
             result.us_per_packet = round(us, 2)
             result.streams_per_core = round(1e6 / (us * PACKETS_PER_SECOND))
+        if target in FANOUTS:
+            result.extra["workers"] = []
+            for k, fwd in enumerate(forwarders):
+                fwd.send({"cmd": "stats", "window": [t0, t1]})
+                stats = fwd.read()
+                while "frame" in stats:  # a frame emitted since the link (kept, not relayed)
+                    result.extra.setdefault("late_frames", []).append(stats["frame"])
+                    stats = fwd.read()
+                share = [count for w, count in listener_plan(n, workers) if w == k]
+                result.extra["workers"].append(
+                    {
+                        "id": worker_id(k),
+                        "role": "edge" if k else "origin" if workers > 1 else "alone",
+                        "cpus": sorted(fwd_cpus[k] or []),
+                        "listeners": sum(share),
+                        "delivered": delivered[k],
+                        "cpu_s": round(cpu[k], 4),
+                        "cores": round(cpu[k] / seconds, 3),
+                        # CPU per packet its own listeners got (the origin's include the
+                        # publisher's receive path and one send per edge).
+                        "us_per_packet": (
+                            round(cpu[k] * 1e6 / delivered[k], 2) if delivered[k] else None
+                        ),
+                        "latency_ms": percentiles_ms(
+                            np.concatenate(
+                                [latencies[i] for i, (w, _) in enumerate(listeners) if w == k]
+                            )
+                        ),
+                        **stats,
+                    }
+                )
         lat = np.concatenate(latencies) if latencies else np.array([])
         if target != "relay" and lat.size:
             p50, p99 = (float(x) / 1e6 for x in np.percentile(lat, [50, 99]))
@@ -327,8 +462,13 @@ def measure(
                 result.added_p99_ms = round(p99 - direct.latency_p99_ms, 3)
         if target == "relay":
             result.note = "re-encodes: no latency mark"
+        notes = [result.note] if result.note else []
         if result.loadgen_cores > 0.9 * max(1, len(gen_cpus or {0})):
-            result.note = (result.note + "; " if result.note else "") + "load generator saturated"
+            notes.append("load generator saturated")
+        machine = len(os.sched_getaffinity(0))
+        if result.forwarder_cores + result.loadgen_cores > 0.9 * machine:
+            notes.append("every CPU busy")
+        result.note = "; ".join(notes)
     finally:
         for role in reversed(roles):
             role.close()
@@ -505,7 +645,6 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         if "janus" in forwarders and not lab.active:
             forwarders.remove("janus")
-        network = f"netns {lab.name}, {Lab.ADDRESS}" if lab.active else "127.0.0.1"
         costs = recording_costs(workdir) if any(f in RECORDED for f in forwarders) else {}
         if costs:
             print(f"recording, per packet: {costs}", flush=True)
@@ -543,14 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "sfu-forwarding",
         "time": datetime.datetime.now(datetime.UTC).isoformat(),
-        "host": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "affinity": sorted(os.sched_getaffinity(0)),
-            "load_avg": os.getloadavg(),
-            "network": network,
-            "nice": lab.nice,
-        },
+        "host": host_info(lab),
         "settings": vars(args),
         "direct": asdict(direct),
         "results": [asdict(r) for r in results],

@@ -5,7 +5,9 @@ forwarder's CPU time and the load generator's can be measured apart; the orchest
 (bench/sfu_forwarding.py) talks to them with JSON lines on stdin/stdout.
 
 - `ours`: the real `sfu.worker.Worker`, fed offers over a tiny JSON-lines TCP control
-  port instead of the server's WebSocket (same `handle()`/`emit` path).
+  port instead of the server's WebSocket (same `handle()`/`emit` path). For a room that
+  spans workers (bench/sfu_cascade.py) it prints the `cascadeReady` frames it emits and
+  takes server frames (`cascadeLink`) on stdin: the orchestrator relays like the server.
 - `relay`: aiortc's MediaRelay (decode once, re-encode per listener), the baseline.
 - `publisher`: one speaker sending real 20 ms Opus frames whose Opus padding carries a
   counter and the send time (CLOCK_MONOTONIC, shared by all processes), so listeners
@@ -120,8 +122,11 @@ def loopback(address: str) -> None:
     assert aioice.ice.get_host_addresses(True, True) == [address]
 
 
-def offer_message(pid: str, kind: str, sdp: str) -> dict[str, Any]:
-    return {"id": pid, "kind": kind, "sdp": sdp}
+def offer_message(pid: str, kind: str, sdp: str, origin: str = "") -> dict[str, Any]:
+    """An offer for a forwarder's control port; `origin`: the room's origin worker, when
+    the receiving worker is one of its edges."""
+    message = {"id": pid, "kind": kind, "sdp": sdp}
+    return {**message, "origin": origin} if origin else message
 
 
 class ControlClient:
@@ -188,36 +193,83 @@ async def run_until_exit() -> None:
 # ---------------------------------------------------------------- forwarders
 
 
+class Arrivals:
+    """When marked packets reach this process's forwarder: publisher send to `forward()`,
+    so added latency splits into the way in (publisher to origin, origin to edge) and
+    the fan-out after it."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self.delay: list[int] = []
+
+    def percentiles(self, t0: int, t1: int) -> dict[str, float | None]:
+        delays = [d for s, d in zip(self.sent, self.delay, strict=True) if t0 <= s < t1]
+        if not delays:
+            return {"arrival_p50_ms": None, "arrival_p99_ms": None}
+        p50, p99 = (float(x) / 1e6 for x in np.percentile(delays, [50, 99]))
+        return {"arrival_p50_ms": round(p50, 3), "arrival_p99_ms": round(p99, 3)}
+
+
+def time_arrivals() -> Arrivals:
+    """Record every marked packet `Forwarder.forward` gets in this process (once per
+    packet and worker: 50 a second, not per listener)."""
+    arrivals = Arrivals()
+    forward = Forwarder.forward
+    clock = time.monotonic_ns
+
+    def timed(self: Forwarder, source: str, packet: RtpPacket) -> None:
+        mark = read_mark(packet.payload)
+        if mark is not None:
+            arrivals.sent.append(mark[1])
+            arrivals.delay.append(clock() - mark[1])
+        forward(self, source, packet)
+
+    Forwarder.forward = timed  # type: ignore[method-assign]
+    return arrivals
+
+
 async def role_ours(args: argparse.Namespace) -> None:
     """The real worker core behind a JSON-lines control port."""
     loopback(args.ice)
     overrides: dict[str, Any] = {"sfu.slots": SLOTS, "sfu.native": args.fanout == "native"}
     if args.record:
         overrides["recording.dir"] = args.record
+    config = load_config(environ={}, overrides=overrides)
     waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     def emit(frame: WorkerFrame) -> None:
         kind, data = frame.type, wire(frame)["data"]
         if kind == "signal" and data["type"] == "answer" and data["to"] in waiting:
             waiting.pop(data["to"]).set_result(data["data"])
+        elif kind == "cascadeReady":  # for the orchestrator to relay, as the server would
+            say({"frame": wire(frame)})
 
-    worker = Worker(load_config(environ={}, overrides=overrides), "bench", emit)
+    worker = Worker(config, args.worker_id, emit)
+    arrivals = time_arrivals()
     if args.record:  # record the room from its first peer on (sfu/recording.py)
         await worker.handle(
             {"type": "record", "data": {"roomId": "bench", "recordingId": RECORDING_ID}}
         )
 
+    def stats(window: list[int] | None = None) -> dict[str, Any]:
+        room = worker.rooms.get("bench")
+        fwd = room.forwarder if room else None
+        edge = room.edge if room else None
+        return {
+            "fanout": worker.load().fanout,
+            "packets_out": fwd.packets_out if fwd else 0,
+            "packets_in": fwd.packets_in if fwd else 0,
+            "send_errors": fwd.send_errors if fwd else 0,
+            "recording": fwd is not None and fwd.recording is not None,
+            "links": sorted(room.links) if room else [],
+            "cascade_received": edge.received if edge else None,
+            "cascade_dropped": edge.dropped if edge else None,
+            **(arrivals.percentiles(*window) if window else {}),
+        }
+
     async def handler(request: dict[str, Any]) -> dict[str, Any]:
         if request.get("stats"):
-            room = worker.rooms.get("bench")
-            fwd = room.forwarder if room else None
-            return {
-                "fanout": worker.load().fanout,
-                "packets_out": fwd.packets_out if fwd else 0,
-                "packets_in": fwd.packets_in if fwd else 0,
-                "send_errors": fwd.send_errors if fwd else 0,
-                "recording": room is not None and fwd is not None and fwd.recording is not None,
-            }
+            return stats()
         pid = request["id"]
         future = waiting[pid] = asyncio.get_running_loop().create_future()
         await worker.handle(
@@ -231,6 +283,7 @@ async def role_ours(args: argparse.Namespace) -> None:
                     "callsign": pid,
                     "type": "offer",
                     "data": {"type": "offer", "sdp": request["sdp"]},
+                    "origin": request.get("origin"),
                 },
             }
         )
@@ -246,7 +299,12 @@ async def role_ours(args: argparse.Namespace) -> None:
         after = float(os.environ.get("YV_BENCH_PROFILE_AFTER", "0"))  # skip the set-up
         asyncio.get_running_loop().call_later(after, profile.enable)
     try:
-        await run_until_exit()
+        while (command := await read_command())["cmd"] != "exit":
+            if command["cmd"] == "frame":  # a server frame (cascadeLink), applied in order
+                await worker.handle(command["frame"])
+                say({"handled": command["frame"]["type"]})
+            elif command["cmd"] == "stats":
+                say(stats(command.get("window")))
     finally:
         if profile is not None:
             profile.disable()
@@ -397,7 +455,7 @@ async def role_publisher(args: argparse.Namespace) -> None:
             await pc.setLocalDescription(await pc.createOffer())
             control = ControlClient(args.port)
             reply = await control.request(
-                offer_message("pub", "publisher", pc.localDescription.sdp)
+                offer_message("pub", "publisher", pc.localDescription.sdp, args.origin)
             )
             answer = reply["sdp"]
         await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
@@ -493,7 +551,7 @@ async def connect_listener(
             pc.addTransceiver("audio", direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
         reply = await control.request(
-            offer_message(listener.name, "listener", pc.localDescription.sdp)
+            offer_message(listener.name, "listener", pc.localDescription.sdp, args.origin)
         )
         await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
     await wait_connected(pc)
@@ -568,6 +626,12 @@ def main(argv: list[str] | None = None) -> int:
         "--fanout", choices=["native", "python"], default="native", help="ours: fan-out loop"
     )
     parser.add_argument("--record", default="", help="ours: record the room into this dir")
+    parser.add_argument("--worker-id", default="bench", help="ours: the worker's id")
+    parser.add_argument(
+        "--origin",
+        default="",
+        help="publisher, listeners: the room's origin worker (the target worker is an edge)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     asyncio.run(ROLES[args.role](args))

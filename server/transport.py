@@ -107,37 +107,17 @@ def install(write_timeout: float, stall_timeout: float, close_timeout: float) ->
         if not isinstance(event, RawData):
             await original_send(self, event)
             return
-        transport = self.writer.transport
-        data: bytes | None = event.data
-        if not getattr(self, "_yv_draining", 0) and not transport.is_closing():
-            # The common case: no send of this connection waits for a drain, and the
-            # transport takes the bytes at once. Only a buffer above its high-water mark
-            # needs the drain and its timeout below; for every other frame the lock, the
-            # timer and the awaits were pure cost (profiled under bench/signaling_load.py).
+        async with self.send_lock:
             try:
-                self.writer.write(data)
-            except (ConnectionError, RuntimeError):
-                await self.protocol.handle(Closed())
-                return
-            if transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[1]:
-                return
-            data = None  # written: only the drain is left
-        # Sends from here on queue behind this one (bytes keep the order of the calls).
-        self._yv_draining = getattr(self, "_yv_draining", 0) + 1
-        try:
-            async with self.send_lock:
-                if data is not None:
-                    self.writer.write(data)
+                self.writer.write(event.data)
                 async with asyncio.timeout(LIMITS.write_timeout):
                     await self.writer.drain()
-        except TimeoutError:
-            # The peer takes nothing: cut it off instead of buffering for it.
-            _abort(self)
-            await self.protocol.handle(Closed())
-        except (ConnectionError, RuntimeError):
-            await self.protocol.handle(Closed())
-        finally:
-            self._yv_draining -= 1
+            except TimeoutError:
+                # The peer takes nothing: cut it off instead of buffering for it.
+                _abort(self)
+                await self.protocol.handle(Closed())
+            except (ConnectionError, RuntimeError):
+                await self.protocol.handle(Closed())
 
     async def _read_data(self: Any) -> None:
         while not self.reader.at_eof():

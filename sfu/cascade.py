@@ -194,7 +194,7 @@ class EdgeLink:
         for index, port in enumerate(ports[:slots]):
             # A three-item sink takes the forwarder's Python loop: once per packet and edge.
             sink = (protect, self._sock.sendto, (host, port))
-            forwarder.add_output(self.subscriber, index, layout, sink)
+            forwarder.add_output(self.subscriber, index, layout, sink, first=True)
 
     def close(self) -> None:
         self.forwarder.remove_subscriber(self.subscriber)

@@ -321,8 +321,11 @@ class Forwarder:
         layout: Layout,
         sink: AnySink,
         sender: RTCRtpSender | None = None,
+        first: bool = False,
     ) -> Output:
-        """Start sending slot `index` to a subscriber (replacing an older output)."""
+        """Start sending slot `index` to a subscriber (replacing an older output). `first`:
+        in a group of its own, served before every other group of the slot (an edge
+        worker's link: its listeners should not wait for this worker's whole fan-out)."""
         self.remove_output(subscriber, index)
         slot = self.slots[index]
         out = Output(subscriber, index, layout, sink, sender)
@@ -331,12 +334,12 @@ class Forwarder:
                 out.native = NativeSink(sink)
             except OSError as exc:  # no fd to spare: this output takes the Python loop
                 logger.warning("native sink for %s: %s", subscriber, exc)
-        if slot.source == subscriber:
-            group = _Group(layout, paused=True)
+        if slot.source == subscriber or first:
+            group = _Group(layout, paused=slot.source == subscriber)
         else:
             candidates = [g for g in slot.groups if not g.paused and g.layout.key == layout.key]
             group = max(candidates, key=lambda g: len(g.outputs)) if candidates else _Group(layout)
-        self._move(out, group)
+        self._move(out, group, first)
         self._outputs[(subscriber, index)] = out
         return out
 
@@ -355,12 +358,15 @@ class Forwarder:
     def outputs(self) -> list[Output]:
         return list(self._outputs.values())
 
-    def _move(self, out: Output, group: _Group) -> None:
+    def _move(self, out: Output, group: _Group, first: bool = False) -> None:
         slot = self.slots[out.index]
         if out.group is not None:
             self._leave(out)
         if group not in slot.groups:
-            slot.groups.append(group)
+            if first:
+                slot.groups.insert(0, group)
+            else:
+                slot.groups.append(group)
         out.group = group
         out.base_packets, out.base_octets = group.packets, group.octets
         group.outputs.append(out)

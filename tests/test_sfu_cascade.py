@@ -196,6 +196,34 @@ async def test_an_srtp_link_drops_packets_under_another_key() -> None:
 # ---------------------------------------------------------------- end to end, real server
 
 
+async def speaker_and_listeners(
+    make: Callable[..., VoiceClient], url: str, count: int, secret: str
+) -> tuple[VoiceClient, list[VoiceClient]]:
+    """W1AW talking (a 440 Hz tone) and `count` listeners (listener tokens) join ROOM, one
+    after the other, each listener's SFU link up before the next joins; returns when every
+    listener heard the speaker."""
+    config = load_config(environ={}, overrides={"auth.secret": secret})
+    alice = make(url, tone=440)
+    assert alice.track is not None
+    alice.track.muted = False
+    await alice.login("W1AW")
+    await alice.connect()
+    await alice.join(ROOM)
+    listeners = []
+    for i in range(count):
+        token, _ = issue_token(config, f"K{i}SWL", role="listener")
+        listener = make(url, publish=False)
+        listener.use_token(token)
+        await listener.connect()
+        await listener.join(ROOM)
+        listeners.append(listener)
+        await until(lambda c=listener: sfu_connected(c), 30, f"listener {i} on the SFU")
+    await until(lambda: sfu_connected(alice), 30, "the speaker on the SFU")
+    for listener in listeners:
+        await listener.wait_audio(SFU, frames=25, timeout=20)
+    return alice, listeners
+
+
 def _worker_of(client: VoiceClient, workers: list[psutil.Process]) -> psutil.Process:
     """The worker process holding the client's SFU connection (its nominated pair's port)."""
     peer = client.peers[SFU]
@@ -227,24 +255,7 @@ async def test_a_room_spans_two_workers_and_survives_losing_its_edge(
         workers=2,
     )
     server.wait_healthy(timeout=60, workers=2)
-    config = load_config(environ={}, overrides={"auth.secret": TEST_SECRET})
-    alice = client_factory(server.url, tone=440)
-    assert alice.track is not None
-    alice.track.muted = False
-    await alice.login("W1AW")
-    await alice.connect()
-    await alice.join(ROOM)
-    listeners = []
-    for i in range(4):
-        token, _ = issue_token(config, f"K{i}SWL", role="listener")
-        listener = client_factory(server.url, publish=False)
-        listener.use_token(token)
-        await listener.connect()
-        await listener.join(ROOM)
-        listeners.append(listener)
-        await until(lambda c=listener: sfu_connected(c), 30, f"listener {i} on the SFU")
-    for listener in listeners:
-        await listener.wait_audio(SFU, frames=25, timeout=20)
+    alice, listeners = await speaker_and_listeners(client_factory, server.url, 4, TEST_SECRET)
     assert server.proc is not None
     workers = [
         p for p in psutil.Process(server.proc.pid).children(recursive=True) if "sfu" in p.cmdline()
@@ -308,3 +319,20 @@ def test_cascade_host_must_be_an_address() -> None:
 
     with pytest.raises(ConfigError, match=r"sfu\.cascade_host: expected an IP address"):
         config(cascade_host="sfu1.example.org")
+
+
+async def test_the_origin_serves_its_edges_before_its_own_listeners() -> None:
+    """An edge's listeners already wait for the edge's fan-out: the origin sends to the edge
+    before its own listeners, whenever the link was made."""
+    origin = Forwarder(3)
+    layout = Layout(111, 1, None, None)
+    near = Collect()
+    for index in range(3):
+        origin.add_output("near", index, layout, near.sink())
+    link = EdgeLink(origin, "w-edge", "127.0.0.1", [9, 9, 9], None)
+    try:
+        for slot in origin.slots:
+            assert slot.groups[0].outputs[0].subscriber == edge_subscriber("w-edge")
+            assert [o.subscriber for g in slot.groups[1:] for o in g.outputs] == ["near"]
+    finally:
+        link.close()

@@ -13,8 +13,6 @@ from tests.natlab.lab import WEB_PORT
 from tests.natlab.netns import NetnsLoop, unavailable_reason
 from tests.natlab.services import AUTH_SECRET, LabServer
 from tests.voiceclient import SFU, VoiceClient
-from yahaml_voice.core.config import load_config
-from yahaml_voice.core.tokens import issue_token
 
 pytestmark = pytest.mark.natlab
 
@@ -29,31 +27,17 @@ def _remote_host(client: VoiceClient) -> str:
 
 async def _scenario(url: str) -> dict[str, Any]:
     """Runs on host A: a speaker and three listeners join; who is where, who hears."""
-    from tests.test_sfu_integration import sfu_connected, until
+    from tests.test_sfu_cascade import speaker_and_listeners
 
-    config = load_config(environ={}, overrides={"auth.secret": AUTH_SECRET})
     clients: list[VoiceClient] = []
+
+    def make(url: str, **kw: Any) -> VoiceClient:
+        client = VoiceClient(url, **kw)
+        clients.append(client)
+        return client
+
     try:
-        alice = VoiceClient(url, tone=440)
-        clients.append(alice)
-        assert alice.track is not None
-        alice.track.muted = False
-        await alice.login("W1AW")
-        await alice.connect()
-        await alice.join(ROOM)
-        listeners = []
-        for i in range(3):
-            token, _ = issue_token(config, f"K{i}SWL", role="listener")
-            listener = VoiceClient(url, publish=False)
-            clients.append(listener)
-            listener.use_token(token)
-            await listener.connect()
-            await listener.join(ROOM)
-            listeners.append(listener)
-            await until(lambda c=listener: sfu_connected(c), 30, f"listener {i} on the SFU")
-        await until(lambda: sfu_connected(alice), 30, "the speaker on the SFU")
-        for listener in listeners:
-            await listener.wait_audio(SFU, frames=25, timeout=20)
+        alice, listeners = await speaker_and_listeners(make, url, 3, AUTH_SECRET)
         return {
             "speaker": _remote_host(alice),
             "listeners": [_remote_host(c) for c in listeners],

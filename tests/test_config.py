@@ -17,7 +17,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 def test_defaults_are_the_embedded_default() -> None:
     config = load_config(environ={})
     assert (config.server.host, config.server.port, config.auth.mode) == ("127.0.0.1", 8080, "open")
-    assert [r.id for r in config.rooms] == ["shack"] and config.redis.url is None
+    assert [r.id for r in config.rooms] == ["shack", "echo"] and config.redis.url is None
+    assert config.rooms[1].kind == "parrot" and config.rooms[1].always_sfu
     assert config.ice.stun_urls == [] and config.ice.turn.urls == []
 
 

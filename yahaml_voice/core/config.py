@@ -191,7 +191,14 @@ def _default_rooms() -> list[RoomConfig]:
             name="Shack",
             description="Intercom for the operators in the shack",
             max_participants=100,
-        )
+        ),
+        RoomConfig(
+            id="echo",
+            name="Echo test",
+            description="Test your audio: what you say comes back to you alone",
+            max_participants=50,
+            kind="parrot",
+        ),
     ]
 
 

@@ -79,6 +79,12 @@ class Signalling:
         if request.to == SFU_PEER:
             await self._to_sfu(sender, room_id, request.type, data)
             return 1
+        room = self.config.room(room_id)
+        if room is not None and room.kind == "parrot":
+            # An echo test plays you back to yourself alone: members never meet in a mesh.
+            raise ApiError(
+                409, "echo_room", "an echo test room has no peers to signal; use the SFU"
+            )
         if not sender.can_publish and request.type in ("offer", "answer"):
             # Mesh media never passes the server: refuse what would let a listener send.
             if sends_media(sdp):

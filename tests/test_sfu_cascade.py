@@ -20,7 +20,7 @@ from aiortc.rtp import RtpPacket
 
 from tests.servers import TEST_SECRET, ServerProcess
 from tests.test_sfu_integration import sfu_connected, until
-from tests.test_sfu_worker import Frames, Participant, config, wait_for
+from tests.test_sfu_worker import Frames, Participant, close_all, config, wait_for
 from tests.voiceclient import SFU, VoiceClient
 from yahaml_voice.core.config import load_config
 from yahaml_voice.core.tokens import issue_token
@@ -57,12 +57,7 @@ class Rig:
         return ready
 
     async def close(self) -> None:
-        for person in self.people:
-            await person.pc.close()
-            if person.track:
-                person.track.stop()
-        await self.origin.stop()
-        await self.edge.stop()
+        await close_all(self.people, self.origin, self.edge)
 
 
 @pytest.fixture

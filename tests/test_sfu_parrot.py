@@ -14,7 +14,7 @@ from aiortc.codecs import get_decoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket
 
-from tests.test_sfu_worker import Frames, Participant, config, wait_for
+from tests.test_sfu_worker import Frames, Participant, close_all, config, wait_for
 from tests.voiceclient import dominant_tone
 from yahaml_voice.sfu.worker import Worker
 
@@ -52,11 +52,7 @@ async def parrot_room(loopback_ice: None) -> AsyncIterator[tuple[Worker, Frames,
     try:
         yield worker, frames, people
     finally:
-        for person in people:
-            await person.pc.close()
-            if person.track:
-                person.track.stop()
-        await worker.stop()
+        await close_all(people, worker)
 
 
 async def test_a_tone_comes_back_to_its_speaker_alone_within_a_second(

@@ -129,6 +129,16 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> floa
     return time.monotonic() - start
 
 
+async def close_all(people: list[Participant], *workers: Worker) -> None:
+    """A test's peers hang up, then its workers stop."""
+    for person in people:
+        await person.pc.close()
+        if person.track:
+            person.track.stop()
+    for worker in workers:
+        await worker.stop()
+
+
 def config(**sfu: Any) -> Config:
     return load_config(environ={}, overrides={f"sfu.{k}": v for k, v in sfu.items()})
 
@@ -144,11 +154,7 @@ async def rig(
     try:
         yield worker, frames, people
     finally:
-        for person in people:
-            await person.pc.close()
-            if person.track:
-                person.track.stop()
-        await worker.stop()
+        await close_all(people, worker)
 
 
 async def test_speaker_reaches_everyone_but_itself(

@@ -16,6 +16,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -540,7 +541,13 @@ def server_config(server: ServerProcess) -> Config:
     )
 
 
-worker_types = st.sampled_from(["hello", "load", "signal", "slots", "roomState", "error"])
+worker_types = st.sampled_from(
+    ["hello", "load", "signal", "slots", "roomState", "error", "cascadeReady", "recording",
+     "transmission"]
+)  # fmt: skip
+# Link hosts: only loopback or nothing usable (never a routable address: a worker sends there).
+link_hosts = st.sampled_from(["127.0.0.1", "::1", "sfu2.example.org", "", "999.1.1.1", "10.0.0"])
+recording_ids = st.sampled_from(["20261130T200000Z-0a1b2c", "2026-11-30", "../../etc", ""])
 worker_data = st.fixed_dictionaries(
     {},
     optional={
@@ -564,6 +571,29 @@ worker_data = st.fixed_dictionaries(
         "cpu": st.floats(allow_nan=False) | st.booleans(),
         "workerId": st.text(max_size=10),
         "slots_": json_values,
+        "origin": st.sampled_from(["w-fuzz", "w-other"]) | json_values,
+        "host": link_hosts | json_values,
+        "ports": st.lists(st.integers(-1, 70000), max_size=17) | json_values,
+        "key": st.none() | st.sampled_from(["A" * 40, "short"]) | json_values,
+        "recordingId": recording_ids | json_values,
+        "state": st.sampled_from(["recording", "stopped", "failed", "paused"]) | json_values,
+        "reason": st.none() | st.text(max_size=400),
+        "bytes": st.integers(-1, 1 << 40) | json_values,
+        "transmission": st.fixed_dictionaries(
+            {},
+            optional={
+                "index": st.integers(-1, 5),
+                "slot": st.integers(-1, 20),
+                "participantId": st.text(max_size=8),
+                "callsign": st.text(max_size=8),
+                "start": st.text(max_size=30),
+                "end": st.text(max_size=30),
+                "offset": st.floats(allow_nan=False) | st.integers(),
+                "duration": st.floats(allow_nan=False) | st.integers(),
+                "url": st.none() | st.text(max_size=30),
+            },
+        )
+        | json_values,
     },
 )
 worker_frames = (
@@ -734,6 +764,14 @@ to_worker_data = st.fixed_dictionaries(
         "role": st.sampled_from(["operator", "listener", "ncs", "god"]),
         "canPublish": st.booleans() | json_values,
         "callsign": st.text(max_size=8),
+        "origin": st.none() | st.sampled_from(["w-origin"]) | json_values,
+        "parrot": st.booleans() | json_values,
+        "edge": st.sampled_from(["w-edge", "w-fuzz"]) | json_values,
+        "host": link_hosts | json_values,
+        "ports": st.lists(st.integers(-1, 70000), max_size=17) | json_values,
+        "key": st.none() | st.sampled_from(["A" * 40, "short"]) | json_values,
+        "recordingId": st.none() | recording_ids | json_values,
+        "netId": st.none() | st.text(max_size=8),
         "type": st.sampled_from(["offer", "answer", "ice-candidate"]) | json_values,
         "data": st.none()
         | st.fixed_dictionaries(
@@ -786,7 +824,18 @@ to_worker_data = st.fixed_dictionaries(
 to_worker_frames = (
     st.fixed_dictionaries(
         {
-            "type": st.sampled_from(["signal", "participantLeft", "roomClosed", "error"])
+            "type": st.sampled_from(
+                [
+                    "signal",
+                    "participantLeft",
+                    "roomClosed",
+                    "error",
+                    "cascadeLink",
+                    "cascadeUnlink",
+                    "announce",
+                    "record",
+                ]
+            )
             | st.text(max_size=8),
             "data": to_worker_data,
         }
@@ -881,12 +930,11 @@ def offers(sdp: str) -> st.SearchStrategy[dict[str, Any]]:
 
 @pytest.fixture
 async def worker(
-    loopback_ice: None,
+    loopback_ice: None, tmp_path: Path
 ) -> AsyncIterator[tuple[Worker, list[tuple[str, dict[str, Any]]]]]:
     emitted: list[tuple[str, dict[str, Any]]] = []
-    worker = Worker(
-        load_config(environ={}), "w-fuzz", lambda f: emitted.append((f.type, wire(f)["data"]))
-    )
+    config = load_config(environ={}, overrides={"recording.dir": str(tmp_path / "rec")})
+    worker = Worker(config, "w-fuzz", lambda f: emitted.append((f.type, wire(f)["data"])))
     try:
         yield worker, emitted
     finally:
@@ -952,7 +1000,10 @@ async def test_server_frames_to_the_worker(
             before = len(emitted)
             await the_worker.handle(frame)
             for kind, data in emitted[before:]:
-                assert kind in ("error", "signal", "slots", "roomState"), (kind, data)
+                assert kind in (
+                    "error", "signal", "slots", "roomState", "cascadeReady", "recording",
+                    "transmission",
+                ), (kind, data)  # fmt: skip
                 if kind == "error":
                     assert data["code"] and data["message"]
             if index % 50 == 49:

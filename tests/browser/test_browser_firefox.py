@@ -186,9 +186,10 @@ async def test_firefox_hears_an_aiortc_speaker_through_the_sfu(
     artifacts: Path,
 ) -> None:
     fox = await Operator.open(ff, sfu_server, "F1FOX")  # type: ignore[arg-type]
-    speaker = await _speaker(client_factory, sfu_server, "ff-sfu")
-    started = time.monotonic()
     await fox.join("ff-sfu")
+    # The second participant takes the room to the SFU (sfu_threshold 2).
+    started = time.monotonic()
+    speaker = await _speaker(client_factory, sfu_server, "ff-sfu")
     await until(lambda: _on_sfu(fox), "F1FOX on the SFU", timeout=30, every=0.05)
     seconds = time.monotonic() - started
     fox_id = await fox.participant_id

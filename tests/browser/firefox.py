@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -164,8 +165,7 @@ class FirefoxProcess:
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix=f"firefox-{ns or 'host'}",
-            initializer=_enter if ns else None,
-            initargs=(ns,) if ns else (),
+            initializer=functools.partial(_enter, ns) if ns else None,
         )
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -201,7 +201,7 @@ class FirefoxProcess:
             "MOZ_DISABLE_AUTO_SAFE_MODE": "1",
             "HOME": str(self.folder),
         }
-        log = open(self.folder / "firefox.log", "wb")  # noqa: SIM115 (closed with the process)
+        log = open(self.folder / "firefox.log", "wb")  # the child keeps its own descriptor
         self.proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
@@ -368,11 +368,10 @@ class FirefoxPage:
     async def screenshot(self, path: str, full_page: bool = True) -> bytes:
         def shoot() -> bytes:
             data: bytes = self.browser.client.screenshot(format="binary", full=full_page)
+            Path(path).write_bytes(data)
             return data
 
-        data = await self.browser.call(shoot)
-        Path(path).write_bytes(data)
-        return data
+        return await self.browser.call(shoot)
 
     async def close(self) -> None:
         await self.browser.close()
@@ -398,10 +397,18 @@ class FirefoxContext:
         await self.browser.close()
 
 
+def secure_hosts(hosts: list[str]) -> dict[str, bool | int | str]:
+    """Prefs that make plain-http `hosts` secure contexts (getUserMedia works there), as
+    Chromium's --unsafely-treat-insecure-origin-as-secure does for the NAT lab's origins."""
+    return {"dom.securecontext.allowlist": ",".join(hosts)}
+
+
 class Firefox:
     """Stands in for a Playwright Browser: every new_context() is a fresh Firefox."""
 
-    def __init__(self, ns: str | None = None, prefs: dict[str, bool | int | str] | None = None):
+    def __init__(
+        self, ns: str | None = None, prefs: dict[str, bool | int | str] | None = None
+    ) -> None:
         self.ns = ns
         self.prefs = prefs
         self.processes: list[FirefoxProcess] = []

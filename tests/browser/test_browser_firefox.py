@@ -28,11 +28,18 @@ from tests.voiceclient import SFU, VoiceClient
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.firefox,
-    pytest.mark.skipif(not firefox_available(), reason="no firefox-esr (apt-get install firefox-esr)"),
+    pytest.mark.skipif(
+        not firefox_available(), reason="no firefox-esr (apt-get install firefox-esr)"
+    ),
 ]
 
 SFU_ROOMS = [
-    {"id": "ff-sfu", "name": "Firefox SFU", "description": "Firefox and aiortc", "sfu_threshold": 2},
+    {
+        "id": "ff-sfu",
+        "name": "Firefox SFU",
+        "description": "Firefox and aiortc",
+        "sfu_threshold": 2,
+    },
     {"id": "ff-mixed", "name": "Mixed SFU", "description": "Everyone", "sfu_threshold": 2},
 ]
 
@@ -81,6 +88,11 @@ async def _connected_to(op: Operator, callsign: str) -> bool:
     return bool(row and row["state"] == "connected")
 
 
+async def _speaking(op: Operator, callsign: str) -> bool:
+    row = (await op.roster()).get(callsign)
+    return bool(row and row["speaking"])
+
+
 async def _meshed(a: Operator, b: Operator, started: float) -> float:
     """Seconds from `started` until each page shows the other connected."""
     await until(lambda: _connected_to(a, b.callsign), f"{a.callsign} connected", every=0.05)
@@ -95,6 +107,7 @@ async def _hears_peer(op: Operator, pid: str, who: str) -> None:
     later = await op.inbound_from(pid)
     assert later["packetsReceived"] - first["packetsReceived"] > 25, (op.callsign, who, later)
     assert later["bytesReceived"] > first["bytesReceived"], (op.callsign, who)
+    assert later["audioEnergy"] > first["audioEnergy"], (op.callsign, who)
 
 
 async def _slot_from(op: Operator, pid: str) -> tuple[str, dict[str, Any]] | None:
@@ -154,6 +167,9 @@ async def test_firefox_and_chromium_mesh(
 
     await _hears_peer(fox, chrome_id, "C1HRM")
     await _hears_peer(chrome, fox_id, "F1FOX")
+    # Levels both ways: each roster shows the other one speaking.
+    await until(lambda: _speaking(fox, "C1HRM"), "F1FOX sees C1HRM speaking")
+    await until(lambda: _speaking(chrome, "F1FOX"), "C1HRM sees F1FOX speaking")
     await _own_meter_moves(fox)
     await _own_meter_moves(chrome)
     _record(artifacts, mesh_firefox_chromium=seconds)

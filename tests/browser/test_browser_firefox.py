@@ -41,6 +41,7 @@ SFU_ROOMS = [
         "sfu_threshold": 2,
     },
     {"id": "ff-mixed", "name": "Mixed SFU", "description": "Everyone", "sfu_threshold": 2},
+    {"id": "ff-fail", "name": "Blocked SFU", "description": "No path", "sfu_threshold": 2},
 ]
 
 # Own level meter: the self row's fill, scaled by sqrt(level); above this it visibly moves.
@@ -157,8 +158,10 @@ async def _speaker(
 async def test_firefox_and_chromium_mesh(
     browser: Browser, ff: Firefox, voice_server: ServerProcess, artifacts: Path
 ) -> None:
-    fox = await Operator.open(ff, voice_server, "F1FOX")  # type: ignore[arg-type]
-    chrome = await Operator.open(browser, voice_server, "C1HRM")
+    fox, chrome = await asyncio.gather(
+        Operator.open(ff, voice_server, "F1FOX"),  # type: ignore[arg-type]
+        Operator.open(browser, voice_server, "C1HRM"),
+    )
     await chrome.join("hf-desk")
     started = time.monotonic()
     await fox.join("hf-desk")
@@ -180,8 +183,10 @@ async def test_firefox_and_chromium_mesh(
 async def test_firefox_and_firefox_mesh(
     ff: Firefox, voice_server: ServerProcess, artifacts: Path
 ) -> None:
-    a = await Operator.open(ff, voice_server, "F1FOX")  # type: ignore[arg-type]
-    b = await Operator.open(ff, voice_server, "F2FOX")  # type: ignore[arg-type]
+    a, b = await asyncio.gather(
+        Operator.open(ff, voice_server, "F1FOX"),  # type: ignore[arg-type]
+        Operator.open(ff, voice_server, "F2FOX"),  # type: ignore[arg-type]
+    )
     await a.join("vhf-desk")
     started = time.monotonic()
     await b.join("vhf-desk")
@@ -228,8 +233,10 @@ async def test_chromium_firefox_and_aiortc_in_one_sfu_room(
     loopback_ice: None,
     artifacts: Path,
 ) -> None:
-    fox = await Operator.open(ff, sfu_server, "F1FOX")  # type: ignore[arg-type]
-    chrome = await Operator.open(browser, sfu_server, "C1HRM")
+    fox, chrome = await asyncio.gather(
+        Operator.open(ff, sfu_server, "F1FOX"),  # type: ignore[arg-type]
+        Operator.open(browser, sfu_server, "C1HRM"),
+    )
     await chrome.join("ff-mixed")
     started = time.monotonic()
     await fox.join("ff-mixed")
@@ -250,3 +257,39 @@ async def test_chromium_firefox_and_aiortc_in_one_sfu_room(
     await _own_meter_moves(fox)
     _record(artifacts, sfu_mixed_firefox=seconds)
     assert not fox.errors and not chrome.errors
+
+
+async def test_a_failed_sfu_connection_in_firefox_shows_a_banner_and_both_rosters_say_so(
+    browser: Browser, sfu_server: ServerProcess, artifacts: Path
+) -> None:
+    """Firefox that cannot pair with the worker's only (loopback) address, as in the issue:
+    its page says so in a banner and keeps the seat; neither roster shows the link connected."""
+    async with firefox(prefs={"media.peerconnection.ice.loopback": False}) as blind:
+        fox, chrome = await asyncio.gather(
+            Operator.open(blind, sfu_server, "F1FOX"),  # type: ignore[arg-type]
+            Operator.open(browser, sfu_server, "C1HRM"),
+        )
+        if not await fox.page.evaluate("'onsfuproblem' in yv.room"):
+            pytest.skip("this client has no SFU problem banner yet (wt-client's branch adds it)")
+        await chrome.join("ff-fail")
+        await fox.join("ff-fail")
+        await fox.page.wait_for_selector(".banner[data-key='sfu']", timeout=20_000)
+        await until(lambda: _on_sfu(chrome), "C1HRM on the SFU", timeout=30)
+
+        async def not_connected(op: Operator, callsign: str) -> bool:
+            row = (await op.roster()).get(callsign)
+            return bool(row and row["state"] not in ("connected", "waiting"))
+
+        await until(lambda: not_connected(fox, "C1HRM"), "F1FOX shows C1HRM not connected")
+        # The seat is kept meanwhile: both still see each other in the room.
+        assert set(await fox.roster()) == {"F1FOX", "C1HRM"}
+        assert set(await chrome.roster()) == {"F1FOX", "C1HRM"}
+        await fox.screenshot(artifacts, "f1fox-sfu-failed")
+        # Chromium's row for F1FOX is its own SFU link's state: nothing tells a page that
+        # another participant's SFU connection failed (no such frame yet).
+        try:
+            await until(
+                lambda: not_connected(chrome, "F1FOX"), "C1HRM shows F1FOX not connected", 3
+            )
+        except AssertionError:
+            pytest.xfail("C1HRM still shows F1FOX connected: no per-participant SFU state")

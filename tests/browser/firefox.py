@@ -102,6 +102,8 @@ if (!window.__yvErrors) {
 }
 """
 
+CLEAR_STORAGE = "try { sessionStorage.clear(); localStorage.clear(); } catch (e) {}"
+
 VISIBLE_JS = """(selector) => {
   const el = document.querySelector(selector);
   if (!el) return false;
@@ -223,6 +225,20 @@ class FirefoxProcess:
                 return int(marker.read_text().strip())
             time.sleep(0.1)
         raise FirefoxError(f"no Marionette port after {START_TIMEOUT}s: {self.log_tail()}")
+
+    async def reuse(self, viewport: dict[str, int] | None) -> None:
+        """Ready for another context: the page's storage and cookies cleared, a blank page
+        (which ends its connections and microphone), the window at `viewport`."""
+        size = viewport or DEFAULT_VIEWPORT
+
+        def reset() -> None:
+            client = self.client
+            client.execute_script(CLEAR_STORAGE, sandbox=None)
+            client.delete_all_cookies()
+            client.navigate("about:blank")
+            client.set_window_rect(width=size["width"], height=size["height"])
+
+        await self.call(reset)
 
     def log_tail(self, chars: int = 2000) -> str:
         with contextlib.suppress(OSError):
@@ -404,18 +420,32 @@ def secure_hosts(hosts: list[str]) -> dict[str, bool | int | str]:
 
 
 class Firefox:
-    """Stands in for a Playwright Browser: every new_context() is a fresh Firefox."""
+    """Stands in for a Playwright Browser: every new_context() is a Firefox of its own.
+
+    `release()` keeps the browsers handed out so far for later contexts (storage cleared,
+    blank page) instead of closing them: a module of tests starts a few Firefoxes, not one
+    per page (a start is seconds of CPU)."""
 
     def __init__(
         self, ns: str | None = None, prefs: dict[str, bool | int | str] | None = None
     ) -> None:
         self.ns = ns
         self.prefs = prefs
-        self.processes: list[FirefoxProcess] = []
+        self.busy: list[FirefoxProcess] = []
+        self.idle: list[FirefoxProcess] = []
 
     async def new_context(self, viewport: dict[str, int] | None = None) -> FirefoxContext:
+        while self.idle:
+            process = self.idle.pop()
+            try:
+                await process.reuse(viewport)
+            except Exception:
+                await process.close()
+                continue
+            self.busy.append(process)
+            return FirefoxContext(process)
         process = FirefoxProcess(self.ns, viewport, self.prefs)
-        self.processes.append(process)
+        self.busy.append(process)
         try:
             await process.start()
         except BaseException:
@@ -423,8 +453,22 @@ class Firefox:
             raise
         return FirefoxContext(process)
 
+    async def release(self) -> None:
+        """The contexts handed out are done with: keep their browsers for new contexts."""
+        busy, self.busy = self.busy, []
+        for process in busy:
+            if (
+                process.client is not None
+                and process.proc is not None
+                and process.proc.poll() is None
+            ):
+                self.idle.append(process)
+            else:
+                await process.close()
+
     async def close(self) -> None:
-        processes, self.processes = self.processes, []
+        processes = self.busy + self.idle
+        self.busy, self.idle = [], []
         results = await asyncio.gather(*(p.close() for p in processes), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, Exception):

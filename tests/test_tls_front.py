@@ -21,7 +21,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -140,30 +141,45 @@ class Front:
         return self.routes()
 
 
-def _render(work: Path, turn_tls_port: int, front_port: int, web_port: int) -> dict[str, Path]:
-    """The proxy role's site and front, rendered by its own tasks with the test's ports."""
-    cert, key = _cert(work, WEB_NAME, f"DNS:{WEB_NAME}")
-    files = {"site": work / "site.conf", "front": work / "front.conf", "log": work / "front.log"}
+@dataclass
+class Layout:
+    """One rendering of the front: TURN's name and the front's own ports and files."""
+
+    turn_name: str
+    dir: Path
+    port: int = field(default_factory=free_port)
+
+    @property
+    def files(self) -> dict[str, Path]:
+        return {name: self.dir / f"{name}.conf" for name in ("site", "front")}
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "front.log"
+
+
+def _render(work: Path, layouts: list[Layout], turn_tls_port: int, web_port: int) -> None:
+    """The proxy role's site and front, rendered by its own tasks (one Ansible run)."""
     variables = {
         "ansible_python_interpreter": sys.executable,
         "vault_yahaml_voice_turn_secret": "rendered-but-unused-here",
         "yahaml_voice_domain": WEB_NAME,
-        "yahaml_voice_turn_domain": TURN_NAME,
         "yahaml_voice_turn_overrides": {
             "alt_tls_443": True, "listen_ip": "127.0.0.1", "tls_listening_port": turn_tls_port,
         },
         "proxy_listen_addresses": ["127.0.0.1"],
-        "proxy_https_port": front_port,
-        "proxy_http_port": free_port(),
         "proxy_upstream": f"127.0.0.1:{web_port}",
-        "proxy_cert": str(cert),
-        "proxy_key": str(key),
-        "proxy_tls_front_web_address": f"127.0.0.1:{free_port()}",
-        "proxy_tls_front_turn_hop_address": f"127.0.0.1:{free_port()}",
-        "proxy_site_file": str(files["site"]),
-        "proxy_tls_front_config_file": str(files["front"]),
-        "proxy_tls_front_log": str(files["log"]),
+        "proxy_cert": str(work / f"{WEB_NAME}.crt"),
+        "proxy_key": str(work / f"{WEB_NAME}.key"),
         "proxy_acme_webroot": str(work / "acme"),
+        "tls_front_layouts": [
+            {
+                "turn_domain": layout.turn_name, "dir": str(layout.dir), "https_port": layout.port,
+                "http_port": free_port(), "web_address": f"127.0.0.1:{free_port()}",
+                "hop_address": f"127.0.0.1:{free_port()}",
+            }
+            for layout in layouts
+        ],
     }  # fmt: skip
     (work / "vars.json").write_text(json.dumps(variables))
     env = {
@@ -177,7 +193,6 @@ def _render(work: Path, turn_tls_port: int, front_port: int, web_port: int) -> d
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    return files
 
 
 def _nginx_conf(work: Path, files: dict[str, Path]) -> Path:
@@ -212,31 +227,73 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None
     raise AssertionError(f"nginx did not listen: {log.read_text(errors='replace')[-2000:]}")
 
 
+@dataclass
+class Backends:
+    """What sits behind a front: coturn (TLS on its own port) and the web backend."""
+
+    work: Path
+    turn: TurnServer
+    web_cert: Path
+    turn_cert: Path
+    layouts: dict[str, Layout]
+
+
 @pytest.fixture(scope="module")
-def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
+def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
     work = tmp_path_factory.mktemp("tls-front")
-    turn_cert, turn_key = _cert(work, TURN_NAME, f"DNS:{TURN_NAME},IP:127.0.0.1")
+    names = f"DNS:{TURN_NAME},DNS:{WEB_NAME},IP:127.0.0.1"
+    turn_cert, turn_key = _cert(work, TURN_NAME, names)
+    web_cert, _ = _cert(work, WEB_NAME, f"DNS:{WEB_NAME}")
     web = ThreadingHTTPServer(("127.0.0.1", 0), _Web)
     threading.Thread(target=web.serve_forever, daemon=True).start()
     config = turn_config(cert=str(turn_cert), pkey=str(turn_key), allow_loopback_peers=True)
-    front_port = free_port()
-    files = _render(work, config.ice.turn.tls_listening_port, front_port, web.server_address[1])
-    conf = _nginx_conf(work, files)
-    test = subprocess.run([NGINX, "-t", "-c", str(conf), "-e", str(work / "error.log")],
+    layouts = {name: Layout(name, work / name) for name in (TURN_NAME, WEB_NAME)}
+    for layout in layouts.values():
+        layout.dir.mkdir()
+    try:
+        _render(
+            work, list(layouts.values()), config.ice.turn.tls_listening_port, web.server_address[1]
+        )
+        with running_turnserver(config) as turn:
+            yield Backends(work, turn, web_cert, turn_cert, layouts)
+    finally:
+        web.shutdown()
+        web.server_close()
+
+
+@contextmanager
+def _running_front(backends: Backends, turn_name: str) -> Iterator[Front]:
+    """nginx on the role-rendered site and front whose TURN name is `turn_name`."""
+    layout = backends.layouts[turn_name]
+    work, front_port = layout.dir, layout.port
+    conf = _nginx_conf(work, layout.files)
+    error_log = str(work / "error.log")
+    test = subprocess.run([NGINX, "-t", "-c", str(conf), "-e", error_log],
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert test.returncode == 0, test.stderr
     nginx = subprocess.Popen(
-        [NGINX, "-c", str(conf), "-e", str(work / "error.log"), "-g", "daemon off;"],
+        [NGINX, "-c", str(conf), "-e", error_log, "-g", "daemon off;"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         _wait_listening(front_port, nginx, work / "error.log")
-        with running_turnserver(config) as turn:
-            yield Front(front_port, turn, files["log"], work / f"{WEB_NAME}.crt", turn_cert)
+        yield Front(front_port, backends.turn, layout.log, backends.web_cert, backends.turn_cert)
     finally:
         stop_process(nginx, 5)
-        web.shutdown()
-        web.server_close()
+
+
+@pytest.fixture(scope="module")
+def front(backends: Backends) -> Iterator[Front]:
+    """The recommended layout: TURN has its own name (a second DNS name, same address)."""
+    with _running_front(backends, TURN_NAME) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def shared_front(backends: Backends) -> Iterator[Front]:
+    """The single-host default: TURN uses the web's name (yahaml_voice_turn_domain)."""
+    with _running_front(backends, WEB_NAME) as running:
+        yield running
 
 
 def _context(cafile: Path, alpn: list[str] | None) -> ssl.SSLContext:
@@ -287,10 +344,8 @@ async def _relay_roundtrip(
     """Allocate through the front over TLS, send to a UDP peer, get its echo back."""
     username, password = front.credentials(user)
     context = _context(front.turn_cert, alpn)
-    # Verified against coturn's own certificate: a handshake with nginx's site would fail.
-    # The name is checked only where it is coturn's (the web's name with ALPN stun.turn, or
-    # none, reaches coturn too).
-    context.check_hostname = server_name == TURN_NAME
+    # Verified against coturn's own certificate only: a handshake with nginx's site fails.
+    context.check_hostname = server_name is not None
     loop = asyncio.get_running_loop()
     server = ("127.0.0.1", front.port)
     inner, protocol = await loop.create_connection(
@@ -389,3 +444,19 @@ async def test_chromium_relays_through_turns_on_the_front(front: Front, chromium
     routes = front.wait_route(f'sni="{TURN_NAME}"')
     assert any(f'sni="{TURN_NAME}"' in line for line in routes), routes
     print("\n".join(routes))
+
+
+def test_shared_name_routes_by_alpn(shared_front: Front) -> None:
+    """One name for web and TURN: browsers' HTTPS (ALPN) still reaches the site."""
+    assert _https_get(shared_front, "/whoami", ["http/1.1"])["backend"] == "web"
+    # Chromium's and Firefox's offer: nginx's site (its certificate) answers and picks h2.
+    context = _context(shared_front.web_cert, ["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", shared_front.port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=WEB_NAME) as tls:
+            assert tls.selected_alpn_protocol() == "h2"
+
+
+async def test_shared_name_without_alpn_is_turn(shared_front: Front) -> None:
+    """One name for web and TURN: a ClientHello without ALPN (Chromium's TURN client) relays."""
+    relayed = await _relay_roundtrip(shared_front, "p-shared", WEB_NAME, None)
+    assert relayed[0] == "127.0.0.1"

@@ -390,7 +390,9 @@ async def test_turn_over_tls_allocates_and_relays(
     assert relayed[0] == "127.0.0.1"
 
 
-async def test_aioice_turns_url_through_the_front(front: Front, monkeypatch: Any) -> None:
+async def test_aioice_turns_url_through_the_front(
+    front: Front, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """aioice as aiortc drives it for `turns:127.0.0.1:<front>?transport=tcp`."""
     monkeypatch.setenv("SSL_CERT_FILE", str(front.turn_cert))
     username, password = front.credentials("p-aioice")

@@ -212,6 +212,8 @@ class FirefoxProcess:
         self.client = Marionette(host="127.0.0.1", port=port, startup_timeout=int(START_TIMEOUT))
         self.client.start_session()
         self.client.timeout.script = SCRIPT_TIMEOUT
+        # Headless Firefox may ignore --window-size (it opened at 1366 px wide here).
+        self.client.set_window_rect(width=self.viewport["width"], height=self.viewport["height"])
 
     def _wait_port(self) -> int:
         """The Marionette port Firefox chose (marionette.port 0), once it listens."""
@@ -452,6 +454,22 @@ class Firefox:
             await process.close()
             raise
         return FirefoxContext(process)
+
+    async def screenshots(self, folder: Path, prefix: str = "firefox") -> list[Path]:
+        """A picture of every page handed out (for a failed test); a dead browser is skipped."""
+        paths: list[Path] = []
+        for index, process in enumerate(self.busy):
+            path = folder / f"{prefix}-{index}.png"
+
+            def shoot(process: FirefoxProcess = process, path: Path = path) -> None:
+                path.write_bytes(process.client.screenshot(format="binary", full=True))
+
+            try:
+                await process.call(shoot)
+            except Exception:
+                continue
+            paths.append(path)
+        return paths
 
     async def release(self) -> None:
         """The contexts handed out are done with: keep their browsers for new contexts."""

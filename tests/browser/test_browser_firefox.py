@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser
 
+from tests.browser.conftest import FAILED
 from tests.browser.firefox import Firefox, firefox, firefox_available
 from tests.browser.pages import Operator, until
 from tests.servers import ServerProcess
@@ -68,10 +69,15 @@ def firefox_pool() -> Iterator[Firefox]:
 
 
 @pytest.fixture
-async def ff(firefox_pool: Firefox) -> AsyncIterator[Firefox]:
+async def ff(
+    firefox_pool: Firefox, request: pytest.FixtureRequest, artifacts: Path
+) -> AsyncIterator[Firefox]:
+    """Firefox for one test; its pages are kept as pictures in the artifacts if it fails."""
     try:
         yield firefox_pool
     finally:
+        if getattr(request.node, FAILED, False):
+            await firefox_pool.screenshots(artifacts)
         await firefox_pool.release()
 
 

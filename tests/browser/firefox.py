@@ -23,6 +23,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import importlib.util
 import os
 import shutil
 import signal
@@ -113,7 +114,8 @@ VISIBLE_JS = """(selector) => {
 
 
 def firefox_available() -> bool:
-    return os.path.exists(FIREFOX)
+    """Debian's firefox-esr and the driver (the test extras) are both here."""
+    return os.path.exists(FIREFOX) and importlib.util.find_spec("marionette_driver") is not None
 
 
 def _user_js(prefs: dict[str, bool | int | str]) -> str:

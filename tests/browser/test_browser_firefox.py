@@ -30,7 +30,8 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.firefox,
     pytest.mark.skipif(
-        not firefox_available(), reason="no firefox-esr (apt-get install firefox-esr)"
+        not firefox_available(),
+        reason="no firefox-esr (apt-get install firefox-esr) or no marionette_driver (pip install -e .[test])",
     ),
 ]
 

@@ -1,0 +1,115 @@
+"""ICE restart in place (issue 16): a new network path under the same peer connection.
+
+Real aiortc peers on loopback: a client restarts ICE (new sockets, i.e. a new local
+address, and a new ice-ufrag) and keeps its connection, DTLS session, slots and seat;
+the SFU worker answers on the same connection and moves its outputs to the new path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.test_sfu_worker import ROOM, Frames, Participant, close_all, config, wait_for
+from yahaml_voice.sfu.aiortc_private import nominated_addresses
+from yahaml_voice.sfu.icerestart import IceRestart
+from yahaml_voice.sfu.worker import Worker
+
+
+@pytest.fixture
+async def rig(loopback_ice: None) -> AsyncIterator[tuple[Worker, Frames, list[Participant]]]:
+    frames = Frames()
+    worker = Worker(config(slot_hold="0.5s"), "w-test", frames.emit)
+    people: list[Participant] = []
+    try:
+        yield worker, frames, people
+    finally:
+        await close_all(people, worker)
+
+
+async def restart(person: Participant, worker: Worker, frames: Frames) -> None:
+    """`person` restarts ICE with the worker (as a browser's restartIce() would)."""
+    seen = len(frames.items)
+    ice = await IceRestart.offer(person.pc)
+    frame: dict[str, Any] = {
+        "roomId": ROOM,
+        "from": person.id,
+        "role": "operator" if person.can_publish else "listener",
+        "canPublish": person.can_publish,
+        "callsign": person.id.upper(),
+        "type": "offer",
+        "data": {"type": "offer", "sdp": person.pc.localDescription.sdp},
+    }
+    await worker.handle({"type": "signal", "data": frame})
+    await wait_for(
+        lambda: any(
+            k == "signal" and d["to"] == person.id and d["type"] == "answer"
+            for k, d in frames.items[seen:]
+        )
+    )
+    answer = next(d for k, d in frames.items[seen:] if k == "signal" and d["to"] == person.id)
+    await ice.accept(answer["data"]["sdp"])
+    assert await ice.done()
+
+
+async def test_sfu_listener_and_speaker_restart_ice_in_place(
+    rig: tuple[Worker, Frames, list[Participant]],
+) -> None:
+    worker, frames, people = rig
+    alice, carol = Participant("alice", True), Participant("carol", False)
+    people += [alice, carol]
+    for person in people:
+        await person.join(worker, frames)
+    alice.speak(True)
+    await frames.wait("slots", lambda d: d["slots"][0]["participantId"] == "alice")
+    await wait_for(lambda: carol.loud[0] >= 10)
+    room = worker.rooms[ROOM]
+    worker_pcs = {pid: peer.pc for pid, peer in room.peers.items()}
+    outputs = {(o.subscriber, o.index): o for o in room.forwarder.outputs()}
+
+    # The listener moves (new local port): same connections on both ends, audio resumes.
+    before = nominated_addresses(carol.pc)
+    client_pc = carol.pc
+    await restart(carol, worker, frames)
+    after = nominated_addresses(carol.pc)
+    assert before is not None and after is not None and after[0] != before[0]
+    assert carol.pc is client_pc and carol.pc.connectionState == "connected"
+    heard = carol.loud[0]
+    await wait_for(lambda: carol.loud[0] >= heard + 25)
+    assert {pid: peer.pc for pid, peer in room.peers.items()} == worker_pcs
+    # The same outputs (numbering, counts, groups) on the new path; slots unchanged.
+    assert {(o.subscriber, o.index): o for o in room.forwarder.outputs()} == outputs
+    assert frames.last_slots()[0] == "alice"
+    sent = [o.counts()[0] for o in outputs.values() if o.subscriber == "carol"]
+    assert sent[0] > heard
+
+    # The speaker moves: still forwarded to the listener, still in its slot.
+    before = nominated_addresses(alice.pc)
+    await restart(alice, worker, frames)
+    after = nominated_addresses(alice.pc)
+    assert before is not None and after is not None and after[0] != before[0]
+    heard = carol.loud[0]
+    await wait_for(lambda: carol.loud[0] >= heard + 25)
+    assert frames.last_slots()[0] == "alice"
+    assert alice.packets == [0, 0, 0]  # never hears herself
+    assert worker.load().peers == 2
+
+
+async def test_a_changed_offer_is_still_a_new_connection(
+    rig: tuple[Worker, Frames, list[Participant]],
+) -> None:
+    """Only the same m-lines with a new ice-ufrag restart in place; another offer (here a
+    fresh connection of the same participant) replaces the connection as before."""
+    worker, frames, people = rig
+    carol = Participant("carol", False)
+    people.append(carol)
+    await carol.join(worker, frames)
+    first = worker.rooms[ROOM].peers["carol"].pc
+    again = Participant("carol", False)
+    people.append(again)
+    frames.items.clear()  # join() takes the first answer to "carol" it sees
+    await again.join(worker, frames)
+    await wait_for(lambda: again.pc.connectionState == "connected")
+    assert worker.rooms[ROOM].peers["carol"].pc is not first

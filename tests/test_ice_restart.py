@@ -7,12 +7,15 @@ the SFU worker answers on the same connection and moves its outputs to the new p
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
+from tests.servers import ServerProcess
+from tests.test_sfu_integration import enter, sfu_connected, sfu_server, until
 from tests.test_sfu_worker import ROOM, Frames, Participant, close_all, config, wait_for
+from tests.voiceclient import SFU, VoiceClient
 from yahaml_voice.sfu.aiortc_private import nominated_addresses
 from yahaml_voice.sfu.icerestart import IceRestart
 from yahaml_voice.sfu.worker import Worker
@@ -113,3 +116,62 @@ async def test_a_changed_offer_is_still_a_new_connection(
     await again.join(worker, frames)
     await wait_for(lambda: again.pc.connectionState == "connected")
     assert worker.rooms[ROOM].peers["carol"].pc is not first
+
+
+# ------------------------------------------------------------ through a real server
+
+
+def _roster_changes(client: VoiceClient, since: int) -> list[str]:
+    kinds = ("participantJoined", "participantLeft", "rosterBatch", "roomModeChanged")
+    return [e["type"] for e in client.events[since:] if e.get("type") in kinds]
+
+
+async def test_sfu_restart_through_the_server_keeps_seat_and_slots(
+    server_factory: Callable[..., ServerProcess],
+    client_factory: Callable[..., VoiceClient],
+    loopback_ice: None,
+) -> None:
+    """The server routes a restart offer to the participant's worker like any offer: no
+    re-join (no roster event, same seat), same connection on both ends, audio resumes."""
+    server = sfu_server(server_factory, threshold=2, workers=1)
+    speaker, listener = client_factory(server.url, tone=440), client_factory(server.url, tone=660)
+    await enter(speaker, "W1AW", muted=False)
+    await enter(listener, "G4ABC")
+    await until(lambda: sfu_connected(speaker) and sfu_connected(listener), 30, "both on the SFU")
+    await listener.wait_audio(SFU, frames=25, timeout=20)
+    marks = {c.participant_id: len(c.events) for c in (speaker, listener)}
+
+    for mover in (listener, speaker):
+        pc = mover.peers[SFU].pc
+        before = nominated_addresses(pc)
+        assert await mover.restart_ice()
+        after = nominated_addresses(pc)
+        assert mover.peers[SFU].pc is pc and pc.connectionState == "connected"
+        assert before is not None and after is not None and after[0] != before[0]
+        await listener.wait_audio(SFU, frames=25, timeout=10)
+    assert speaker.participant_id in listener.slots.values()
+    for client in (speaker, listener):
+        assert _roster_changes(client, marks[client.participant_id]) == []
+    assert listener.roster == {speaker.participant_id}
+
+
+async def test_mesh_restart_either_side_audio_resumes_both_ways(
+    server: ServerProcess, client_factory: Callable[..., VoiceClient], loopback_ice: None
+) -> None:
+    alice, bob = client_factory(server.url, tone=440), client_factory(server.url, tone=660)
+    for client, call in ((alice, "W1AW"), (bob, "G4ABC")):
+        await client.login(call)
+        await client.connect()
+        await client.join("shack")
+    assert alice.participant_id and bob.participant_id
+    await alice.wait_audio(bob.participant_id, frames=25, timeout=20)
+    await bob.wait_audio(alice.participant_id, frames=25, timeout=20)
+    pcs = (alice.peers[bob.participant_id].pc, bob.peers[alice.participant_id].pc)
+    # Bob answered the call; he restarts first (the restarting side offers, and becomes
+    # the controlling agent), then Alice.
+    for mover, other in ((bob, alice), (alice, bob)):
+        assert await mover.restart_ice(other.participant_id)
+        await alice.wait_audio(bob.participant_id, frames=25, timeout=10)
+        await bob.wait_audio(alice.participant_id, frames=25, timeout=10)
+    assert (alice.peers[bob.participant_id].pc, bob.peers[alice.participant_id].pc) == pcs
+    assert alice.peers[bob.participant_id].restarts == 2

@@ -7,15 +7,25 @@ the SFU worker answers on the same connection and moves its outputs to the new p
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection
 
+from tests.fixtures.turn import (
+    TurnServer,
+    free_port,
+    running_turnserver,
+    turn_config,
+    turnserver_available,
+)
 from tests.servers import ServerProcess
 from tests.test_sfu_integration import enter, sfu_connected, sfu_server, until
 from tests.test_sfu_worker import ROOM, Frames, Participant, close_all, config, wait_for
 from tests.voiceclient import SFU, VoiceClient
+from yahaml_voice.core.config import load_config
+from yahaml_voice.core.tokens import turn_credentials
 from yahaml_voice.sfu.aiortc_private import nominated_addresses
 from yahaml_voice.sfu.icerestart import IceRestart
 from yahaml_voice.sfu.worker import Worker
@@ -175,3 +185,58 @@ async def test_mesh_restart_either_side_audio_resumes_both_ways(
         await bob.wait_audio(alice.participant_id, frames=25, timeout=10)
     assert (alice.peers[bob.participant_id].pc, bob.peers[alice.participant_id].pc) == pcs
     assert alice.peers[bob.participant_id].restarts == 2
+
+
+# ------------------------------------------------------------ every TURN URL
+
+
+@pytest.fixture(scope="module")
+def turn_lab() -> Iterator[TurnServer]:
+    if not turnserver_available():
+        pytest.skip("needs turnserver (Debian package coturn)")
+    with running_turnserver(turn_config(allow_loopback_peers=True)) as server:
+        yield server
+
+
+async def test_worker_and_client_relay_over_tcp_when_the_tcp_url_is_not_first(
+    turn_lab: TurnServer, loopback_ice: None
+) -> None:
+    """aiortc alone takes only the first TURN URL: with a dead UDP URL first, neither the
+    worker nor a relay-only client had a relay candidate. Every URL is tried now."""
+    dead = f"turn:127.0.0.1:{free_port()}?transport=udp"
+    urls = [dead, f"turn:{turn_lab.host}:{turn_lab.port}?transport=tcp"]
+    frames = Frames()
+    worker = Worker(
+        load_config(
+            environ={},
+            overrides={
+                "sfu.slot_hold": "0.5s",
+                "ice.turn.urls": urls,
+                "ice.turn.secret": turn_lab.secret,
+            },
+        ),
+        "w-turn",
+        frames.emit,
+    )
+    alice, carol = Participant("alice", True), Participant("carol", False)
+    username, password = turn_credentials(turn_lab.secret, "carol", 600)
+    carol.pc = RTCPeerConnection(
+        RTCConfiguration(
+            iceServers=[RTCIceServer(urls=urls, username=username, credential=password)],
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY,
+        )
+    )
+    try:
+        await alice.join(worker, frames)
+        await carol.join(worker, frames)
+        # One relay candidate each (per m-line): the TCP allocation (the UDP URL never
+        # answers).
+        offer = carol.pc.localDescription.sdp
+        assert offer.count("typ relay") == offer.count("m=audio") == 3
+        assert "typ host" not in offer
+        assert carol.answer_sdp.count("typ relay") == carol.answer_sdp.count("m=audio")
+        await wait_for(lambda: carol.pc.connectionState == "connected", 15)
+        alice.speak(True)
+        await wait_for(lambda: carol.loud[0] >= 25, 15)
+    finally:
+        await close_all([alice, carol], worker)

@@ -122,9 +122,11 @@ def restrict_ice_addresses(addresses: Sequence[str]) -> None:
 
 # aioice waits up to this long for STUN and TURN servers (its own default, kept) ...
 GATHER_TIMEOUT = 5.0
-# ... but once a relay candidate exists, the other servers get only this much longer: a
-# server that never answers (UDP blocked, a dead URL) no longer holds the offer for 5 s.
-RELAY_GRACE = 0.25
+# ... but once a relay candidate exists, the other servers get as long again as it took
+# (a TCP relay needs one round trip more than a UDP one, STUN one less), within these
+# bounds: a server that never answers (UDP blocked, a dead URL) no longer holds the
+# offer for 5 s.
+RELAY_GRACE = (0.05, 0.25)
 # Priority step between relay candidates of one gathering, in the order UDP, TCP, TLS
 # (the local preference of RFC 8445 5.1.2.1, as browsers rank them).
 _RELAY_RANK = {("udp", False): 0, ("tcp", False): 1, ("tcp", True): 2}
@@ -195,8 +197,8 @@ async def gather(
     their sockets join `conn`'s protocols.
 
     aioice's own gathering asks one TURN server and waits up to 5 s for every server.
-    Here every TURN URL is tried at once, and once a relay candidate exists the rest get
-    RELAY_GRACE: at a site that blocks UDP the TCP relay arrives in a few round trips and
+    Here every TURN URL is tried at once, and once a relay candidate exists the rest get a
+    short grace (RELAY_GRACE): at a site that blocks UDP the TCP relay arrives in a few round trips and
     the UDP relay and STUN, which never will, no longer hold the offer.
     """
     loop = asyncio.get_running_loop()
@@ -236,7 +238,8 @@ async def gather(
     for relay in servers.turn:
         tasks.append(loop.create_task(_relayed(conn, component, relay, hide)))
 
-    deadline = loop.time() + GATHER_TIMEOUT
+    started = loop.time()
+    deadline = started + GATHER_TIMEOUT
     pending = set(tasks)
 
     def take(done: set[asyncio.Task[tuple[Candidate, StunProtocol | None]]]) -> bool:
@@ -259,7 +262,9 @@ async def gather(
             pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
         )
         if take(done):
-            deadline = min(deadline, loop.time() + RELAY_GRACE)
+            now = loop.time()
+            low, high = RELAY_GRACE
+            deadline = min(deadline, now + min(high, max(low, now - started)))
     for task in pending:
         task.cancel()
     if pending:

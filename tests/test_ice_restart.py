@@ -27,7 +27,7 @@ from tests.voiceclient import SFU, VoiceClient
 from yahaml_voice.core.config import load_config
 from yahaml_voice.core.tokens import turn_credentials
 from yahaml_voice.sfu.aiortc_private import nominated_addresses
-from yahaml_voice.sfu.icerestart import IceRestart
+from yahaml_voice.sfu.icerestart import IceRestart, restart_credentials
 from yahaml_voice.sfu.worker import Worker
 
 
@@ -240,3 +240,48 @@ async def test_worker_and_client_relay_over_tcp_when_the_tcp_url_is_not_first(
         await wait_for(lambda: carol.loud[0] >= 25, 15)
     finally:
         await close_all([alice, carol], worker)
+
+
+def test_only_the_same_connection_with_new_credentials_is_a_restart() -> None:
+    first = "\r\n".join(
+        [
+            "v=0",
+            "o=- 1 1 IN IP4 0.0.0.0",
+            "s=-",
+            "t=0 0",
+            "a=group:BUNDLE 0 1",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+            "c=IN IP4 0.0.0.0",
+            "a=mid:0",
+            "a=recvonly",
+            "a=rtcp-mux",
+            "a=rtpmap:111 opus/48000/2",
+            "a=ice-ufrag:{ufrag}",
+            "a=ice-pwd:{pwd}",
+            "a=fingerprint:sha-256 {print}",
+            "a=setup:actpass",
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+            "c=IN IP4 0.0.0.0",
+            "a=mid:{mid}",
+            "a=sendonly",
+            "a=rtcp-mux",
+            "a=rtpmap:111 opus/48000/2",
+            "a=ice-ufrag:{ufrag}",
+            "a=ice-pwd:{pwd}",
+            "a=fingerprint:sha-256 {print}",
+            "a=setup:actpass",
+            "",
+        ]
+    )
+    fp = ":".join(["AB"] * 32)
+
+    def sdp(ufrag: str = "aaaa", pwd: str = "p" * 22, mid: str = "1", print_: str = fp) -> str:
+        return first.format(ufrag=ufrag, pwd=pwd, mid=mid, print=print_)
+
+    assert restart_credentials(sdp(), sdp(ufrag="bbbb", pwd="q" * 22)) == ("bbbb", "q" * 22)
+    assert restart_credentials(sdp(), sdp()) is None  # same credentials: a renegotiation
+    assert restart_credentials(sdp(), sdp(ufrag="bbbb", mid="x")) is None  # other m-lines
+    other = ":".join(["CD"] * 32)
+    assert restart_credentials(sdp(), sdp(ufrag="bbbb", print_=other)) is None  # a new pc
+    assert restart_credentials(None, sdp(ufrag="bbbb")) is None
+    assert restart_credentials(sdp(), "not an sdp") is None

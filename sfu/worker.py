@@ -216,11 +216,8 @@ class Peer:
             raise SignalError("offer without an SDP")
         sdp = data.sdp
         pc = self.pc
-        if (
-            pc is not None
-            and pc.connectionState == "connected"
-            and message.canPublish == self.can_publish
-        ):
+        can_publish = message.canPublish and self.room.origin is None
+        if pc is not None and pc.connectionState == "connected" and can_publish == self.can_publish:
             credentials = restart_credentials(
                 pc.remoteDescription.sdp if pc.remoteDescription else None, sdp
             )

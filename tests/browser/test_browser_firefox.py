@@ -211,7 +211,7 @@ async def test_firefox_and_firefox_mesh(
     )
     await a.join("vhf-desk")
     started = time.monotonic()
-    await b.join("vhf-desk")
+    await b.join("vhf-desk", keyboard=True)
     seconds = await _meshed(a, b, started)
 
     await _hears_peer(a, await b.participant_id, "F2FOX")

@@ -17,7 +17,8 @@
  * What a link asks of the room that owns it.
  * @typedef {object} LinkHost
  * @property {(peerId: string, type: SignalType, data: SessionDescription|IceCandidate|null) => Promise<void>} signal
- *   send a signal to the peer (rejects when it could not be sent)
+ *   send a signal to the peer: resolves once it is on its way (the next one may follow: order
+ *   is kept), rejects when it could not be sent
  * @property {(link: PeerLink) => void} answering a remote offer is set: attach the microphone
  * @property {(link: PeerLink, event: RTCTrackEvent) => void} track a remote track arrived
  * @property {(link: PeerLink) => void} state the connection state changed

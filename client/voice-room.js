@@ -522,6 +522,9 @@ export class VoiceRoom {
     mic.held = false;
     this._setStatus('joining');
     try {
+      // The socket opens while the microphone is asked for (no serial wait).
+      const opening = this.signalling.open(() => session === this.session);
+      opening.catch(() => {}); // awaited below; a mic error comes first
       if (mic.canPublish) {
         const stream = await openMicrophone(mic.deviceId);
         if (session !== this.session) {
@@ -530,7 +533,7 @@ export class VoiceRoom {
         }
         mic.use(stream);
       }
-      await this.signalling.open(() => session === this.session);
+      await opening;
       await this._join(session);
     } catch (err) {
       if (session === this.session) {
@@ -865,9 +868,13 @@ export class VoiceRoom {
    */
   async _signal(peerId, type, data) {
     if (!this.roomId) return;
-    // On the open socket (no request per candidate); REST while it is reconnecting.
+    // On the open socket (no request per candidate), without waiting for each ack: the
+    // socket keeps the order, so trickled candidates leave at once instead of one per
+    // round trip. REST while it is reconnecting, one request after the other.
     if (this.signalling.isOpen) {
-      await this.signalling.signal({ roomId: this.roomId, type, to: peerId, data });
+      this.signalling
+        .signal({ roomId: this.roomId, type, to: peerId, data })
+        .catch((err) => this._log('signal', type, 'to', peerId, 'failed:', err.message));
     } else {
       await this.api.signal(this.roomId, { type, to: peerId, data });
     }

@@ -22,13 +22,16 @@ export const SPEAKING_LEVEL = 0.02;
  * @param {PeerLink[]} links
  * @param {number} slotCount SFU m-lines below this index are speaker slots
  * @param {(key: string) => string|null} owner who is heard on a slot key
+ * @param {() => number} [sentEnergy] the sent energy measured locally, for browsers whose
+ *   media-source stats have no `totalAudioEnergy` (Firefox)
  * @returns {Promise<AudioStats>}
  */
-export async function collectStats(links, slotCount, owner) {
+export async function collectStats(links, slotCount, owner, sentEnergy) {
   /** @type {Record<string, InboundStats>} */
   const inbound = {};
   /** @type {OutboundStats} */
   const outbound = { packetsSent: 0, bytesSent: 0, audioEnergy: 0 };
+  let hasEnergy = false;
   await Promise.all(
     links.map(async (link) => {
       let report;
@@ -71,12 +74,14 @@ export async function collectStats(links, slotCount, owner) {
           outbound.packetsSent += r.packetsSent || 0;
           outbound.bytesSent += r.bytesSent || 0;
         } else if (r.type === 'media-source' && r.kind === 'audio') {
+          if (typeof r.totalAudioEnergy === 'number') hasEnergy = true;
           sourceEnergy = Math.max(sourceEnergy, r.totalAudioEnergy || 0);
         }
       });
       outbound.audioEnergy = Math.max(outbound.audioEnergy, sourceEnergy);
     }),
   );
+  if (!hasEnergy && sentEnergy) outbound.audioEnergy = sentEnergy();
   return { inbound, outbound };
 }
 

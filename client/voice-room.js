@@ -1142,7 +1142,12 @@ export class VoiceRoom {
    * @returns {Promise<AudioStats>}
    */
   audioStats() {
-    return collectStats(this._allLinks(), this.sfuLink.slotCount, (key) => this._owner(key));
+    return collectStats(
+      this._allLinks(),
+      this.sfuLink.slotCount,
+      (key) => this._owner(key),
+      () => this.mic.sentEnergy(),
+    );
   }
 
   // ------------------------------------------------------------------ roster & UI

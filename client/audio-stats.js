@@ -46,7 +46,15 @@ export async function collectStats(links, slotCount, owner, sentEnergy) {
         if (t.mid !== null) midIndex.set(t.mid, i);
       });
       let sourceEnergy = 0;
+      // Anything at all that arrived (media, RTCP, DTLS, STUN): a link that says
+      // `connected` while this stands still is not fine (PeerLink.stalled).
+      let received = 0;
       report.forEach((r) => {
+        if (r.type === 'transport' || r.type === 'candidate-pair') {
+          received += (r.bytesReceived || 0) + (r.requestsReceived || 0) + (r.responsesReceived || 0);
+        } else if (r.type === 'inbound-rtp') {
+          received += r.packetsReceived || 0;
+        }
         if (r.type === 'inbound-rtp' && r.kind === 'audio') {
           let key = link.peerId;
           if (link.plane === 'sfu') {
@@ -79,6 +87,7 @@ export async function collectStats(links, slotCount, owner, sentEnergy) {
         }
       });
       outbound.audioEnergy = Math.max(outbound.audioEnergy, sourceEnergy);
+      link.noteReceived(received, Date.now());
     }),
   );
   if (!hasEnergy && sentEnergy) outbound.audioEnergy = sentEnergy();

@@ -597,6 +597,10 @@ export class VoiceRoom {
       iceTransportPolicy: answer.iceTransportPolicy || 'all',
       bundlePolicy: 'max-bundle',
       rtcpMuxPolicy: 'require',
+      // Candidates (a TURN allocation included) are gathered as soon as a connection
+      // exists: a passive mesh link, made when a newcomer is announced, has them ready
+      // when the newcomer's offer arrives. One is enough: everything is bundled.
+      iceCandidatePoolSize: 1,
     };
     this._scheduleIceRenewal(session, Number(answer.iceTtl) || 0);
     this.sfuLink.slotCount = (answer.sfu && answer.sfu.slots) || 3;

@@ -49,9 +49,11 @@ export async function collectStats(links, slotCount, owner, sentEnergy) {
       // Anything at all that arrived (media, RTCP, DTLS, STUN): a link that says
       // `connected` while this stands still is not fine (PeerLink.stalled).
       let received = 0;
+      let countsStun = false;
       report.forEach((r) => {
         if (r.type === 'transport' || r.type === 'candidate-pair') {
           received += (r.bytesReceived || 0) + (r.requestsReceived || 0) + (r.responsesReceived || 0);
+          if (typeof r.responsesReceived === 'number') countsStun = true;
         } else if (r.type === 'inbound-rtp') {
           received += r.packetsReceived || 0;
         }
@@ -87,7 +89,8 @@ export async function collectStats(links, slotCount, owner, sentEnergy) {
         }
       });
       outbound.audioEnergy = Math.max(outbound.audioEnergy, sourceEnergy);
-      link.noteReceived(received, Date.now());
+      // Without STUN counters a quiet SFU connection would look stalled: not judged then.
+      link.noteReceived(countsStun ? received : NaN, Date.now());
     }),
   );
   if (!hasEnergy && sentEnergy) outbound.audioEnergy = sentEnergy();

@@ -248,12 +248,12 @@ export class PeerLink {
 
   /**
    * The stats' running total of what arrived (audio-stats.js): notes when it last grew.
-   * @param {number} total
+   * @param {number} total NaN: the browser's stats cannot tell (never stalled then)
    * @param {number} now
    */
   noteReceived(total, now) {
     this.rxReadAt = now;
-    if (total !== this.rxTotal || this.pc.connectionState !== 'connected') {
+    if (total !== this.rxTotal || Number.isNaN(total) || this.pc.connectionState !== 'connected') {
       this.rxTotal = total;
       this.rxAt = now;
     }

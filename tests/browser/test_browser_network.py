@@ -235,7 +235,7 @@ async def test_sfu_unreachable_shows_a_banner_until_it_recovers(
     async def gone() -> bool:
         return await _banner(page) is None and await _sfu_connected(page)
 
-    await until(gone, "the banner gone and the page on the SFU again", timeout=30)
+    await until(gone, "the banner gone and the page on the SFU again", timeout=45)
     await _hears_slot(page, speaker_id, "the page hears the speaker again", timeout=20)
     assert await page.page.evaluate("yv.room.status") == "joined"
     assert await _seats(speaker, room) == seats

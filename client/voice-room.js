@@ -15,7 +15,8 @@
  * - netcontrol.js:  `room.net`: the floor and moderation calls;
  * - netlog.js:      `room.netLog`: the net log (open net, check-ins, log lines, exports);
  * - recording.js:   `room.recording`: the room's recording notice and "say again";
- * - audio-stats.js: getStats() counters and levels.
+ * - audio-stats.js: getStats() counters and levels;
+ * - network-watch.js: network changes, which restart ICE (`restartIce()`) in place.
  *
  * Net control (directed nets, moderation): `room.floor` is the latest FloorState (by
  * version; floorChanged frames and REST answers), `floorView()` and the getters below read

@@ -50,12 +50,14 @@ export async function collectStats(links, slotCount, owner, sentEnergy) {
       // `connected` while this stands still is not fine (PeerLink.stalled).
       let received = 0;
       let countsStun = false;
+      let rtp = 0;
       report.forEach((r) => {
         if (r.type === 'transport' || r.type === 'candidate-pair') {
           received += (r.bytesReceived || 0) + (r.requestsReceived || 0) + (r.responsesReceived || 0);
           if (typeof r.responsesReceived === 'number') countsStun = true;
         } else if (r.type === 'inbound-rtp') {
           received += r.packetsReceived || 0;
+          rtp += r.packetsReceived || 0;
         }
         if (r.type === 'inbound-rtp' && r.kind === 'audio') {
           let key = link.peerId;
@@ -91,6 +93,7 @@ export async function collectStats(links, slotCount, owner, sentEnergy) {
       outbound.audioEnergy = Math.max(outbound.audioEnergy, sourceEnergy);
       // Without STUN counters a quiet SFU connection would look stalled: not judged then.
       link.noteReceived(countsStun ? received : NaN, Date.now());
+      link.noteRtp(rtp, Date.now());
     }),
   );
   if (!hasEnergy && sentEnergy) outbound.audioEnergy = sentEnergy();

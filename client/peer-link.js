@@ -37,6 +37,13 @@ const DISCONNECTED_GRACE_MS = 1_500;
 /** A `connected` connection that received nothing at all (RTP, RTCP, DTLS, STUN) for this
  * long is not fine, whatever its state says (the browser pings every ~2.5 s). */
 export const STALL_MS = 6_000;
+/** A mesh link whose peer's RTP flowed steadily (every sender sends, silence included)
+ * and then stopped for this long has most likely lost its path (a network change the
+ * browser has no event for): an ICE restart now beats waiting for `disconnected`. */
+const RTP_GAP_MS = 1_000;
+/** ...once the RTP flowed this long, and at most once per RTP_GAP_EVERY_MS. */
+const RTP_STEADY_MS = 2_000;
+const RTP_GAP_EVERY_MS = 5_000;
 /** A negotiated connection still not connected after this gets an ICE restart. */
 const STUCK_RESTART_MS = 10_000;
 
@@ -94,6 +101,12 @@ export class PeerLink {
     this.rxReadAt = 0;
     /** When a stall last asked for a restart (one per STALL_MS). */
     this.stallTroubleAt = 0;
+    /** Inbound RTP packets so far, when they last grew, since when they flow (0: not). */
+    this.rtpTotal = -1;
+    this.rtpAt = 0;
+    this.rtpSince = 0;
+    /** When an RTP gap last asked for a restart. */
+    this.gapTroubleAt = 0;
     this.createdAt = Date.now();
     /** @type {ReturnType<typeof setTimeout>|null} */
     this.fallbackTimer = null;
@@ -236,10 +249,13 @@ export class PeerLink {
     this.pc.restartIce();
   }
 
-  /** An ICE restart is done once an exchange after it completed and the link is connected. */
+  /**
+   * An ICE restart is done once an exchange after it completed, the link is connected and
+   * something arrived since (a dead path can still say `connected` for seconds).
+   */
   checkRestart() {
     if (!this.restartedAt || this.negotiatedAt < this.restartedAt) return;
-    if (this.pc.connectionState !== 'connected') return;
+    if (this.pc.connectionState !== 'connected' || this.rxAt <= this.negotiatedAt) return;
     this.lastRestartMs = Date.now() - this.restartedAt;
     this.restartedAt = 0;
     this.restarts++;
@@ -256,7 +272,37 @@ export class PeerLink {
     if (total !== this.rxTotal || Number.isNaN(total) || this.pc.connectionState !== 'connected') {
       this.rxTotal = total;
       this.rxAt = now;
+      this.checkRestart();
     }
+  }
+
+  /**
+   * The stats' inbound RTP packet count (audio-stats.js).
+   * @param {number} packets
+   * @param {number} now
+   */
+  noteRtp(packets, now) {
+    if (this.pc.connectionState !== 'connected') {
+      this.rtpSince = 0;
+    } else if (packets > this.rtpTotal) {
+      if (this.rtpTotal >= 0 && !this.rtpSince) this.rtpSince = now;
+      this.rtpAt = now;
+    }
+    this.rtpTotal = packets;
+  }
+
+  /**
+   * Mesh: the peer's steady RTP stopped for RTP_GAP_MS (true once per gap and at most
+   * once per RTP_GAP_EVERY_MS), for the room to restart ICE.
+   * @param {number} now
+   */
+  rtpGap(now) {
+    if (this.plane !== 'mesh' || !this.rtpSince || this.pc.connectionState !== 'connected') return false;
+    if (this.rtpAt - this.rtpSince < RTP_STEADY_MS || now - this.rtpAt < RTP_GAP_MS) return false;
+    if (now - this.gapTroubleAt < RTP_GAP_EVERY_MS) return false;
+    this.gapTroubleAt = now;
+    this.rtpSince = 0; // flowing again first before the next one
+    return true;
   }
 
   /**

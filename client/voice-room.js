@@ -1244,6 +1244,13 @@ export class VoiceRoom {
     this.statsBusy = true;
     try {
       const stats = await this.audioStats();
+      const now = Date.now();
+      for (const link of this.links.values()) {
+        if (link.rtpGap(now)) {
+          this._log('RTP from', link.peerId, 'stopped; restarting ICE');
+          this._linkTrouble(link, 'stalled');
+        }
+      }
       const levels = levelsOf(stats, this.plane === 'sfu' ? this.sfuLink.speaking : []);
       if (this.identity) levels[this.identity.participantId] = this.mic.level();
       this._emit('onlevels', levels);

@@ -125,11 +125,10 @@ async def test_sfu_network_change_restarts_ice_and_keeps_the_seat(
     loopback_ice: None,
 ) -> None:
     """An `online` event restarts ICE on the SFU connection: the page keeps its
-    RTCPeerConnection (an ICE-restart offer on it, answered by the worker), audio resumes
-    both ways and the seat is kept (no leave/join). A worker that answers from a new
-    connection of its own changes the DTLS fingerprint too, which Chromium takes on the
-    same RTCPeerConnection (a DTLS restart); one that does not answer at all gets a new
-    connection after SFU_RESTART_MS (voice-room.js)."""
+    RTCPeerConnection (an ICE-restart offer on it, which the worker answers on the
+    participant's existing connection: sfu/icerestart.py), audio resumes both ways and the
+    seat is kept (no leave/join). A restart not done within SFU_RESTART_MS would get a new
+    connection instead (voice-room.js)."""
     room = "net-restart"
     page, speaker, speaker_id = await _sfu_room(browser, sfu_server, client_factory, room)
     seats = await _seats(speaker, room)

@@ -707,6 +707,25 @@ function onStatus(status, detail) {
   }
 }
 
+/**
+ * The SFU connection stopped working, or works again (null): a banner saying what is
+ * wrong and that it keeps being retried (the seat is kept meanwhile).
+ * @param {import('./voice-room.js').SfuProblem|null} problem
+ */
+function onSfuProblem(problem) {
+  if (!problem) {
+    hideBanner('sfu');
+    return;
+  }
+  const what = {
+    failed: 'The audio connection to the voice server failed.',
+    stalled: 'The audio connection to the voice server carries nothing.',
+    unreachable: 'The voice server cannot be reached for audio (a firewall may block it).',
+  }[problem.why];
+  const attempt = problem.attempts ? ` (attempt ${problem.attempts + 1})` : '';
+  showBanner('sfu', 'error', `${what} Retrying${attempt}… You keep your place in the room.`);
+}
+
 /** @param {import('./voice-room.js').Mode} mode */
 function onMode(mode) {
   const badge = $('room-mode');
@@ -762,6 +781,7 @@ room.onslots = applyVolumes;
 room.onfloor = onFloor;
 room.onmoderation = onModeration;
 room.ontalkercut = onTalkerCut;
+room.onsfuproblem = onSfuProblem;
 
 function init() {
   $('login-form').addEventListener('submit', onLoginSubmit);

@@ -287,7 +287,27 @@ class RoomService:
         notice = RevokeNotice(data=RevokeData(session=session_id, code=code, message=message))
         await self.delivery.to_participant(participant_id, notice)
 
-    async def after_leave(self, room_id: str, record: ParticipantRecord, why: str) -> None:
+    async def close_room(self, room: RoomConfig, by: str) -> int:
+        """An admin removed the room (it is out of the catalog already, so nobody joins
+        again): each member is told (participantLeft about itself, reason room_closed) and
+        loses its seat; the room leaves its worker. How many were seated."""
+        records = await self.store.participants(room.id)
+        for seated in records:
+            gone = ParticipantLeftData(
+                roomId=room.id, participantId=seated.id, reason="room_closed"
+            )
+            await self.delivery.to_participant(seated.id, ParticipantLeftFrame(data=gone))
+            record = await self.store.leave(room.id, seated.id)
+            if record is not None:
+                await self.after_leave(room.id, record, "room_closed", room)
+        await self.modes.to_mesh(room.id, reason=f"room closed by {by}")
+        return len(records)
+
+    async def after_leave(
+        self, room_id: str, record: ParticipantRecord, why: str, closed: RoomConfig | None = None
+    ) -> None:
+        """Tell the room and its worker; apply the room's rules to the new count (`closed`:
+        the definition of a room just removed from the catalog)."""
         log.info("leave room=%s participant=%s why=%s", room_id, record.id, why)
         reason = leave_reason(why)
         count = await self.store.count(room_id)
@@ -298,9 +318,10 @@ class RoomService:
         if worker:
             gone = ToWorkerParticipantLeft(roomId=room_id, participantId=record.id, reason=reason)
             await self.delivery.to_worker(worker, ToWorkerParticipantLeftFrame(data=gone))
-        room = self.config.room(room_id)
+        room = closed or self.config.room(room_id)
         if room is not None:
-            await self.modes.maybe_switch(room, count)
+            if closed is None:
+                await self.modes.maybe_switch(room, count)
             await self.net.left(room, record, count)
             if count == 0:
                 await self.recordings.emptied(room)

@@ -134,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--config", default=argparse.SUPPRESS)
     token.add_argument("--callsign", help="the participant's callsign (required unless --sfu)")
     token.add_argument("--room", action="append", default=[], help="room id (repeat; * = all)")
-    token.add_argument("--role", choices=["ncs", "operator", "listener"], default="operator")
+    token.add_argument(
+        "--role", choices=["ncs", "operator", "listener", "admin"], default="operator"
+    )
     token.add_argument("--ttl", default="12h", help="lifetime, e.g. 90m, 12h, 7d")
     token.add_argument("--id", help="participant id (default: a fresh one)")
     token.add_argument(

@@ -116,6 +116,8 @@ class AdminService:
                 f"{', '.join(changed)} cannot change while people are in the room",
             )
         await self.catalog.update_room(room)
+        # A room on a worker: its new rules (time-out timer, talkers) reach the worker now.
+        await self.rooms.net.tell_worker(room_id)
         log.info("admin: %s edited room %s", identity.callsign, room_id)
         return room
 

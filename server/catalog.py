@@ -124,8 +124,9 @@ class RoomCatalog:
             except (KeyError, TypeError, ValueError, ValidationError) as exc:
                 log.warning("catalog: room %r skipped (not a valid definition: %s)", room_id, exc)
         rooms.sort(key=lambda item: item[0])
-        # In place: every part of the server holds this same list.
-        self.config.rooms[:] = [room for _, room in rooms]
+        # A new list (a loop over the old one, across awaits, finishes on the old one);
+        # every part of the server reads config.rooms afresh.
+        self.config.rooms = [room for _, room in rooms]
 
     # rooms -----------------------------------------------------------------------------
     async def create_room(self, room: RoomConfig) -> bool:

@@ -174,7 +174,13 @@ async def test_openapi_fuzz_then_a_mesh_call_still_works(
 
         return run
 
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # The admin routes are fuzzed with an admin token in test_admin.py (here they would
+    # only ever answer 403).
+    operations = [
+        op
+        for op in (result.ok() for result in schema.get_all_operations())
+        if not op.path.startswith("/api/admin/")
+    ]
     assert len(operations) >= 12
     for operation in operations:
         checks = (

@@ -7,12 +7,14 @@ redis-server), real WebSockets, restarts for real.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+import redis
 import schemathesis
 from hypothesis import given
 from schemathesis.generation.modes import GenerationMode
@@ -175,6 +177,19 @@ async def test_rooms_are_shared_and_survive_a_restart_with_redis(
         one.url + "/api/voice-rooms", headers={"Authorization": f"Bearer {mint('K1ABC')}"}
     ).json()
     assert [(r["id"], r["ptt"]) for r in rooms] == [("shack", False), ("contest", True)]
+
+    # Redis restarted empty: a server process writes the catalog back (its poll).
+    redis_server.restart()
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        for _ in range(150):
+            with contextlib.suppress(redis.RedisError):
+                if client.hexists("yv:catalog:rooms", "contest"):
+                    break
+            await asyncio.sleep(0.1)
+        assert sorted(client.hkeys("yv:catalog:rooms")) == ["contest", "shack"]
+    finally:
+        client.close()
 
 
 async def test_admin_routes_fuzzed_with_an_admin_token(

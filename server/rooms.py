@@ -40,6 +40,7 @@ from yahaml_voice.core.tokens import Identity
 from .cascade import routed_to
 from .delivery import Delivery
 from .errors import ApiError
+from .floor import FloorDoc
 from .limits import SEATS, Limits, RateLimited
 from .modes import RoomModes
 from .netcontrol import NetControl
@@ -291,17 +292,23 @@ class RoomService:
         """An admin removed the room (it is out of the catalog already, so nobody joins
         again): each member is told (participantLeft about itself, reason room_closed) and
         loses its seat; the room leaves its worker. How many were seated."""
-        records = await self.store.participants(room.id)
-        for seated in records:
-            gone = ParticipantLeftData(
-                roomId=room.id, participantId=seated.id, reason="room_closed"
-            )
-            await self.delivery.to_participant(seated.id, ParticipantLeftFrame(data=gone))
-            record = await self.store.leave(room.id, seated.id)
-            if record is not None:
-                await self.after_leave(room.id, record, "room_closed", room)
+        closed = 0
+        # Twice: a join that passed its room check just before the removal may land late.
+        for _ in range(2):
+            for seated in await self.store.participants(room.id):
+                gone = ParticipantLeftData(
+                    roomId=room.id, participantId=seated.id, reason="room_closed"
+                )
+                await self.delivery.to_participant(seated.id, ParticipantLeftFrame(data=gone))
+                record = await self.store.leave(room.id, seated.id)
+                if record is not None:
+                    closed += 1
+                    await self.after_leave(room.id, record, "room_closed", room)
         await self.modes.to_mesh(room.id, reason=f"room closed by {by}")
-        return len(records)
+        # A room added again later with this id starts without this one's floor and bans.
+        doc = await self.store.floor(room.id)
+        await self.store.set_floor(room.id, FloorDoc(version=doc.version + 1), doc.version)
+        return closed
 
     async def after_leave(
         self, room_id: str, record: ParticipantRecord, why: str, closed: RoomConfig | None = None

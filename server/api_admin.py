@@ -64,10 +64,13 @@ def _base_url() -> str:
     return (public or request.host_url).rstrip("/")
 
 
+_INVITE_ID: TypeAdapter[str] = TypeAdapter(InviteId)
+
+
 def _invite_id(invite_id: str) -> str:
     """404 for anything that is not an invite id (never a 500, never a lookup)."""
     try:
-        return TypeAdapter(InviteId).validate_python(invite_id)
+        return _INVITE_ID.validate_python(invite_id)
     except ValidationError:
         raise ApiError(404, "invite_not_found", "no such invite") from None
 

@@ -805,7 +805,7 @@ export class VoiceRoom {
       case 'participantJoined':
         return this._onJoined(frame.data.participant);
       case 'participantLeft':
-        return this._onLeft(frame.data.participantId);
+        return this._onLeft(frame.data.participantId, frame.data.reason);
       case 'signal':
         return this._onSignal(frame.data.message);
       case 'participantMuteChanged':
@@ -849,9 +849,16 @@ export class VoiceRoom {
     this._emitRoster();
   }
 
-  /** @param {string} id */
-  _onLeft(id) {
+  /** @param {string} id @param {string} [reason] */
+  _onLeft(id, reason) {
     if (!id || !this.identity) return;
+    if (id === this.identity.participantId && reason === 'room_closed') {
+      // An admin removed the room: out of it, still signed in (docs/admin.md).
+      this._error(new VoiceError('room-closed', 'an admin closed this room'));
+      this._teardown();
+      this._setStatus('left', 'room-closed');
+      return;
+    }
     if (id === this.identity.participantId) {
       this._error(new VoiceError('removed', 'you were removed from the room'));
       this._teardown();

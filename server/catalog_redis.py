@@ -17,10 +17,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
-
 from .catalog import CatalogData
-from .redis_client import Sentinels, close_pool, describe, dumps, guard, make_pool, wait_for_redis
+from .redis_client import (
+    Sentinels,
+    blocking_client,
+    close_pool,
+    describe,
+    dumps,
+    guard,
+    wait_for_redis,
+)
 
 POOL_SIZE = 4
 
@@ -42,15 +48,7 @@ class RedisCatalog:
 
     def __init__(self, url: str, prefix: str = "yv:", sentinels: Sentinels | None = None) -> None:
         self._where = describe(url, sentinels)
-        self._pool = make_pool(
-            BlockingConnectionPool,
-            url,
-            sentinels,
-            max_connections=POOL_SIZE,
-            timeout=10,
-            decode_responses=True,
-        )
-        self._client = Redis(connection_pool=self._pool)
+        self._pool, self._client = blocking_client(url, sentinels, POOL_SIZE)
         self.rooms_key = f"{prefix}catalog:rooms"
         self.invites_key = f"{prefix}catalog:invites"
         self.seeded_key = f"{prefix}catalog:seeded"

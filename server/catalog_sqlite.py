@@ -13,16 +13,14 @@ transaction that also bumps the version. SQLite failures surface as `StoreUnavai
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .catalog import CatalogData
-from .store import StoreUnavailable
+from .sqlite_thread import SqliteThread, dumps
 
 T = TypeVar("T")
 
@@ -34,40 +32,9 @@ CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value INTEGER NOT
 """
 
 
-def _dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-
-
-class SqliteCatalog:
+class SqliteCatalog(SqliteThread):
     name = "sqlite"
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None  # only touched on the executor's thread
-
-    async def start(self) -> None:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
-            await self._run(self._open)
-
-    async def stop(self) -> None:
-        executor = self._executor
-        if executor is None:
-            return
-        try:
-            await self._run(self._close)
-        finally:
-            self._executor = None
-            executor.shutdown(wait=True)
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            raise RuntimeError("SqliteCatalog used before start() or after stop()")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"catalog {self.path}: {exc}") from exc
+    what = "catalog"
 
     # on the worker thread ----------------------------------------------------------------
     def _open(self) -> None:
@@ -78,11 +45,6 @@ class SqliteCatalog:
         conn.execute("PRAGMA synchronous = FULL")
         conn.executescript(_SCHEMA)
         self._conn = conn
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
     def _db(self) -> sqlite3.Connection:
         assert self._conn is not None
@@ -132,7 +94,7 @@ class SqliteCatalog:
                 if new:
                     conn.execute(
                         "INSERT OR IGNORE INTO catalog_rooms(id, doc) VALUES(?, ?)",
-                        (room_id, _dumps(doc)),
+                        (room_id, dumps(doc)),
                     )
                     added += 1
             return added
@@ -142,7 +104,7 @@ class SqliteCatalog:
     def _put_room(self, room_id: str, doc: dict[str, Any], create: bool) -> bool:
         verb = "INSERT OR IGNORE" if create else "INSERT OR REPLACE"
         sql = f"{verb} INTO catalog_rooms(id, doc) VALUES(?, ?)"
-        return self._write(lambda c: c.execute(sql, (room_id, _dumps(doc))).rowcount > 0)
+        return self._write(lambda c: c.execute(sql, (room_id, dumps(doc))).rowcount > 0)
 
     def _delete_room(self, room_id: str) -> bool:
         sql = "DELETE FROM catalog_rooms WHERE id = ?"
@@ -150,7 +112,7 @@ class SqliteCatalog:
 
     def _put_invite(self, invite_id: str, doc: dict[str, Any]) -> None:
         sql = "INSERT OR REPLACE INTO catalog_invites(id, doc) VALUES(?, ?)"
-        self._write(lambda c: c.execute(sql, (invite_id, _dumps(doc))))
+        self._write(lambda c: c.execute(sql, (invite_id, dumps(doc))))
 
     def _delete_invites(self, invite_ids: list[str]) -> None:
         sql = "DELETE FROM catalog_invites WHERE id = ?"

@@ -23,7 +23,7 @@ from playwright.async_api import Browser
 from tests.browser.conftest import FAILED
 from tests.browser.firefox import Firefox, firefox, firefox_available
 from tests.browser.pages import Operator, until
-from tests.servers import ServerProcess
+from tests.servers import ServerProcess, running
 from tests.voiceclient import SFU, VoiceClient
 
 pytestmark = [
@@ -90,13 +90,8 @@ def sfu_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProce
         "rooms": SFU_ROOMS,
         "sfu": {"slots": 3, "ice_addresses": ["127.0.0.1"]},
     }
-    proc = ServerProcess(tmp_path_factory.mktemp("firefox-sfu"), config, name="ff-sfu", workers=1)
-    try:
-        proc.start()
-        proc.wait_healthy(timeout=60, workers=1)
+    with running(tmp_path_factory.mktemp("firefox-sfu"), config, "ff-sfu", workers=1) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def _record(artifacts: Path, **times: float) -> None:

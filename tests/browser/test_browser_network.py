@@ -23,7 +23,7 @@ from playwright.async_api import Browser
 
 from tests.browser.pages import Operator, until
 from tests.fixtures.turn import TurnServer, running_turnserver, turn_config, turnserver_available
-from tests.servers import ServerProcess
+from tests.servers import ServerProcess, running
 from tests.voiceclient import VoiceClient
 from yahaml_voice.server.turn import turn_vars
 
@@ -54,13 +54,8 @@ def sfu_server(
         "sfu": {"slots": 3, "ice_addresses": ["127.0.0.1"]},
         "ice": {"turn": turn_vars(relay.config), "force_relay": True},
     }
-    proc = ServerProcess(tmp_path_factory.mktemp("network"), config, name="network", workers=1)
-    try:
-        proc.start()
-        proc.wait_healthy(timeout=60, workers=1)
+    with running(tmp_path_factory.mktemp("network"), config, "network", workers=1) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 async def _slot_packets(op: Operator, pid: str) -> int:

@@ -72,8 +72,10 @@ def test_the_yahaml_voice_entry_rotates_a_log_a_daemon_keeps_writing(tmp_path: P
     pidfile = tmp_path / "writer.pid"
     script = "i=0; while [ $i -lt 500 ]; do echo line-$i; i=$((i+1)); sleep 0.02; done"
     subprocess.run(
-        [SSD, "--start", "--background", "--make-pidfile", "--pidfile", str(pidfile)]
-        + ["--output", str(log), "--startas", "/bin/bash", "--", "-c", script],
+        [
+            *(SSD, "--start", "--background", "--make-pidfile", "--pidfile", str(pidfile)),
+            *("--output", str(log), "--startas", "/bin/bash", "--", "-c", script),
+        ],
         check=True,
     )
     try:

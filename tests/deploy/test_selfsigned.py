@@ -31,10 +31,12 @@ def _check_command(role: str, variables: dict[str, Any]) -> str:
 
 def _make(path: Path, name: str, days: int) -> None:
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
-        + ["-nodes", "-days", str(days), "-subj", f"/CN={name}"]
-        + ["-addext", f"subjectAltName=DNS:{name}", "-keyout", str(path.with_suffix(".key"))]
-        + ["-out", str(path)],
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-nodes", "-days", str(days), "-subj", f"/CN={name}"),
+            *("-addext", f"subjectAltName=DNS:{name}", "-keyout", str(path.with_suffix(".key"))),
+            *("-out", str(path)),
+        ],
         check=True,
         capture_output=True,
     )

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 # One handshake or file read may take this long before the target counts as unreadable.
 CHECK_TIMEOUT = 10.0
+# An unreadable target is tried again this soon (at most the interval): after a deploy,
+# coturn may start after the server, and an hour of "unreadable" would be noise.
+RETRY_UNREADABLE = 60.0
 
 
 @dataclass(frozen=True)
@@ -133,4 +136,5 @@ class CertificateWatch:
     async def _run(self) -> None:
         while True:
             await self.check_all()
-            await asyncio.sleep(self.interval)
+            failed = any(status.error for status in self.status.values())
+            await asyncio.sleep(min(self.interval, RETRY_UNREADABLE) if failed else self.interval)

@@ -294,6 +294,9 @@ async def check_web(cfg: dict[str, Any], report: Report) -> str | None:
     status, _, _ = https_get(cfg, "/api/ice-servers")
     report.check("/api/ice-servers without a token is refused", status == 401, str(status))
 
+    access_log = Path("/var/log/nginx/access.log")  # proxy_access_log
+    # Earlier runs (and other deploys of this machine) wrote to it too: only what follows.
+    start = len(await asyncio.to_thread(_read, access_log))
     try:
         async with websockets.connect(
             f"wss://{cfg['domain']}:{cfg['https_port']}/ws?token={token}",
@@ -308,17 +311,16 @@ async def check_web(cfg: dict[str, Any], report: Report) -> str | None:
             report.check("WebSocket /ws through nginx", True, str(first)[:80])
     except Exception as exc:  # the check reports whatever went wrong
         report.check("WebSocket /ws through nginx", False, repr(exc))
-    await check_access_log(token, report)
+    await check_access_log(access_log, start, token, report)
     return token
 
 
-async def check_access_log(token: str, report: Report) -> None:
+async def check_access_log(log: Path, start: int, token: str, report: Report) -> None:
     """nginx logged the /ws?token=... above as `GET /ws` (it writes a WebSocket's line when
     the socket ends), and the token nowhere."""
-    log = Path("/var/log/nginx/access.log")  # proxy_access_log
     text = ""
     for _ in range(50):
-        text = await asyncio.to_thread(_read, log)
+        text = (await asyncio.to_thread(_read, log))[start:]
         if '"GET /ws HTTP/1.1" 101' in text:
             break
         await asyncio.sleep(0.1)

@@ -162,7 +162,7 @@ async def _store_metrics(svc: Services, registry: CollectorRegistry) -> None:
     )
     urls = _turn_urls(svc)
     connections = 0
-    for room in svc.config.rooms:
+    for room in list(svc.config.rooms):  # the admin page may replace the list meanwhile
         count = await svc.store.count(room.id)
         participants.labels(room.id).set(count)
         state = await svc.store.room_state(room.id)

@@ -28,6 +28,7 @@ from .api import blueprint as api_blueprint
 from .api import test_blueprint
 from .api_netlog import OpenAPI
 from .catalog import RoomCatalog
+from .certs import CertificateWatch
 from .context import EXTENSION, Services
 from .errors import ApiError
 from .hosts import allowed_hosts, host_allowed
@@ -99,6 +100,8 @@ def create_app(config: Config) -> Quart:
         admin=admin,
         node_id=uuid.uuid4().hex[:12],
     )
+    if config.metrics.enabled:
+        svc.certificates = CertificateWatch(config)
     app.extensions[EXTENSION] = svc
 
     app.register_blueprint(api_blueprint)
@@ -229,11 +232,15 @@ def create_app(config: Config) -> Quart:
             ),
             name="watch-workers",
         )
+        if svc.certificates is not None:
+            svc.certificates.start()
         log.info("serving: store=%s auth=%s node=%s", store.name, config.auth.mode, svc.node_id)
         try:
             yield
         finally:
             await cancel_and_wait(watcher)
+            if svc.certificates is not None:
+                await svc.certificates.stop()
             await rooms.stop()
             await rooms.nets.stop()
             await admin.stop()

@@ -267,6 +267,7 @@ cat >"$WORK/verify.json" <<EOF
   "turn_cert": "/etc/coturn/tls/fullchain.pem",
   "prod_turn_conf": "$WORK/prod-turn/turnserver.conf",
   "prod_turn_port": $PROD_TURN_PORT,
+  "turn_tls_port": $TURN_TLS_PORT,
   "secrets_dir": "$WORK/secrets",
   "nft_test": "$WORK/nftables.test.conf",
   "nft_prod": "$WORK/nftables.production.conf",

@@ -95,7 +95,17 @@
     const el = e.target instanceof Element ? e.target.closest('.join') : null;
     if (el) log(page, 'click');
   }, true);
-  // The client's own waits before a connection exists: microphone, socket, HTTP calls.
+  // The client's own waits before a connection exists: audio unlock, microphone, socket, HTTP.
+  const NativeAC = window.AudioContext;
+  if (NativeAC) {
+    window.AudioContext = class extends NativeAC {
+      constructor(...args) {
+        log(page, 'audiocontext-start');
+        super(...args);
+        log(page, 'audiocontext');
+      }
+    };
+  }
   const media = navigator.mediaDevices;
   if (media && media.getUserMedia) {
     const gum = media.getUserMedia.bind(media);

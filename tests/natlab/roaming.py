@@ -1,0 +1,211 @@
+"""A network change mid-call: an operator's host moves to another NAT (Lab.move) while
+talking; how long until audio flows both ways again, and whether the seat was kept.
+
+The mover's host loses its address (every socket bound to it, the signalling socket
+included) and gets a new local and public one, as a phone going from Wi-Fi to mobile data.
+A browser notices by itself; the Python client is told, as an app would be by the OS:
+it reopens its socket and rejoins (the seat is kept within the grace period), then restarts
+ICE on its connections (`VoiceClient.restart_ice()`) or, where the client has no ICE
+restart, makes new connections (offers again; the SFU: a new connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from tests.natlab.lab import Lab
+from tests.natlab.netns import NetnsLoop
+from tests.natlab.scenarios import (
+    AUDIO_FRAMES,
+    LabClient,
+    _client_audio,
+    client_result,
+    join_room,
+    leave_and_close,
+    selected_pair,
+)
+from tests.voiceclient import VoiceClient
+
+BACK_FRAMES = 10  # "audio is back": 10 loud frames (0.2 s) heard after the move
+
+
+@dataclass
+class RoamOutcome:
+    """What a network change did: per end (mover, partner) seconds from the move until
+    BACK_FRAMES loud frames were heard again (None: never within the timeout)."""
+
+    label: str
+    before: bool = False  # connected with audio both ways before the move
+    back: list[float | None] = field(default_factory=list)
+    seat_kept: bool = False
+    partner_saw_leave: bool = False
+    pairs: list[str] = field(default_factory=list)
+    how: str = ""  # how the mover recovered (restart_ice / new connection / the page itself)
+    error: str | None = None
+
+    @property
+    def audio_back(self) -> float | None:
+        return None if not self.back or None in self.back else max(self.back)  # type: ignore[type-var]
+
+
+class LoudSince:
+    """Loud frames heard from `remote` since construction, across replaced connections."""
+
+    def __init__(self, client: VoiceClient, remote: str) -> None:
+        self.client, self.remote = client, remote
+        self.peer = client.peers.get(remote)
+        self.base = client.heard_loud(remote) if self.peer else 0
+        self.count = 0
+
+    def poll(self) -> int:
+        peer = self.client.peers.get(self.remote)
+        now = self.client.heard_loud(self.remote) if peer else 0
+        if peer is not self.peer:  # a new connection counts from 0
+            self.peer, self.base = peer, 0
+        self.count = max(self.count, now - self.base)
+        return self.count
+
+
+async def wait_back(counter: Callable[[], Any], since: float, timeout: float) -> float | None:
+    """Seconds from `since` until `counter()` reaches BACK_FRAMES (polled every 20 ms)."""
+    deadline = since + timeout
+    while time.monotonic() < deadline:
+        if await counter() >= BACK_FRAMES:
+            return time.monotonic() - since
+        await asyncio.sleep(0.02)
+    return None
+
+
+async def drop_socket(client: VoiceClient) -> None:
+    """The signalling socket's TCP connection died with the old address: abort it (a
+    close handshake on it would wait out its timeout)."""
+    ws = client.ws
+    if ws is not None:
+        transport = getattr(ws, "transport", None)
+        if transport is not None:
+            transport.abort()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.wait_closed(), 2)
+
+
+async def new_http(client: VoiceClient) -> None:
+    """HTTP keep-alive connections died with the old address too (a request on one would
+    wait out its timeout): a fresh pool, as a browser's network-change handling does."""
+    old = client.http
+    client.http = httpx.AsyncClient(base_url=client.base_url, timeout=15.0)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(old.aclose(), 1)
+
+
+async def recover(client: VoiceClient, remote: str, sfu: bool) -> str:
+    """What the app does on a network change: socket and seat again, then ICE."""
+    await drop_socket(client)
+    await new_http(client)
+    await client.reconnect()
+    restart = getattr(client, "restart_ice", None)
+    if restart is not None:
+        await restart(remote)
+        return "restart_ice"
+    if sfu:
+        await client.connect_sfu()
+    else:
+        await client.offer_to(remote)
+    return "new connection"
+
+
+async def aiortc_roam(
+    label: str,
+    url: str,
+    room: str,
+    lab: Lab,
+    mover: str,
+    to: str,
+    loop_mover: NetnsLoop,
+    loop_partner: NetnsLoop,
+    sfu: bool,
+    timeout: float = 10.0,
+) -> RoamOutcome:
+    """Two aiortc operators talk; the one at `mover` moves behind `to`'s router."""
+    outcome = RoamOutcome(label)
+
+    async def make(tone: float) -> VoiceClient:
+        return LabClient(url, tone=tone)
+
+    a = await loop_partner.call(make(440.0))
+    b = await loop_mover.call(make(660.0))
+    try:
+        await loop_partner.call(join_room(a, "W1AW", room), 30)
+        await loop_mover.call(join_room(b, "G4ABC", room), 30)
+        pid, joined = b.participant_id, (b.join_answer or {})["participant"]["joinedAt"]
+        remote_a = "sfu" if sfu else pid
+        remote_b = "sfu" if sfu else a.participant_id
+        states = await asyncio.gather(
+            loop_partner.call(client_result(a, remote_a, 20)),
+            loop_mover.call(client_result(b, remote_b, 20)),
+        )
+        heard = await asyncio.gather(
+            loop_partner.call(_client_audio(a, remote_a, AUDIO_FRAMES, 10)),
+            loop_mover.call(_client_audio(b, remote_b, AUDIO_FRAMES, 10)),
+        )
+        outcome.before = all(s[0] == "connected" for s in states) and min(heard) >= AUDIO_FRAMES
+        if not outcome.before:
+            outcome.error = f"before the move: {states} {heard}"
+            return outcome
+        count_a = await loop_partner.call(_counter(a, remote_a))
+        count_b = await loop_mover.call(_counter(b, remote_b))
+        events = len(a.events)
+        moved = time.monotonic()
+        await asyncio.to_thread(lab.move, mover, to)
+        recovering = asyncio.ensure_future(loop_mover.call(recover(b, remote_b, sfu), timeout))
+        outcome.back = list(
+            await asyncio.gather(
+                wait_back(lambda: loop_partner.call(_poll(count_a)), moved, timeout),
+                wait_back(lambda: loop_mover.call(_poll(count_b)), moved, timeout),
+            )
+        )
+        try:
+            outcome.how = await recovering
+        except Exception as exc:  # what stopped the recovery, for the report
+            outcome.error = f"recovery: {exc!r}"[:200]
+        answer = b.join_answer or {}
+        outcome.seat_kept = (
+            b.participant_id == pid and answer.get("participant", {}).get("joinedAt") == joined
+        )
+        outcome.partner_saw_leave = any(
+            e.get("type") == "participantLeft" and (e.get("data") or {}).get("participantId") == pid
+            for e in a.events[events:]
+        )
+        outcome.pairs = [
+            await loop_mover.call(_pair(b, remote_b)),
+            await loop_partner.call(_pair(a, remote_a)),
+        ]
+    except Exception as exc:
+        outcome.error = repr(exc)[:200]
+    finally:
+        await asyncio.gather(
+            loop_partner.call(leave_and_close(a), 15),
+            loop_mover.call(leave_and_close(b), 15),
+            return_exceptions=True,
+        )
+        await asyncio.to_thread(lab.restore, mover)
+    return outcome
+
+
+async def _counter(client: VoiceClient, remote: str) -> LoudSince:
+    return LoudSince(client, remote)
+
+
+async def _poll(counter: LoudSince) -> int:
+    return counter.poll()
+
+
+async def _pair(client: VoiceClient, remote: str) -> str:
+    peer = client.peers.get(remote)
+    return selected_pair(peer.pc) if peer else "-"

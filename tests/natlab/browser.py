@@ -192,9 +192,9 @@ async def browser_pair(
                 return outcome
             outcome.pairs = [_pair_text(first), pair]
             key = "slot:" if sfu else client.participant_id
-            before = await _packets(operator, key)
+            before = await packets(operator, key)
             await asyncio.sleep(1.0)
-            heard = await _packets(operator, key) - before
+            heard = await packets(operator, key) - before
             frames = await loop.call(_frames(client, AUDIO_FRAMES, 10))
             outcome.audio = [heard, frames]
             events = await page_trace(operator)
@@ -215,7 +215,7 @@ async def browser_pair(
     return outcome
 
 
-async def _packets(operator: Operator, key: str) -> int:
+async def packets(operator: Operator, key: str) -> int:
     """RTP packets received from `key` (a peer id, or every SFU slot for "slot:")."""
     inbound = (await operator.stats())["inbound"]
     return sum(int(v.get("packetsReceived", 0)) for k, v in inbound.items() if k.startswith(key))

@@ -5,8 +5,9 @@ gets a row per client at the first site: `aiortc` (tests/voiceclient.py) and `ch
 (client/ in a page; the other end is always an aiortc client). Columns: connected?, seconds
 from the second operator's join (Chromium: the click on Join) to both ends connected and to
 both ends receiving audio (medians over `--repeat` runs), and the selected candidate pair of
-each end (`local>remote`; `relay/tcp` = TURN over TCP). Needs root; exits 0 with one line
-otherwise.
+each end (`local>remote`; `relay/tcp` = TURN over TCP). Then the network change: the host
+at one site moves to another NAT mid-call (tests/natlab/roaming.py); seconds until audio is
+back at each end, and whether the seat was kept. Needs root; exits 0 with one line otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from tests.fixtures.turn import turnserver_available
 from tests.natlab.browser import chromium_available
 from tests.natlab.netns import unavailable_reason
+from tests.natlab.roaming import RoamOutcome
 from tests.natlab.scenarios import Outcome
 from tests.natlab.session import LabSession, Mode, Turn
 
@@ -34,6 +36,7 @@ CLIENTS = ["aiortc", "chromium"]
 # A cell that cannot connect (STUN only between symmetric NATs) ends in ICE `failed` for
 # aiortc in ~8 s; Chromium keeps trying longer, so its rows stop waiting here.
 BROWSER_TIMEOUT = 15.0
+ROAM_TIMEOUT = 20.0  # "never" in the network-change rows: no audio this long after the move
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -68,8 +71,36 @@ async def one(session: LabSession, client: str, a: str, b: str, turn: Turn, mode
         return Outcome(f"{client} {a}<->{b} {turn} {mode}", error=repr(exc)[:60])
 
 
+async def roam_rows(
+    session: LabSession, modes: list[Mode], clients: list[str]
+) -> list[dict[str, Any]]:
+    """The network change (Lab.move): seconds from the move to audio back at each end."""
+    print()
+    print(f"{'network change (TURN on)':<34} {'client':<9} {'seat kept?':<11} "
+          f"{'back: mover':>11} {'partner':>8}  how")  # fmt: skip
+    print("-" * 124)
+    results = []
+    for client in clients:
+        for mode in modes:
+            try:
+                if client == "aiortc":
+                    outcome = await session.roam_case(mode, timeout=ROAM_TIMEOUT)
+                else:
+                    outcome = await session.browser_roam_case(mode, timeout=ROAM_TIMEOUT)
+            except Exception as exc:
+                outcome = RoamOutcome(f"{client} {mode}", error=repr(exc)[:60])
+            kept = "yes" if outcome.seat_kept and not outcome.partner_saw_leave else "NO"
+            back = [_seconds(b) if b is not None else "never" for b in outcome.back] or ["-", "-"]
+            how = outcome.how + (f" ({outcome.error})" if outcome.error else "")
+            cell = f"symmetric -> symmetric {mode}"
+            print(f"{cell:<34} {client:<9} {kept:<11} {back[0]:>11} {back[1]:>8}  {how}")
+            results.append({"roam": mode, "client": client,
+                            **{k: v for k, v in asdict(outcome).items() if k != "trace"}})  # fmt: skip
+    return results
+
+
 async def run(
-    turns: list[Turn], modes: list[Mode], clients: list[str], repeat: int
+    turns: list[Turn], modes: list[Mode], clients: list[str], repeat: int, roam: bool = True
 ) -> list[dict[str, Any]]:
     session = LabSession()
     results: list[dict[str, Any]] = []
@@ -94,6 +125,8 @@ async def run(
                             "runs": [{k: v for k, v in asdict(o).items() if k != "trace"}
                                      for o in runs],
                         })  # fmt: skip
+        if roam:
+            results += await roam_rows(session, modes, clients)
     finally:
         session.close()
     return results
@@ -107,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per row (medians shown)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--no-browser", action="store_true", help="skip the browser rows")
+    parser.add_argument("--no-roam", action="store_true", help="skip the network-change rows")
     args = parser.parse_args(argv)
     reason = unavailable_reason()
     if reason is None and not turnserver_available():

@@ -49,6 +49,7 @@ class RoamOutcome:
     pairs: list[str] = field(default_factory=list)
     how: str = ""  # how the mover recovered (restart_ice / new connection / the page itself)
     error: str | None = None
+    trace: str = ""  # a browser mover's RTCPeerConnection events after the move
 
     @property
     def audio_back(self) -> float | None:
@@ -209,3 +210,103 @@ async def _poll(counter: LoudSince) -> int:
 async def _pair(client: VoiceClient, remote: str) -> str:
     peer = client.peers.get(remote)
     return selected_pair(peer.pc) if peer else "-"
+
+
+class PacketsSince:
+    """RTP packets the page received from `key` since construction, across new links."""
+
+    def __init__(self, operator: Any, key: str) -> None:
+        self.operator, self.key = operator, key
+        self.base: int | None = None
+        self.last = 0
+        self.count = 0
+
+    async def poll(self) -> int:
+        from tests.natlab.browser import packets  # Playwright only where a case needs it
+
+        now = await packets(self.operator, self.key)
+        if self.base is None:
+            self.base = now
+        elif now < self.last:  # a new connection counts from 0
+            self.base = 0
+        self.last = now
+        self.count = max(self.count, now - self.base)
+        return self.count
+
+
+async def browser_roam(
+    label: str,
+    url: str,
+    room: str,
+    lab: Lab,
+    mover: str,
+    to: str,
+    loop_partner: NetnsLoop,
+    sfu: bool,
+    timeout: float = 10.0,
+) -> RoamOutcome:
+    """Chromium (client/) at `mover` talks with an aiortc operator; its host moves behind
+    `to`'s router. The page recovers by itself (socket, seat, ICE)."""
+    from tests.natlab.browser import chromium_in, open_traced, packets, page_trace, trace_summary
+
+    outcome = RoamOutcome(label, how="the page itself")
+
+    async def make() -> VoiceClient:
+        return LabClient(url, tone=440.0)
+
+    a = await loop_partner.call(make())
+    try:
+        await loop_partner.call(join_room(a, "W1AW", room), 30)
+        async with chromium_in(lab.site(mover).ns) as browser:
+            operator = await open_traced(browser, url, "G4ABC")
+            await operator.join(room)
+            pid = await operator.participant_id
+            joined = await operator.page.evaluate("yv.room.seatJoinedAt")
+            remote_a = "sfu" if sfu else pid
+            key = "slot:" if sfu else a.participant_id or ""
+            state = await loop_partner.call(client_result(a, remote_a, 20))
+            heard = await loop_partner.call(_client_audio(a, remote_a, AUDIO_FRAMES, 10))
+
+            async def page_hears() -> int:
+                return await packets(operator, key)
+
+            got = 0
+            for _ in range(100):
+                got = await page_hears()
+                if got >= AUDIO_FRAMES:
+                    break
+                await asyncio.sleep(0.05)
+            outcome.before = state[0] == "connected" and heard >= AUDIO_FRAMES and got > 0
+            if not outcome.before:
+                outcome.error = f"before the move: {state} {heard} {got}"
+                return outcome
+            count_a = await loop_partner.call(_counter(a, remote_a))
+            count_page = PacketsSince(operator, key)
+            await count_page.poll()
+            events = len(a.events)
+            moved = time.monotonic()
+            await asyncio.to_thread(lab.move, mover, to)
+            outcome.back = list(
+                await asyncio.gather(
+                    wait_back(count_page.poll, moved, timeout),
+                    wait_back(lambda: loop_partner.call(_poll(count_a)), moved, timeout),
+                )
+            )
+            outcome.seat_kept = (
+                await operator.participant_id == pid
+                and await operator.page.evaluate("yv.room.seatJoinedAt") == joined
+            )
+            outcome.partner_saw_leave = any(
+                e.get("type") == "participantLeft"
+                and (e.get("data") or {}).get("participantId") == pid
+                for e in a.events[events:]
+            )
+            outcome.pairs = [await loop_partner.call(_pair(a, remote_a))]
+            events_page = await page_trace(operator)
+            outcome.trace = trace_summary([e for e in events_page if e["t"] >= moved], moved)
+    except Exception as exc:
+        outcome.error = repr(exc)[:200]
+    finally:
+        await loop_partner.call(leave_and_close(a), 15)
+        await asyncio.to_thread(lab.restore, mover)
+    return outcome

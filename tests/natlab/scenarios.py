@@ -31,9 +31,9 @@ from tests.voiceclient import ToneTrack, VoiceClient
 LOUD_RMS = 500.0
 AUDIO_FRAMES = 25  # 0.5 s of 20 ms frames
 # aioice retransmits a connectivity check 6 times (0.5 s doubling: ~64 s before a pair
-# fails). 3 retransmissions (7.5 s) lets "no connection" end in ICE `failed` quickly; it
-# applies to TURN-on and TURN-off cases alike.
-ICE_RETRANSMISSIONS = 3
+# fails). 2 retransmissions (3.5 s) lets "no connection" end in ICE `failed` quickly; it
+# applies to TURN-on and TURN-off cases alike (the lab loses no packets).
+ICE_RETRANSMISSIONS = 2
 
 
 def fast_ice_failure(retransmissions: int = ICE_RETRANSMISSIONS) -> int:

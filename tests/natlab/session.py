@@ -129,7 +129,7 @@ class LabSession:
             timeout=timeout,
         )
 
-    async def roam_case(self, mode: Mode, turn: Turn = "on") -> RoamOutcome:
+    async def roam_case(self, mode: Mode, turn: Turn = "on", timeout: float = 10.0) -> RoamOutcome:
         """aiortc operators at mob and sym1 talk; mob moves behind sym2's router."""
         mover, to, partner = ROAM
         server = self.server(turn, mode)
@@ -143,6 +143,27 @@ class LabSession:
             self.loops[mover],
             self.loops[partner],
             sfu=mode == "sfu",
+            timeout=timeout,
+        )
+
+    async def browser_roam_case(
+        self, mode: Mode, turn: Turn = "on", timeout: float = 10.0
+    ) -> RoamOutcome:
+        """Chromium at mob talks with an aiortc operator at sym1; mob moves behind sym2."""
+        from tests.natlab.roaming import browser_roam
+
+        mover, to, partner = ROAM
+        server = self.server(turn, mode)
+        return await browser_roam(
+            f"chromium@mob: symmetric -> other symmetric NAT, turn={turn} {mode}",
+            server.url,
+            self.room(mode),
+            self.lab,
+            mover,
+            to,
+            self.loops[partner],
+            sfu=mode == "sfu",
+            timeout=timeout,
         )
 
     def close(self) -> None:

@@ -130,6 +130,7 @@
       super(...args);
       log(page, 'ws-start');
       this.addEventListener('open', () => log(page, 'ws-open'));
+      this.addEventListener('close', (e) => log(page, 'ws-close', { code: e.code }));
       this.addEventListener('message', (e) => {
         const m = /"type":\s*"(\w+)"/.exec(String(e.data).slice(0, 200));
         log(page, 'ws-msg', { type: m ? m[1] : '?' });

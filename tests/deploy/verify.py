@@ -414,6 +414,20 @@ async def check_turn(cfg: dict[str, Any], token: str, report: Report) -> None:
             not problem,
             problem,
         )
+    # alt_tls_443: nginx's TLS front shares the HTTPS port with the site (no redirect).
+    front = (tls[0], cfg["https_port"])
+    report.check(
+        "a turns: URL on the HTTPS port (the TLS front)",
+        f"turns:{front[0]}:{front[1]}?transport=tcp" in urls,
+        " ".join(urls),
+    )
+    async with allocation(front, user, password, transport="tcp", tls=tls_ctx) as proto:
+        problem = await relay_roundtrip(proto)
+        report.check(
+            "TURN/TLS through nginx's TLS front on the HTTPS port relays traffic",
+            not problem,
+            problem,
+        )
 
     code = await allocate_error(udp, user, password + "x")
     report.check("a wrong TURN password gets 401", code == 401, str(code))

@@ -527,9 +527,17 @@ export class VoiceRoom {
     this._setStatus('joining');
     try {
       // The microphone and the socket do not wait for each other (time to audio).
-      const opening = mic.canPublish ? openMicrophone(mic.deviceId) : null;
+      const opening = mic.canPublish ? openMicrophone(mic.deviceId) : Promise.resolve(null);
       const socket = this.signalling.open(() => session === this.session);
-      const [stream] = await Promise.all([opening, socket]);
+      /** @type {MediaStream|null} */
+      let stream;
+      try {
+        [stream] = await Promise.all([opening, socket]);
+      } catch (err) {
+        // The socket failed first: a microphone that opens afterwards is closed again.
+        opening.then((s) => s && s.getTracks().forEach((t) => t.stop()), () => {});
+        throw err;
+      }
       if (stream) {
         if (session !== this.session) {
           stream.getTracks().forEach((t) => t.stop());

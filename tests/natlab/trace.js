@@ -95,6 +95,13 @@
     const el = e.target instanceof Element ? e.target.closest('.join') : null;
     if (el) log(page, 'click');
   }, true);
+  // What a page can see of a network change.
+  window.addEventListener('online', () => log(page, 'online'));
+  window.addEventListener('offline', () => log(page, 'offline'));
+  if (navigator.connection && navigator.connection.addEventListener) {
+    navigator.connection.addEventListener('change', () => log(page, 'connection-change',
+      { type: navigator.connection.type || null, effectiveType: navigator.connection.effectiveType }));
+  }
   // The client's own waits before a connection exists: audio unlock, microphone, socket, HTTP.
   const NativeAC = window.AudioContext;
   if (NativeAC) {

@@ -33,7 +33,9 @@ from tests.natlab.scenarios import (
 )
 from tests.voiceclient import VoiceClient
 
-BACK_FRAMES = 10  # "audio is back": 10 loud frames (0.2 s) heard after the move
+BACK_FRAMES = 10  # "audio is back": 10 loud frames (0.2 s) heard after the gap
+GAP = 0.1  # no frame this long after the move: the gap has begun
+CONTINUOUS = 50  # 1 s of frames after the move without any gap: it never stopped
 
 
 @dataclass
@@ -75,12 +77,22 @@ class LoudSince:
 
 
 async def wait_back(counter: Callable[[], Any], since: float, timeout: float) -> float | None:
-    """Seconds from `since` until `counter()` reaches BACK_FRAMES (polled every 20 ms)."""
+    """Seconds from `since` until audio is back: BACK_FRAMES frames counted after the gap
+    (no frame for GAP s; frames still buffered at the move do not count). Audio that never
+    stopped (CONTINUOUS frames without a gap) is back at 0. Polled every 20 ms."""
     deadline = since + timeout
+    last, changed, base = await counter(), time.monotonic(), None
     while time.monotonic() < deadline:
-        if await counter() >= BACK_FRAMES:
-            return time.monotonic() - since
         await asyncio.sleep(0.02)
+        now, count = time.monotonic(), await counter()
+        if count != last:
+            last, changed = count, now
+        if base is None and now - changed >= GAP:
+            base = count  # the gap: count from here
+        if base is not None and count - base >= BACK_FRAMES:
+            return now - since
+        if base is None and count >= CONTINUOUS:
+            return 0.0
     return None
 
 

@@ -13,7 +13,7 @@ import pytest
 from tests.fixtures.turn import TEST_SECRET, turnserver_available
 from tests.natlab.browser import chromium_available
 from tests.natlab.netns import nsexec, run, unavailable_reason
-from tests.natlab.scenarios import Outcome, raw_pair
+from tests.natlab.scenarios import Outcome, raw_pair, server_pair
 from tests.natlab.services import turn_urls
 from tests.natlab.session import LabSession
 from yahaml_voice.core.tokens import turn_credentials
@@ -122,6 +122,26 @@ async def test_sfu_mode_from_symmetric_nat(lab: LabSession) -> None:
 
 async def test_sfu_mode_from_udp_blocked_site(lab: LabSession) -> None:
     outcome = await lab.case("udp", "sym2", "on", "sfu")
+    assert outcome.connected, _explain(outcome)
+    assert outcome.pairs[0].startswith("relay/tcp"), _explain(outcome)
+    assert outcome.audio_flows, _explain(outcome)
+
+
+async def test_worker_and_client_connect_from_udp_blocked_site_when_tcp_url_is_not_first(
+    lab: LabSession,
+) -> None:
+    """Every TURN URL is tried (aiortc alone takes the first, here the UDP one the site
+    blocks): the Python client, handed all URLs, reaches the SFU worker over TURN/TCP."""
+    server = lab.server("on", "sfu")
+    assert server.config()["ice"]["turn"]["urls"][0].endswith("transport=udp")
+    outcome = await server_pair(
+        "udp-blocked<->symmetric turn=on sfu, every URL",
+        server.url,
+        lab.room("sfu"),
+        lab.loops["udp"],
+        lab.loops["sym2"],
+        sfu=True,
+    )
     assert outcome.connected, _explain(outcome)
     assert outcome.pairs[0].startswith("relay/tcp"), _explain(outcome)
     assert outcome.audio_flows, _explain(outcome)

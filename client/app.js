@@ -3,6 +3,7 @@
  * The page: turns VoiceRoom callbacks into DOM and user input into VoiceRoom calls.
  * All protocol and WebRTC logic lives in voice-room.js.
  */
+import { AdminView } from './admin-view.js';
 import { CheckinView } from './checkin-view.js';
 import { ConsoleView } from './console-view.js';
 import { $, clock, typingInto } from './dom.js';
@@ -26,6 +27,9 @@ const PREFS_KEY = 'yv.prefs';
 const room = new VoiceRoom({ debug: localStorage.getItem('yv.debug') === '1' });
 // For DevTools and tests (the seed's debugging section): window.yv.room.audioStats() etc.
 /** @type {any} */ (window).yv = { room };
+
+// The admin page (role admin): admin-view.js.
+const adminView = new AdminView(room.api, (err) => showError(err));
 
 /** @type {{masterVolume: number, peerVolumes: Record<string, number>, ptt: Record<string, boolean>, micId: string|null}} */
 const prefs = loadPrefs();
@@ -139,6 +143,12 @@ function showError(err, context = {}) {
       showBanner('auth', 'error', `Your session has ended (${error.message}). Please sign in again.`);
       logout(false);
       break;
+    case 'room-closed':
+      showBanner('room', 'warn', 'An admin closed this room; pick another one.');
+      currentRoom = null;
+      setPill('', 'idle');
+      showView('lobby');
+      break;
     case 'removed':
       showBanner('room', 'warn', removal || 'You were removed from the room.');
       removal = '';
@@ -166,10 +176,14 @@ function showError(err, context = {}) {
 
 // ------------------------------------------------------------------ views
 
-/** @param {'login'|'lobby'|'room'} name */
+/** @param {'login'|'lobby'|'room'|'admin'} name */
 function showView(name) {
-  for (const view of ['login', 'lobby', 'room']) $(`view-${view}`).hidden = view !== name;
+  if (name === 'admin' && !adminView.allowed) name = 'lobby';
+  for (const view of ['login', 'lobby', 'room', 'admin']) $(`view-${view}`).hidden = view !== name;
   const loggedIn = !!room.identity;
+  $('admin-open').hidden = !adminView.allowed || name === 'admin' || name === 'room';
+  if (name === 'admin') adminView.show();
+  else adminView.hide();
   $('whoami').hidden = !loggedIn;
   $('logout').hidden = !loggedIn;
   if (room.identity) {
@@ -721,6 +735,25 @@ function onStatus(status, detail) {
   }
 }
 
+/**
+ * The SFU connection stopped working, or works again (null): a banner saying what is
+ * wrong and that it keeps being retried (the seat is kept meanwhile).
+ * @param {import('./voice-room.js').SfuProblem|null} problem
+ */
+function onSfuProblem(problem) {
+  if (!problem) {
+    hideBanner('sfu');
+    return;
+  }
+  const what = {
+    failed: 'The audio connection to the voice server failed.',
+    stalled: 'The audio connection to the voice server carries nothing.',
+    unreachable: 'The voice server cannot be reached for audio (a firewall may block it).',
+  }[problem.why];
+  const attempt = problem.attempts ? ` (attempt ${problem.attempts + 1})` : '';
+  showBanner('sfu', 'error', `${what} Retrying${attempt}… You keep your place in the room.`);
+}
+
 /** @param {import('./voice-room.js').Mode} mode */
 function onMode(mode) {
   const badge = $('room-mode');
@@ -776,11 +809,14 @@ room.onslots = applyVolumes;
 room.onfloor = onFloor;
 room.onmoderation = onModeration;
 room.ontalkercut = onTalkerCut;
+room.onsfuproblem = onSfuProblem;
 
 function init() {
   $('login-form').addEventListener('submit', onLoginSubmit);
   $('logout').addEventListener('click', () => logout(true));
   $('refresh-rooms').addEventListener('click', refreshRooms);
+  $('admin-open').addEventListener('click', () => showView('admin'));
+  $('admin-close').addEventListener('click', () => showView('lobby'));
   $('leave').addEventListener('click', leaveRoom);
   $('mute').addEventListener('click', toggleMute);
   $('raise-hand').addEventListener('click', raiseHand);

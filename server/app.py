@@ -22,10 +22,12 @@ from yahaml_voice.core.config import Config
 from yahaml_voice.core.protocol import JsonError, check_depth, decode_text, describe
 from yahaml_voice.core.tokens import AuthError, bearer
 
-from . import api_recordings  # noqa: F401  (adds its routes to the API blueprint)
+from . import api_admin, api_recordings  # noqa: F401  (add their routes to the API blueprint)
+from .admin import AdminService
 from .api import blueprint as api_blueprint
 from .api import test_blueprint
 from .api_netlog import OpenAPI
+from .catalog import RoomCatalog
 from .context import EXTENSION, Services
 from .errors import ApiError
 from .hosts import allowed_hosts, host_allowed
@@ -36,7 +38,7 @@ from .origins import origin_allowed
 from .rooms import RoomService
 from .static import static_blueprint
 from .store import StoreError, StoreUnavailable
-from .stores import make_store
+from .stores import make_catalog, make_store
 from .transport import BoundedWebsocketConnection, hypercorn_settings, install
 from .ws import blueprint as ws_blueprint
 
@@ -88,7 +90,15 @@ def create_app(config: Config) -> Quart:
     config.worker_secret()
     store, bus = make_store(config)
     rooms = RoomService(config, store, bus, Limits(config))
-    svc = Services(config=config, store=store, bus=bus, rooms=rooms, node_id=uuid.uuid4().hex[:12])
+    admin = AdminService(config, store, rooms, RoomCatalog(config, make_catalog(config)))
+    svc = Services(
+        config=config,
+        store=store,
+        bus=bus,
+        rooms=rooms,
+        admin=admin,
+        node_id=uuid.uuid4().hex[:12],
+    )
     app.extensions[EXTENSION] = svc
 
     app.register_blueprint(api_blueprint)
@@ -198,13 +208,15 @@ def create_app(config: Config) -> Quart:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE, OPTIONS"
         return response
 
     @app.while_serving
     async def lifecycle() -> AsyncGenerator[None, None]:
         await store.start()
         await bus.start()
+        # The room definitions (config.rooms) before anything reads them.
+        await admin.start()
         await rooms.nets.start()
         await rooms.start()
         watcher = asyncio.create_task(
@@ -224,6 +236,7 @@ def create_app(config: Config) -> Quart:
             await cancel_and_wait(watcher)
             await rooms.stop()
             await rooms.nets.stop()
+            await admin.stop()
             await bus.stop()
             await store.stop()
 

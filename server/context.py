@@ -13,6 +13,7 @@ from quart import current_app
 
 from yahaml_voice.core.config import Config
 
+from .admin import AdminService
 from .limits import Limits
 from .rooms import RoomService
 from .store import Bus, Store
@@ -29,6 +30,8 @@ class Services:
     store: Store
     bus: Bus
     rooms: RoomService
+    # Rooms at runtime, invites, the live overview (role admin).
+    admin: AdminService
     # Identifies this server process in the store (presence of its sockets).
     node_id: str
     # The WebSockets this process holds (participants' and workers'), by connection id.

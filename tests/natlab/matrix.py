@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     clients = args.client or CLIENTS
     if args.no_browser or not chromium_available():
         clients = [c for c in clients if c == "aiortc"]
-    results = asyncio.run(run(args.turn or TURNS, args.mode or MODES, clients, max(1, args.repeat)))
+    turns, modes = args.turn or TURNS, args.mode or MODES
+    results = asyncio.run(run(turns, modes, clients, max(1, args.repeat), not args.no_roam))
     print(f"({time.monotonic() - start:.0f} s)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -302,15 +302,18 @@ function renderRooms() {
  * @param {boolean} listenOnly
  */
 async function joinRoom(roomId, listenOnly) {
-  unlockAudio();
   currentRoom = rooms.find((r) => r.id === roomId) || null;
   const ptt = roomId in prefs.ptt ? prefs.ptt[roomId] : !!(currentRoom && currentRoom.ptt);
   hideBanner('mic');
   hideBanner('room');
   for (const b of document.querySelectorAll('#room-list .join')) /** @type {HTMLButtonElement} */ (b).disabled = true;
   $('room-title').textContent = currentRoom ? currentRoom.name : roomId;
+  // The join starts first (microphone and socket open off the page's thread): the first
+  // AudioContext of a page takes 0.2-0.4 s of it in Chromium, and that now overlaps them.
+  const joining = room.join(roomId, { listenOnly, ptt, deviceId: prefs.micId });
+  unlockAudio();
   try {
-    await room.join(roomId, { listenOnly, ptt, deviceId: prefs.micId });
+    await joining;
   } catch (err) {
     showError(err, { roomId });
     renderRooms();
@@ -575,8 +578,16 @@ function onFloor(state) {
 
 // ------------------------------------------------------------------ audio out
 
-/** Prime audio playback inside the user's click (autoplay policies). */
+let audioUnlocked = false;
+
+/**
+ * Prime audio playback inside a user gesture (autoplay policies): the first one on the page
+ * (typing a callsign, the login click), else the click on Join. Done early because the
+ * page's first AudioContext takes 0.2-0.4 s of its thread in Chromium (docs/turn.md).
+ */
 function unlockAudio() {
+  if (audioUnlocked) return;
+  audioUnlocked = true;
   try {
     const AC = window.AudioContext;
     const ctx = new AC();
@@ -584,6 +595,9 @@ function unlockAudio() {
   } catch {
     /* nothing to unlock */
   }
+}
+for (const type of ['pointerdown', 'keydown']) {
+  document.addEventListener(type, unlockAudio, { once: true, capture: true });
 }
 
 /**

@@ -134,7 +134,9 @@ export class PeerLink {
 
   /** Create and send an offer (also used for ICE restarts). */
   async negotiate() {
-    if (this.closed) return;
+    // Called at once by whoever adds the first media (gathering starts while the page is
+    // still busy rendering), and again by negotiationneeded: one offer at a time.
+    if (this.closed || this.makingOffer || this.pc.signalingState !== 'stable') return;
     try {
       this.makingOffer = true;
       await this.pc.setLocalDescription();

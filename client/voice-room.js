@@ -169,6 +169,10 @@ export class VoiceRoom {
     /** The plane whose audio is played (lags `mode` during a switch). @type {Mode} */
     this.plane = 'mesh';
     this.epoch = 0;
+    /** A join request is out: mode changes wait for its answer (see _join). */
+    this.joinPending = false;
+    /** @type {{mode: Mode, epoch: number}|null} */
+    this.pendingMode = null;
     this.gracePeriod = 15;
     /** @type {RTCConfiguration} */
     this.rtcConfig = {};
@@ -577,10 +581,22 @@ export class VoiceRoom {
    * @param {number} session
    */
   async _join(session) {
-    const answer = await this.api.join(this.roomId || '', {
-      audioSourceType: 'microphone',
-      joinMode: this.listenOnly ? 'listener' : 'operator',
-    });
+    // A roomModeChanged that overtakes the join answer (the joiner who tips the room onto the
+    // SFU gets both) waits for it: links are made with the answer's ICE servers, once.
+    this.pendingMode = null;
+    this.joinPending = true;
+    let answer;
+    try {
+      answer = await this.api.join(this.roomId || '', {
+        audioSourceType: 'microphone',
+        joinMode: this.listenOnly ? 'listener' : 'operator',
+      });
+    } finally {
+      this.joinPending = false;
+    }
+    // (set by _onFrame meanwhile; the cast undoes the narrowing to null above)
+    const pending = /** @type {{mode: Mode, epoch: number}|null} */ (this.pendingMode);
+    this.pendingMode = null;
     if (session !== this.session) return;
     const me = answer.participant;
     const mic = this.mic;
@@ -625,7 +641,9 @@ export class VoiceRoom {
     mic.applyGate();
     const mode = answer.mode === 'sfu' ? 'sfu' : 'mesh';
     if (!this.links.size && !this.sfu) this.plane = mode; // nothing to hand over from
-    this._setMode(mode, this.epoch, true);
+    const epoch = Number(answer.epoch) || 0;
+    this._setMode(mode, epoch, true);
+    if (pending && pending.epoch > epoch) this._setMode(pending.mode, pending.epoch);
     if (mode === 'mesh') {
       for (const id of this.participants.keys()) {
         if (!this.links.has(id)) this._ensureLink(id, true);
@@ -810,8 +828,15 @@ export class VoiceRoom {
         return this._onSignal(frame.data.message);
       case 'participantMuteChanged':
         return this._onMuteChanged(frame.data.participantId, !!frame.data.isMuted);
-      case 'roomModeChanged':
-        return this._setMode(frame.data.mode === 'sfu' ? 'sfu' : 'mesh', Number(frame.data.epoch) || 0);
+      case 'roomModeChanged': {
+        const mode = frame.data.mode === 'sfu' ? 'sfu' : 'mesh';
+        const epoch = Number(frame.data.epoch) || 0;
+        if (this.joinPending) {
+          this.pendingMode = { mode, epoch };
+          return undefined;
+        }
+        return this._setMode(mode, epoch);
+      }
       case 'speakerSlots':
         return this._onSlots(frame.data.slots || [], frame.data.speaking || []);
       case 'floorChanged':

@@ -162,3 +162,18 @@ async def test_chromium_in_a_nat_site_talks_through_turn(lab: LabSession, site: 
         assert chromium_pair.startswith("relay/tcp"), _explain(outcome)
     assert outcome.audio_flows, _explain(outcome)
     assert outcome.error is None, _explain(outcome)
+
+
+@pytest.mark.parametrize("mode", ["mesh", "sfu"])
+async def test_network_change_mid_call_keeps_the_seat_and_audio_resumes(
+    lab: LabSession, mode: str
+) -> None:
+    """An operator's host moves to another NAT while talking (new local and public address,
+    Lab.move): the Python client reopens its socket, keeps its seat and gets its audio back
+    both ways; the other operator sees no one leave. (`make natlab` prints how long it took.)"""
+    outcome = await lab.roam_case(mode, timeout=15.0)  # type: ignore[arg-type]
+    explain = f"{outcome}"
+    assert outcome.before, explain
+    assert outcome.seat_kept, explain
+    assert not outcome.partner_saw_leave, explain
+    assert outcome.audio_back is not None, explain

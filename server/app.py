@@ -17,6 +17,7 @@ from quart import Quart, Response, has_request_context, jsonify, request, websoc
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
+from yahaml_voice import __version__
 from yahaml_voice.core.aio import Service, cancel_and_wait, every
 from yahaml_voice.core.config import Config
 from yahaml_voice.core.protocol import JsonError, check_depth, decode_text, describe
@@ -117,6 +118,7 @@ def create_app(config: Config) -> Quart:
         workers = await store.workers()
         return {
             "status": "ok",
+            "version": __version__,  # what an upgrade checks it now runs
             "store": store.name,
             "node": svc.node_id,
             "sockets": len(svc.local_sockets),

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Literal
 
+from . import __version__
 from .core.config import Config, ConfigError, load_config, parse_duration
 
 
@@ -125,6 +126,7 @@ def _cmd_mix(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yahaml-voice", description=__doc__)
     parser.add_argument("--config", help="YAML config file (default: $YAHAML_VOICE_CONFIG)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the signaling server (and child SFU workers)")

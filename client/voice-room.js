@@ -733,6 +733,7 @@ export class VoiceRoom {
     this.recording.reset();
     this.participants = new Map();
     this.sfuLink.clearSlots();
+    this.sfuLink.peersDown.clear();
     this.seatJoinedAt = '';
     this.switchStartedAt = 0;
     this.mode = this.plane = 'mesh';
@@ -814,6 +815,9 @@ export class VoiceRoom {
         return this._setMode(frame.data.mode === 'sfu' ? 'sfu' : 'mesh', Number(frame.data.epoch) || 0);
       case 'speakerSlots':
         return this._onSlots(frame.data.slots || [], frame.data.speaking || []);
+      case 'sfuLinks':
+        this.sfuLink.setPeersDown(String(frame.data.source), frame.data.notConnected || {});
+        return this._emitRoster();
       case 'floorChanged':
         this._applyFloor(frame.data.floor);
         return undefined;
@@ -1103,6 +1107,8 @@ export class VoiceRoom {
   _setMode(mode, epoch, fromJoin = false) {
     const changed = mode !== this.mode || (mode === 'sfu' && epoch > this.epoch);
     const previousEpoch = this.epoch;
+    // A new placement: the workers report their peers anew.
+    if (changed) this.sfuLink.peersDown.clear();
     this.mode = mode;
     if (epoch) this.epoch = Math.max(this.epoch, epoch);
     if (mode === 'sfu') {
@@ -1301,6 +1307,8 @@ export class VoiceRoom {
         if (this.plane === 'sfu') {
           via = 'sfu';
           state = this.sfu ? linkState(this.sfu) : 'waiting';
+          // Our own path is up, but theirs may not be (their worker says so: sfuLinks).
+          if (state === 'connected') state = this.sfuLink.peerDown(p.id) || state;
         } else {
           const link = this.links.get(p.id);
           via = 'mesh';

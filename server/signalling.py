@@ -8,6 +8,7 @@ listener's SDP would send); media never passes through it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import weakref
 
@@ -17,6 +18,8 @@ from yahaml_voice.core.protocol import (
     SFU_PEER,
     IceCandidate,
     SessionDescription,
+    SfuLinksData,
+    SfuLinksFrame,
     SignalData,
     SignalFrame,
     SignalMessage,
@@ -29,6 +32,7 @@ from yahaml_voice.core.protocol import (
     ToWorkerAnnounceFrame,
     ToWorkerSignal,
     ToWorkerSignalFrame,
+    WorkerLinks,
 )
 from yahaml_voice.core.timestamps import iso
 from yahaml_voice.core.tokens import Identity
@@ -193,6 +197,16 @@ class Signalling:
             if state.worker_id:
                 announce = ToWorkerAnnounceFrame(data=ToWorkerAnnounce(roomId=room_id))
                 await self.delivery.to_worker(state.worker_id, announce)
+        return True
+
+    async def worker_links(self, worker_id: str, links: WorkerLinks) -> bool:
+        """Pass a worker's not-connected peers to its room (any worker holding it: in a
+        cascade each speaks for its own peers; clients keep one entry per `source`)."""
+        if not await self.worker_holds(worker_id, links.roomId):
+            return False
+        source = hashlib.sha256(worker_id.encode()).hexdigest()[:12]  # not the worker's id
+        data = SfuLinksData(roomId=links.roomId, source=source, notConnected=links.notConnected)
+        await self.delivery.broadcast(links.roomId, SfuLinksFrame(data=data))
         return True
 
     async def worker_slots(

@@ -54,6 +54,7 @@ from yahaml_voice.core.protocol import (
     IceCandidate,
     JsonError,
     SessionDescription,
+    SfuLinkState,
     SlotAssignment,
     ToWorkerAnnounce,
     ToWorkerCascadeLink,
@@ -68,6 +69,8 @@ from yahaml_voice.core.protocol import (
     WorkerFrame,
     WorkerHello,
     WorkerHelloFrame,
+    WorkerLinks,
+    WorkerLinksFrame,
     WorkerLoad,
     WorkerLoadFrame,
     WorkerRoomState,
@@ -120,6 +123,9 @@ PARENT_ENV = "YV_SFU_PARENT_PID"
 TICK = 0.1
 # A publisher "carries audio" (roomState.audioFrom) while its last packet is this recent.
 AUDIO_FRESH = 2.0
+# The room's links (who is not connected; WorkerLinks) are looked at, and reported when they
+# changed, at most this often: a mass join is one frame a second, not one per state change.
+LINKS_EVERY = 1.0
 LOAD_INTERVAL = 1.0
 # A packet without the audio-level extension counts as speech at this level (-dBov).
 DEFAULT_LEVEL = 40
@@ -403,6 +409,18 @@ class Peer:
             candidate.sdpMLineIndex = 0
         await self.pc.addIceCandidate(candidate)
 
+    def link_state(self) -> SfuLinkState | None:
+        """What WorkerLinks says about this peer: None while its connection is up."""
+        pc = self.pc
+        if pc is None:
+            return "new"
+        state = pc.connectionState
+        if state == "connected":
+            return None
+        if state in ("new", "connecting"):
+            return state  # type: ignore[return-value]
+        return "failed"  # failed, closed
+
     def _state_changed(self, pc: RTCPeerConnection) -> None:
         if pc is not self.pc:
             return
@@ -471,6 +489,9 @@ class Room:
         self.peers: dict[str, Peer] = {}
         self._task: asyncio.Task[None] | None = None
         self._audio_from: list[str] = []
+        # Peers whose connection is not up, as last reported (WorkerLinks).
+        self.links_down: dict[str, SfuLinkState] = {}
+        self._links_at = float("-inf")
         self.announce_pending = False
         # Net control (issue 12): None until the first floor frame (open, nobody muted).
         self.floor: ToWorkerFloor | None = None
@@ -666,6 +687,9 @@ class Room:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        if now - self._links_at >= LINKS_EVERY:
+            self._links_at = now
+            self._check_links()
         if self.origin is not None:
             return  # an edge: the origin picks and announces the slots
         if self.floor is not None:
@@ -681,6 +705,22 @@ class Room:
         if audio_from != self._audio_from:
             self._audio_from = audio_from
             self.report_state()
+
+    def _check_links(self) -> None:
+        """Report the peers whose connection is not up, when that changed (edges too: each
+        worker speaks for its own peers)."""
+        links: dict[str, SfuLinkState] = {}
+        for peer in self.peers.values():
+            state = peer.link_state()
+            if state is not None:
+                links[peer.id] = state
+        if links != self.links_down:
+            self.links_down = links
+            self.report_links()
+
+    def report_links(self) -> None:
+        data = WorkerLinks(roomId=self.id, notConnected=dict(sorted(self.links_down.items())))
+        self.worker.emit(WorkerLinksFrame(data=data))
 
     def report_state(self) -> None:
         """roomState: the server answers roomClosed if the room is no longer ours."""
@@ -751,6 +791,8 @@ class Worker:
         while the control connection was down are closed on the server's answer."""
         for room in self.rooms.values():
             room.report_state()
+            if room.links_down:
+                room.report_links()
 
     def load(self) -> WorkerLoad:
         """Load since the previous call; `cpu` is the share of one core (0..1+)."""

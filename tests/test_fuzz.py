@@ -550,8 +550,8 @@ def server_config(server: ServerProcess) -> Config:
 
 
 worker_types = st.sampled_from(
-    ["hello", "load", "signal", "slots", "roomState", "error", "cascadeReady", "recording",
-     "transmission"]
+    ["hello", "load", "signal", "slots", "roomState", "links", "error", "cascadeReady",
+     "recording", "transmission"]
 )  # fmt: skip
 # Link hosts: only loopback or nothing usable (never a routable address: a worker sends there).
 link_hosts = st.sampled_from(["127.0.0.1", "::1", "sfu2.example.org", "", "999.1.1.1", "10.0.0"])
@@ -573,6 +573,10 @@ worker_data = st.fixed_dictionaries(
         | json_values,
         "speaking": st.lists(st.text(max_size=8), max_size=3) | json_values,
         "audioFrom": st.lists(st.text(max_size=8), max_size=3) | json_values,
+        "notConnected": st.dictionaries(
+            st.text(max_size=8), st.sampled_from(["new", "connecting", "failed", "up"]), max_size=3
+        )
+        | json_values,
         "rooms": st.integers(-1, 5) | json_values,
         "peers": st.integers(-1, 5),
         "streams": st.integers(-1, 5),
@@ -653,6 +657,14 @@ def placed_frames(room: str, peers: list[str]) -> st.SearchStrategy[str]:
     state = st.fixed_dictionaries(
         {"roomId": st.just(room), "audioFrom": st.lists(st.text(max_size=12) | people)}
     )
+    links = st.fixed_dictionaries(
+        {
+            "roomId": st.just(room),
+            "notConnected": st.dictionaries(
+                people, st.sampled_from(["new", "connecting", "failed"]), max_size=4
+            ),
+        }
+    )
     load = st.fixed_dictionaries(
         {
             "rooms": st.integers(0, 2**40),
@@ -673,6 +685,7 @@ def placed_frames(room: str, peers: list[str]) -> st.SearchStrategy[str]:
         signal.map(lambda d: {"type": "signal", "data": d}),
         slots.map(lambda d: {"type": "slots", "data": d}),
         state.map(lambda d: {"type": "roomState", "data": d}),
+        links.map(lambda d: {"type": "links", "data": d}),
         talker.map(lambda d: {"type": "talker", "data": d}),
         load.map(lambda d: {"type": "load", "data": d}),
     ).map(json.dumps)

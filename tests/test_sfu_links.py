@@ -1,0 +1,130 @@
+"""Who cannot reach the SFU is told to the rest of the room (`links` -> `sfuLinks`).
+
+A real server with a real worker child and aiortc clients. A participant whose own SFU
+connection cannot come up (its offer names a port nobody listens on, and it never applies
+the answer) is listed as not connected on another participant's socket within a few
+seconds; the entry goes when it connects after all, and when it leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tests.servers import ServerProcess
+from tests.voiceclient import SFU, VoiceClient
+
+ROOM = "net"
+# The worker looks at its links once a second; this leaves room for a loaded CI machine.
+REPORTED_WITHIN = 10.0
+
+
+def _server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
+    server = server_factory(
+        {
+            "server": {"grace_period": "2s"},
+            "rooms": [{"id": ROOM, "sfu_threshold": 2, "max_participants": 10}],
+            "sfu": {"slots": 3, "ice_addresses": ["127.0.0.1"]},
+        },
+        workers=1,
+    )
+    server.wait_healthy(timeout=60, workers=1)
+    return server
+
+
+def _down(client: VoiceClient) -> dict[str, str]:
+    """The union of the latest `sfuLinks` per source the client received (as a page keeps it)."""
+    latest: dict[str, dict[str, str]] = {}
+    for event in client.events:
+        if event.get("type") == "roomModeChanged":
+            latest.clear()
+        elif event.get("type") == "sfuLinks" and event["data"].get("roomId") == ROOM:
+            latest[event["data"]["source"]] = event["data"]["notConnected"]
+    union: dict[str, str] = {}
+    for down in latest.values():
+        union.update(down)
+    return union
+
+
+async def _until(condition: Callable[[], Any], timeout: float, what: str) -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
+
+
+async def _blocked_offer(client: VoiceClient) -> None:
+    """An SFU offer whose candidates point at the discard port, answer never applied: the
+    worker's connection to it checks and fails, like a browser whose path is blocked."""
+    peer = client._new_pc(SFU)
+    for _ in range(3):
+        peer.pc.addTransceiver("audio", direction="recvonly")
+    await peer.pc.setLocalDescription(await peer.pc.createOffer())
+    sdp = re.sub(
+        r"(a=candidate:\S+ \d+ udp \d+ 127\.0\.0\.1) \d+", r"\1 9", peer.pc.localDescription.sdp
+    )
+    await client.signal("offer", {"type": "offer", "sdp": sdp}, to=SFU)
+
+
+async def test_a_participant_without_an_sfu_path_is_reported_to_the_others(
+    server_factory: Callable[..., ServerProcess],
+    client_factory: Callable[..., VoiceClient],
+    loopback_ice: None,
+) -> None:
+    server = _server(server_factory)
+    watcher = client_factory(server.url)
+    await watcher.login("W1WCH")
+    await watcher.connect()
+    await watcher.join(ROOM)
+    # Media by hand for the blocked one (auto_media would connect it properly).
+    blocked = client_factory(server.url, auto_media=False)
+    await blocked.login("B1BLK")
+    await blocked.connect()
+    await blocked.join(ROOM)
+    assert blocked.participant_id and watcher.participant_id
+    await _until(
+        lambda: (
+            watcher.mode == "sfu"
+            and watcher.peers.get(SFU) is not None
+            and watcher.peers[SFU].pc.connectionState == "connected"
+        ),
+        30,
+        "the watcher on the SFU",
+    )
+
+    started = time.monotonic()
+    await _blocked_offer(blocked)
+    await _until(
+        lambda: (
+            blocked.participant_id in _down(watcher)
+            and watcher.participant_id not in _down(watcher)
+        ),
+        REPORTED_WITHIN,
+        "B1BLK reported not connected (and W1WCH not)",
+    )
+    print(f"\nreported after {time.monotonic() - started:.2f}s: {_down(watcher)}")
+    assert _down(watcher)[blocked.participant_id] in ("connecting", "failed")
+
+    # It connects after all: the entry goes.
+    old = blocked.peers.pop(SFU)
+    await old.pc.close()
+    blocked.auto_media = True
+    await blocked.connect_sfu()
+    await _until(lambda: not _down(watcher), REPORTED_WITHIN, "B1BLK cleared once connected")
+
+    # A third one that cannot connect, then leaves: listed, then gone.
+    third = client_factory(server.url, auto_media=False)
+    await third.login("T1THR")
+    await third.connect()
+    await third.join(ROOM)
+    await _blocked_offer(third)
+    await _until(lambda: third.participant_id in _down(watcher), REPORTED_WITHIN, "T1THR reported")
+    await third.leave()
+    await _until(lambda: not _down(watcher), REPORTED_WITHIN, "T1THR cleared once gone")
+    # The blocked participant's own socket got the same frames (it is a room member too).
+    assert any(e.get("type") == "sfuLinks" for e in blocked.events)

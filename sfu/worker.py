@@ -187,6 +187,9 @@ class Peer:
         # once it found the new path.
         self._restart: IceRestart | None = None
         self._restarted: asyncio.Task[None] | None = None
+        # A connection of this participant failed and none came up since: its retries
+        # are reported `failed`, not `connecting` (WorkerLinks).
+        self.failed_before = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -413,13 +416,13 @@ class Peer:
         """What WorkerLinks says about this peer: None while its connection is up."""
         pc = self.pc
         if pc is None:
-            return "new"
+            return "failed" if self.failed_before else "new"
         state = pc.connectionState
         if state == "connected":
             return None
-        if state in ("new", "connecting"):
+        if state in ("new", "connecting") and not self.failed_before:
             return state  # type: ignore[return-value]
-        return "failed"  # failed, closed
+        return "failed"  # failed, closed, or retrying after a failure
 
     def _state_changed(self, pc: RTCPeerConnection) -> None:
         if pc is not self.pc:
@@ -427,8 +430,10 @@ class Peer:
         state = pc.connectionState
         logger.info("%s in %s: connection %s", self.id, self.room.id, state)
         if state == "connected":
+            self.failed_before = False
             self._attach(pc)
         elif state in ("failed", "closed"):
+            self.failed_before = self.failed_before or state == "failed"
             self._detach()
 
     def _attach(self, pc: RTCPeerConnection) -> None:

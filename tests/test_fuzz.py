@@ -39,7 +39,7 @@ from websockets.sync.client import ClientConnection, connect
 from tests.servers import TEST_SECRET, TEST_SFU_SECRET, ServerProcess
 from tests.voiceclient import VoiceClient
 from yahaml_voice.core.config import Config, load_config
-from yahaml_voice.core.protocol import wire
+from yahaml_voice.core.protocol import WorkerLinks, wire
 from yahaml_voice.sfu.aiortc_private import MAX_LEARNED_SSRCS
 from yahaml_voice.sfu.worker import Worker, worker_token
 
@@ -1022,9 +1022,11 @@ async def test_server_frames_to_the_worker(
             await the_worker.handle(frame)
             for kind, data in emitted[before:]:
                 assert kind in (
-                    "error", "signal", "slots", "roomState", "cascadeReady", "recording",
-                    "transmission",
+                    "error", "signal", "slots", "roomState", "links", "cascadeReady",
+                    "recording", "transmission",
                 ), (kind, data)  # fmt: skip
+                if kind == "links":  # what the worker says about its peers parses
+                    WorkerLinks.model_validate(data)
                 if kind == "error":
                     assert data["code"] and data["message"]
             if index % 50 == 49:

@@ -496,6 +496,7 @@ class Room:
         self._audio_from: list[str] = []
         # Peers whose connection is not up, as last reported (WorkerLinks).
         self.links_down: dict[str, SfuLinkState] = {}
+        self.links_newcomer = False
         self._links_at = float("-inf")
         self.announce_pending = False
         # Net control (issue 12): None until the first floor frame (open, nobody muted).
@@ -620,6 +621,9 @@ class Room:
         if peer is None:
             peer = self.peers[participant_id] = Peer(self, participant_id)
             peer.start()
+            # A newcomer's page has not heard the current links: the next look repeats
+            # them (if any) even when its own connection came up before that look.
+            self.links_newcomer = True
         return peer
 
     async def remove(self, participant_id: str) -> None:
@@ -719,7 +723,8 @@ class Room:
             state = peer.link_state()
             if state is not None:
                 links[peer.id] = state
-        if links != self.links_down:
+        newcomer, self.links_newcomer = self.links_newcomer, False
+        if links != self.links_down or (newcomer and links):
             self.links_down = links
             self.report_links()
 

@@ -3,7 +3,8 @@
 A real server with a real worker child and aiortc clients. A participant whose own SFU
 connection cannot come up (its offer names a port nobody listens on, and it never applies
 the answer) is listed as not connected on another participant's socket within a few
-seconds; the entry goes when it connects after all, and when it leaves.
+seconds, also to one who joins later; the entry goes when it connects after all, and when
+it leaves.
 """
 
 from __future__ import annotations
@@ -109,13 +110,21 @@ async def test_a_participant_without_an_sfu_path_is_reported_to_the_others(
     )
     print(f"\nreported after {time.monotonic() - started:.2f}s: {_down(watcher)}")
     assert _down(watcher)[blocked.participant_id] in ("connecting", "failed")
+    # Someone who joins later hears it too (the worker repeats its list for a newcomer).
+    late = client_factory(server.url)
+    await late.login("L1LTE")
+    await late.connect()
+    await late.join(ROOM)
+    await _until(
+        lambda: blocked.participant_id in _down(late), REPORTED_WITHIN, "L1LTE told of B1BLK"
+    )
 
     # It connects after all: the entry goes.
     old = blocked.peers.pop(SFU)
     await old.pc.close()
     blocked.auto_media = True
     await blocked.connect_sfu()
-    await _until(lambda: not _down(watcher), REPORTED_WITHIN, "B1BLK cleared once connected")
+    await _until(lambda: not _down(watcher) and not _down(late), REPORTED_WITHIN, "B1BLK cleared")
 
     # A third one that cannot connect, then leaves: listed, then gone.
     third = client_factory(server.url, auto_media=False)

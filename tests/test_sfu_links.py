@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.servers import ServerProcess
+from tests.servers import TEST_SECRET, ServerProcess
 from tests.voiceclient import SFU, VoiceClient
+from yahaml_voice.core.config import load_config
+from yahaml_voice.core.tokens import issue_token
 
 ROOM = "net"
 # The worker looks at its links once a second; this leaves room for a loaded CI machine.
@@ -34,6 +36,11 @@ def _server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     )
     server.wait_healthy(timeout=60, workers=1)
     return server
+
+
+def _on_sfu(client: VoiceClient) -> bool:
+    peer = client.peers.get(SFU)
+    return client.mode == "sfu" and peer is not None and peer.pc.connectionState == "connected"
 
 
 def _down(client: VoiceClient) -> dict[str, str]:
@@ -59,11 +66,11 @@ async def _until(condition: Callable[[], Any], timeout: float, what: str) -> flo
     return time.monotonic() - start
 
 
-async def _blocked_offer(client: VoiceClient) -> None:
+async def _blocked_offer(client: VoiceClient, slots: int = 3) -> None:
     """An SFU offer whose candidates point at the discard port, answer never applied: the
     worker's connection to it checks and fails, like a browser whose path is blocked."""
     peer = client._new_pc(SFU)
-    for _ in range(3):
+    for _ in range(slots):
         peer.pc.addTransceiver("audio", direction="recvonly")
     await peer.pc.setLocalDescription(await peer.pc.createOffer())
     sdp = re.sub(
@@ -109,7 +116,7 @@ async def test_a_participant_without_an_sfu_path_is_reported_to_the_others(
         "B1BLK reported not connected (and W1WCH not)",
     )
     print(f"\nreported after {time.monotonic() - started:.2f}s: {_down(watcher)}")
-    assert _down(watcher)[blocked.participant_id] in ("connecting", "failed")
+    assert _down(watcher)[blocked.participant_id] in ("new", "connecting", "failed")
     # Someone who joins later hears it too (the worker repeats its list for a newcomer).
     late = client_factory(server.url)
     await late.login("L1LTE")
@@ -137,3 +144,53 @@ async def test_a_participant_without_an_sfu_path_is_reported_to_the_others(
     await _until(lambda: not _down(watcher), REPORTED_WITHIN, "T1THR cleared once gone")
     # The blocked participant's own socket got the same frames (it is a room member too).
     assert any(e.get("type") == "sfuLinks" for e in blocked.events)
+
+
+async def test_an_edge_worker_reports_its_own_peers(
+    server_factory: Callable[..., ServerProcess],
+    client_factory: Callable[..., VoiceClient],
+    loopback_ice: None,
+) -> None:
+    """A room across two workers (cascade): the blocked listener is on the edge, the
+    watcher on the origin; the edge's report reaches the watcher all the same."""
+    server = server_factory(
+        {
+            "server": {"grace_period": "2s"},
+            "rooms": [{"id": ROOM, "sfu_threshold": 2, "max_participants": 10}],
+            "sfu": {"slots": 3, "ice_addresses": ["127.0.0.1"], "max_listeners_per_worker": 2},
+        },
+        workers=2,
+    )
+    server.wait_healthy(timeout=60, workers=2)
+    config = load_config(environ={}, overrides={"auth.secret": TEST_SECRET})
+    watcher = client_factory(server.url)
+    await watcher.login("W1WCH")
+    await watcher.connect()
+    await watcher.join(ROOM)
+    listener = client_factory(server.url, publish=False)
+    listener.use_token(issue_token(config, "K0SWL", role="listener")[0])
+    await listener.connect()
+    await listener.join(ROOM)
+    await _until(lambda: _on_sfu(watcher) and _on_sfu(listener), 30, "both on the origin")
+    # The origin is full (2): the next listener is placed on the other worker.
+    blocked = client_factory(server.url, publish=False, auto_media=False)
+    blocked.use_token(issue_token(config, "B1SWL", role="listener")[0])
+    await blocked.connect()
+    await blocked.join(ROOM)
+    await _blocked_offer(blocked)
+    await _until(
+        lambda: blocked.participant_id in _down(watcher), REPORTED_WITHIN, "B1SWL reported"
+    )
+    assert 'yahaml_voice_room_sfu_workers{room="net"} 2.0' in server.metrics()
+    sources = {
+        e["data"]["source"]
+        for e in watcher.events
+        if e.get("type") == "sfuLinks" and blocked.participant_id in e["data"]["notConnected"]
+    }
+    assert len(sources) == 1, sources
+    # It connects after all (to the edge): the edge clears it, the origin's entry stays empty.
+    old = blocked.peers.pop(SFU)
+    await old.pc.close()
+    blocked.auto_media = True
+    await blocked.connect_sfu()
+    await _until(lambda: not _down(watcher), REPORTED_WITHIN, "B1SWL cleared")

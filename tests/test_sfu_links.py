@@ -43,7 +43,7 @@ def _on_sfu(client: VoiceClient) -> bool:
     return client.mode == "sfu" and peer is not None and peer.pc.connectionState == "connected"
 
 
-def _down(client: VoiceClient) -> dict[str, str]:
+def not_connected(client: VoiceClient) -> dict[str, str]:
     """The union of the latest `sfuLinks` per source the client received (as a page keeps it)."""
     latest: dict[str, dict[str, str]] = {}
     for event in client.events:
@@ -66,7 +66,7 @@ async def _until(condition: Callable[[], Any], timeout: float, what: str) -> flo
     return time.monotonic() - start
 
 
-async def _blocked_offer(client: VoiceClient, slots: int = 3) -> None:
+async def blocked_offer(client: VoiceClient, slots: int = 3) -> None:
     """An SFU offer whose candidates point at the discard port, answer never applied: the
     worker's connection to it checks and fails, like a browser whose path is blocked."""
     peer = client._new_pc(SFU)
@@ -106,24 +106,26 @@ async def test_a_participant_without_an_sfu_path_is_reported_to_the_others(
     )
 
     started = time.monotonic()
-    await _blocked_offer(blocked)
+    await blocked_offer(blocked)
     await _until(
         lambda: (
-            blocked.participant_id in _down(watcher)
-            and watcher.participant_id not in _down(watcher)
+            blocked.participant_id in not_connected(watcher)
+            and watcher.participant_id not in not_connected(watcher)
         ),
         REPORTED_WITHIN,
         "B1BLK reported not connected (and W1WCH not)",
     )
-    print(f"\nreported after {time.monotonic() - started:.2f}s: {_down(watcher)}")
-    assert _down(watcher)[blocked.participant_id] in ("new", "connecting", "failed")
+    print(f"\nreported after {time.monotonic() - started:.2f}s: {not_connected(watcher)}")
+    assert not_connected(watcher)[blocked.participant_id] in ("new", "connecting", "failed")
     # Someone who joins later hears it too (the worker repeats its list for a newcomer).
     late = client_factory(server.url)
     await late.login("L1LTE")
     await late.connect()
     await late.join(ROOM)
     await _until(
-        lambda: blocked.participant_id in _down(late), REPORTED_WITHIN, "L1LTE told of B1BLK"
+        lambda: blocked.participant_id in not_connected(late),
+        REPORTED_WITHIN,
+        "L1LTE told of B1BLK",
     )
 
     # It connects after all: the entry goes.
@@ -131,17 +133,23 @@ async def test_a_participant_without_an_sfu_path_is_reported_to_the_others(
     await old.pc.close()
     blocked.auto_media = True
     await blocked.connect_sfu()
-    await _until(lambda: not _down(watcher) and not _down(late), REPORTED_WITHIN, "B1BLK cleared")
+    await _until(
+        lambda: not not_connected(watcher) and not not_connected(late),
+        REPORTED_WITHIN,
+        "B1BLK cleared",
+    )
 
     # A third one that cannot connect, then leaves: listed, then gone.
     third = client_factory(server.url, auto_media=False)
     await third.login("T1THR")
     await third.connect()
     await third.join(ROOM)
-    await _blocked_offer(third)
-    await _until(lambda: third.participant_id in _down(watcher), REPORTED_WITHIN, "T1THR reported")
+    await blocked_offer(third)
+    await _until(
+        lambda: third.participant_id in not_connected(watcher), REPORTED_WITHIN, "T1THR reported"
+    )
     await third.leave()
-    await _until(lambda: not _down(watcher), REPORTED_WITHIN, "T1THR cleared once gone")
+    await _until(lambda: not not_connected(watcher), REPORTED_WITHIN, "T1THR cleared once gone")
     # The blocked participant's own socket got the same frames (it is a room member too).
     assert any(e.get("type") == "sfuLinks" for e in blocked.events)
 
@@ -177,9 +185,9 @@ async def test_an_edge_worker_reports_its_own_peers(
     blocked.use_token(issue_token(config, "B1SWL", role="listener")[0])
     await blocked.connect()
     await blocked.join(ROOM)
-    await _blocked_offer(blocked)
+    await blocked_offer(blocked)
     await _until(
-        lambda: blocked.participant_id in _down(watcher), REPORTED_WITHIN, "B1SWL reported"
+        lambda: blocked.participant_id in not_connected(watcher), REPORTED_WITHIN, "B1SWL reported"
     )
     assert 'yahaml_voice_room_sfu_workers{room="net"} 2.0' in server.metrics()
     sources = {
@@ -193,4 +201,4 @@ async def test_an_edge_worker_reports_its_own_peers(
     await old.pc.close()
     blocked.auto_media = True
     await blocked.connect_sfu()
-    await _until(lambda: not _down(watcher), REPORTED_WITHIN, "B1SWL cleared")
+    await _until(lambda: not not_connected(watcher), REPORTED_WITHIN, "B1SWL cleared")

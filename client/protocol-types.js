@@ -1120,8 +1120,8 @@
 /**
  * worker -> server: the room's participants whose peer connection to this worker is
  * not connected (normally none). Sent when the set changes, at most about once a second
- * per room (coalesced), and after each hello for rooms where it is not empty. Only the
- * exceptions travel, so a connected net of hundreds costs nothing here.
+ * per room (coalesced), and after each hello for rooms where it is not empty. A connection
+ * being set up counts after 2 s only, so a net of hundreds joining normally sends none.
  * @typedef {Object} WorkerLinks
  * @property {string} roomId
  * @property {Object<string, unknown>} notConnected

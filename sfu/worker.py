@@ -126,6 +126,9 @@ AUDIO_FRESH = 2.0
 # The room's links (who is not connected; WorkerLinks) are looked at, and reported when they
 # changed, at most this often: a mass join is one frame a second, not one per state change.
 LINKS_EVERY = 1.0
+# A connection still being set up is reported only after this long: a healthy join
+# (connected in a fraction of a second) sends nothing, however many join.
+LINKS_GRACE = 2.0
 LOAD_INTERVAL = 1.0
 # A packet without the audio-level extension counts as speech at this level (-dBov).
 DEFAULT_LEVEL = 40
@@ -190,6 +193,8 @@ class Peer:
         # A connection of this participant failed and none came up since: its retries
         # are reported `failed`, not `connecting` (WorkerLinks).
         self.failed_before = False
+        # When the current connection attempt began (for LINKS_GRACE).
+        self.attempt_at = time.monotonic()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -238,6 +243,7 @@ class Peer:
         # An edge forwards the origin's slots only: nobody publishes there.
         self.can_publish = message.canPublish and self.room.origin is None
         pc = self.pc = RTCPeerConnection(self.room.worker.rtc_configuration())
+        self.attempt_at = time.monotonic()
         pc.on("connectionstatechange", lambda: self._state_changed(pc))
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -412,17 +418,18 @@ class Peer:
             candidate.sdpMLineIndex = 0
         await self.pc.addIceCandidate(candidate)
 
-    def link_state(self) -> SfuLinkState | None:
-        """What WorkerLinks says about this peer: None while its connection is up."""
+    def link_state(self, now: float) -> SfuLinkState | None:
+        """What WorkerLinks says about this peer: None while its connection is up (or
+        still within LINKS_GRACE of this attempt: a normal join is never reported)."""
         pc = self.pc
-        if pc is None:
-            return "failed" if self.failed_before else "new"
-        state = pc.connectionState
+        state = "new" if pc is None else pc.connectionState
         if state == "connected":
             return None
-        if state in ("new", "connecting") and not self.failed_before:
-            return state  # type: ignore[return-value]
-        return "failed"  # failed, closed, or retrying after a failure
+        if self.failed_before or state in ("failed", "closed"):
+            return "failed"  # failed, closed, or retrying after a failure
+        if now - self.attempt_at < LINKS_GRACE:
+            return None
+        return "connecting" if state == "connecting" else "new"
 
     def _state_changed(self, pc: RTCPeerConnection) -> None:
         if pc is not self.pc:
@@ -698,7 +705,7 @@ class Room:
         now = time.monotonic()
         if now - self._links_at >= LINKS_EVERY:
             self._links_at = now
-            self._check_links()
+            self._check_links(now)
         if self.origin is not None:
             return  # an edge: the origin picks and announces the slots
         if self.floor is not None:
@@ -715,12 +722,12 @@ class Room:
             self._audio_from = audio_from
             self.report_state()
 
-    def _check_links(self) -> None:
+    def _check_links(self, now: float) -> None:
         """Report the peers whose connection is not up, when that changed (edges too: each
         worker speaks for its own peers)."""
         links: dict[str, SfuLinkState] = {}
         for peer in self.peers.values():
-            state = peer.link_state()
+            state = peer.link_state(now)
             if state is not None:
                 links[peer.id] = state
         newcomer, self.links_newcomer = self.links_newcomer, False

@@ -8,7 +8,6 @@ listener's SDP would send); media never passes through it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 import weakref
 
@@ -40,7 +39,7 @@ from yahaml_voice.core.tokens import Identity
 from . import cascade
 from .delivery import Delivery
 from .errors import ApiError
-from .modes import RoomModes
+from .modes import RoomModes, links_source
 from .sdp import sends_media
 from .store import ParticipantRecord, RoomState, Store
 from .views import check_access
@@ -204,8 +203,9 @@ class Signalling:
         cascade each speaks for its own peers; clients keep one entry per `source`)."""
         if not await self.worker_holds(worker_id, links.roomId):
             return False
-        source = hashlib.sha256(worker_id.encode()).hexdigest()[:12]  # not the worker's id
-        data = SfuLinksData(roomId=links.roomId, source=source, notConnected=links.notConnected)
+        data = SfuLinksData(
+            roomId=links.roomId, source=links_source(worker_id), notConnected=links.notConnected
+        )
         await self.delivery.broadcast(links.roomId, SfuLinksFrame(data=data))
         return True
 

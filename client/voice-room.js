@@ -1307,8 +1307,11 @@ export class VoiceRoom {
         if (this.plane === 'sfu') {
           via = 'sfu';
           state = this.sfu ? linkState(this.sfu) : 'waiting';
-          // Our own path is up, but theirs may not be (their worker says so: sfuLinks).
-          if (state === 'connected') state = this.sfuLink.peerDown(p.id) || state;
+          // Our own path is up (or quiet), but theirs may not be (their worker says so:
+          // sfuLinks); that is the more telling of the two.
+          if (state === 'connected' || state === 'stalled') {
+            state = this.sfuLink.peerDown(p.id) || state;
+          }
         } else {
           const link = this.links.get(p.id);
           via = 'mesh';

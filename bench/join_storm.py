@@ -65,9 +65,13 @@ class Counting(VoiceClient):
     """Keeps no events (only counts frames); the roster is tracked by VoiceClient."""
 
     frames = 0
+    # sfuLinks frames (who is not connected to the SFU): a healthy storm should see none.
+    links_frames = 0
 
     async def _on_event(self, event: dict[str, Any]) -> None:
         self.frames += 1
+        if event.get("type") == "sfuLinks":
+            self.links_frames += 1
         self.events.clear()
         self.event_times.clear()
 
@@ -225,6 +229,7 @@ async def _generate(
                     "roster_complete": c.roster == everyone - {c.participant_id},
                     "roster_at": c.roster_at,
                     "frames": c.frames,
+                    "links_frames": c.links_frames,
                 }
                 for i, c in clients.items()
             ]
@@ -349,6 +354,7 @@ def _sfu_storm(
             [max(0.0, r["roster_at"] - last_join) for r in rows if r["roster_complete"]]
         ),
         "frames_received": sum(r["frames"] for r in rows),
+        "sfu_links_frames_received": sum(r.get("links_frames", 0) for r in rows),
         "sfu_connected": len(connected),
         "sfu_states_at_end": states,
         "join_to_connected_ms": _dist([r["connected"] - r["started"] for r in connected]),
@@ -451,7 +457,7 @@ def sfu_row(r: dict[str, Any]) -> str:
         f"  SFU: {r['sfu_connected']}/{r['participants']} connected "
         f"({r['sfu_states_at_end']}), join->connected p50/p95 "
         f"{r['join_to_connected_ms']['p50']}/{r['join_to_connected_ms']['p95']} ms; "
-        f"CPU s: server {r['server_cpu_s']}, workers {r['worker_cpu_s']}, "
+        f"sfuLinks frames {r['sfu_links_frames_received']}; CPU s: server {r['server_cpu_s']}, workers {r['worker_cpu_s']}, "
         f"redis {r['redis_cpu_s']}, load generators {r['generator_cpu_s']} "
         f"({r['generator_cpu_utilisation']} cores); run-queue wait "
         f"{r['server_worker_runqueue_wait_s_per_s']} s/s; "

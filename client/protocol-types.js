@@ -718,7 +718,7 @@
 
 /**
  * Every frame the server sends on /ws (narrow on `type`).
- * @typedef {ConnectedFrame|ParticipantJoinedFrame|ParticipantLeftFrame|SignalFrame|MuteChangedFrame|VolumeChangedFrame|RoomModeChangedFrame|SpeakerSlotsFrame|FloorChangedFrame|ModerationFrame|TalkerCutFrame|RecordingChangedFrame|TransmissionRecordedFrame|NetChangedFrame|NetLoggedFrame|PongFrame|SubscribedFrame|UnsubscribedFrame|ErrorFrame|AckFrame|RosterBatchFrame} ServerFrame
+ * @typedef {ConnectedFrame|ParticipantJoinedFrame|ParticipantLeftFrame|SignalFrame|MuteChangedFrame|VolumeChangedFrame|RoomModeChangedFrame|SpeakerSlotsFrame|SfuLinksFrame|FloorChangedFrame|ModerationFrame|TalkerCutFrame|RecordingChangedFrame|TransmissionRecordedFrame|NetChangedFrame|NetLoggedFrame|PongFrame|SubscribedFrame|UnsubscribedFrame|ErrorFrame|AckFrame|RosterBatchFrame} ServerFrame
  */
 
 /**
@@ -761,6 +761,23 @@
 /**
  * @typedef {Object} SfuInfo
  * @property {number} slots
+ */
+
+/**
+ * Who has no working connection to one SFU worker of the room (WorkerLinks passed on).
+ * `source` names the worker (opaque); a client keeps the latest per source and forgets
+ * them all on roomModeChanged (a new epoch places the room anew).
+ * @typedef {Object} SfuLinksData
+ * @property {string} roomId
+ * @property {string} source
+ * @property {Object<string, "new"|"connecting"|"failed">} notConnected
+ */
+
+/**
+ * @typedef {Object} SfuLinksFrame
+ * @property {"sfuLinks"} type
+ * @property {"voice"} channel
+ * @property {SfuLinksData} data
  */
 
 /**
@@ -1083,7 +1100,7 @@
 
 /**
  * Every frame an SFU worker sends on /sfu/ws.
- * @typedef {WorkerHelloFrame|WorkerLoadFrame|WorkerSignalFrame|WorkerSlotsFrame|WorkerRoomStateFrame|WorkerTalkerFrame|WorkerCascadeReadyFrame|WorkerRecordingFrame|WorkerTransmissionFrame|ControlErrorFrame} WorkerFrame
+ * @typedef {WorkerHelloFrame|WorkerLoadFrame|WorkerSignalFrame|WorkerSlotsFrame|WorkerRoomStateFrame|WorkerLinksFrame|WorkerTalkerFrame|WorkerCascadeReadyFrame|WorkerRecordingFrame|WorkerTransmissionFrame|ControlErrorFrame} WorkerFrame
  */
 
 /**
@@ -1098,6 +1115,22 @@
  * @typedef {Object} WorkerHelloFrame
  * @property {"hello"} type
  * @property {WorkerHello} data
+ */
+
+/**
+ * worker -> server: the room's participants whose peer connection to this worker is
+ * not connected (normally none). Sent when the set changes, at most about once a second
+ * per room (coalesced), and after each hello for rooms where it is not empty. A connection
+ * being set up counts after 2 s only, so a net of hundreds joining normally sends none.
+ * @typedef {Object} WorkerLinks
+ * @property {string} roomId
+ * @property {Object<string, unknown>} notConnected
+ */
+
+/**
+ * @typedef {Object} WorkerLinksFrame
+ * @property {"links"} type
+ * @property {WorkerLinks} data
  */
 
 /**

@@ -29,6 +29,11 @@ export class SfuLink {
     this.slots = [];
     /** @type {string[]} */
     this.speaking = [];
+    /**
+     * Per SFU worker of the room (sfuLinks `source`): whose connection to it is not up.
+     * @type {Map<string, Record<string, string>>}
+     */
+    this.peersDown = new Map();
   }
 
   /**
@@ -119,6 +124,32 @@ export class SfuLink {
   setSlots(slots, speaking) {
     this.slots = slots.map((s) => ({ index: Number(s.index), participantId: s.participantId || null }));
     this.speaking = speaking.slice();
+  }
+
+  /**
+   * The sfuLinks event: one worker's latest list replaces its previous one.
+   * @param {string} source
+   * @param {Record<string, string>} notConnected
+   */
+  setPeersDown(source, notConnected) {
+    if (Object.keys(notConnected).length) this.peersDown.set(source, { ...notConnected });
+    else this.peersDown.delete(source);
+  }
+
+  /**
+   * How participant `id`'s own connection to the SFU is, as its worker reported it:
+   * 'failed', 'connecting' (new or checking), or null (up, or nothing said).
+   * @param {string} id
+   * @returns {'failed'|'connecting'|null}
+   */
+  peerDown(id) {
+    let state = null;
+    for (const down of this.peersDown.values()) {
+      const s = down[id];
+      if (s === 'failed') return 'failed';
+      if (s) state = 'connecting';
+    }
+    return /** @type {'connecting'|null} */ (state);
   }
 
   clearSlots() {

@@ -751,6 +751,7 @@ export class VoiceRoom {
     this.recording.reset();
     this.participants = new Map();
     this.sfuLink.clearSlots();
+    this.sfuLink.peersDown.clear();
     this.seatJoinedAt = '';
     this.switchStartedAt = 0;
     this.mode = this.plane = 'mesh';
@@ -839,6 +840,9 @@ export class VoiceRoom {
       }
       case 'speakerSlots':
         return this._onSlots(frame.data.slots || [], frame.data.speaking || []);
+      case 'sfuLinks':
+        this.sfuLink.setPeersDown(String(frame.data.source), frame.data.notConnected || {});
+        return this._emitRoster();
       case 'floorChanged':
         this._applyFloor(frame.data.floor);
         return undefined;
@@ -1128,6 +1132,8 @@ export class VoiceRoom {
   _setMode(mode, epoch, fromJoin = false) {
     const changed = mode !== this.mode || (mode === 'sfu' && epoch > this.epoch);
     const previousEpoch = this.epoch;
+    // A new placement: the workers report their peers anew.
+    if (changed) this.sfuLink.peersDown.clear();
     this.mode = mode;
     if (epoch) this.epoch = Math.max(this.epoch, epoch);
     if (mode === 'sfu') {
@@ -1326,6 +1332,11 @@ export class VoiceRoom {
         if (this.plane === 'sfu') {
           via = 'sfu';
           state = this.sfu ? linkState(this.sfu) : 'waiting';
+          // Our own path is up (or quiet), but theirs may not be (their worker says so:
+          // sfuLinks); that is the more telling of the two.
+          if (state === 'connected' || state === 'stalled') {
+            state = this.sfuLink.peerDown(p.id) || state;
+          }
         } else {
           const link = this.links.get(p.id);
           via = 'mesh';

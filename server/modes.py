@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -22,6 +23,8 @@ from yahaml_voice.core.protocol import (
     Mode,
     RoomModeChangedData,
     RoomModeChangedFrame,
+    SfuLinksData,
+    SfuLinksFrame,
     ToWorkerCascadeLink,
     ToWorkerCascadeLinkFrame,
     ToWorkerCascadeUnlink,
@@ -36,6 +39,11 @@ from .placement import choose_worker
 from .store import RoomState, Store
 
 log = logging.getLogger(__name__)
+
+
+def links_source(worker_id: str) -> str:
+    """The opaque name of a worker in sfuLinks (clients keep one entry per source)."""
+    return hashlib.sha256(worker_id.encode()).hexdigest()[:12]
 
 
 class RoomModes:
@@ -174,6 +182,9 @@ class RoomModes:
         for record in await self.store.participants(room_id):
             if record.sfu_worker == worker_id:
                 await self.delivery.to_participant(record.id, frame)
+        # The others keep their epoch: they forget what the dead edge said about its peers.
+        gone = SfuLinksData(roomId=room_id, source=links_source(worker_id), notConnected={})
+        await self.delivery.broadcast(room_id, SfuLinksFrame(data=gone))
         return new
 
     async def worker_lost(self, worker_id: str) -> None:

@@ -17,6 +17,8 @@ from yahaml_voice.core.protocol import (
     SFU_PEER,
     IceCandidate,
     SessionDescription,
+    SfuLinksData,
+    SfuLinksFrame,
     SignalData,
     SignalFrame,
     SignalMessage,
@@ -29,6 +31,7 @@ from yahaml_voice.core.protocol import (
     ToWorkerAnnounceFrame,
     ToWorkerSignal,
     ToWorkerSignalFrame,
+    WorkerLinks,
 )
 from yahaml_voice.core.timestamps import iso
 from yahaml_voice.core.tokens import Identity
@@ -36,7 +39,7 @@ from yahaml_voice.core.tokens import Identity
 from . import cascade
 from .delivery import Delivery
 from .errors import ApiError
-from .modes import RoomModes
+from .modes import RoomModes, links_source
 from .sdp import sends_media
 from .store import ParticipantRecord, RoomState, Store
 from .views import check_access
@@ -193,6 +196,17 @@ class Signalling:
             if state.worker_id:
                 announce = ToWorkerAnnounceFrame(data=ToWorkerAnnounce(roomId=room_id))
                 await self.delivery.to_worker(state.worker_id, announce)
+        return True
+
+    async def worker_links(self, worker_id: str, links: WorkerLinks) -> bool:
+        """Pass a worker's not-connected peers to its room (any worker holding it: in a
+        cascade each speaks for its own peers; clients keep one entry per `source`)."""
+        if not await self.worker_holds(worker_id, links.roomId):
+            return False
+        data = SfuLinksData(
+            roomId=links.roomId, source=links_source(worker_id), notConnected=links.notConnected
+        )
+        await self.delivery.broadcast(links.roomId, SfuLinksFrame(data=data))
         return True
 
     async def worker_slots(

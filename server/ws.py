@@ -20,6 +20,7 @@ from yahaml_voice.core.protocol import (
     ToWorkerRoomClosedFrame,
     WorkerCascadeReady,
     WorkerHello,
+    WorkerLinks,
     WorkerLoad,
     WorkerRecording,
     WorkerRoomState,
@@ -208,6 +209,8 @@ async def worker_socket() -> None:
                 # Reconciled: the worker (re)learns whom to forward and what to record.
                 await svc.rooms.net.tell_worker(message.roomId, record.id)
                 await svc.rooms.recordings.reconcile(message.roomId, record.id)
+        elif isinstance(message, WorkerLinks):
+            await svc.rooms.signals.worker_links(record.id, message)
         elif isinstance(message, WorkerTalker):
             if await svc.rooms.signals.is_origin(record.id, message.roomId):
                 await svc.rooms.net.worker_talker(message)

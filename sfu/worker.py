@@ -54,6 +54,7 @@ from yahaml_voice.core.protocol import (
     IceCandidate,
     JsonError,
     SessionDescription,
+    SfuLinkState,
     SlotAssignment,
     ToWorkerAnnounce,
     ToWorkerCascadeLink,
@@ -68,6 +69,8 @@ from yahaml_voice.core.protocol import (
     WorkerFrame,
     WorkerHello,
     WorkerHelloFrame,
+    WorkerLinks,
+    WorkerLinksFrame,
     WorkerLoad,
     WorkerLoadFrame,
     WorkerRoomState,
@@ -120,6 +123,12 @@ PARENT_ENV = "YV_SFU_PARENT_PID"
 TICK = 0.1
 # A publisher "carries audio" (roomState.audioFrom) while its last packet is this recent.
 AUDIO_FRESH = 2.0
+# The room's links (who is not connected; WorkerLinks) are looked at, and reported when they
+# changed, at most this often: a mass join is one frame a second, not one per state change.
+LINKS_EVERY = 1.0
+# A connection still being set up is reported only after this long: a healthy join
+# (connected in a fraction of a second) sends nothing, however many join.
+LINKS_GRACE = 2.0
 LOAD_INTERVAL = 1.0
 # A packet without the audio-level extension counts as speech at this level (-dBov).
 DEFAULT_LEVEL = 40
@@ -181,6 +190,11 @@ class Peer:
         # once it found the new path.
         self._restart: IceRestart | None = None
         self._restarted: asyncio.Task[None] | None = None
+        # A connection of this participant failed and none came up since: its retries
+        # are reported `failed`, not `connecting` (WorkerLinks).
+        self.failed_before = False
+        # When the current connection attempt began (for LINKS_GRACE).
+        self.attempt_at = time.monotonic()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -229,6 +243,7 @@ class Peer:
         # An edge forwards the origin's slots only: nobody publishes there.
         self.can_publish = message.canPublish and self.room.origin is None
         pc = self.pc = RTCPeerConnection(self.room.worker.rtc_configuration())
+        self.attempt_at = time.monotonic()
         pc.on("connectionstatechange", lambda: self._state_changed(pc))
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -403,14 +418,29 @@ class Peer:
             candidate.sdpMLineIndex = 0
         await self.pc.addIceCandidate(candidate)
 
+    def link_state(self, now: float) -> SfuLinkState | None:
+        """What WorkerLinks says about this peer: None while its connection is up (or
+        still within LINKS_GRACE of this attempt: a normal join is never reported)."""
+        pc = self.pc
+        state = "new" if pc is None else pc.connectionState
+        if state == "connected":
+            return None
+        if self.failed_before or state in ("failed", "closed"):
+            return "failed"  # failed, closed, or retrying after a failure
+        if now - self.attempt_at < LINKS_GRACE:
+            return None
+        return "connecting" if state == "connecting" else "new"
+
     def _state_changed(self, pc: RTCPeerConnection) -> None:
         if pc is not self.pc:
             return
         state = pc.connectionState
         logger.info("%s in %s: connection %s", self.id, self.room.id, state)
         if state == "connected":
+            self.failed_before = False
             self._attach(pc)
         elif state in ("failed", "closed"):
+            self.failed_before = self.failed_before or state == "failed"
             self._detach()
 
     def _attach(self, pc: RTCPeerConnection) -> None:
@@ -471,6 +501,10 @@ class Room:
         self.peers: dict[str, Peer] = {}
         self._task: asyncio.Task[None] | None = None
         self._audio_from: list[str] = []
+        # Peers whose connection is not up, as last reported (WorkerLinks).
+        self.links_down: dict[str, SfuLinkState] = {}
+        self.links_newcomer = False
+        self._links_at = float("-inf")
         self.announce_pending = False
         # Net control (issue 12): None until the first floor frame (open, nobody muted).
         self.floor: ToWorkerFloor | None = None
@@ -594,6 +628,9 @@ class Room:
         if peer is None:
             peer = self.peers[participant_id] = Peer(self, participant_id)
             peer.start()
+            # A newcomer's page has not heard the current links: the next look repeats
+            # them (if any) even when its own connection came up before that look.
+            self.links_newcomer = True
         return peer
 
     async def remove(self, participant_id: str) -> None:
@@ -666,6 +703,9 @@ class Room:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        if now - self._links_at >= LINKS_EVERY:
+            self._links_at = now
+            self._check_links(now)
         if self.origin is not None:
             return  # an edge: the origin picks and announces the slots
         if self.floor is not None:
@@ -681,6 +721,23 @@ class Room:
         if audio_from != self._audio_from:
             self._audio_from = audio_from
             self.report_state()
+
+    def _check_links(self, now: float) -> None:
+        """Report the peers whose connection is not up, when that changed (edges too: each
+        worker speaks for its own peers)."""
+        links: dict[str, SfuLinkState] = {}
+        for peer in self.peers.values():
+            state = peer.link_state(now)
+            if state is not None:
+                links[peer.id] = state
+        newcomer, self.links_newcomer = self.links_newcomer, False
+        if links != self.links_down or (newcomer and links):
+            self.links_down = links
+            self.report_links()
+
+    def report_links(self) -> None:
+        data = WorkerLinks(roomId=self.id, notConnected=dict(sorted(self.links_down.items())))
+        self.worker.emit(WorkerLinksFrame(data=data))
 
     def report_state(self) -> None:
         """roomState: the server answers roomClosed if the room is no longer ours."""
@@ -751,6 +808,8 @@ class Worker:
         while the control connection was down are closed on the server's answer."""
         for room in self.rooms.values():
             room.report_state()
+            if room.links_down:
+                room.report_links()
 
     def load(self) -> WorkerLoad:
         """Load since the previous call; `cpu` is the share of one core (0..1+)."""

@@ -39,7 +39,7 @@ from websockets.sync.client import ClientConnection, connect
 from tests.servers import TEST_SECRET, TEST_SFU_SECRET, ServerProcess
 from tests.voiceclient import VoiceClient
 from yahaml_voice.core.config import Config, load_config
-from yahaml_voice.core.protocol import wire
+from yahaml_voice.core.protocol import WorkerLinks, wire
 from yahaml_voice.sfu.aiortc_private import MAX_LEARNED_SSRCS
 from yahaml_voice.sfu.worker import Worker, worker_token
 
@@ -559,8 +559,8 @@ def server_config(server: ServerProcess) -> Config:
 
 
 worker_types = st.sampled_from(
-    ["hello", "load", "signal", "slots", "roomState", "error", "cascadeReady", "recording",
-     "transmission"]
+    ["hello", "load", "signal", "slots", "roomState", "links", "error", "cascadeReady",
+     "recording", "transmission"]
 )  # fmt: skip
 # Link hosts: only loopback or nothing usable (never a routable address: a worker sends there).
 link_hosts = st.sampled_from(["127.0.0.1", "::1", "sfu2.example.org", "", "999.1.1.1", "10.0.0"])
@@ -582,6 +582,10 @@ worker_data = st.fixed_dictionaries(
         | json_values,
         "speaking": st.lists(st.text(max_size=8), max_size=3) | json_values,
         "audioFrom": st.lists(st.text(max_size=8), max_size=3) | json_values,
+        "notConnected": st.dictionaries(
+            st.text(max_size=8), st.sampled_from(["new", "connecting", "failed", "up"]), max_size=3
+        )
+        | json_values,
         "rooms": st.integers(-1, 5) | json_values,
         "peers": st.integers(-1, 5),
         "streams": st.integers(-1, 5),
@@ -662,6 +666,14 @@ def placed_frames(room: str, peers: list[str]) -> st.SearchStrategy[str]:
     state = st.fixed_dictionaries(
         {"roomId": st.just(room), "audioFrom": st.lists(st.text(max_size=12) | people)}
     )
+    links = st.fixed_dictionaries(
+        {
+            "roomId": st.just(room),
+            "notConnected": st.dictionaries(
+                people, st.sampled_from(["new", "connecting", "failed"]), max_size=4
+            ),
+        }
+    )
     load = st.fixed_dictionaries(
         {
             "rooms": st.integers(0, 2**40),
@@ -682,6 +694,7 @@ def placed_frames(room: str, peers: list[str]) -> st.SearchStrategy[str]:
         signal.map(lambda d: {"type": "signal", "data": d}),
         slots.map(lambda d: {"type": "slots", "data": d}),
         state.map(lambda d: {"type": "roomState", "data": d}),
+        links.map(lambda d: {"type": "links", "data": d}),
         talker.map(lambda d: {"type": "talker", "data": d}),
         load.map(lambda d: {"type": "load", "data": d}),
     ).map(json.dumps)
@@ -1018,9 +1031,11 @@ async def test_server_frames_to_the_worker(
             await the_worker.handle(frame)
             for kind, data in emitted[before:]:
                 assert kind in (
-                    "error", "signal", "slots", "roomState", "cascadeReady", "recording",
-                    "transmission",
+                    "error", "signal", "slots", "roomState", "links", "cascadeReady",
+                    "recording", "transmission",
                 ), (kind, data)  # fmt: skip
+                if kind == "links":  # what the worker says about its peers parses
+                    WorkerLinks.model_validate(data)
                 if kind == "error":
                     assert data["code"] and data["message"]
             if index % 50 == 49:

@@ -22,6 +22,7 @@ import pytest
 
 from tests.redis_fixture import RedisServer
 from tests.servers import ROOT, TEST_SECRET, TEST_SFU_SECRET, ServerProcess
+from tests.test_sfu_links import blocked_offer, not_connected
 from tests.voiceclient import SFU, VoiceClient
 from yahaml_voice.core.processes import kill_process, stop_process
 from yahaml_voice.server.redis_store import RedisStore
@@ -313,3 +314,25 @@ async def test_redis_restart_is_survived(
     await carol.wait_audio(bob.participant_id, frames=25)
     await bob.wait_audio(carol.participant_id, frames=25)
     await alice.wait_audio(carol.participant_id, frames=25)
+
+
+async def test_sfu_links_reach_a_participant_on_the_other_server(
+    nodes: Callable[[int], list[ServerProcess]],
+    worker_factory: Callable[[str, ServerProcess], WorkerProcess],
+    client_factory: Callable[..., VoiceClient],
+    shared: RedisStore,
+) -> None:
+    """The worker reports to server A that B1BLK's connection is not up; the watcher on
+    server B hears it through Redis (the room's ordinary broadcast)."""
+    a, b = nodes(2)
+    worker_factory("w1", a)
+    a.wait_healthy(timeout=30, workers=1)
+    b.wait_healthy(timeout=30, workers=1)
+    watcher = await ready(client_factory(b.url), "W1WCH", "net")
+    await ready(client_factory(a.url, publish=False), "G4ABC", "net")
+    blocked = await ready(client_factory(a.url, auto_media=False), "B1BLK", "net")
+    await until(lambda: watcher.mode == "sfu", what="sfu mode")
+    await blocked_offer(blocked)
+    await until(lambda: blocked.participant_id in not_connected(watcher), what="B1BLK reported")
+    await blocked.leave()
+    await until(lambda: not not_connected(watcher), what="B1BLK cleared")

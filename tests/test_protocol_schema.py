@@ -299,6 +299,9 @@ EXAMPLES: list[BaseModel] = [
     p.VolumeChangedFrame(data=p.VolumeChangedData(roomId="net", participantId="p-1", volume=5)),
     p.RoomModeChangedFrame(data=p.RoomModeChangedData(roomId="net", mode="sfu", epoch=3)),
     p.SpeakerSlotsFrame(data=p.SpeakerSlotsData(roomId="net", slots=SLOTS, speaking=["p-1"])),
+    p.SfuLinksFrame(
+        data=p.SfuLinksData(roomId="net", source="3f2a9c01d4e5", notConnected={"p-2": "connecting"})
+    ),
     p.PongFrame(data={"t": [1, "x", None]}),
     p.PongFrame(channel="other"),
     p.SubscribedFrame(data=p.SubscribedData(filters={"roomId": "net"})),
@@ -330,6 +333,7 @@ EXAMPLES: list[BaseModel] = [
     ),
     p.WorkerSlotsFrame(data=p.WorkerSlots(roomId="net", slots=SLOTS, speaking=[])),
     p.WorkerRoomStateFrame(data=p.WorkerRoomState(roomId="net", audioFrom=["p-1"])),
+    p.WorkerLinksFrame(data=p.WorkerLinks(roomId="net", notConnected={"p-1": "failed"})),
     p.ControlErrorFrame(data=ERROR),
     # server -> worker
     p.ToWorkerSignalFrame(
@@ -574,6 +578,7 @@ def test_worker_frames_parse_with_the_frame_type_in_errors() -> None:
         "signal",
         "slots",
         "roomState",
+        "links",
         "talker",
         "cascadeReady",
         "recording",

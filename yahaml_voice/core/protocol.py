@@ -767,6 +767,20 @@ class SpeakerSlotsData(Frame):
     speaking: list[str]
 
 
+SfuLinkState = Literal["new", "connecting", "failed"]
+"""A worker's peer connection that is not up: no offer answered yet / checking / gave up."""
+
+
+class SfuLinksData(Frame):
+    """Who has no working connection to one SFU worker of the room (WorkerLinks passed on).
+    `source` names the worker (opaque); a client keeps the latest per source and forgets
+    them all on roomModeChanged (a new epoch places the room anew)."""
+
+    roomId: str
+    source: str
+    notConnected: dict[str, SfuLinkState]
+
+
 class SubscribedData(Frame):
     filters: dict[str, Any]
 
@@ -914,6 +928,12 @@ class SpeakerSlotsFrame(Frame):
     data: SpeakerSlotsData
 
 
+class SfuLinksFrame(Frame):
+    type: Literal["sfuLinks"] = "sfuLinks"
+    channel: Literal["voice"] = CHANNEL
+    data: SfuLinksData
+
+
 class FloorChangedFrame(Frame):
     type: Literal["floorChanged"] = "floorChanged"
     channel: Literal["voice"] = CHANNEL
@@ -1027,6 +1047,7 @@ ServerFrame = Annotated[
     | VolumeChangedFrame
     | RoomModeChangedFrame
     | SpeakerSlotsFrame
+    | SfuLinksFrame
     | FloorChangedFrame
     | ModerationFrame
     | TalkerCutFrame
@@ -1100,6 +1121,16 @@ class WorkerRoomState(Frame):
 
     roomId: RoomId
     audioFrom: list[str]
+
+
+class WorkerLinks(Frame):
+    """worker -> server: the room's participants whose peer connection to this worker is
+    not connected (normally none). Sent when the set changes, at most about once a second
+    per room (coalesced), and after each hello for rooms where it is not empty. A connection
+    being set up counts after 2 s only, so a net of hundreds joining normally sends none."""
+
+    roomId: RoomId
+    notConnected: dict[PeerId, SfuLinkState] = Field(max_length=10_000)
 
 
 class WorkerTalker(Frame):
@@ -1179,6 +1210,11 @@ class WorkerRoomStateFrame(Frame):
     data: WorkerRoomState
 
 
+class WorkerLinksFrame(Frame):
+    type: Literal["links"] = "links"
+    data: WorkerLinks
+
+
 class WorkerTalkerFrame(Frame):
     type: Literal["talker"] = "talker"
     data: WorkerTalker
@@ -1212,6 +1248,7 @@ WorkerFrame = Annotated[
     | WorkerSignalFrame
     | WorkerSlotsFrame
     | WorkerRoomStateFrame
+    | WorkerLinksFrame
     | WorkerTalkerFrame
     | WorkerCascadeReadyFrame
     | WorkerRecordingFrame
@@ -1391,6 +1428,7 @@ WORKER_FRAMES = _data_models(
     WorkerSignalFrame,
     WorkerSlotsFrame,
     WorkerRoomStateFrame,
+    WorkerLinksFrame,
     WorkerTalkerFrame,
     WorkerCascadeReadyFrame,
     WorkerRecordingFrame,

@@ -1331,7 +1331,10 @@ export class VoiceRoom {
       if (!isSelf) {
         if (this.plane === 'sfu') {
           via = 'sfu';
-          state = this.sfu ? linkState(this.sfu) : 'waiting';
+          // Between two attempts there is no connection object; while the SFU path has a
+          // problem (the banner shows) that gap is a failure, not a wait.
+          if (this.sfu) state = linkState(this.sfu);
+          else state = this.sfuProblem ? 'failed' : 'waiting';
           // Our own path is up (or quiet), but theirs may not be (their worker says so:
           // sfuLinks); that is the more telling of the two.
           if (state === 'connected' || state === 'stalled') {

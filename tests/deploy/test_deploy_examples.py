@@ -38,9 +38,11 @@ def commented_blocks(text: str) -> list[tuple[int, str]]:
 
 def example_files() -> list[Path]:
     return sorted(
-        [DEPLOY / "group_vars" / "all" / "main.yml"]
-        + list((DEPLOY / "inventories").rglob("*.yml"))
-        + list((DEPLOY / "roles").glob("*/defaults/main.yml"))
+        [
+            DEPLOY / "group_vars" / "all" / "main.yml",
+            *(DEPLOY / "inventories").rglob("*.yml"),
+            *(DEPLOY / "roles").glob("*/defaults/main.yml"),
+        ]
     )
 
 
@@ -106,7 +108,9 @@ def _ansible(inventory: Path, tmp_path: Path, var: str) -> dict[str, object]:
 
 def test_multi_host_turn_overrides_merge_per_host(tmp_path: Path) -> None:
     """A host's yahaml_voice_turn_host_overrides merges with the site's overrides."""
-    turn = _ansible(DEPLOY / "inventories" / "multi-host" / "hosts.ini", tmp_path, "yahaml_voice_turn")
+    turn = _ansible(
+        DEPLOY / "inventories" / "multi-host" / "hosts.ini", tmp_path, "yahaml_voice_turn"
+    )
     turn_host = turn["turn.club.example.org"]
     signal = turn["signal.club.example.org"]
     assert isinstance(turn_host, dict) and isinstance(signal, dict)

@@ -4,9 +4,13 @@
 #   2. a real converge of deploy/site.yml on THIS machine (local connection, services run
 #      by yv-direct because systemd is not PID 1 here), bound to loopback on free ports;
 #      the firewall is only rendered and checked with `nft -c`, never loaded
-#   3. a second converge that must report changed=0
+#      under `umask 077` (the roles set every owner and mode themselves)
+#   3. a second converge that must report changed=0, then `--check --diff` that must too
 #   4. verify.py against what was deployed, plus coturn rendered with the production rules
-#   5. teardown (trap): stop every service the converge started, drop the work dir.
+#   5. deploy/uninstall.yml, then `--check --diff` on the uninstalled host (a fresh host
+#      but for the Debian packages), then nothing of the deploy may be left (users,
+#      units, directories, configs; the ruleset file back from the firewall's backup)
+#   6. teardown (trap): stop every service the converge started, drop the work dir.
 # Timings go to tests/artifacts/deploy/timings.json and are printed at the end.
 set -euo pipefail
 
@@ -46,7 +50,8 @@ lap() { # name: record the time since the previous lap
 
 POLICY_RC=/usr/sbin/policy-rc.d
 OWN_POLICY=0
-net_state() { { nft list ruleset 2>/dev/null; ip -br addr; ip route; ip -6 route; } | sha256sum; }
+# -s (stateless): no packet counters, which change on their own wherever a rule counts.
+net_state() { { nft -s list ruleset 2>/dev/null; ip -br addr; ip route; ip -6 route; } | sha256sum; }
 NET_BEFORE=$(net_state)
 
 cleanup() {
@@ -98,6 +103,8 @@ echo "--- 1. ansible-lint (production profile) and syntax checks"
 ansible-playbook -i deploy/inventory.example.ini deploy/site.yml --syntax-check >/dev/null
 ansible-playbook -i deploy/inventories/multi-host/hosts.ini deploy/site.yml --syntax-check >/dev/null
 ansible-playbook -i deploy/inventories/redis-ha/hosts.ini deploy/site.yml --syntax-check >/dev/null
+ansible-playbook -i deploy/inventories/example-single/hosts.ini deploy/site.yml --syntax-check >/dev/null
+ansible-playbook -i deploy/inventories/multi-host/hosts.ini deploy/uninstall.yml --syntax-check >/dev/null
 echo "ok   ansible-lint and --syntax-check"
 lap lint+syntax
 
@@ -200,31 +207,63 @@ cat >"$WORK/vars.json" <<EOF
 }
 EOF
 
-converge() { # log name
-  local log=$WORK/$1.log
+converge() { # log name [playbook [ansible-playbook options...]]
+  local name=$1 playbook=${2:-deploy/site.yml}
+  shift $(($# < 2 ? $# : 2))
+  local log=$WORK/$name.log
   # ANSIBLE_LOG_PATH: the same output with a timestamp per line (where the time goes).
-  if ! ANSIBLE_LOG_PATH=$WORK/$1.timed.log \
-    ansible-playbook -i tests/deploy/inventory.ini deploy/site.yml -e "@$WORK/vars.json" >"$log" 2>&1; then
+  if ! ANSIBLE_LOG_PATH=$WORK/$name.timed.log \
+    ansible-playbook -i tests/deploy/inventory.ini "$playbook" -e "@$WORK/vars.json" "$@" >"$log" 2>&1; then
     tail -n 60 "$log"
-    echo "FAIL $1: ansible-playbook failed (full log in $ARTIFACTS/$1.log)" >&2
+    echo "FAIL $name: ansible-playbook failed (full log in $ARTIFACTS/$name.log)" >&2
     exit 1
   fi
-  grep -E '^localhost +:' "$log" | tail -n 1 | tee "$WORK/$1.recap"
+  grep -E '^localhost +:' "$log" | tail -n 1 | tee "$WORK/$name.recap"
+}
+unchanged() { # log name: the run's recap says changed=0
+  if ! grep -qE 'changed=0 .*failed=0' "$WORK/$1.recap"; then
+    echo "FAIL $1 changed something:" >&2
+    grep -E '^(changed|TASK)' "$WORK/$1.log" | grep -B1 '^changed' >&2 || true
+    exit 1
+  fi
 }
 
-echo "--- 2. converge this machine (loopback, ports $SERVER_PORT/$REDIS_PORT/$HTTPS_PORT/$TURN_PORT)"
-converge converge1
+# What the deploy leaves on a host: users, groups, units, directories, configs. After the
+# uninstall none of the deploy's own names may be left, and the rest of the listing must
+# be as before the converge (an older run may have left the deploy's names: not compared).
+# yv-direct itself stays while specs of services other than the deploy's are left in
+# /etc/yv-direct; the deploy's own specs must go.
+OURS='yahaml-voice|yahaml_voice|/etc/yv-direct/(redis-|nginx|coturn)|/usr/local/sbin/yv-direct|/etc/turnserver\.conf|/etc/coturn|/var/log/turnserver|/etc/nginx/tls|/var/www/acme|before-yahaml-voice'
+host_state() {
+  {
+    getent passwd | cut -d: -f1 | sed 's/^/user /'
+    getent group | cut -d: -f1 | sed 's/^/group /'
+    ls -1d /etc/systemd/system/* /etc/systemd/system/*.wants/* /etc/nginx/sites-enabled/* \
+      /etc/nginx/sites-available/* /etc/nginx/*.conf /etc/logrotate.d/* /etc/cron.d/* \
+      /etc/letsencrypt/renewal-hooks/deploy/* /etc/yv-direct/* /usr/local/sbin/* /opt/* \
+      /etc/yahaml-voice /var/lib/yahaml-voice /var/log/yahaml-voice /etc/turnserver.conf \
+      /etc/coturn /var/log/turnserver /etc/nginx/tls /var/www/* /etc/redis/* 2>/dev/null
+    grep -h '^include' /etc/nginx/nginx.conf 2>/dev/null
+  } | sort
+}
+HOST_BEFORE=$(host_state | grep -Ev "$OURS" || true)
+# A ruleset file of the host's own where the test's firewall writes: kept and put back.
+echo "# the host's own ruleset (deploy test)" >"$WORK/nftables.test.conf"
+chmod 0640 "$WORK/nftables.test.conf"
+
+echo "--- 2. converge this machine under umask 077 (loopback, ports $SERVER_PORT/$REDIS_PORT/$HTTPS_PORT/$TURN_PORT)"
+(umask 077 && converge converge1)
 lap converge1
 
-echo "--- 3. second converge: nothing may change"
+echo "--- 3. second converge and --check --diff: nothing may change"
 converge converge2
-if ! grep -qE 'changed=0 .*failed=0' "$WORK/converge2.recap"; then
-  echo "FAIL second converge changed something:" >&2
-  grep -E '^(changed|TASK)' "$WORK/converge2.log" | grep -B1 '^changed' >&2 || true
-  exit 1
-fi
+unchanged converge2
 echo "ok   idempotent: changed=0"
 lap converge2
+converge check-converged deploy/site.yml --check --diff
+unchanged check-converged
+echo "ok   --check --diff on the converged host: changed=0"
+lap check-converged
 
 echo "--- 4. verify"
 # The production rule set (deploy/group_vars defaults, no loopback peers), rendered by
@@ -276,3 +315,38 @@ cat >"$WORK/verify.json" <<EOF
 EOF
 "$BIN/python" tests/deploy/verify.py "$WORK/verify.json"
 lap verify
+
+# Nothing left of the deploy's install under umask 077 is unreadable by the service user.
+if unreadable=$(find /opt/yahaml-voice ! -perm -o+r -print -quit) && [ -n "$unreadable" ]; then
+  echo "FAIL the install is not world-readable under umask 077: $unreadable" >&2
+  exit 1
+fi
+echo "ok   the install is readable (converged under umask 077)"
+
+echo "--- 5. uninstall, --check --diff on the uninstalled host, nothing left behind"
+converge uninstall deploy/uninstall.yml
+lap uninstall
+converge check-fresh deploy/site.yml --check --diff
+lap check-fresh
+HOST_AFTER=$(host_state)
+leftover=$(echo "$HOST_AFTER" | grep -E "$OURS" || true)
+if compgen -G '/etc/yv-direct/*.conf' >/dev/null; then  # another service's spec: the helper stays
+  leftover=$(echo "$leftover" | grep -v '^/usr/local/sbin/yv-direct$' || true)
+fi
+if [ -n "$leftover" ]; then
+  echo "FAIL the uninstall left behind:" >&2
+  echo "$leftover" >&2
+  exit 1
+fi
+HOST_AFTER=$(echo "$HOST_AFTER" | grep -Ev "$OURS" || true)
+if [ "$HOST_AFTER" != "$HOST_BEFORE" ]; then
+  echo "FAIL the uninstall left something behind (or removed something else):" >&2
+  diff <(echo "$HOST_BEFORE") <(echo "$HOST_AFTER") >&2 || true
+  exit 1
+fi
+if [ "$(cat "$WORK/nftables.test.conf")" != "# the host's own ruleset (deploy test)" ] \
+  || [ -e "$WORK/nftables.test.conf.before-yahaml-voice" ]; then
+  echo "FAIL the ruleset file did not come back from the firewall role's backup" >&2
+  exit 1
+fi
+echo "ok   uninstalled: no user, unit, directory or config left; the ruleset file is back"

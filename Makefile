@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast bench screenshots soak natlab deploy-test turn lint typecheck schema system-deps clean
+.PHONY: release run test test-fast bench screenshots soak natlab deploy-test turn lint typecheck schema system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,17 @@ natlab: $(STAMP) system-deps
 
 deploy-test: $(STAMP) system-deps
 	bash tests/deploy/run.sh
+
+## Release artifacts of the version in pyproject.toml (the one place it is written): the
+## sdist, the wheel built from that sdist (so a file the sdist misses fails here, not on a
+## host) and SHA256SUMS, in $(DIST). Refuses a version CHANGELOG.md has no entry for.
+DIST ?= dist
+release: $(STAMP)
+	@v=$$($(BIN)/python -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])'); \
+	grep -q "^## $$v " CHANGELOG.md || { echo "release: CHANGELOG.md has no '## $$v' entry" >&2; exit 1; }; \
+	rm -rf "$(DIST)" && $(BIN)/python -m build -q --outdir "$(DIST)" . >/dev/null && \
+	cd "$(DIST)" && sha256sum "yahaml_voice-$$v.tar.gz" "yahaml_voice-$$v-py3-none-any.whl" > SHA256SUMS && \
+	cat SHA256SUMS
 
 ## coturn next to `make run`, rendered from the same config.
 turn: $(STAMP)

@@ -3,6 +3,7 @@
  * The page: turns VoiceRoom callbacks into DOM and user input into VoiceRoom calls.
  * All protocol and WebRTC logic lives in voice-room.js.
  */
+import { AdminView } from './admin-view.js';
 import { CheckinView } from './checkin-view.js';
 import { ConsoleView } from './console-view.js';
 import { $, clock, typingInto } from './dom.js';
@@ -26,6 +27,9 @@ const PREFS_KEY = 'yv.prefs';
 const room = new VoiceRoom({ debug: localStorage.getItem('yv.debug') === '1' });
 // For DevTools and tests (the seed's debugging section): window.yv.room.audioStats() etc.
 /** @type {any} */ (window).yv = { room };
+
+// The admin page (role admin): admin-view.js.
+const adminView = new AdminView(room.api, (err) => showError(err));
 
 /** @type {{masterVolume: number, peerVolumes: Record<string, number>, ptt: Record<string, boolean>, micId: string|null}} */
 const prefs = loadPrefs();
@@ -139,6 +143,12 @@ function showError(err, context = {}) {
       showBanner('auth', 'error', `Your session has ended (${error.message}). Please sign in again.`);
       logout(false);
       break;
+    case 'room-closed':
+      showBanner('room', 'warn', 'An admin closed this room; pick another one.');
+      currentRoom = null;
+      setPill('', 'idle');
+      showView('lobby');
+      break;
     case 'removed':
       showBanner('room', 'warn', removal || 'You were removed from the room.');
       removal = '';
@@ -166,10 +176,14 @@ function showError(err, context = {}) {
 
 // ------------------------------------------------------------------ views
 
-/** @param {'login'|'lobby'|'room'} name */
+/** @param {'login'|'lobby'|'room'|'admin'} name */
 function showView(name) {
-  for (const view of ['login', 'lobby', 'room']) $(`view-${view}`).hidden = view !== name;
+  if (name === 'admin' && !adminView.allowed) name = 'lobby';
+  for (const view of ['login', 'lobby', 'room', 'admin']) $(`view-${view}`).hidden = view !== name;
   const loggedIn = !!room.identity;
+  $('admin-open').hidden = !adminView.allowed || name === 'admin' || name === 'room';
+  if (name === 'admin') adminView.show();
+  else adminView.hide();
   $('whoami').hidden = !loggedIn;
   $('logout').hidden = !loggedIn;
   if (room.identity) {
@@ -288,15 +302,18 @@ function renderRooms() {
  * @param {boolean} listenOnly
  */
 async function joinRoom(roomId, listenOnly) {
-  unlockAudio();
   currentRoom = rooms.find((r) => r.id === roomId) || null;
   const ptt = roomId in prefs.ptt ? prefs.ptt[roomId] : !!(currentRoom && currentRoom.ptt);
   hideBanner('mic');
   hideBanner('room');
   for (const b of document.querySelectorAll('#room-list .join')) /** @type {HTMLButtonElement} */ (b).disabled = true;
   $('room-title').textContent = currentRoom ? currentRoom.name : roomId;
+  // The join starts first (microphone and socket open off the page's thread): the first
+  // AudioContext of a page takes 0.2-0.4 s of it in Chromium, and that now overlaps them.
+  const joining = room.join(roomId, { listenOnly, ptt, deviceId: prefs.micId });
+  unlockAudio();
   try {
-    await room.join(roomId, { listenOnly, ptt, deviceId: prefs.micId });
+    await joining;
   } catch (err) {
     showError(err, { roomId });
     renderRooms();
@@ -561,8 +578,16 @@ function onFloor(state) {
 
 // ------------------------------------------------------------------ audio out
 
-/** Prime audio playback inside the user's click (autoplay policies). */
+let audioUnlocked = false;
+
+/**
+ * Prime audio playback inside a user gesture (autoplay policies): the first one on the page
+ * (typing a callsign, the login click), else the click on Join. Done early because the
+ * page's first AudioContext takes 0.2-0.4 s of its thread in Chromium (docs/turn.md).
+ */
 function unlockAudio() {
+  if (audioUnlocked) return;
+  audioUnlocked = true;
   try {
     const AC = window.AudioContext;
     const ctx = new AC();
@@ -570,6 +595,9 @@ function unlockAudio() {
   } catch {
     /* nothing to unlock */
   }
+}
+for (const type of ['pointerdown', 'keydown']) {
+  document.addEventListener(type, unlockAudio, { once: true, capture: true });
 }
 
 /**
@@ -707,6 +735,25 @@ function onStatus(status, detail) {
   }
 }
 
+/**
+ * The SFU connection stopped working, or works again (null): a banner saying what is
+ * wrong and that it keeps being retried (the seat is kept meanwhile).
+ * @param {import('./voice-room.js').SfuProblem|null} problem
+ */
+function onSfuProblem(problem) {
+  if (!problem) {
+    hideBanner('sfu');
+    return;
+  }
+  const what = {
+    failed: 'The audio connection to the voice server failed.',
+    stalled: 'The audio connection to the voice server carries nothing.',
+    unreachable: 'The voice server cannot be reached for audio (a firewall may block it).',
+  }[problem.why];
+  const attempt = problem.attempts ? ` (attempt ${problem.attempts + 1})` : '';
+  showBanner('sfu', 'error', `${what} Retrying${attempt}… You keep your place in the room.`);
+}
+
 /** @param {import('./voice-room.js').Mode} mode */
 function onMode(mode) {
   const badge = $('room-mode');
@@ -762,11 +809,14 @@ room.onslots = applyVolumes;
 room.onfloor = onFloor;
 room.onmoderation = onModeration;
 room.ontalkercut = onTalkerCut;
+room.onsfuproblem = onSfuProblem;
 
 function init() {
   $('login-form').addEventListener('submit', onLoginSubmit);
   $('logout').addEventListener('click', () => logout(true));
   $('refresh-rooms').addEventListener('click', refreshRooms);
+  $('admin-open').addEventListener('click', () => showView('admin'));
+  $('admin-close').addEventListener('click', () => showView('lobby'));
   $('leave').addEventListener('click', leaveRoom);
   $('mute').addEventListener('click', toggleMute);
   $('raise-hand').addEventListener('click', raiseHand);

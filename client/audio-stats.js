@@ -22,13 +22,16 @@ export const SPEAKING_LEVEL = 0.02;
  * @param {PeerLink[]} links
  * @param {number} slotCount SFU m-lines below this index are speaker slots
  * @param {(key: string) => string|null} owner who is heard on a slot key
+ * @param {() => number} [sentEnergy] the sent energy measured locally, for browsers whose
+ *   media-source stats have no `totalAudioEnergy` (Firefox)
  * @returns {Promise<AudioStats>}
  */
-export async function collectStats(links, slotCount, owner) {
+export async function collectStats(links, slotCount, owner, sentEnergy) {
   /** @type {Record<string, InboundStats>} */
   const inbound = {};
   /** @type {OutboundStats} */
   const outbound = { packetsSent: 0, bytesSent: 0, audioEnergy: 0 };
+  let hasEnergy = false;
   await Promise.all(
     links.map(async (link) => {
       let report;
@@ -43,7 +46,19 @@ export async function collectStats(links, slotCount, owner) {
         if (t.mid !== null) midIndex.set(t.mid, i);
       });
       let sourceEnergy = 0;
+      // Anything at all that arrived (media, RTCP, DTLS, STUN): a link that says
+      // `connected` while this stands still is not fine (PeerLink.stalled).
+      let received = 0;
+      let countsStun = false;
+      let rtp = 0;
       report.forEach((r) => {
+        if (r.type === 'transport' || r.type === 'candidate-pair') {
+          received += (r.bytesReceived || 0) + (r.requestsReceived || 0) + (r.responsesReceived || 0);
+          if (typeof r.responsesReceived === 'number') countsStun = true;
+        } else if (r.type === 'inbound-rtp') {
+          received += r.packetsReceived || 0;
+          rtp += r.packetsReceived || 0;
+        }
         if (r.type === 'inbound-rtp' && r.kind === 'audio') {
           let key = link.peerId;
           if (link.plane === 'sfu') {
@@ -71,12 +86,17 @@ export async function collectStats(links, slotCount, owner) {
           outbound.packetsSent += r.packetsSent || 0;
           outbound.bytesSent += r.bytesSent || 0;
         } else if (r.type === 'media-source' && r.kind === 'audio') {
+          if (typeof r.totalAudioEnergy === 'number') hasEnergy = true;
           sourceEnergy = Math.max(sourceEnergy, r.totalAudioEnergy || 0);
         }
       });
       outbound.audioEnergy = Math.max(outbound.audioEnergy, sourceEnergy);
+      // Without STUN counters a quiet SFU connection would look stalled: not judged then.
+      link.noteReceived(countsStun ? received : NaN, Date.now());
+      link.noteRtp(rtp, Date.now());
     }),
   );
+  if (!hasEnergy && sentEnergy) outbound.audioEnergy = sentEnergy();
   return { inbound, outbound };
 }
 

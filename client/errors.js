@@ -5,7 +5,7 @@
 
 /**
  * @typedef {'auth'|'room-full'|'unreachable'|'mic-denied'|'mic-missing'|'mic-lost'|'not-found'|
- *   'forbidden'|'bad-request'|'server'|'protocol'|'removed'|'aborted'} ErrorKind
+ *   'forbidden'|'bad-request'|'server'|'protocol'|'removed'|'room-closed'|'aborted'} ErrorKind
  */
 
 /**

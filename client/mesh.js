@@ -75,8 +75,10 @@ export class Mesh {
    * @param {() => boolean} stillWanted
    */
   start(link, active, mic, stillWanted) {
-    if (active) addLocalMedia(link, mic());
-    else link.awaitOffer(stillWanted, () => addLocalMedia(link, mic()));
+    if (active) {
+      addLocalMedia(link, mic());
+      link.negotiate(); // not waiting for negotiationneeded (a task behind the page's rendering)
+    } else link.awaitOffer(stillWanted, () => addLocalMedia(link, mic()));
   }
 
   /**

@@ -75,6 +75,11 @@ export class Microphone {
     this.analyser = null;
     /** @type {Float32Array|null} */
     this.analyserBuf = null;
+    /** What the analyser heard while the gate was open, as level² × seconds: the stats'
+     * `totalAudioEnergy` for browsers whose stats have none (Firefox). */
+    this.energy = 0;
+    /** When the analyser was last read (performance.now(); 0: not yet). */
+    this.readAt = 0;
   }
 
   /** The microphone track, if publishing. */
@@ -163,26 +168,67 @@ export class Microphone {
 
   /** @param {MediaStream} stream */
   _startAnalyser(stream) {
+    this.analyser = null;
+    this.readAt = 0;
     try {
       if (!this.audioContext) this.audioContext = new AudioContext();
-      if (this.audioContext.state === 'suspended') this.audioContext.resume().catch(() => {});
-      const source = this.audioContext.createMediaStreamSource(stream);
-      this.analyser = this.audioContext.createAnalyser();
-      this.analyser.fftSize = 1024;
-      this.analyserBuf = new Float32Array(this.analyser.fftSize);
-      source.connect(this.analyser);
+      this._connectAnalyser(this.audioContext, stream);
     } catch {
-      this.analyser = null;
+      // Firefox cannot connect a microphone whose rate differs from the context's
+      // (NotSupportedError): a context at the track's own rate can.
+      const rate = (stream.getAudioTracks()[0]?.getSettings() || {}).sampleRate;
+      if (!rate) return;
+      try {
+        if (this.audioContext) this.audioContext.close().catch(() => {});
+        this.audioContext = new AudioContext({ sampleRate: rate });
+        this._connectAnalyser(this.audioContext, stream);
+      } catch {
+        this.analyser = null;
+      }
     }
   }
 
-  /** Peak level (0..1) of what is being sent now; 0 while the gate is closed. */
-  level() {
+  /** @param {AudioContext} context @param {MediaStream} stream */
+  _connectAnalyser(context, stream) {
+    if (context.state === 'suspended') context.resume().catch(() => {});
+    const source = context.createMediaStreamSource(stream);
+    const analyser = context.createAnalyser();
+    analyser.fftSize = 1024;
+    source.connect(analyser);
+    this.analyserBuf = new Float32Array(analyser.fftSize);
+    this.analyser = analyser;
+  }
+
+  /**
+   * Read the analyser: the peak of the last ~20 ms, and `energy` grown by their mean
+   * square times the time since the last read (capped: a background tab reads rarely).
+   * @returns {number} the peak (0..1); 0 while the gate is closed
+   */
+  _read() {
+    const now = performance.now();
+    const elapsed = this.readAt ? Math.min(1, (now - this.readAt) / 1000) : 0;
+    this.readAt = now;
     if (!this.analyser || !this.analyserBuf || !this.gateOpen()) return 0;
     const buf = /** @type {Float32Array<ArrayBuffer>} */ (this.analyserBuf);
     this.analyser.getFloatTimeDomainData(buf);
     let peak = 0;
-    for (let i = 0; i < buf.length; i++) peak = Math.max(peak, Math.abs(buf[i]));
+    let squares = 0;
+    for (let i = 0; i < buf.length; i++) {
+      peak = Math.max(peak, Math.abs(buf[i]));
+      squares += buf[i] * buf[i];
+    }
+    this.energy += (squares / buf.length) * elapsed;
     return Math.min(1, peak);
+  }
+
+  /** Peak level (0..1) of what is being sent now; 0 while the gate is closed. */
+  level() {
+    return this._read();
+  }
+
+  /** The sent energy so far (see `energy`), read now. */
+  sentEnergy() {
+    this._read();
+    return this.energy;
   }
 }

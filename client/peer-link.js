@@ -12,16 +12,18 @@
 /** @typedef {import('./protocol-types.js').SessionDescription} SessionDescription */
 /** @typedef {import('./protocol-types.js').IceCandidate} IceCandidate */
 /** @typedef {import('./protocol-types.js').IceServer} IceServer */
+/** @typedef {'failed'|'disconnected'|'stalled'} Trouble */
 
 /**
  * What a link asks of the room that owns it.
  * @typedef {object} LinkHost
  * @property {(peerId: string, type: SignalType, data: SessionDescription|IceCandidate|null) => Promise<void>} signal
- *   send a signal to the peer (rejects when it could not be sent)
+ *   send a signal to the peer: resolves once it is on its way (the next one may follow: order
+ *   is kept), rejects when it could not be sent
  * @property {(link: PeerLink) => void} answering a remote offer is set: attach the microphone
  * @property {(link: PeerLink, event: RTCTrackEvent) => void} track a remote track arrived
  * @property {(link: PeerLink) => void} state the connection state changed
- * @property {(link: PeerLink, why: 'failed'|'disconnected') => void} trouble the connection needs a restart
+ * @property {(link: PeerLink, why: Trouble) => void} trouble the connection needs a restart
  * @property {(...args: unknown[]) => void} log
  */
 
@@ -29,8 +31,19 @@
 const PASSIVE_FALLBACK_MS = 4_000;
 /** An offer without an answer is sent again after this long (a lost WS frame, glare). */
 const OFFER_RESEND_MS = 5_000;
-/** A `disconnected` connection gets an ICE restart if it stays so this long. */
-const DISCONNECTED_GRACE_MS = 2_500;
+/** A `disconnected` connection gets an ICE restart if it stays so this long (the browser
+ * says `disconnected` after ~2.5 s without an answer; a network change ends most of them). */
+const DISCONNECTED_GRACE_MS = 1_500;
+/** A `connected` connection that received nothing at all (RTP, RTCP, DTLS, STUN) for this
+ * long is not fine, whatever its state says (the browser pings every ~2.5 s). */
+export const STALL_MS = 6_000;
+/** A mesh link whose peer's RTP flowed steadily (every sender sends, silence included)
+ * and then stopped for this long has most likely lost its path (a network change the
+ * browser has no event for): an ICE restart now beats waiting for `disconnected`. */
+const RTP_GAP_MS = 1_000;
+/** ...once the RTP flowed this long, and at most once per RTP_GAP_EVERY_MS. */
+const RTP_STEADY_MS = 2_000;
+const RTP_GAP_EVERY_MS = 5_000;
 /** A negotiated connection still not connected after this gets an ICE restart. */
 const STUCK_RESTART_MS = 10_000;
 
@@ -76,6 +89,24 @@ export class PeerLink {
     this.hasAudio = false;
     /** Offers that arrived while we were making or holding our own (glare), for diagnostics. */
     this.collisions = 0;
+    /** When the ICE restart in progress was asked for (0: none). */
+    this.restartedAt = 0;
+    /** ICE restarts that completed on this connection, and how long the last one took. */
+    this.restarts = 0;
+    this.lastRestartMs = 0;
+    /** Everything received so far (stats: packets, bytes, STUN), when it last grew, and
+     * when it was last read. */
+    this.rxTotal = -1;
+    this.rxAt = 0;
+    this.rxReadAt = 0;
+    /** When a stall last asked for a restart (one per STALL_MS). */
+    this.stallTroubleAt = 0;
+    /** Inbound RTP packets so far, when they last grew, since when they flow (0: not). */
+    this.rtpTotal = -1;
+    this.rtpAt = 0;
+    this.rtpSince = 0;
+    /** When an RTP gap last asked for a restart. */
+    this.gapTroubleAt = 0;
     this.createdAt = Date.now();
     /** @type {ReturnType<typeof setTimeout>|null} */
     this.fallbackTimer = null;
@@ -103,7 +134,9 @@ export class PeerLink {
 
   /** Create and send an offer (also used for ICE restarts). */
   async negotiate() {
-    if (this.closed) return;
+    // Called at once by whoever adds the first media (gathering starts while the page is
+    // still busy rendering), and again by negotiationneeded: one offer at a time.
+    if (this.closed || this.makingOffer || this.pc.signalingState !== 'stable') return;
     try {
       this.makingOffer = true;
       await this.pc.setLocalDescription();
@@ -175,6 +208,7 @@ export class PeerLink {
         this.offerSentAt = 0;
       }
       this.negotiatedAt = Date.now();
+      this.checkRestart();
     } else if (type === 'ice-candidate') {
       try {
         // null / empty candidate: end of candidates.
@@ -191,6 +225,7 @@ export class PeerLink {
     if (state === 'connected') {
       if (!this.connectedAt) this.connectedAt = Date.now();
       this.clearRestart();
+      this.checkRestart();
     } else if (state === 'failed') {
       this.host.trouble(this, 'failed');
     } else if (state === 'disconnected') {
@@ -205,11 +240,92 @@ export class PeerLink {
     this.host.state(this);
   }
 
-  /** Offer an ICE restart (the peer answers with fresh credentials). */
+  /**
+   * Offer an ICE restart on this connection (the peer answers with fresh credentials); the
+   * next offer, made at once or after the one in flight, carries new ice-ufrag/pwd.
+   */
   restartIce() {
     if (this.closed) return;
     this.host.log('ICE restart with', this.peerId);
+    this.restartedAt = Date.now();
     this.pc.restartIce();
+  }
+
+  /**
+   * An ICE restart is done once an exchange after it completed, the link is connected and
+   * something arrived since (a dead path can still say `connected` for seconds).
+   */
+  checkRestart() {
+    if (!this.restartedAt || this.negotiatedAt < this.restartedAt) return;
+    if (this.pc.connectionState !== 'connected' || this.rxAt <= this.negotiatedAt) return;
+    this.lastRestartMs = Date.now() - this.restartedAt;
+    this.restartedAt = 0;
+    this.restarts++;
+    this.host.log('ICE restart with', this.peerId, 'done in', this.lastRestartMs, 'ms');
+  }
+
+  /**
+   * The stats' running total of what arrived (audio-stats.js): notes when it last grew.
+   * @param {number} total NaN: the browser's stats cannot tell (never stalled then)
+   * @param {number} now
+   */
+  noteReceived(total, now) {
+    this.rxReadAt = now;
+    if (total !== this.rxTotal || Number.isNaN(total) || this.pc.connectionState !== 'connected') {
+      this.rxTotal = total;
+      this.rxAt = now;
+      this.checkRestart();
+    }
+  }
+
+  /**
+   * The stats' inbound RTP packet count (audio-stats.js).
+   * @param {number} packets
+   * @param {number} now
+   */
+  noteRtp(packets, now) {
+    if (this.pc.connectionState !== 'connected') {
+      this.rtpSince = 0;
+    } else if (packets > this.rtpTotal) {
+      if (this.rtpTotal >= 0 && !this.rtpSince) this.rtpSince = now;
+      this.rtpAt = now;
+    }
+    this.rtpTotal = packets;
+  }
+
+  /**
+   * Mesh: the peer's steady RTP stopped for RTP_GAP_MS (true once per gap and at most
+   * once per RTP_GAP_EVERY_MS), for the room to restart ICE.
+   * @param {number} now
+   */
+  rtpGap(now) {
+    if (this.plane !== 'mesh' || !this.rtpSince || this.pc.connectionState !== 'connected') return false;
+    if (this.rtpAt - this.rtpSince < RTP_STEADY_MS || now - this.rtpAt < RTP_GAP_MS) return false;
+    if (now - this.gapTroubleAt < RTP_GAP_EVERY_MS) return false;
+    this.gapTroubleAt = now;
+    this.rtpSince = 0; // flowing again first before the next one
+    return true;
+  }
+
+  /**
+   * Whether the link says `connected` but its stats showed nothing new for STALL_MS (read a
+   * few times a second in a room; between two reads far apart, as in a throttled background
+   * tab, nothing new means nothing arrived all that time).
+   */
+  stalled() {
+    return (
+      this.pc.connectionState === 'connected' && this.rxAt > 0 && this.rxReadAt - this.rxAt > STALL_MS
+    );
+  }
+
+  /**
+   * A stalled link asks for a restart once per STALL_MS: true then.
+   * @param {number} now
+   */
+  stallTrouble(now) {
+    if (!this.stalled() || now - this.stallTroubleAt < STALL_MS) return false;
+    this.stallTroubleAt = now;
+    return true;
   }
 
   /** Use new ICE servers (fresh TURN credentials) for candidates gathered from now on. */

@@ -18,6 +18,16 @@
  */
 
 /**
+ * GET /api/admin/overview: every room with its people, mode and worker; every live
+ * SFU worker with its load.
+ * @typedef {Object} AdminOverview
+ * @property {Array<OverviewRoom>} rooms
+ * @property {Array<OverviewWorker>} workers
+ * @property {string} store
+ * @property {number} maxRooms
+ */
+
+/**
  * @typedef {"microphone"|"radio"|"janus"|"http-stream"|"system"} AudioSource
  */
 
@@ -236,6 +246,51 @@
  */
 
 /**
+ * @typedef {Object} InviteInfo
+ * @property {string} id
+ * @property {string} callsign
+ * @property {string} participantId
+ * @property {string} room
+ * @property {Role} role
+ * @property {string} note
+ * @property {string} createdAt
+ * @property {string} createdBy
+ * @property {string} expiresAt
+ * @property {InviteState} state
+ * @property {string|null} revokedAt
+ * @property {string|null} revokedBy
+ */
+
+/**
+ * @typedef {Object} InviteList
+ * @property {Array<InviteInfo>} invites
+ * @property {number} maxInvites
+ */
+
+/**
+ * The token and link are shown once: the server keeps neither.
+ * @typedef {Object} InviteMinted
+ * @property {InviteInfo} invite
+ * @property {string} token
+ * @property {string} link
+ */
+
+/**
+ * POST /api/admin/invites: a link for one callsign, one room (or "*": every room),
+ * one role, valid for `ttl` seconds.
+ * @typedef {Object} InviteRequest
+ * @property {string} callsign
+ * @property {string|"*"} room
+ * @property {Role} [role]
+ * @property {number} [ttl]
+ * @property {string} [note]
+ */
+
+/**
+ * @typedef {"active"|"expired"|"revoked"} InviteState
+ */
+
+/**
  * @typedef {Object} JoinAnswer
  * @property {boolean} success
  * @property {Participant} participant
@@ -257,7 +312,7 @@
  */
 
 /**
- * @typedef {"left"|"logout"|"removed"|"timeout"|"no_media"} LeaveReason
+ * @typedef {"left"|"logout"|"removed"|"timeout"|"no_media"|"room_closed"|"revoked"} LeaveReason
  */
 
 /**
@@ -460,6 +515,42 @@
  */
 
 /**
+ * @typedef {Object} OverviewParticipant
+ * @property {string} id
+ * @property {string} callsign
+ * @property {Role} role
+ * @property {boolean} isActive
+ * @property {boolean} canPublish
+ * @property {string|null} worker
+ */
+
+/**
+ * @typedef {Object} OverviewRoom
+ * @property {string} id
+ * @property {string} name
+ * @property {"open"|"directed"} floor
+ * @property {"voice"|"parrot"} kind
+ * @property {number} maxParticipants
+ * @property {number} participantCount
+ * @property {Mode} mode
+ * @property {string|null} worker
+ * @property {Array<string>} edges
+ * @property {Array<OverviewParticipant>} participants
+ */
+
+/**
+ * @typedef {Object} OverviewWorker
+ * @property {string} id
+ * @property {number} slots
+ * @property {string} lastSeen
+ * @property {number} rooms
+ * @property {number} peers
+ * @property {number} streams
+ * @property {number} cpu
+ * @property {string|null} host
+ */
+
+/**
  * @typedef {Object} Participant
  * @property {string} id
  * @property {string} displayName
@@ -551,7 +642,7 @@
  */
 
 /**
- * @typedef {"ncs"|"operator"|"listener"} Role
+ * @typedef {"ncs"|"operator"|"listener"|"admin"} Role
  */
 
 /**

@@ -506,6 +506,8 @@ function stateText(p, selfPublishes) {
       return 'connecting…';
     case 'disconnected':
       return 'reconnecting…';
+    case 'stalled':
+      return 'nothing received';
     case 'failed':
       return 'no audio path';
     case 'listening':

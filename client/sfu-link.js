@@ -43,6 +43,7 @@ export class SfuLink {
     for (let i = 0; i < this.slotCount; i++) link.pc.addTransceiver('audio', { direction: 'recvonly' });
     if (mic) link.pc.addTransceiver(mic.track, { direction: 'sendonly', streams: [mic.stream] });
     this.link = link;
+    link.negotiate(); // not waiting for negotiationneeded (a task behind the page's rendering)
     return link;
   }
 

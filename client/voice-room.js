@@ -15,7 +15,8 @@
  * - netcontrol.js:  `room.net`: the floor and moderation calls;
  * - netlog.js:      `room.netLog`: the net log (open net, check-ins, log lines, exports);
  * - recording.js:   `room.recording`: the room's recording notice and "say again";
- * - audio-stats.js: getStats() counters and levels.
+ * - audio-stats.js: getStats() counters and levels;
+ * - network-watch.js: network changes, which restart ICE (`restartIce()`) in place.
  *
  * Net control (directed nets, moderation): `room.floor` is the latest FloorState (by
  * version; floorChanged frames and REST answers), `floorView()` and the getters below read
@@ -39,6 +40,7 @@ import { VoiceError, asVoiceError } from './errors.js';
 import { FLOOR_KINDS, floorView, isMutedByNcs, isNewer } from './floor.js';
 import { Microphone, listMicrophones, openMicrophone } from './microphone.js';
 import { Mesh, attachMic } from './mesh.js';
+import { NetworkWatch } from './network-watch.js';
 import { NetControl } from './netcontrol.js';
 import { NetLog } from './netlog.js';
 import { Recording } from './recording.js';
@@ -92,12 +94,17 @@ export {
 /**
  * @typedef {{id: string, displayName: string, role?: Role, isMuted?: boolean,
  *   audioSourceType?: string, canPublish?: boolean, joinedAt?: string}} ParticipantInfo
- * @typedef {'self'|'waiting'|'new'|'connecting'|'connected'|'disconnected'|'failed'|'closed'|'listening'} LinkState
+ * `stalled`: the connection says connected but nothing arrived for a while (STALL_MS).
+ * @typedef {'self'|'waiting'|'new'|'connecting'|'connected'|'stalled'|'disconnected'|'failed'|'closed'|'listening'} LinkState
  * @typedef {'holder'|'paused'|'queued'|null} FloorStanding
  * @typedef {{id: string, displayName: string, role: Role, isMuted: boolean, isSelf: boolean,
  *   canPublish: boolean, state: LinkState, via: 'mesh'|'sfu'|null, mutedByNcs: boolean,
  *   netControl: boolean, floor: FloorStanding, queuePosition: number}} RosterEntry
  * @typedef {'idle'|'joining'|'joined'|'reconnecting'|'left'} Status
+ * The SFU connection does not work (`onsfuproblem`): it `failed`, it is connected but
+ * `stalled`, or it has been `unreachable` (not connected) since `since`; `attempts`: new
+ * connections and ICE restarts tried since. It keeps being retried.
+ * @typedef {{why: 'failed'|'stalled'|'unreachable', since: number, attempts: number}} SfuProblem
  */
 
 const STATS_EVERY_MS = 250;
@@ -107,6 +114,10 @@ const ICE_RENEW_AT = 0.8;
 const ICE_RENEW_MARGIN_S = 2;
 /** A failed renewal is retried after this long. */
 const ICE_RETRY_MS = 10_000;
+/** An ICE restart of the SFU connection not done after this: a new connection instead. */
+const SFU_RESTART_MS = 4_000;
+/** The SFU connection not working for this long (or failed) is a problem the UI shows. */
+const SFU_PROBLEM_MS = 5_000;
 
 /**
  * A participant's voice session: login, one room at a time, media, reconnects.
@@ -138,6 +149,16 @@ export class VoiceRoom {
     };
     this.mesh = new Mesh(this.linkHost);
     this.sfuLink = new SfuLink(this.linkHost);
+    /** Restarts ICE when the network changes, while in a room. */
+    this.network = new NetworkWatch((reason) => this.restartIce(reason));
+    /** Since when the SFU connection has not worked (0: it works, or there is none). */
+    this.sfuDownSince = 0;
+    /** New SFU connections and ICE restarts since it stopped working. */
+    this.sfuAttempts = 0;
+    /** The SFU problem last told to the UI. @type {SfuProblem|null} */
+    this.sfuProblem = null;
+    /** Links last shown as stalled in the roster. @type {Set<PeerLink>} */
+    this.shownStalled = new Set();
 
     /** @type {string|null} */
     this.roomId = null;
@@ -148,6 +169,10 @@ export class VoiceRoom {
     /** The plane whose audio is played (lags `mode` during a switch). @type {Mode} */
     this.plane = 'mesh';
     this.epoch = 0;
+    /** A join request is out: mode changes wait for its answer (see _join). */
+    this.joinPending = false;
+    /** @type {{mode: Mode, epoch: number}|null} */
+    this.pendingMode = null;
     this.gracePeriod = 15;
     /** @type {RTCConfiguration} */
     this.rtcConfig = {};
@@ -211,6 +236,9 @@ export class VoiceRoom {
     /** The time-out timer cut a talker off (this seat if data.participantId is ours). */
     /** @type {((data: TalkerCutData) => void)|null} */
     this.ontalkercut = null;
+    /** The SFU connection stopped working (it is being retried), or works again (null). */
+    /** @type {((problem: SfuProblem|null) => void)|null} */
+    this.onsfuproblem = null;
   }
 
   // ------------------------------------------------------------------ state views
@@ -522,6 +550,9 @@ export class VoiceRoom {
     mic.held = false;
     this._setStatus('joining');
     try {
+      // The socket opens while the microphone is asked for (no serial wait).
+      const opening = this.signalling.open(() => session === this.session);
+      opening.catch(() => {}); // awaited below; a mic error comes first
       if (mic.canPublish) {
         const stream = await openMicrophone(mic.deviceId);
         if (session !== this.session) {
@@ -530,7 +561,7 @@ export class VoiceRoom {
         }
         mic.use(stream);
       }
-      await this.signalling.open(() => session === this.session);
+      await opening;
       await this._join(session);
     } catch (err) {
       if (session === this.session) {
@@ -540,6 +571,7 @@ export class VoiceRoom {
       throw err;
     }
     if (session !== this.session) throw new VoiceError('aborted', 'left before the join completed');
+    this.network.start();
     this.tickTimer = setInterval(() => this._tick(), 1000);
     this.statsTimer = setInterval(() => this._statsTick(), STATS_EVERY_MS);
   }
@@ -549,10 +581,22 @@ export class VoiceRoom {
    * @param {number} session
    */
   async _join(session) {
-    const answer = await this.api.join(this.roomId || '', {
-      audioSourceType: 'microphone',
-      joinMode: this.listenOnly ? 'listener' : 'operator',
-    });
+    // A roomModeChanged that overtakes the join answer (the joiner who tips the room onto the
+    // SFU gets both) waits for it: links are made with the answer's ICE servers, once.
+    this.pendingMode = null;
+    this.joinPending = true;
+    let answer;
+    try {
+      answer = await this.api.join(this.roomId || '', {
+        audioSourceType: 'microphone',
+        joinMode: this.listenOnly ? 'listener' : 'operator',
+      });
+    } finally {
+      this.joinPending = false;
+    }
+    // (set by _onFrame meanwhile; the cast undoes the narrowing to null above)
+    const pending = /** @type {{mode: Mode, epoch: number}|null} */ (this.pendingMode);
+    this.pendingMode = null;
     if (session !== this.session) return;
     const me = answer.participant;
     const mic = this.mic;
@@ -570,6 +614,10 @@ export class VoiceRoom {
       iceTransportPolicy: answer.iceTransportPolicy || 'all',
       bundlePolicy: 'max-bundle',
       rtcpMuxPolicy: 'require',
+      // Candidates (a TURN allocation included) are gathered as soon as a connection
+      // exists: a passive mesh link, made when a newcomer is announced, has them ready
+      // when the newcomer's offer arrives. One is enough: everything is bundled.
+      iceCandidatePoolSize: 1,
     };
     this._scheduleIceRenewal(session, Number(answer.iceTtl) || 0);
     this.sfuLink.slotCount = (answer.sfu && answer.sfu.slots) || 3;
@@ -593,7 +641,9 @@ export class VoiceRoom {
     mic.applyGate();
     const mode = answer.mode === 'sfu' ? 'sfu' : 'mesh';
     if (!this.links.size && !this.sfu) this.plane = mode; // nothing to hand over from
-    this._setMode(mode, this.epoch, true);
+    const epoch = Number(answer.epoch) || 0;
+    this._setMode(mode, epoch, true);
+    if (pending && pending.epoch > epoch) this._setMode(pending.mode, pending.epoch);
     if (mode === 'mesh') {
       for (const id of this.participants.keys()) {
         if (!this.links.has(id)) this._ensureLink(id, true);
@@ -691,6 +741,7 @@ export class VoiceRoom {
     for (const key of [...this.emitted.keys()]) this._emitAudio(key, null, null);
     this.emitted.clear();
     this.signalling.close();
+    this.network.stop();
     for (const timer of [this.tickTimer, this.statsTimer]) if (timer) clearInterval(timer);
     if (this.iceTimer) clearTimeout(this.iceTimer);
     this.tickTimer = this.statsTimer = this.iceTimer = null;
@@ -704,6 +755,8 @@ export class VoiceRoom {
     this.switchStartedAt = 0;
     this.mode = this.plane = 'mesh';
     this.epoch = 0;
+    this.shownStalled.clear();
+    this._checkSfu(Date.now());
     this._emitRoster();
   }
 
@@ -770,13 +823,20 @@ export class VoiceRoom {
       case 'participantJoined':
         return this._onJoined(frame.data.participant);
       case 'participantLeft':
-        return this._onLeft(frame.data.participantId);
+        return this._onLeft(frame.data.participantId, frame.data.reason);
       case 'signal':
         return this._onSignal(frame.data.message);
       case 'participantMuteChanged':
         return this._onMuteChanged(frame.data.participantId, !!frame.data.isMuted);
-      case 'roomModeChanged':
-        return this._setMode(frame.data.mode === 'sfu' ? 'sfu' : 'mesh', Number(frame.data.epoch) || 0);
+      case 'roomModeChanged': {
+        const mode = frame.data.mode === 'sfu' ? 'sfu' : 'mesh';
+        const epoch = Number(frame.data.epoch) || 0;
+        if (this.joinPending) {
+          this.pendingMode = { mode, epoch };
+          return undefined;
+        }
+        return this._setMode(mode, epoch);
+      }
       case 'speakerSlots':
         return this._onSlots(frame.data.slots || [], frame.data.speaking || []);
       case 'floorChanged':
@@ -814,9 +874,16 @@ export class VoiceRoom {
     this._emitRoster();
   }
 
-  /** @param {string} id */
-  _onLeft(id) {
+  /** @param {string} id @param {string} [reason] */
+  _onLeft(id, reason) {
     if (!id || !this.identity) return;
+    if (id === this.identity.participantId && reason === 'room_closed') {
+      // An admin removed the room: out of it, still signed in (docs/admin.md).
+      this._error(new VoiceError('room-closed', 'an admin closed this room'));
+      this._teardown();
+      this._setStatus('left', 'room-closed');
+      return;
+    }
     if (id === this.identity.participantId) {
       this._error(new VoiceError('removed', 'you were removed from the room'));
       this._teardown();
@@ -865,9 +932,13 @@ export class VoiceRoom {
    */
   async _signal(peerId, type, data) {
     if (!this.roomId) return;
-    // On the open socket (no request per candidate); REST while it is reconnecting.
+    // On the open socket (no request per candidate), without waiting for each ack: the
+    // socket keeps the order, so trickled candidates leave at once instead of one per
+    // round trip. REST while it is reconnecting, one request after the other.
     if (this.signalling.isOpen) {
-      await this.signalling.signal({ roomId: this.roomId, type, to: peerId, data });
+      this.signalling
+        .signal({ roomId: this.roomId, type, to: peerId, data })
+        .catch((err) => this._log('signal', type, 'to', peerId, 'failed:', err.message));
     } else {
       await this.api.signal(this.roomId, { type, to: peerId, data });
     }
@@ -924,16 +995,53 @@ export class VoiceRoom {
     if (link.plane === 'mesh') attachMic(link, this._sendable());
   }
 
-  /** @param {PeerLink} link @param {'failed'|'disconnected'} why */
+  /** @param {PeerLink} link @param {import('./peer-link.js').Trouble} why */
   _linkTrouble(link, why) {
     if (link.closed) return;
     if (!this.ws || this.status !== 'joined') return; // retried after the rejoin
     if (link.plane === 'sfu') {
-      this._log('SFU connection', why, '; negotiating a new one');
-      this._replaceSfu();
+      this._sfuTrouble(link, why);
       return;
     }
     link.restartIce();
+  }
+
+  /**
+   * The SFU connection needs help: an ICE restart on the same connection (the worker keeps
+   * the seat's slots and forwarding), or a new connection when it never connected or a
+   * restart did not complete within SFU_RESTART_MS.
+   * @param {PeerLink} link
+   * @param {import('./peer-link.js').Trouble} why
+   */
+  _sfuTrouble(link, why) {
+    if (!link.connectedAt) {
+      this._log('SFU connection', why, 'before it ever connected; negotiating a new one');
+      this._replaceSfu();
+    } else if (!link.restartedAt) {
+      this._log('SFU connection', why, '; ICE restart on the same connection');
+      this.sfuAttempts++;
+      link.restartIce();
+    } else if (Date.now() - link.restartedAt >= SFU_RESTART_MS) {
+      this._log('SFU ICE restart did not complete; negotiating a new connection');
+      this._replaceSfu();
+    }
+  }
+
+  /**
+   * The network under this page changed (NetworkWatch calls this; a UI or a test may too):
+   * restart ICE on every connection without leaving the room. Mesh links restart through
+   * perfect negotiation; the SFU link sends an ICE-restart offer on the same connection
+   * (docs/protocol.md; a new connection if that does not complete within SFU_RESTART_MS).
+   * The socket is probed too: one bound to a lost address is replaced within seconds.
+   * @param {string} [reason]
+   */
+  restartIce(reason = 'asked') {
+    if (this.status !== 'joined' && this.status !== 'reconnecting') return;
+    this._log('network change (', reason, '): restarting ICE');
+    this.signalling.probe();
+    for (const link of this.links.values()) link.restartIce();
+    const sfu = this.sfu;
+    if (sfu) sfu.restartIce();
   }
 
   /** @param {string} peerId */
@@ -955,6 +1063,7 @@ export class VoiceRoom {
   /** @param {PeerLink} link */
   _onLinkState(link) {
     this._emit('onpeerstate', link.peerId, /** @type {LinkState} */ (link.pc.connectionState));
+    if (link.plane === 'sfu') this._checkSfu(Date.now());
     this._maybeCommit();
     this._emitRoster();
   }
@@ -1050,6 +1159,7 @@ export class VoiceRoom {
 
   _replaceSfu() {
     const wasActive = this.plane === 'sfu';
+    if (this.sfuDownSince) this.sfuAttempts++;
     this._closeSfu();
     this.sfuLink.open(this.rtcConfig, this._sendable());
     if (wasActive) this.plane = 'sfu';
@@ -1106,11 +1216,59 @@ export class VoiceRoom {
     this.signalling.keepalive();
     if (this.status !== 'joined') return;
     const now = Date.now();
+    let rosterChanged = false;
     for (const link of this._allLinks()) {
       link.resendStaleOffer();
       if (link.stuck(now)) this._linkTrouble(link, 'disconnected');
+      else if (link.stallTrouble(now)) this._linkTrouble(link, 'stalled');
+      const stalled = link.stalled();
+      if (stalled !== this.shownStalled.has(link)) {
+        if (stalled) this.shownStalled.add(link);
+        else this.shownStalled.delete(link);
+        rosterChanged = true;
+      }
     }
+    const sfu = this.sfu;
+    if (sfu && sfu.restartedAt && now - sfu.restartedAt >= SFU_RESTART_MS) {
+      this._sfuTrouble(sfu, 'disconnected'); // the restart did not complete: a new connection
+    }
+    this._checkSfu(now);
     this._maybeCommit();
+    if (rosterChanged) this._emitRoster();
+  }
+
+  /**
+   * Whether the SFU connection works, for the UI (`onsfuproblem`): a problem once it
+   * failed, or when it has not been connected and receiving for SFU_PROBLEM_MS; over once
+   * it is again.
+   * @param {number} now
+   */
+  _checkSfu(now) {
+    const sfu = this.sfu;
+    /** @type {SfuProblem|null} */
+    let problem = null;
+    if (this.status === 'joined' && this.mode === 'sfu' && sfu) {
+      const state = sfu.pc.connectionState;
+      const stalled = sfu.stalled();
+      if (state === 'connected' && !stalled) {
+        this.sfuDownSince = 0;
+        this.sfuAttempts = 0;
+      } else {
+        if (!this.sfuDownSince) this.sfuDownSince = now;
+        if (state === 'failed' || now - this.sfuDownSince >= SFU_PROBLEM_MS) {
+          const why = state === 'failed' ? 'failed' : stalled ? 'stalled' : 'unreachable';
+          problem = { why, since: this.sfuDownSince, attempts: this.sfuAttempts };
+        }
+      }
+    } else {
+      this.sfuDownSince = 0;
+      this.sfuAttempts = 0;
+    }
+    const last = this.sfuProblem;
+    if (!last && !problem) return;
+    if (last && problem && last.why === problem.why && last.attempts === problem.attempts) return;
+    this.sfuProblem = problem;
+    this._emit('onsfuproblem', problem);
   }
 
   async _statsTick() {
@@ -1118,6 +1276,13 @@ export class VoiceRoom {
     this.statsBusy = true;
     try {
       const stats = await this.audioStats();
+      const now = Date.now();
+      for (const link of this.links.values()) {
+        if (link.rtpGap(now)) {
+          this._log('RTP from', link.peerId, 'stopped; restarting ICE');
+          this._linkTrouble(link, 'stalled');
+        }
+      }
       const levels = levelsOf(stats, this.plane === 'sfu' ? this.sfuLink.speaking : []);
       if (this.identity) levels[this.identity.participantId] = this.mic.level();
       this._emit('onlevels', levels);
@@ -1135,7 +1300,12 @@ export class VoiceRoom {
    * @returns {Promise<AudioStats>}
    */
   audioStats() {
-    return collectStats(this._allLinks(), this.sfuLink.slotCount, (key) => this._owner(key));
+    return collectStats(
+      this._allLinks(),
+      this.sfuLink.slotCount,
+      (key) => this._owner(key),
+      () => this.mic.sentEnergy(),
+    );
   }
 
   // ------------------------------------------------------------------ roster & UI
@@ -1155,11 +1325,11 @@ export class VoiceRoom {
       if (!isSelf) {
         if (this.plane === 'sfu') {
           via = 'sfu';
-          state = this.sfu ? /** @type {LinkState} */ (this.sfu.pc.connectionState) : 'waiting';
+          state = this.sfu ? linkState(this.sfu) : 'waiting';
         } else {
           const link = this.links.get(p.id);
           via = 'mesh';
-          if (link) state = /** @type {LinkState} */ (link.pc.connectionState);
+          if (link) state = linkState(link);
           else state = this._wantsLink(p.id) ? 'waiting' : 'listening';
         }
       }
@@ -1218,4 +1388,15 @@ export class VoiceRoom {
   _log(...args) {
     if (this.debug) console.debug('[voice]', ...args);
   }
+}
+
+/**
+ * What the roster shows for a link: its connection state, unless it says connected while
+ * nothing arrives (`stalled`).
+ * @param {PeerLink} link
+ * @returns {LinkState}
+ */
+function linkState(link) {
+  if (link.stalled()) return 'stalled';
+  return /** @type {LinkState} */ (link.pc.connectionState);
 }

@@ -17,15 +17,19 @@ from quart import Quart, Response, has_request_context, jsonify, request, websoc
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
+from yahaml_voice import __version__
 from yahaml_voice.core.aio import Service, cancel_and_wait, every
 from yahaml_voice.core.config import Config
 from yahaml_voice.core.protocol import JsonError, check_depth, decode_text, describe
 from yahaml_voice.core.tokens import AuthError, bearer
 
-from . import api_recordings  # noqa: F401  (adds its routes to the API blueprint)
+from . import api_admin, api_recordings  # noqa: F401  (add their routes to the API blueprint)
+from .admin import AdminService
 from .api import blueprint as api_blueprint
 from .api import test_blueprint
 from .api_netlog import OpenAPI
+from .catalog import RoomCatalog
+from .certs import CertificateWatch
 from .context import EXTENSION, Services
 from .errors import ApiError
 from .hosts import allowed_hosts, host_allowed
@@ -36,7 +40,7 @@ from .origins import origin_allowed
 from .rooms import RoomService
 from .static import static_blueprint
 from .store import StoreError, StoreUnavailable
-from .stores import make_store
+from .stores import make_catalog, make_store
 from .transport import BoundedWebsocketConnection, hypercorn_settings, install
 from .ws import blueprint as ws_blueprint
 
@@ -88,7 +92,17 @@ def create_app(config: Config) -> Quart:
     config.worker_secret()
     store, bus = make_store(config)
     rooms = RoomService(config, store, bus, Limits(config))
-    svc = Services(config=config, store=store, bus=bus, rooms=rooms, node_id=uuid.uuid4().hex[:12])
+    admin = AdminService(config, store, rooms, RoomCatalog(config, make_catalog(config)))
+    svc = Services(
+        config=config,
+        store=store,
+        bus=bus,
+        rooms=rooms,
+        admin=admin,
+        node_id=uuid.uuid4().hex[:12],
+    )
+    if config.metrics.enabled:
+        svc.certificates = CertificateWatch(config)
     app.extensions[EXTENSION] = svc
 
     app.register_blueprint(api_blueprint)
@@ -104,6 +118,7 @@ def create_app(config: Config) -> Quart:
         workers = await store.workers()
         return {
             "status": "ok",
+            "version": __version__,  # what an upgrade checks it now runs
             "store": store.name,
             "node": svc.node_id,
             "sockets": len(svc.local_sockets),
@@ -198,13 +213,15 @@ def create_app(config: Config) -> Quart:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, DELETE, OPTIONS"
         return response
 
     @app.while_serving
     async def lifecycle() -> AsyncGenerator[None, None]:
         await store.start()
         await bus.start()
+        # The room definitions (config.rooms) before anything reads them.
+        await admin.start()
         await rooms.nets.start()
         await rooms.start()
         watcher = asyncio.create_task(
@@ -217,13 +234,18 @@ def create_app(config: Config) -> Quart:
             ),
             name="watch-workers",
         )
+        if svc.certificates is not None:
+            svc.certificates.start()
         log.info("serving: store=%s auth=%s node=%s", store.name, config.auth.mode, svc.node_id)
         try:
             yield
         finally:
             await cancel_and_wait(watcher)
+            if svc.certificates is not None:
+                await svc.certificates.stop()
             await rooms.stop()
             await rooms.nets.stop()
+            await admin.stop()
             await bus.stop()
             await store.stop()
 

@@ -10,6 +10,9 @@ from yahaml_voice.core.tokens import AuthError, Identity, bearer, verify_token
 
 from .store import Store
 
+# The `jti` of an invite an admin minted (admin.py): `i-` and 20 hex digits.
+INVITE_PREFIX = "i-"
+
 
 def presented_token(
     authorization: str | None, query: str | None, subprotocols: Iterable[str] = ()
@@ -40,4 +43,6 @@ async def authenticate(
 async def ensure_not_revoked(store: Store, identity: Identity) -> None:
     """AuthError `revoked` when the token's session was logged out or removed (any process)."""
     if await store.is_revoked(identity.session_id):
+        if identity.session_id.startswith(INVITE_PREFIX):
+            raise AuthError("an admin revoked this invite; ask for a new one", code="revoked")
         raise AuthError("token revoked: log in again", code="revoked")

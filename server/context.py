@@ -13,6 +13,8 @@ from quart import current_app
 
 from yahaml_voice.core.config import Config
 
+from .admin import AdminService
+from .certs import CertificateWatch
 from .limits import Limits
 from .rooms import RoomService
 from .store import Bus, Store
@@ -29,10 +31,14 @@ class Services:
     store: Store
     bus: Bus
     rooms: RoomService
+    # Rooms at runtime, invites, the live overview (role admin).
+    admin: AdminService
     # Identifies this server process in the store (presence of its sockets).
     node_id: str
     # The WebSockets this process holds (participants' and workers'), by connection id.
     local_sockets: dict[str, Connection] = field(default_factory=dict)
+    # The expiry of the deployment's TLS certificates (metrics.certificates), for /metrics.
+    certificates: CertificateWatch | None = None
 
     @property
     def limits(self) -> Limits:

@@ -12,6 +12,7 @@ losing the origin re-places the whole room.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
@@ -51,6 +52,9 @@ class RoomModes:
         # Told (room id, worker id) when a room leaves its origin worker (to mesh or to
         # another worker), before the worker is told to close it: recording stops there.
         self.on_leaving: Callable[[str, str], Awaitable[None]] | None = None
+        # Placements this process made ("placed") and could not make for want of a live
+        # worker ("no_worker"), for /metrics: an alert's signal that rooms stay in mesh.
+        self.placements: collections.Counter[str] = collections.Counter()
 
     def _lock(self, room_id: str) -> asyncio.Lock:
         return self._locks.setdefault(room_id, asyncio.Lock())
@@ -85,8 +89,10 @@ class RoomModes:
                 log.warning(
                     "room=%s should move to SFU (%s) but no worker is live", room_id, reason
                 )
+                self.placements["no_worker"] += 1
                 return state
             log.info("room=%s placed on worker=%s (%s)", room_id, worker.id, reason)
+            self.placements["placed"] += 1
             return await self._set_mode(room_id, state, "sfu", worker.id)
 
     async def to_mesh(self, room_id: str, reason: str) -> RoomState:

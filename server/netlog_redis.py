@@ -32,10 +32,16 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
-
 from .netlog import NetDoc, NetEventRecord
-from .redis_client import Sentinels, close_pool, describe, dumps, guard, make_pool, wait_for_redis
+from .redis_client import (
+    Sentinels,
+    blocking_client,
+    close_pool,
+    describe,
+    dumps,
+    guard,
+    wait_for_redis,
+)
 
 log = logging.getLogger(__name__)
 
@@ -203,15 +209,7 @@ class RedisNetLog:
         self.url = url
         self.prefix = prefix
         self._where = describe(url, sentinels)
-        self._pool = make_pool(
-            BlockingConnectionPool,
-            url,
-            sentinels,
-            max_connections=POOL_SIZE,
-            timeout=10,
-            decode_responses=True,
-        )
-        self._client = Redis(connection_pool=self._pool)
+        self._pool, self._client = blocking_client(url, sentinels, POOL_SIZE)
         self._keys = NetKeys(prefix)
         client = self._client
         self._open = client.register_script(_OPEN)

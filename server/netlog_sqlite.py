@@ -21,17 +21,15 @@ each one transaction. SQLite failures (disk full, I/O errors, a locked file) sur
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from .netlog import NetDoc, NetEventRecord
-from .store import StoreUnavailable
+from .sqlite_thread import SqliteThread, dumps
 
 log = logging.getLogger(__name__)
 
@@ -64,59 +62,22 @@ CREATE TABLE IF NOT EXISTS events (
 BUSY_TIMEOUT = 5.0
 
 
-def _dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-
-
 def _doc(raw: str, event_count: int) -> NetDoc:
     doc = NetDoc.from_dict(json.loads(raw))
     doc.event_count = int(event_count)
     return doc
 
 
-class SqliteNetLog:
+class SqliteNetLog(SqliteThread):
     """NetLogStore in one SQLite file; see the module docstring."""
 
     name = "sqlite"
+    what = "net log"
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._executor: ThreadPoolExecutor | None = None
-        # Touched only from the executor's thread.
-        self._conn: sqlite3.Connection | None = None
-
-    # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        if self._executor is not None:
-            return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlog-sqlite")
-        try:
-            await self._run(self._open)
-        except BaseException:
-            executor, self._executor = self._executor, None
-            executor.shutdown(wait=True)
-            raise
-        log.info("net log in %s", self.path)
-
-    async def stop(self) -> None:
-        executor = self._executor
-        if executor is None:
-            return
-        try:
-            await self._run(self._close)
-        finally:
-            self._executor = None
-            # Its one thread is idle now: joining it does not block.
-            executor.shutdown(wait=True)
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
-            raise RuntimeError("SqliteNetLog used before start() or after stop()")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"net log {self.path}: {exc}") from exc
+            await super().start()
+            log.info("net log in %s", self.path)
 
     # in the worker thread ----------------------------------------------------------------
     def _open(self) -> None:
@@ -144,11 +105,6 @@ class SqliteNetLog:
             raise
         self._conn = conn
 
-    def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
     @property
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -172,7 +128,7 @@ class SqliteNetLog:
             self._db.execute(
                 "INSERT INTO nets (id, room_id, opened_at, closed_at, version, event_count, doc)"
                 " VALUES (?, ?, ?, NULL, ?, 0, ?)",
-                (doc.id, doc.room_id, doc.opened_at, doc.version, _dumps(doc.to_dict())),
+                (doc.id, doc.room_id, doc.opened_at, doc.version, dumps(doc.to_dict())),
             )
         except sqlite3.IntegrityError:
             # The room has an open net (partial unique index), or the id is taken.
@@ -196,7 +152,7 @@ class SqliteNetLog:
         cursor = self._db.execute(
             "UPDATE nets SET version = ?, doc = ?"
             " WHERE id = ? AND room_id = ? AND version = ? AND closed_at IS NULL",
-            (doc.version, _dumps(doc.to_dict()), doc.id, doc.room_id, expected_version),
+            (doc.version, dumps(doc.to_dict()), doc.id, doc.room_id, expected_version),
         )
         return cursor.rowcount == 1
 
@@ -208,7 +164,7 @@ class SqliteNetLog:
                 (
                     doc.closed_at,
                     doc.version,
-                    _dumps(doc.to_dict()),
+                    dumps(doc.to_dict()),
                     doc.id,
                     doc.room_id,
                     expected_version,
@@ -244,7 +200,7 @@ class SqliteNetLog:
             data["seq"] = seq
             db.execute(
                 "INSERT INTO events (net_id, seq, at, doc) VALUES (?, ?, ?, ?)",
-                (net_id, seq, event.at, _dumps(data)),
+                (net_id, seq, event.at, dumps(data)),
             )
             db.execute("UPDATE nets SET event_count = ? WHERE id = ?", (seq, net_id))
             return seq

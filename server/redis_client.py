@@ -162,6 +162,22 @@ def make_pool(
     return pool
 
 
+def blocking_client(
+    url: str, sentinels: Sentinels | None, size: int
+) -> tuple[ConnectionPool, Redis]:
+    """A store's client: at most `size` connections, a caller waits up to 10 s for one
+    (a bound under load instead of a new connection per request), replies decoded."""
+    pool = make_pool(
+        BlockingConnectionPool,
+        url,
+        sentinels,
+        max_connections=size,
+        timeout=10,
+        decode_responses=True,
+    )
+    return pool, Redis(connection_pool=pool)
+
+
 def _sentinel_pool(
     cls: type[ConnectionPool], url: str, sentinels: Sentinels, options: dict[str, Any]
 ) -> SentinelPool:

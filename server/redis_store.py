@@ -14,17 +14,15 @@ import logging
 import time
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
-
 from .floor import FloorDoc
 from .redis_client import (
     Hook,
     Sentinels,
+    blocking_client,
     close_pool,
     describe,
     dumps,
     guard,
-    make_pool,
     on_failover,
     wait_for_redis,
 )
@@ -58,15 +56,7 @@ class RedisStore:
         self.url = url
         self.prefix = prefix
         self._where = describe(url, sentinels)
-        self._pool = make_pool(
-            BlockingConnectionPool,
-            url,
-            sentinels,
-            max_connections=POOL_SIZE,
-            timeout=10,
-            decode_responses=True,
-        )
-        self._client = Redis(connection_pool=self._pool)
+        self._pool, self._client = blocking_client(url, sentinels, POOL_SIZE)
         self._keys = Keys(prefix)
         self._scripts = Scripts(self._client, self._keys)
         self._recovery = Recovery(self._client, self._keys, self._scripts)

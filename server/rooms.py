@@ -40,6 +40,7 @@ from yahaml_voice.core.tokens import Identity
 from .cascade import routed_to
 from .delivery import Delivery
 from .errors import ApiError
+from .floor import FloorDoc
 from .limits import SEATS, Limits, RateLimited
 from .modes import RoomModes
 from .netcontrol import NetControl
@@ -287,7 +288,33 @@ class RoomService:
         notice = RevokeNotice(data=RevokeData(session=session_id, code=code, message=message))
         await self.delivery.to_participant(participant_id, notice)
 
-    async def after_leave(self, room_id: str, record: ParticipantRecord, why: str) -> None:
+    async def close_room(self, room: RoomConfig, by: str) -> int:
+        """An admin removed the room (it is out of the catalog already, so nobody joins
+        again): each member is told (participantLeft about itself, reason room_closed) and
+        loses its seat; the room leaves its worker. How many were seated."""
+        closed = 0
+        # Twice: a join that passed its room check just before the removal may land late.
+        for _ in range(2):
+            for seated in await self.store.participants(room.id):
+                gone = ParticipantLeftData(
+                    roomId=room.id, participantId=seated.id, reason="room_closed"
+                )
+                await self.delivery.to_participant(seated.id, ParticipantLeftFrame(data=gone))
+                record = await self.store.leave(room.id, seated.id)
+                if record is not None:
+                    closed += 1
+                    await self.after_leave(room.id, record, "room_closed", room)
+        await self.modes.to_mesh(room.id, reason=f"room closed by {by}")
+        # A room added again later with this id starts without this one's floor and bans.
+        doc = await self.store.floor(room.id)
+        await self.store.set_floor(room.id, FloorDoc(version=doc.version + 1), doc.version)
+        return closed
+
+    async def after_leave(
+        self, room_id: str, record: ParticipantRecord, why: str, closed: RoomConfig | None = None
+    ) -> None:
+        """Tell the room and its worker; apply the room's rules to the new count (`closed`:
+        the definition of a room just removed from the catalog)."""
         log.info("leave room=%s participant=%s why=%s", room_id, record.id, why)
         reason = leave_reason(why)
         count = await self.store.count(room_id)
@@ -298,9 +325,10 @@ class RoomService:
         if worker:
             gone = ToWorkerParticipantLeft(roomId=room_id, participantId=record.id, reason=reason)
             await self.delivery.to_worker(worker, ToWorkerParticipantLeftFrame(data=gone))
-        room = self.config.room(room_id)
+        room = closed or self.config.room(room_id)
         if room is not None:
-            await self.modes.maybe_switch(room, count)
+            if closed is None:
+                await self.modes.maybe_switch(room, count)
             await self.net.left(room, record, count)
             if count == 0:
                 await self.recordings.emptied(room)

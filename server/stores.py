@@ -1,6 +1,6 @@
 """Choose the Store and Bus a config asks for: in-memory, or Redis when redis.url or
-redis.sentinels is set; and where nets are kept: Redis then too, else the SQLite file
-netlog.path."""
+redis.sentinels is set; and where nets, room definitions and invites are kept: Redis then
+too, else the SQLite file netlog.path."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from yahaml_voice.core.config import Config, RedisConfig
 
+from .catalog import CatalogStore
+from .catalog_sqlite import SqliteCatalog
 from .memory_bus import MemoryBus
 from .memory_store import MemoryStore
 from .netlog_sqlite import SqliteNetLog
@@ -49,3 +51,12 @@ def make_netlog(config: Config) -> NetLogStore:
         url, sentinels = _redis(config.redis)
         return RedisNetLog(url, config.redis.prefix, sentinels)
     return SqliteNetLog(config.netlog.path)
+
+
+def make_catalog(config: Config) -> CatalogStore:
+    if config.redis.enabled:
+        from .catalog_redis import RedisCatalog
+
+        url, sentinels = _redis(config.redis)
+        return RedisCatalog(url, config.redis.prefix, sentinels)
+    return SqliteCatalog(config.netlog.path)

@@ -56,11 +56,14 @@ def peer_view(record: ParticipantRecord) -> Peer:
 
 
 def leave_reason(why: str) -> LeaveReason:
-    """The `reason` of participantLeft: left, logout, removed, no_media or timeout."""
+    """The `reason` of participantLeft: left, logout, removed, no_media, room_closed,
+    revoked or timeout."""
     reasons: dict[str, LeaveReason] = {
         "left": "left",
         "logout": "logout",
         "removed": "removed",
         "no_media": "no_media",
+        "room_closed": "room_closed",
+        "revoked": "revoked",
     }
     return reasons.get(why, "timeout")

@@ -13,22 +13,40 @@ or dying on the first packet. Nothing else in `sfu/` may use a private name of t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import ipaddress
+import logging
 import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import aioice.ice
-from aioice.ice import StunProtocol
-from aioice.turn import TurnTransport
-from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aioice import Candidate, Connection, TransportPolicy
+from aioice.candidate import candidate_foundation, candidate_priority
+from aioice.ice import CandidatePair, StunProtocol, relayed_candidate, server_reflexive_candidate
+from aioice.turn import UDP_SOCKET_BUFFER_SIZE, TurnTransport
+from aioice.utils import random_string
+from aiortc import (
+    RTCDtlsTransport,
+    RTCIceGatherer,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
+from aiortc.rtcicetransport import parse_stun_turn_uri
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RtcpPacket, RtpPacket
 from pylibsrtp import Session
 from pylibsrtp._binding import ffi, lib
+
+logger = logging.getLogger(__name__)
 
 # The versions whose private names this module was written against (pyproject pins them).
 PINNED: dict[str, str] = {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}
@@ -98,6 +116,395 @@ def restrict_ice_addresses(addresses: Sequence[str]) -> None:
     if addresses:
         chosen = list(addresses)
         aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(chosen)
+
+
+# ---------------------------------------------------------------- ICE gathering
+
+# aioice waits up to this long for STUN and TURN servers (its own default, kept) ...
+GATHER_TIMEOUT = 5.0
+# ... but once a relay candidate exists, the other servers get as long again as it took
+# (a TCP relay needs one round trip more than a UDP one, STUN one less), within these
+# bounds: a server that never answers (UDP blocked, a dead URL) no longer holds the
+# offer for 5 s.
+RELAY_GRACE = (0.05, 0.25)
+# Priority step between relay candidates of one gathering, in the order UDP, TCP, TLS
+# (the local preference of RFC 8445 5.1.2.1, as browsers rank them).
+_RELAY_RANK = {("udp", False): 0, ("tcp", False): 1, ("tcp", True): 2}
+
+
+@dataclass(frozen=True)
+class TurnUrl:
+    """One TURN URL of an RTCIceServer, with its credentials."""
+
+    host: str
+    port: int
+    transport: str  # "udp" or "tcp" (the transport to the TURN server)
+    ssl: bool  # turns:
+    username: str | None
+    password: str | None
+
+    @property
+    def rank(self) -> int:
+        return _RELAY_RANK.get((self.transport, self.ssl), 3)
+
+
+@dataclass(frozen=True)
+class IceServers:
+    """What a gathering uses: aiortc takes one STUN and ONE TURN URL; this keeps all."""
+
+    stun: tuple[str, int] | None = None
+    turn: tuple[TurnUrl, ...] = ()
+
+    @classmethod
+    def parse(cls, servers: Sequence[RTCIceServer]) -> IceServers:
+        """Every usable URL (aiortc's own rules: turn udp/tcp, turns tcp, password
+        credentials; only the first STUN URL), UDP relays first, each once."""
+        stun: tuple[str, int] | None = None
+        turn: list[TurnUrl] = []
+        for server in servers:
+            urls = server.urls if isinstance(server.urls, list) else [server.urls]
+            for url in urls:
+                try:
+                    parsed = parse_stun_turn_uri(url)
+                except ValueError:
+                    continue
+                if parsed["scheme"] == "stun":
+                    stun = stun or (parsed["host"], parsed["port"])
+                    continue
+                ssl = parsed["scheme"] == "turns"
+                allowed = ("tcp",) if ssl else ("udp", "tcp")
+                if parsed["scheme"] not in ("turn", "turns") or parsed["transport"] not in allowed:
+                    continue
+                if server.credentialType != "password":
+                    continue
+                relay = TurnUrl(
+                    parsed["host"],
+                    parsed["port"],
+                    parsed["transport"],
+                    ssl,
+                    server.username,
+                    server.credential,
+                )
+                if relay not in turn:
+                    turn.append(relay)
+        return cls(stun, tuple(sorted(turn, key=lambda relay: relay.rank)))
+
+
+async def gather(
+    conn: Connection, servers: IceServers, addresses: Sequence[str], component: int = 1
+) -> list[Candidate]:
+    """Host, server-reflexive and relay candidates of `conn` (one relay per TURN URL);
+    their sockets join `conn`'s protocols.
+
+    aioice's own gathering asks one TURN server and waits up to 5 s for every server.
+    Here every TURN URL is tried at once, and once a relay candidate exists the rest get a
+    short grace (RELAY_GRACE): at a site that blocks UDP the TCP relay arrives in a few round trips and
+    the UDP relay and STUN, which never will, no longer hold the offer.
+    """
+    loop = asyncio.get_running_loop()
+    candidates: list[Candidate] = []
+    hosts: list[StunProtocol] = []
+    for address in addresses:
+        try:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: StunProtocol(conn), local_addr=(address, 0)
+            )
+        except OSError as exc:
+            logger.info("ICE: cannot bind to %s: %s", address, exc)
+            continue
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_SOCKET_BUFFER_SIZE)
+        bound = transport.get_extra_info("sockname")
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", bound[0]),
+            component=component,
+            transport="udp",
+            priority=candidate_priority(component, "host"),
+            host=bound[0],
+            port=bound[1],
+            type="host",
+        )
+        hosts.append(protocol)
+        candidates.append(protocol.local_candidate)
+    conn._protocols += hosts
+
+    tasks: list[asyncio.Task[tuple[Candidate, StunProtocol | None]]] = []
+    if servers.stun is not None:
+        for protocol in hosts:
+            if ipaddress.ip_address(protocol.local_candidate.host).version == 4:
+                tasks.append(loop.create_task(server_reflexive_candidate(protocol, servers.stun)))
+    hide = conn._transport_policy == TransportPolicy.RELAY
+    for relay in servers.turn:
+        tasks.append(loop.create_task(_relayed(conn, component, relay, hide)))
+
+    started = loop.time()
+    deadline = started + GATHER_TIMEOUT
+    pending = set(tasks)
+
+    def take(done: set[asyncio.Task[tuple[Candidate, StunProtocol | None]]]) -> bool:
+        relayed = False
+        for task in done:
+            if task.cancelled() or task.exception() is not None:
+                continue
+            candidate, protocol = task.result()
+            candidates.append(candidate)
+            if protocol is not None:
+                conn._protocols.append(protocol)
+                relayed = True
+        return relayed
+
+    while pending:
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        done, pending = await asyncio.wait(
+            pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
+        )
+        if take(done):
+            now = loop.time()
+            low, high = RELAY_GRACE
+            deadline = min(deadline, now + min(high, max(low, now - started)))
+    for task in pending:
+        task.cancel()
+    if pending:
+        # Cancelled allocations close their sockets; one that finished meanwhile counts.
+        done, _ = await asyncio.wait(pending)
+        take(done)
+    return candidates
+
+
+async def _relayed(
+    conn: Connection, component: int, relay: TurnUrl, hide: bool
+) -> tuple[Candidate, StunProtocol | None]:
+    candidate, protocol = await relayed_candidate(
+        component=component,
+        hide_related_address=hide,
+        protocol_factory=lambda: StunProtocol(conn),
+        turn_server=(relay.host, relay.port),
+        turn_username=relay.username,
+        turn_password=relay.password,
+        turn_ssl=relay.ssl,
+        turn_transport=relay.transport,
+    )
+    candidate.priority -= relay.rank << 8  # UDP relays before TCP before TLS
+    return candidate, protocol
+
+
+def _use_servers(conn: Connection, servers: IceServers) -> None:
+    """Make `conn`'s gathering (aioice calls get_component_candidates) use `servers`."""
+
+    async def get_component_candidates(
+        component: int, addresses: list[str], timeout: int = 5
+    ) -> list[Candidate]:
+        return await gather(conn, servers, addresses, component)
+
+    conn.get_component_candidates = get_component_candidates  # type: ignore[method-assign]
+    conn._yv_servers = servers  # type: ignore[attr-defined]
+
+
+def gather_every_turn_url() -> None:
+    """Every RTCIceGatherer of this process gathers with `gather` (one relay candidate per
+    TURN URL, RELAY_GRACE after the first relay). Idempotent.
+
+    aiortc hands aioice only the first TURN URL of its configuration
+    (rtcicetransport.connection_kwargs), so the order of `ice.turn.urls` silently decided
+    whether a worker or the Python client could fall back to TCP.
+    """
+    if getattr(RTCIceGatherer, "_yv_every_url", False):
+        return
+    original = RTCIceGatherer.__init__
+
+    def init(
+        self: RTCIceGatherer,
+        iceServers: list[RTCIceServer] | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        original(self, iceServers, *args, **kwargs)
+        servers = iceServers if iceServers is not None else self.getDefaultIceServers()
+        _use_servers(self._connection, IceServers.parse(servers))
+
+    RTCIceGatherer.__init__ = init  # type: ignore[method-assign]
+    RTCIceGatherer._yv_every_url = True  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- ICE restart
+
+# A restart whose checks found no path by then fails the connection (consent freshness,
+# RFC 7675, gives up on a silent path after about as long).
+RESTART_TIMEOUT = 30.0
+_CHECK_PACING = 0.02  # Ta: one new check per 20 ms, as aioice's connect()
+
+
+def ice_connection(pc: RTCPeerConnection) -> Connection | None:
+    """The aioice Connection of a peer connection's (bundled) transport."""
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls is not None:
+            conn: Connection = dtls.transport._connection
+            return conn
+    return None
+
+
+def nominated_addresses(pc: RTCPeerConnection) -> tuple[Any, Any] | None:
+    """(local, remote) address of the nominated pair, or None."""
+    conn = ice_connection(pc)
+    pair = conn._nominated.get(1) if conn is not None else None
+    if pair is None:
+        return None
+    return pair.local_addr, pair.remote_addr
+
+
+@dataclass
+class RestartState:
+    """One ICE restart in progress on one aioice Connection."""
+
+    conn: Connection
+    old_pair: CandidatePair | None
+    retired: list[StunProtocol] = field(default_factory=list)
+
+
+async def begin_ice_restart(
+    pc: RTCPeerConnection,
+    controlling: bool,
+    servers: Sequence[RTCIceServer] | None = None,
+    remote: tuple[str, str] | None = None,
+) -> RestartState:
+    """Start an ICE restart on the existing connection (RFC 8445 9): fresh local
+    credentials and candidates (new sockets, new relays), the remote's candidates, check
+    list and early checks forgotten; `remote` (ufrag, pwd) when already known (answering a
+    restart offer). The old nominated pair keeps carrying DTLS/SRTP until a new one is
+    nominated (`run_ice_restart`); its sockets are then closed. Call before
+    createOffer/createAnswer: aiortc puts the gatherer's (new) parameters and candidates
+    into the description.
+    """
+    conn = ice_connection(pc)
+    if conn is None:
+        raise ValueError("the peer connection has no ICE transport")
+    gatherer = pc.getTransceivers()[0].receiver.transport.transport.iceGatherer
+    # Consent checks stop while the remote's credentials change; resumed on the new pair.
+    consent, conn._query_consent_task = conn._query_consent_task, None
+    if consent is not None:
+        consent.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consent
+    for pair in conn._check_list:
+        if pair.task is not None:
+            pair.task.cancel()
+    conn._check_list = []
+    conn._nominating = set()
+    conn._check_list_done = False
+    conn._check_list_state = asyncio.Queue()
+    conn._early_checks.clear()
+    conn._remote_candidates = []
+    conn._remote_candidates_end = False
+    gatherer._remote_candidates_end = False
+    conn.ice_controlling = controlling
+    conn.remote_username, conn.remote_password = remote if remote else (None, None)
+    # Until the remote's credentials are known, its checks wait (aioice's early checks).
+    conn._early_checks_done = remote is not None
+    conn._local_username = random_string(4)
+    conn._local_password = random_string(22)
+
+    retired: list[StunProtocol] | None = getattr(conn, "_yv_retired", None)
+    if retired is None:
+        retired = []
+        _close_retired_too(conn, retired)
+    retired += conn._protocols
+    conn._protocols = []
+    state = RestartState(conn, conn._nominated.get(1), retired)
+    if servers is not None:
+        chosen = IceServers.parse(servers)
+    else:
+        chosen = getattr(conn, "_yv_servers", None) or IceServers()
+    addresses: list[str] = []
+    if conn._transport_policy == TransportPolicy.ALL:
+        addresses = aioice.ice.get_host_addresses(conn._use_ipv4, conn._use_ipv6)
+    conn._local_candidates = await gather(conn, chosen, addresses)
+    conn._local_candidates_end = True
+    return state
+
+
+def _close_retired_too(conn: Connection, retired: list[StunProtocol]) -> None:
+    """conn.close() closes the sockets a restart retired as well (it knows only the
+    current ones)."""
+    conn._yv_retired = retired  # type: ignore[attr-defined]
+    close = conn.close
+
+    async def close_all() -> None:
+        await close()
+        while retired:
+            await retired.pop().close()
+
+    conn.close = close_all  # type: ignore[method-assign]
+
+
+def set_remote_ice(state: RestartState, ufrag: str, pwd: str) -> None:
+    """The remote's new credentials (from the answer to our restart offer); the checks it
+    sent meanwhile are handled now."""
+    conn = state.conn
+    conn.remote_username, conn.remote_password = ufrag, pwd
+    early = list(conn._early_checks)
+    conn._early_checks.clear()
+    conn._early_checks_done = True
+    for check in early:
+        conn.check_incoming(*check)
+
+
+async def run_ice_restart(state: RestartState, timeout: float = RESTART_TIMEOUT) -> bool:
+    """Run the checks until a new pair is nominated (True: the sockets the restart retired
+    are closed, consent freshness goes on on the new pair) or the restart fails (False:
+    the connection is closed, so aiortc reports it failed)."""
+    conn = state.conn
+    waiting, frozen, failed = (
+        CandidatePair.State.WAITING,
+        CandidatePair.State.FROZEN,
+        CandidatePair.State.FAILED,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            pair = conn._nominated.get(1)
+            if pair is not None and pair is not state.old_pair and pair.protocol in conn._protocols:
+                break
+            if conn._closing:
+                return False
+            if conn.remote_password is not None:
+                started = False
+                for wanted in (waiting, frozen):
+                    for candidate_pair in conn._check_list:
+                        if candidate_pair.state == wanted and candidate_pair.task is None:
+                            conn.check_start_task(candidate_pair)
+                            started = True
+                            break
+                    if started:
+                        break
+                if (
+                    not started
+                    and conn._remote_candidates_end
+                    and not conn._remote_candidates_resolving
+                    and conn._check_list
+                    and all(p.state == failed for p in conn._check_list)
+                ):
+                    raise TimeoutError("every candidate pair failed")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no candidate pair within {timeout:.0f} s")
+            await asyncio.sleep(_CHECK_PACING)
+    except TimeoutError as exc:
+        logger.info("ICE restart failed: %s", exc)
+        await conn.close()
+        return False
+    for other in conn._check_list:
+        if other.task is not None and other is not pair:
+            other.task.cancel()
+    keep = pair.protocol
+    for protocol in [p for p in state.retired if p is not keep]:
+        state.retired.remove(protocol)
+        await protocol.close()
+    if conn._query_consent_task is None and not conn._closing:
+        conn._query_consent_task = asyncio.get_running_loop().create_task(conn.query_consent())
+    return True
 
 
 # ---------------------------------------------------------------- transceivers

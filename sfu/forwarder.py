@@ -343,6 +343,29 @@ class Forwarder:
         self._outputs[(subscriber, index)] = out
         return out
 
+    def repoint(self, subscriber: str, index: int, sink: AnySink) -> bool:
+        """Send an output on another path (its connection restarted ICE): the same output
+        in the same group, so numbering, counts and Sender Reports go on. False: no such
+        output."""
+        out = self._outputs.get((subscriber, index))
+        if out is None:
+            return False
+        group = out.group
+        if group is not None:
+            self._leave(out)
+        if out.native is not None:
+            out.native.close()
+            out.native = None
+        out.sink = sink
+        if self.fanout is not None and len(sink) == 5:
+            try:
+                out.native = NativeSink(sink)
+            except OSError as exc:
+                logger.warning("native sink for %s: %s", subscriber, exc)
+        if group is not None:
+            self._move(out, group)
+        return True
+
     def remove_output(self, subscriber: str, index: int) -> None:
         out = self._outputs.pop((subscriber, index), None)
         if out is not None and out.group is not None:

@@ -88,6 +88,7 @@ from yahaml_voice.core.tokens import ice_config, issue_worker_token
 from . import courtesy, native, talkers
 from .aiortc_private import (
     drop_rtcp,
+    gather_every_turn_url,
     guard_receive_path,
     keep_only_codec,
     make_sink,
@@ -100,6 +101,7 @@ from .aiortc_private import (
 )
 from .cascade import EdgeLink, EdgeReceiver
 from .forwarder import Forwarder
+from .icerestart import IceRestart, restart_credentials
 from .parrot import Parrot
 from .reclaim import Reclaimer
 from .recording import Recording, RecordingWriter, RecordTap
@@ -175,6 +177,10 @@ class Peer:
         self._inbox: asyncio.Queue[ToWorkerSignal] = asyncio.Queue(MAX_QUEUED_SIGNALS)
         self._task: asyncio.Task[None] | None = None
         self._pending_candidates: list[ToWorkerSignal] = []
+        # An ICE restart in place (icerestart.py) and the task that re-points the outputs
+        # once it found the new path.
+        self._restart: IceRestart | None = None
+        self._restarted: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -209,7 +215,16 @@ class Peer:
         if not isinstance(data, SessionDescription) or data.type != "offer" or not data.sdp:
             raise SignalError("offer without an SDP")
         sdp = data.sdp
-        await self._close_pc()  # a new offer means a new connection (new epoch, restart)
+        pc = self.pc
+        can_publish = message.canPublish and self.room.origin is None
+        if pc is not None and pc.connectionState == "connected" and can_publish == self.can_publish:
+            credentials = restart_credentials(
+                pc.remoteDescription.sdp if pc.remoteDescription else None, sdp
+            )
+            if credentials is not None:
+                await self._restart_ice(pc, sdp, credentials)
+                return
+        await self._close_pc()  # any other offer means a new connection (new epoch)
         self.callsign = message.callsign
         # An edge forwards the origin's slots only: nobody publishes there.
         self.can_publish = message.canPublish and self.room.origin is None
@@ -237,6 +252,60 @@ class Peer:
                 data=WorkerSignal(roomId=self.room.id, to=self.id, type="answer", data=answer)
             )
         )
+
+    async def _restart_ice(
+        self, pc: RTCPeerConnection, sdp: str, credentials: tuple[str, str]
+    ) -> None:
+        """The client restarted ICE (same m-lines, new ice-ufrag): a new path under the same
+        connection. DTLS/SRTP, slots, floor, recording and the forwarder's outputs carry
+        on; the outputs move to the new path once it is nominated (`_repoint`)."""
+        await self._stop_restart()
+        logger.info("%s in %s: ICE restart", self.id, self.room.id)
+        try:
+            servers = self.room.worker.rtc_configuration().iceServers
+            restart = self._restart = await IceRestart.answering(pc, credentials, servers)
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind == "audio":
+                    _opus_only(transceiver)  # the same codec as negotiated first
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:
+            await self._close_pc()
+            if isinstance(exc, SignalError):
+                raise
+            raise SignalError(f"unusable restart offer: {type(exc).__name__}: {exc}") from exc
+        restart.start()
+        self._restarted = asyncio.get_running_loop().create_task(
+            self._repoint_when_done(pc, restart)
+        )
+        answer = SessionDescription(type="answer", sdp=pc.localDescription.sdp)
+        self.room.worker.emit(
+            WorkerSignalFrame(
+                data=WorkerSignal(roomId=self.room.id, to=self.id, type="answer", data=answer)
+            )
+        )
+
+    async def _repoint_when_done(self, pc: RTCPeerConnection, restart: IceRestart) -> None:
+        if await restart.done() and pc is self.pc and pc.connectionState == "connected":
+            logger.info("%s in %s: ICE restarted", self.id, self.room.id)
+            self._repoint(pc)
+
+    def _repoint(self, pc: RTCPeerConnection) -> None:
+        """Send each output on the new path (same output: numbering, counts, group)."""
+        forwarder = self.room.forwarder
+        if not self.publishing and self.slot_transceivers:
+            drop_rtcp(self.slot_transceivers[0][1].sender.transport)
+        for index, transceiver in self.slot_transceivers:
+            sink = make_sink(transceiver.sender.transport, self.room.worker.send_tasks)
+            if sink is None or not forwarder.repoint(self.id, index, sink):
+                logger.warning("%s slot %d: no output to re-point", self.id, index)
+
+    async def _stop_restart(self) -> None:
+        restart, self._restart = self._restart, None
+        task, self._restarted = self._restarted, None
+        if restart is not None:
+            await restart.stop()
+        await cancel_and_wait(task)
 
     def _configure(self, pc: RTCPeerConnection) -> None:
         """Directions, codecs and taps for the m-lines of a fresh offer."""
@@ -368,6 +437,7 @@ class Peer:
             self.room.apply_slots()
 
     async def _close_pc(self) -> None:
+        await self._stop_restart()
         pc, self.pc = self.pc, None
         self._detach()
         if pc is not None:
@@ -661,6 +731,7 @@ class Worker:
         self.records: dict[str, ToWorkerRecord] = {}
         self.recorder = RecordingWriter()
         guard_receive_path()
+        gather_every_turn_url()
         self.fanout = native.load(config.sfu.native)
         logger.info(
             "worker %s: %s fan-out", worker_id, "native" if self.fanout is not None else "Python"

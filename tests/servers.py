@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,20 @@ class ServerProcess:
     def stop(self) -> None:
         if self.proc:
             stop_process(self.proc, 10, group=True)
+
+
+@contextlib.contextmanager
+def running(
+    folder: Path, config: dict[str, Any], name: str, workers: int = 0
+) -> Iterator[ServerProcess]:
+    """A server for a module's tests: started, healthy with its workers, always stopped."""
+    proc = ServerProcess(folder, config, name=name, workers=workers)
+    try:
+        proc.start()
+        proc.wait_healthy(timeout=60, workers=workers or None)
+        yield proc
+    finally:
+        proc.stop()
 
 
 def mint(

@@ -95,14 +95,20 @@ async def test_cancel_and_wait_lets_the_callers_cancellation_through() -> None:
     assert inner.done()
 
 
-STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+# Says "ready" once SIGTERM is ignored: a sleep before stopping it was a race under load.
+STUBBORN = (
+    "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+    " print('ready', flush=True); time.sleep(60)"
+)
 
 
 def test_stop_process_terms_then_kills() -> None:
     polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     assert stop_process(polite, 10) == -15
-    stubborn = subprocess.Popen([sys.executable, "-c", STUBBORN], start_new_session=True)
-    time.sleep(0.5)  # let it install its handler
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", STUBBORN], start_new_session=True, stdout=subprocess.PIPE
+    )
+    assert stubborn.stdout is not None and stubborn.stdout.readline() == b"ready\n"
     started = time.monotonic()
     assert stop_process(stubborn, 0.5, group=True) == -9
     assert time.monotonic() - started < 5
@@ -110,8 +116,10 @@ def test_stop_process_terms_then_kills() -> None:
 
 
 async def test_stop_child_terms_then_kills() -> None:
-    child = await asyncio.create_subprocess_exec(sys.executable, "-c", STUBBORN)
-    await asyncio.sleep(0.5)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", STUBBORN, stdout=asyncio.subprocess.PIPE
+    )
+    assert child.stdout is not None and await child.stdout.readline() == b"ready\n"
     await stop_child(child, 0.5)
     assert child.returncode == -9
     await stop_child(child)  # already gone: nothing to do

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,13 +44,36 @@ class Install:
         self.work.mkdir()
 
 
+def _version() -> str:
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        return str(tomllib.load(f)["project"]["version"])
+
+
 @pytest.fixture(scope="module")
 def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
+    """Installs what `make release` builds: the wheel made from the sdist, checksummed."""
     base = tmp_path_factory.mktemp("wheel")
     dist = base / "dist"
-    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, ROOT, cwd=base)
+    bin_dir = Path(sys.executable).parent
+    # -o: the test's own venv is up to date; make must not reinstall it mid-suite.
+    _run(
+        "make",
+        "-s",
+        "-o",
+        ".venv/.installed",
+        "release",
+        f"DIST={dist}",
+        f"BIN={bin_dir}",
+        cwd=ROOT,
+    )
+    version = _version()
+    assert sorted(p.name for p in dist.iterdir()) == [
+        "SHA256SUMS",
+        f"yahaml_voice-{version}-py3-none-any.whl",
+        f"yahaml_voice-{version}.tar.gz",
+    ]
+    _run("sha256sum", "--check", "--strict", "SHA256SUMS", cwd=dist)
     wheels = list(dist.glob("yahaml_voice-*.whl"))
-    assert len(wheels) == 1, wheels
     inst = Install(base)
     _run(sys.executable, "-m", "venv", inst.venv, cwd=base)
     _run(inst.python, "-m", "pip", "install", "-q", wheels[0], cwd=inst.work)
@@ -117,6 +141,7 @@ def test_serve_from_the_install(install: Install) -> None:
         # Its SFU worker child came from the install too (python -m yahaml_voice sfu).
         health = server.wait_healthy(timeout=60, workers=1)
         assert health["status"] == "ok" and health["workers"] == 1
+        assert health["version"] == _version()
         page = httpx.get(server.url + "/", timeout=10)
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         assert "voice-room" in page.text or "app.js" in page.text
@@ -126,3 +151,27 @@ def test_serve_from_the_install(install: Install) -> None:
     finally:
         server.stop()
     assert str(ROOT) not in server.log_tail()
+
+
+def test_the_install_says_its_version(install: Install) -> None:
+    """`--version` names the version pyproject.toml gives (so does /healthz, above)."""
+    done = _run(install.command, "--version", cwd=install.work)
+    assert done.stdout.strip() == f"yahaml-voice {_version()}"
+
+
+def test_release_refuses_a_version_without_a_changelog_entry(tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("Makefile", "pyproject.toml"):
+        (checkout / name).write_bytes((ROOT / name).read_bytes())
+    (checkout / "CHANGELOG.md").write_text("# Changelog\n\n## 0.0.1 (old)\n")
+    done = subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", "release", f"BIN={Path(sys.executable).parent}"],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert f"CHANGELOG.md has no '## {_version()}' entry" in done.stderr
+    assert not (checkout / "dist").exists()

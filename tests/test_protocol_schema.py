@@ -116,6 +116,21 @@ TRANSMISSION = p.Transmission(
     offset=60.0,
     duration=12.0,
 )
+INVITE = p.InviteInfo(
+    id="i-0123456789abcdef0123",
+    callsign="G4ABC",
+    participantId="p-2",
+    room="shack",
+    role="listener",
+    note="",
+    createdAt="2025-01-01T00:00:00Z",
+    createdBy="W1ADM",
+    expiresAt="2025-01-02T00:00:00Z",
+    state="revoked",
+    revokedAt="2025-01-01T01:00:00Z",
+    revokedBy="W1ADM",
+)
+
 EXAMPLES: list[BaseModel] = [
     # clients -> server
     p.SessionRequest(callsign="W1AW", stationId="s", sourceInfo={"any": ["thing"]}),
@@ -188,6 +203,51 @@ EXAMPLES: list[BaseModel] = [
     p.Success(),
     p.SignalAnswer(delivered=2),
     p.ErrorAnswer(error="room_full", message="room 'net' is full"),
+    # admin (docs/admin.md)
+    p.InviteRequest(callsign="G4ABC", room="shack", role="listener", ttl=3600, note="guest"),
+    p.InviteRequest(callsign="G4ABC", room="*"),
+    INVITE,
+    p.InviteMinted(invite=INVITE, token="a.b.c", link="https://voice.example.org/#token=a.b.c"),
+    p.InviteList(invites=[INVITE], maxInvites=1000),
+    p.AdminOverview(
+        rooms=[
+            p.OverviewRoom(
+                id="net",
+                name="Net",
+                floor="directed",
+                kind="voice",
+                maxParticipants=50,
+                participantCount=1,
+                mode="sfu",
+                worker="w-1",
+                edges=[],
+                participants=[
+                    p.OverviewParticipant(
+                        id="p-1",
+                        callsign="W1AW",
+                        role="ncs",
+                        isActive=True,
+                        canPublish=True,
+                        worker="w-1",
+                    )
+                ],
+            )
+        ],
+        workers=[
+            p.OverviewWorker(
+                id="w-1",
+                slots=3,
+                lastSeen="2025-01-01T00:00:00Z",
+                rooms=1,
+                peers=1,
+                streams=1,
+                cpu=2.5,
+                host="sfu1",
+            )
+        ],
+        store="memory",
+        maxRooms=200,
+    ),
     p.NetState(roomId="net", net=NET, checkins=[CHECKIN]),
     p.NetState(roomId="net", net=None, checkins=[]),
     NET_EVENT,

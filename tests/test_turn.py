@@ -241,7 +241,7 @@ def test_rendered_file_is_hardened() -> None:
     ):
         assert line in lines, line
     assert not any(line.startswith("allow-loopback-peers") for line in lines)
-    assert "--dport 443 -j REDIRECT" in text
+    assert '(docs/turn.md "TURN over TLS on 443")' in text  # how 443 reaches coturn
     assert "no-tls" not in lines
     assert "no-tls" in render(turn_config()).splitlines()
 

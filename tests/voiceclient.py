@@ -6,6 +6,11 @@ client does; `POST .../signal` without a socket, or with `ws_signals=False`). In
 peers listed in its join answer (so two sides never offer at once); it answers offers it
 receives. In SFU mode it negotiates one connection with the peer `sfu` per the media
 contract in docs/architecture.md.
+
+`restart_ice()` restarts ICE in place (new sockets, new ice-ufrag, the same connection), as
+a browser's `restartIce()` does on a network change; a peer's restart offer is answered on
+the existing connection. Every TURN URL of the ICE servers is tried (one relay candidate
+each), not just aiortc's first (yahaml_voice.sfu.aiortc_private.gather_every_turn_url).
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 from av import AudioFrame
+
+from yahaml_voice.sfu.aiortc_private import gather_every_turn_url
+from yahaml_voice.sfu.icerestart import IceRestart, restart_credentials
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +241,9 @@ class Peer:
     pc: RTCPeerConnection
     audio: list[AudioStats] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # An ICE restart in progress on this connection (ours or the remote's).
+    restart: IceRestart | None = None
+    restarts: int = 0
 
     def frames(self) -> int:
         return sum(a.frames for a in self.audio)
@@ -256,6 +267,7 @@ class VoiceClient:
         ws_signals: bool = True,
         roster_batch: bool = False,
     ) -> None:
+        gather_every_turn_url()
         self.base_url = base_url.rstrip("/")
         # A load generator shares one HTTP client per server among many VoiceClients
         # (creating one loads a CA bundle: too slow and too big by the thousand).
@@ -769,10 +781,52 @@ class VoiceClient:
         await self.signal("offer", {"type": desc.type, "sdp": desc.sdp}, to=SFU)
         return peer
 
+    async def restart_ice(self, remote: str | None = None, timeout: float = 20.0) -> bool:
+        """Restart ICE on the connection to `remote` (default: the SFU in SFU mode, else
+        every peer) as a browser's restartIce() does: new sockets (a new local address),
+        an offer with a new ice-ufrag/pwd and the same m-lines on the same connection.
+        Waits until the new path is nominated; whether every restart found one."""
+        if remote is not None:
+            remotes = [remote]
+        elif self.mode == "sfu" and SFU in self.peers:
+            remotes = [SFU]
+        else:
+            remotes = list(self.peers)
+        started = [await self._offer_restart(self.peers[r]) for r in remotes if r in self.peers]
+        waits = [self._restarted(peer, restart) for peer, restart in started]
+        return all(await asyncio.wait_for(asyncio.gather(*waits), timeout))
+
+    async def _offer_restart(self, peer: Peer) -> tuple[Peer, IceRestart]:
+        if peer.restart is not None:
+            await peer.restart.stop()
+        restart = peer.restart = await IceRestart.offer(peer.pc, self._ice_config().iceServers)
+        peer.restarts += 1
+        desc = peer.pc.localDescription
+        await self.signal("offer", {"type": desc.type, "sdp": desc.sdp}, to=peer.remote)
+        return peer, restart
+
+    async def _restarted(self, peer: Peer, restart: IceRestart) -> bool:
+        ok = await restart.done()
+        if ok and self.counter is not None and peer.remote == SFU:
+            self.counter.attach(peer.pc)  # the counting tap sits on the socket: the new one
+        return ok
+
     async def _on_signal(self, message: dict[str, Any]) -> None:
         remote = message["from"]
         type_ = message["type"]
         data = message.get("data")
+        current = self.peers.get(remote)
+        if (
+            type_ == "offer"
+            and current is not None
+            and current.pc.connectionState == "connected"
+            and current.pc.signalingState == "stable"
+        ):
+            remote_sdp = current.pc.remoteDescription
+            credentials = restart_credentials(remote_sdp.sdp if remote_sdp else None, data["sdp"])
+            if credentials is not None:  # the peer restarted ICE: same connection
+                await self._answer_restart(current, data["sdp"], credentials)
+                return
         if type_ == "offer":
             old = self.peers.pop(remote, None)
             if old:
@@ -792,7 +846,10 @@ class VoiceClient:
         elif type_ == "answer":
             peer = self.peers.get(remote)
             if peer and peer.pc.signalingState == "have-local-offer":
-                await peer.pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "answer"))
+                if peer.restart is not None and peer.restart.pending_answer:
+                    await peer.restart.accept(data["sdp"])
+                else:
+                    await peer.pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "answer"))
         elif type_ == "ice-candidate":
             peer = self.peers.get(remote)
             if peer and data and data.get("candidate"):
@@ -804,7 +861,21 @@ class VoiceClient:
                 candidate.sdpMLineIndex = data.get("sdpMLineIndex")
                 await peer.pc.addIceCandidate(candidate)
 
+    async def _answer_restart(self, peer: Peer, sdp: str, credentials: tuple[str, str]) -> None:
+        if peer.restart is not None:
+            await peer.restart.stop()
+        servers = self._ice_config().iceServers
+        restart = peer.restart = await IceRestart.answering(peer.pc, credentials, servers)
+        peer.restarts += 1
+        await peer.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        await peer.pc.setLocalDescription(await peer.pc.createAnswer())
+        restart.start()
+        desc = peer.pc.localDescription
+        await self.signal("answer", {"type": desc.type, "sdp": desc.sdp}, to=peer.remote)
+
     async def _close_peer(self, peer: Peer) -> None:
+        if peer.restart is not None:
+            await peer.restart.stop()
         for task in peer.tasks:
             task.cancel()
         await peer.pc.close()

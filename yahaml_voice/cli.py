@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Literal
 
+from . import __version__
 from .core.config import Config, ConfigError, load_config, parse_duration
 
 
@@ -65,8 +66,12 @@ def _cmd_token(args: argparse.Namespace) -> int:
     rooms: list[str] | Literal["*"] = "*" if "*" in args.room or not args.room else list(args.room)
     for room_id in rooms if isinstance(rooms, list) else []:
         if config.room(room_id) is None:
-            print(f"error: no room {room_id!r} in the configuration", file=sys.stderr)
-            return 2
+            # Rooms an admin added at runtime live in the store, not in the file.
+            print(
+                f"warning: no room {room_id!r} in the configuration file "
+                "(fine if an admin added it at runtime: docs/admin.md)",
+                file=sys.stderr,
+            )
     token, identity = issue_token(
         config,
         callsign,
@@ -121,6 +126,7 @@ def _cmd_mix(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yahaml-voice", description=__doc__)
     parser.add_argument("--config", help="YAML config file (default: $YAHAML_VOICE_CONFIG)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the signaling server (and child SFU workers)")
@@ -134,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--config", default=argparse.SUPPRESS)
     token.add_argument("--callsign", help="the participant's callsign (required unless --sfu)")
     token.add_argument("--room", action="append", default=[], help="room id (repeat; * = all)")
-    token.add_argument("--role", choices=["ncs", "operator", "listener"], default="operator")
+    token.add_argument(
+        "--role", choices=["ncs", "operator", "listener", "admin"], default="operator"
+    )
     token.add_argument("--ttl", default="12h", help="lifetime, e.g. 90m, 12h, 7d")
     token.add_argument("--id", help="participant id (default: a fresh one)")
     token.add_argument(

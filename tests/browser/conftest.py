@@ -7,7 +7,7 @@ that sessions, storage and media devices are separate, as on two machines.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 
 import pytest
 from playwright.async_api import Browser, async_playwright
@@ -58,6 +58,22 @@ async def denying_browser(chromium_path: str) -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+# The item attribute the hook below sets (a plain name: this module may be imported twice,
+# as pytest's conftest and as tests.browser.conftest).
+FAILED = "yv_failed"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Remember whether the test body failed (fixtures then keep screenshots of it)."""
+    report = yield
+    if report.when == "call":
+        setattr(item, FAILED, report.failed)
+    return report
 
 
 @pytest.fixture(scope="module")

@@ -139,7 +139,8 @@ def relay_range(n=24):
             for u in socks:
                 u.close()
 
-names = ["SERVER_PORT", "REDIS_PORT", "HTTP_PORT", "HTTPS_PORT", "TURN_TLS_PORT", "PROD_TURN_TLS_PORT"]
+names = ["SERVER_PORT", "REDIS_PORT", "HTTP_PORT", "HTTPS_PORT", "TURN_TLS_PORT", "PROD_TURN_TLS_PORT",
+         "FRONT_WEB_PORT", "FRONT_HOP_PORT"]
 for name in names:
     print(f"{name}={free()}")
 print(f"TURN_PORT={free(True)}")
@@ -165,7 +166,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
   -keyout "$WORK/turn-key.pem" -out "$WORK/turn-cert.pem" 2>/dev/null
 
-# Test settings: everything on loopback, free ports, yv-direct, firewall rendered only.
+# Test settings: everything on loopback, free ports, yv-direct, firewall rendered only;
+# TURN/TLS also on the HTTPS port through nginx's TLS front (alt_tls_443).
 cat >"$WORK/vars.json" <<EOF
 {
   "yahaml_voice_service_manager": "direct",
@@ -183,7 +185,7 @@ cat >"$WORK/vars.json" <<EOF
   "yahaml_voice_turn_overrides": {
     "listening_port": $TURN_PORT, "tls_listening_port": $TURN_TLS_PORT,
     "min_port": $RELAY_MIN, "max_port": $RELAY_MAX,
-    "allow_loopback_peers": true
+    "allow_loopback_peers": true, "alt_tls_443": true
   },
   "coturn_tls_cert_src": "$WORK/turn-cert.pem",
   "coturn_tls_key_src": "$WORK/turn-key.pem",
@@ -191,6 +193,8 @@ cat >"$WORK/vars.json" <<EOF
   "proxy_listen_addresses": ["127.0.0.1"],
   "proxy_http_port": $HTTP_PORT,
   "proxy_https_port": $HTTPS_PORT,
+  "proxy_tls_front_web_address": "127.0.0.1:$FRONT_WEB_PORT",
+  "proxy_tls_front_turn_hop_address": "127.0.0.1:$FRONT_HOP_PORT",
   "firewall_apply": false,
   "firewall_config_file": "$WORK/nftables.test.conf"
 }
@@ -263,6 +267,7 @@ cat >"$WORK/verify.json" <<EOF
   "turn_cert": "/etc/coturn/tls/fullchain.pem",
   "prod_turn_conf": "$WORK/prod-turn/turnserver.conf",
   "prod_turn_port": $PROD_TURN_PORT,
+  "turn_tls_port": $TURN_TLS_PORT,
   "secrets_dir": "$WORK/secrets",
   "nft_test": "$WORK/nftables.test.conf",
   "nft_prod": "$WORK/nftables.production.conf",

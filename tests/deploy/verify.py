@@ -294,6 +294,9 @@ async def check_web(cfg: dict[str, Any], report: Report) -> str | None:
     status, _, _ = https_get(cfg, "/api/ice-servers")
     report.check("/api/ice-servers without a token is refused", status == 401, str(status))
 
+    access_log = Path("/var/log/nginx/access.log")  # proxy_access_log
+    # Earlier runs (and other deploys of this machine) wrote to it too: only what follows.
+    start = len(await asyncio.to_thread(_read, access_log))
     try:
         async with websockets.connect(
             f"wss://{cfg['domain']}:{cfg['https_port']}/ws?token={token}",
@@ -308,7 +311,75 @@ async def check_web(cfg: dict[str, Any], report: Report) -> str | None:
             report.check("WebSocket /ws through nginx", True, str(first)[:80])
     except Exception as exc:  # the check reports whatever went wrong
         report.check("WebSocket /ws through nginx", False, repr(exc))
+    await check_access_log(access_log, start, token, report)
     return token
+
+
+async def check_access_log(log: Path, start: int, token: str, report: Report) -> None:
+    """nginx logged the /ws?token=... above as `GET /ws` (it writes a WebSocket's line when
+    the socket ends), and the token nowhere."""
+    text = ""
+    for _ in range(50):
+        text = (await asyncio.to_thread(_read, log))[start:]
+        if '"GET /ws HTTP/1.1" 101' in text:
+            break
+        await asyncio.sleep(0.1)
+    report.check(
+        "nginx logs /ws without its query string (no token)",
+        '"GET /ws HTTP/1.1" 101' in text and token not in text and "/ws?token=" not in text,
+        text.splitlines()[-1][:160] if text else "no access log",
+    )
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def check_metrics(cfg: dict[str, Any], report: Report) -> None:
+    """The server reads the TURN certificate it hands out turns: URLs for (metrics.certificates
+    defaults to them) and exports its expiry; Redis is up."""
+    target = f"127.0.0.1:{cfg['turn_tls_port']}"
+    text, seconds = "", None
+    # coturn starts after the server: the server tries an unreadable target every minute.
+    deadline = time.monotonic() + 70
+    while time.monotonic() < deadline:
+        try:
+            with contextlib.closing(http.client.HTTPConnection("127.0.0.1", 9464, timeout=5)) as c:
+                c.request("GET", "/metrics")
+                text = c.getresponse().read().decode()
+        except OSError as exc:
+            text = repr(exc)
+        found = re.search(
+            rf'^yahaml_voice_tls_cert_expiry_seconds{{target="turns:{re.escape(target)}[^"]*"}} (\S+)$',
+            text,
+            re.M,
+        )
+        if found:
+            seconds = float(found.group(1))
+            break
+        time.sleep(1)
+    # run.sh made the TURN certificate for two days.
+    report.check(
+        "TURN certificate expiry in /metrics",
+        seconds is not None and 0 < seconds <= 2 * 86400,
+        f"{seconds} s" if seconds is not None else text[-300:],
+    )
+    report.check("Redis up in /metrics", "\nyahaml_voice_store_up 1.0" in text)
+
+
+def check_logrotate(report: Report) -> None:
+    """Direct mode: the roles' logrotate entries parse, and cron (which runs logrotate) runs."""
+    for name in ("yahaml-voice", "yahaml-voice-coturn"):
+        entry = Path("/etc/logrotate.d") / name
+        out = subprocess.run(
+            ["logrotate", "-d", "-s", os.devnull, str(entry)], capture_output=True, text=True
+        )
+        ok = entry.exists() and out.returncode == 0 and "error" not in out.stderr.lower()
+        report.check(f"logrotate entry {name}", ok, out.stderr.strip()[-200:])
+    cron = subprocess.run(
+        ["/usr/local/sbin/yv-direct", "status", "cron"], capture_output=True, text=True
+    )
+    report.check("cron runs (logrotate's daily job)", cron.returncode == 0, cron.stdout.strip())
 
 
 def check_client(cfg: dict[str, Any], report: Report) -> None:
@@ -411,6 +482,20 @@ async def check_turn(cfg: dict[str, Any], token: str, report: Report) -> None:
         problem = await relay_roundtrip(proto)
         report.check(
             "TURN/TLS allocation (turns:, provided certificate verified) relays traffic",
+            not problem,
+            problem,
+        )
+    # alt_tls_443: nginx's TLS front shares the HTTPS port with the site (no redirect).
+    front = (tls[0], cfg["https_port"])
+    report.check(
+        "a turns: URL on the HTTPS port (the TLS front)",
+        f"turns:{front[0]}:{front[1]}?transport=tcp" in urls,
+        " ".join(urls),
+    )
+    async with allocation(front, user, password, transport="tcp", tls=tls_ctx) as proto:
+        problem = await relay_roundtrip(proto)
+        report.check(
+            "TURN/TLS through nginx's TLS front on the HTTPS port relays traffic",
             not problem,
             problem,
         )
@@ -681,6 +766,8 @@ def main() -> int:
     check_firewall(cfg, report)
     check_secrets(cfg, report)
     check_units(cfg, report)
+    check_metrics(cfg, report)
+    check_logrotate(report)
     return 0 if report.ok else 1
 
 

@@ -15,13 +15,12 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from playwright.async_api import Browser, async_playwright
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS
-from tests.browser.pages import Operator, until
+from tests.browser.pages import DESKTOP, Operator, until
 from tests.natlab.lab import PUBLIC_IP, WEB_PORT
 from tests.natlab.netns import NetnsLoop
 from tests.natlab.scenarios import (
@@ -29,6 +28,7 @@ from tests.natlab.scenarios import (
     LabClient,
     Outcome,
     client_result,
+    first_audio_at,
     join_room,
     leave_and_close,
 )
@@ -102,6 +102,40 @@ def _pair_text(chosen: dict[str, Any]) -> str:
     return f"{local}>{chosen['remote'] or '-'}"
 
 
+TRACE_JS = (Path(__file__).parent / "trace.js").read_text()
+
+
+async def open_traced(browser: Browser, url: str, callsign: str) -> Operator:
+    """An operator's page (signed in) whose RTCPeerConnections log into window.yvTrace."""
+    context = await browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
+    await context.add_init_script(TRACE_JS)
+    page = await context.new_page()
+    operator = Operator(page, callsign)
+    await page.goto(url + "/")
+    await page.fill("#callsign", callsign)
+    await page.click("#login-button")
+    await page.wait_for_selector("#room-list li[data-room]")
+    return operator
+
+
+async def page_trace(operator: Operator) -> list[dict[str, Any]]:
+    """window.yvTrace with `t` in time.monotonic() seconds (the page logs wall-clock ms)."""
+    events: list[dict[str, Any]] = await operator.page.evaluate("window.yvTrace || []")
+    offset = time.time() - time.monotonic()
+    for event in events:
+        event["t"] = event["t"] / 1000.0 - offset
+    return events
+
+
+def trace_summary(events: list[dict[str, Any]], start: float) -> str:
+    """One line per event, milliseconds from `start` (for docs/turn.md and failures)."""
+    lines = []
+    for e in events:
+        rest = {k: v for k, v in e.items() if k not in ("t", "pc", "ev")}
+        lines.append(f"{(e['t'] - start) * 1000:7.1f} ms pc{e['pc']} {e['ev']} {rest}")
+    return "\n".join(lines)
+
+
 async def browser_pair(
     label: str,
     url: str,
@@ -111,25 +145,29 @@ async def browser_pair(
     sfu: bool = False,
     timeout: float = 30.0,
 ) -> Outcome:
-    """Chromium (client/ in a page) in `browser_ns` and a VoiceClient in `loop` meet in `room`.
+    """An aiortc VoiceClient in `loop` is in `room`; Chromium (client/ in a page) in
+    `browser_ns` joins it (the newcomer, as an operator opening the page would).
 
-    Outcome.pairs: [Chromium's selected pair, aiortc's]; Outcome.audio: [RTP packets
-    Chromium received from the other end over 1 s, frames aiortc received]."""
+    Outcome.seconds / audio_seconds: from the click on Join to both ends connected / both
+    ends receiving audio. Outcome.pairs: [Chromium's selected pair, aiortc's];
+    Outcome.audio: [RTP packets Chromium received over 1 s, frames aiortc received];
+    Outcome.trace: the page's RTCPeerConnection events (trace.js), ms from the click."""
     outcome = Outcome(label)
-    server = SimpleNamespace(url=url)
 
     async def make() -> VoiceClient:
         return LabClient(url, tone=660.0)
 
-    start = time.monotonic()
     async with chromium_in(browser_ns) as browser:
-        operator = await Operator.open(browser, server, "W1AW")  # type: ignore[arg-type]
-        await operator.join(room)
+        operator = await open_traced(browser, url, "W1AW")
         client = await loop.call(make())
         try:
             await loop.call(join_room(client, "G4ABC", room), 30)
             assert client.participant_id
+            start = time.monotonic()
+            await operator.join(room)
             remote = "sfu" if sfu else await operator.participant_id
+            # aiortc's end is watched meanwhile, so its connected time is its own.
+            watch = asyncio.ensure_future(loop.call(client_result(client, remote, timeout)))
             browser_remote = "sfu" if sfu else client.participant_id
 
             async def chosen() -> dict[str, Any] | None:
@@ -142,23 +180,34 @@ async def browser_pair(
                 return None
 
             try:
-                first = await until(chosen, "Chromium's connection", timeout)
+                first = await until(chosen, "Chromium's connection", timeout, every=0.05)
             except AssertionError:
                 outcome.states = ["timeout", "-"]
+                watch.cancel()
                 return outcome
-            state, pair, _ = await loop.call(client_result(client, remote, timeout))
+            state, pair, at = await watch
             outcome.states = [first["state"], state]
             outcome.connected = outcome.states == ["connected", "connected"]
-            if not outcome.connected:
+            if not outcome.connected or at is None:
                 return outcome
-            outcome.seconds = time.monotonic() - start
             outcome.pairs = [_pair_text(first), pair]
             key = "slot:" if sfu else client.participant_id
-            before = await _packets(operator, key)
+            before = await packets(operator, key)
             await asyncio.sleep(1.0)
-            heard = await _packets(operator, key) - before
+            heard = await packets(operator, key) - before
             frames = await loop.call(_frames(client, AUDIO_FRAMES, 10))
             outcome.audio = [heard, frames]
+            events = await page_trace(operator)
+            # From the click event itself (Playwright's own checks before it are not the page's).
+            start = next((e["t"] for e in events if e["ev"] == "click"), start)
+            outcome.trace = trace_summary(events, start)
+            conn = [e["t"] for e in events if e["ev"] == "conn" and e.get("state") == "connected"]
+            rtp = [e["t"] for e in events if e["ev"] == "rtp"]
+            if conn:
+                outcome.seconds = max(conn[-1], at) - start
+            heard_at = first_audio_at(client, remote)
+            if rtp and heard_at is not None:
+                outcome.audio_seconds = max(rtp[-1], heard_at) - start
             if operator.errors:
                 outcome.error = "; ".join(operator.errors)[:200]
         finally:
@@ -166,7 +215,7 @@ async def browser_pair(
     return outcome
 
 
-async def _packets(operator: Operator, key: str) -> int:
+async def packets(operator: Operator, key: str) -> int:
     """RTP packets received from `key` (a peer id, or every SFU slot for "slot:")."""
     inbound = (await operator.stats())["inbound"]
     return sum(int(v.get("packetsReceived", 0)) for k, v in inbound.items() if k.startswith(key))

@@ -51,6 +51,7 @@ class Site:
     index: int
     ns: str
     router: str
+    moved_to: str | None = None  # the site whose router the host is plugged into now
 
     @property
     def lan_ip(self) -> str:
@@ -59,6 +60,11 @@ class Site:
     @property
     def wan_ip(self) -> str:
         return f"10.231.{self.index}.2"
+
+    @property
+    def roam_ip(self) -> str:
+        """The host's address after `Lab.move()`: its own LAN on the other router."""
+        return f"10.231.{150 + self.index}.2"
 
 
 @dataclass
@@ -80,6 +86,7 @@ class Lab:
             nets += [
                 ipaddress.ip_network(f"10.231.{i}.0/24"),
                 ipaddress.ip_network(f"10.231.{100 + i}.0/24"),
+                ipaddress.ip_network(f"10.231.{150 + i}.0/24"),  # after a move()
             ]
         return nets  # type: ignore[return-value]
 
@@ -115,16 +122,46 @@ class Lab:
             self._add_ns(site.router)
             self._add_ns(site.ns)
             self._veth(self.pub, f"s{i}", site.router, "wan")
-            self._veth(site.router, "lan", site.ns, "eth0")
             run(["ip", "-n", self.pub, "addr", "add", f"10.231.{i}.1/24", "dev", f"s{i}"])
             run(["ip", "-n", site.router, "addr", "add", f"{site.wan_ip}/24", "dev", "wan"])
-            run(["ip", "-n", site.router, "addr", "add", f"10.231.{100 + i}.1/24", "dev", "lan"])
-            run(["ip", "-n", site.ns, "addr", "add", f"{site.lan_ip}/24", "dev", "eth0"])
             run(["ip", "-n", site.router, "route", "add", "default", "via", f"10.231.{i}.1"])
-            run(["ip", "-n", site.ns, "route", "add", "default", "via", f"10.231.{100 + i}.1"])
+            self._plug(site, site, "lan", "eth0", site.lan_ip)
             nsexec(site.router, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
             self._nat(site)
         return self
+
+    def _plug(self, host: Site, router: Site, lan: str, eth: str, address: str) -> None:
+        """A LAN (veth `lan` on `router`'s router, `eth` in `host`'s namespace, /24 of
+        `address` with .1 on the router) and the host's default route through it."""
+        gateway = address.rsplit(".", 1)[0] + ".1"
+        self._veth(router.router, lan, host.ns, eth)
+        run(["ip", "-n", router.router, "addr", "add", f"{gateway}/24", "dev", lan])
+        run(["ip", "-n", host.ns, "addr", "add", f"{address}/24", "dev", eth])
+        run(["ip", "-n", host.ns, "route", "add", "default", "via", gateway])
+
+    # ------------------------------------------------------------------ network change
+    def move(self, name: str, to: str) -> None:
+        """Site `name`'s host changes networks, as a phone going from Wi-Fi to mobile data:
+        its LAN is unplugged (its address and every socket bound to it are gone) and it is
+        plugged into site `to`'s router on a LAN of its own (`roam_ip`), so it gets a new
+        local address and `to`'s public address (and NAT kind). `restore()` undoes it."""
+        site, other = self.sites[name], self.sites[to]
+        self._unplug(site)
+        self._plug(site, other, f"lan{site.index}", "eth1", site.roam_ip)
+        site.moved_to = to
+
+    def restore(self, name: str) -> None:
+        """Plug site `name`'s host back into its own router (its first address again)."""
+        site = self.sites[name]
+        if site.moved_to is None:
+            return
+        self._unplug(site)
+        self._plug(site, site, "lan", "eth0", site.lan_ip)
+        site.moved_to = None
+
+    def _unplug(self, site: Site) -> None:
+        eth = "eth1" if site.moved_to else "eth0"
+        run(["ip", "-n", site.ns, "link", "del", eth])  # the router's end goes with it
 
     def _nat(self, site: Site) -> None:
         def ipt(*args: str) -> None:
@@ -138,11 +175,12 @@ class Lab:
         else:
             ipt(*masquerade)
         if site.kind == "udp-blocked":
-            ipt("-A", "FORWARD", "-i", "lan", "-p", "udp", "-j", "DROP")
-            ipt("-A", "FORWARD", "-i", "lan", "-p", "tcp", "-d", PUBLIC_IP, "-m", "multiport",
+            # `lan+`: also a roaming host's LAN (`move()`)
+            ipt("-A", "FORWARD", "-i", "lan+", "-p", "udp", "-j", "DROP")
+            ipt("-A", "FORWARD", "-i", "lan+", "-p", "tcp", "-d", PUBLIC_IP, "-m", "multiport",
                 "--dports", f"{TURN_PORT},{WEB_PORT}:{WEB_PORT + 9}",
                 "-j", "ACCEPT")  # fmt: skip
-            ipt("-A", "FORWARD", "-i", "lan", "-j", "DROP")
+            ipt("-A", "FORWARD", "-i", "lan+", "-j", "DROP")
 
     # ------------------------------------------------------------------ teardown
     def teardown(self) -> None:

@@ -31,9 +31,9 @@ from tests.voiceclient import ToneTrack, VoiceClient
 LOUD_RMS = 500.0
 AUDIO_FRAMES = 25  # 0.5 s of 20 ms frames
 # aioice retransmits a connectivity check 6 times (0.5 s doubling: ~64 s before a pair
-# fails). 3 retransmissions (7.5 s) lets "no connection" end in ICE `failed` quickly; it
-# applies to TURN-on and TURN-off cases alike.
-ICE_RETRANSMISSIONS = 3
+# fails). 2 retransmissions (3.5 s) lets "no connection" end in ICE `failed` quickly; it
+# applies to TURN-on and TURN-off cases alike (the lab loses no packets).
+ICE_RETRANSMISSIONS = 2
 
 
 def fast_ice_failure(retransmissions: int = ICE_RETRANSMISSIONS) -> int:
@@ -59,10 +59,14 @@ class Outcome:
     label: str
     connected: bool = False
     states: list[str] = field(default_factory=list)
+    # From the second participant's join (its socket opening, then POST join) to both ends
+    # connected / both ends receiving the other's audio (first packet or decoded frame).
     seconds: float | None = None
+    audio_seconds: float | None = None
     pairs: list[str] = field(default_factory=list)
     audio: list[int] = field(default_factory=list)
     error: str | None = None
+    trace: str = ""  # a browser end's RTCPeerConnection events (tests/natlab/trace.js)
 
     @property
     def relayed(self) -> bool:
@@ -227,6 +231,10 @@ class LabClient(VoiceClient):
 
 async def join_room(client: VoiceClient, callsign: str, room: str) -> None:
     await client.login(callsign)
+    await _connect_join(client, room)
+
+
+async def _connect_join(client: VoiceClient, room: str) -> None:
     await client.connect()
     await client.join(room)
 
@@ -234,13 +242,27 @@ async def join_room(client: VoiceClient, callsign: str, room: str) -> None:
 async def client_result(
     client: VoiceClient, remote: str, timeout: float
 ) -> tuple[str, str, float | None]:
+    """(final state, selected pair, time.monotonic() when it was first seen connected)."""
     deadline = time.monotonic() + timeout
-    await until(lambda: remote in client.peers, timeout)
+    await until(lambda: remote in client.peers, timeout, step=0.01)
     peer = client.peers.get(remote)
     if peer is None:
         return "no-peer", "-", None
-    state = await _wait_connected(peer.pc, max(0.1, deadline - time.monotonic()))
-    return state, selected_pair(peer.pc), None
+    await until(
+        lambda: peer.pc.connectionState in ("connected", "failed", "closed"),
+        max(0.1, deadline - time.monotonic()),
+        step=0.01,
+    )
+    state = peer.pc.connectionState
+    at = time.monotonic() if state == "connected" else None
+    return state, selected_pair(peer.pc), at
+
+
+def first_audio_at(client: VoiceClient, remote: str) -> float | None:
+    """time.monotonic() of the first frame decoded from `remote` (None: nothing yet)."""
+    peer = client.peers.get(remote)
+    times = [a.first_at for a in peer.audio if a.first_at is not None] if peer else []
+    return min(times) if times else None
 
 
 async def _client_audio(client: VoiceClient, remote: str, frames: int, timeout: float) -> int:
@@ -268,20 +290,21 @@ async def server_pair(
     a = await loop_a.call(make(440.0, turn_transport_a))
     b = await loop_b.call(make(660.0, turn_transport_b))
     try:
-        start = time.monotonic()
         await loop_a.call(join_room(a, "W1AW", room), 30)
-        await loop_b.call(join_room(b, "G4ABC", room), 30)
+        await loop_b.call(b.login("G4ABC"), 30)
+        start = time.monotonic()  # the second operator joins: socket, then seat
+        await loop_b.call(_connect_join(b, room), 30)
         assert a.participant_id and b.participant_id
         remote_a = "sfu" if sfu else b.participant_id
         remote_b = "sfu" if sfu else a.participant_id
-        (state_a, pair_a, _), (state_b, pair_b, _) = await asyncio.gather(
+        (state_a, pair_a, at_a), (state_b, pair_b, at_b) = await asyncio.gather(
             loop_a.call(client_result(a, remote_a, timeout)),
             loop_b.call(client_result(b, remote_b, timeout)),
         )
         outcome.states = [state_a, state_b]
         outcome.connected = all(state == "connected" for state in outcome.states)
-        if outcome.connected:
-            outcome.seconds = time.monotonic() - start
+        if outcome.connected and at_a is not None and at_b is not None:
+            outcome.seconds = max(at_a, at_b) - start
             outcome.pairs = [pair_a, pair_b]
             outcome.audio = list(
                 await asyncio.gather(
@@ -289,6 +312,9 @@ async def server_pair(
                     loop_b.call(_client_audio(b, remote_b, AUDIO_FRAMES, 10)),
                 )
             )
+            heard = [first_audio_at(a, remote_a), first_audio_at(b, remote_b)]
+            if all(t is not None for t in heard):
+                outcome.audio_seconds = max(heard) - start  # type: ignore[type-var]
     finally:
         await asyncio.gather(
             loop_a.call(leave_and_close(a), 15),

@@ -15,6 +15,7 @@ from tests.fixtures.turn import TurnServer
 from tests.natlab import scenarios
 from tests.natlab.lab import WEB_PORT, Lab
 from tests.natlab.netns import NetnsLoop
+from tests.natlab.roaming import RoamOutcome, aiortc_roam
 from tests.natlab.scenarios import Outcome
 from tests.natlab.services import LabServer, start_turn
 
@@ -26,7 +27,10 @@ SITES = [
     ("cone1", "cone"),
     ("cone2", "cone"),
     ("udp", "udp-blocked"),
+    ("mob", "symmetric"),  # the host that changes networks mid-call (Lab.move)
 ]
+# The network change: the host at "mob" moves behind sym2's router, talking to sym1.
+ROAM = ("mob", "sym2", "sym1")
 Turn = Literal["off", "on", "relay"]
 Mode = Literal["mesh", "sfu"]
 ROOMS_PER_MODE = 40
@@ -121,6 +125,43 @@ class LabSession:
             self.room(mode),
             self.lab.site(browser_site).ns,
             self.loops[client_site],
+            sfu=mode == "sfu",
+            timeout=timeout,
+        )
+
+    async def roam_case(self, mode: Mode, turn: Turn = "on", timeout: float = 10.0) -> RoamOutcome:
+        """aiortc operators at mob and sym1 talk; mob moves behind sym2's router."""
+        mover, to, partner = ROAM
+        server = self.server(turn, mode)
+        return await aiortc_roam(
+            f"aiortc@mob: symmetric -> other symmetric NAT, turn={turn} {mode}",
+            server.url,
+            self.room(mode),
+            self.lab,
+            mover,
+            to,
+            self.loops[mover],
+            self.loops[partner],
+            sfu=mode == "sfu",
+            timeout=timeout,
+        )
+
+    async def browser_roam_case(
+        self, mode: Mode, turn: Turn = "on", timeout: float = 10.0
+    ) -> RoamOutcome:
+        """Chromium at mob talks with an aiortc operator at sym1; mob moves behind sym2."""
+        from tests.natlab.roaming import browser_roam
+
+        mover, to, partner = ROAM
+        server = self.server(turn, mode)
+        return await browser_roam(
+            f"chromium@mob: symmetric -> other symmetric NAT, turn={turn} {mode}",
+            server.url,
+            self.room(mode),
+            self.lab,
+            mover,
+            to,
+            self.loops[partner],
             sfu=mode == "sfu",
             timeout=timeout,
         )

@@ -13,7 +13,7 @@ import pytest
 from tests.fixtures.turn import TEST_SECRET, turnserver_available
 from tests.natlab.browser import chromium_available
 from tests.natlab.netns import nsexec, run, unavailable_reason
-from tests.natlab.scenarios import Outcome, raw_pair
+from tests.natlab.scenarios import Outcome, raw_pair, server_pair
 from tests.natlab.services import turn_urls
 from tests.natlab.session import LabSession
 from yahaml_voice.core.tokens import turn_credentials
@@ -127,6 +127,26 @@ async def test_sfu_mode_from_udp_blocked_site(lab: LabSession) -> None:
     assert outcome.audio_flows, _explain(outcome)
 
 
+async def test_worker_and_client_connect_from_udp_blocked_site_when_tcp_url_is_not_first(
+    lab: LabSession,
+) -> None:
+    """Every TURN URL is tried (aiortc alone takes the first, here the UDP one the site
+    blocks): the Python client, handed all URLs, reaches the SFU worker over TURN/TCP."""
+    server = lab.server("on", "sfu")
+    assert server.config()["ice"]["turn"]["urls"][0].endswith("transport=udp")
+    outcome = await server_pair(
+        "udp-blocked<->symmetric turn=on sfu, every URL",
+        server.url,
+        lab.room("sfu"),
+        lab.loops["udp"],
+        lab.loops["sym2"],
+        sfu=True,
+    )
+    assert outcome.connected, _explain(outcome)
+    assert outcome.pairs[0].startswith("relay/tcp"), _explain(outcome)
+    assert outcome.audio_flows, _explain(outcome)
+
+
 @pytest.mark.browser
 @pytest.mark.parametrize("site", ["sym1", "udp"])
 async def test_chromium_in_a_nat_site_talks_through_turn(lab: LabSession, site: str) -> None:
@@ -142,3 +162,18 @@ async def test_chromium_in_a_nat_site_talks_through_turn(lab: LabSession, site: 
         assert chromium_pair.startswith("relay/tcp"), _explain(outcome)
     assert outcome.audio_flows, _explain(outcome)
     assert outcome.error is None, _explain(outcome)
+
+
+@pytest.mark.parametrize("mode", ["mesh", "sfu"])
+async def test_network_change_mid_call_keeps_the_seat_and_audio_resumes(
+    lab: LabSession, mode: str
+) -> None:
+    """An operator's host moves to another NAT while talking (new local and public address,
+    Lab.move): the Python client reopens its socket, keeps its seat and gets its audio back
+    both ways; the other operator sees no one leave. (`make natlab` prints how long it took.)"""
+    outcome = await lab.roam_case(mode, timeout=15.0)  # type: ignore[arg-type]
+    explain = f"{outcome}"
+    assert outcome.before, explain
+    assert outcome.seat_kept, explain
+    assert not outcome.partner_saw_leave, explain
+    assert outcome.audio_back is not None, explain

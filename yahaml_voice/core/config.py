@@ -16,9 +16,18 @@ import secrets
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 ENV_PREFIX = "YAHAML_VOICE_"
@@ -402,6 +411,43 @@ class MetricsConfig(_Section):
     # proxied: the proxy forwards to server.port). None: no such listener.
     port: int | None = None
     host: Text = "127.0.0.1"
+    # TLS certificates whose expiry is exported (yahaml_voice_tls_cert_expiry_seconds): PEM
+    # files (absolute paths) or TLS endpoints (turns:host:port, https://host, host:port)
+    # whose served certificate is read. None: the turns: URLs of ice.turn.urls and
+    # server.public_url when https. [] checks none.
+    certificates: list[Text] | None = None
+    # How often they are read.
+    certificate_interval: Duration = Field(default=3600.0, gt=0)
+
+    @field_validator("certificates")
+    @classmethod
+    def _targets(cls, value: list[str] | None) -> list[str] | None:
+        for target in value or []:
+            if not target.startswith("/"):
+                tls_endpoint(target)  # ValueError names the target
+        return value
+
+
+# Ports of TLS endpoint targets (metrics.certificates) that name none.
+_TLS_PORTS = {"https": 443, "wss": 443, "turns": 5349}
+
+
+def tls_endpoint(target: str) -> tuple[str, int]:
+    """(host, port) of a TLS endpoint (`turns:host:port?…`, `https://host[:port]/…`,
+    `wss://…`, `host:port`); ValueError when it names none."""
+    url = target
+    if url.startswith("turns:"):
+        url = "turns://" + url[len("turns:") :].split("?", 1)[0]
+    elif "://" not in url:
+        url = "tls://" + url
+    try:
+        parts = urlsplit(url)
+        port = parts.port or _TLS_PORTS.get(parts.scheme)
+    except ValueError:
+        port = None
+    if port is None or not parts.hostname:
+        raise ValueError(f"{target!r} is neither an absolute path nor a TLS host:port")
+    return parts.hostname, port
 
 
 class LimitsConfig(_Section):

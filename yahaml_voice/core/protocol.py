@@ -34,13 +34,16 @@ MAX_CANDIDATE_BYTES = 2048
 # The deepest JSON nesting we parse; our messages are at most 4 levels deep.
 MAX_JSON_DEPTH = 32
 
-Role = Literal["ncs", "operator", "listener"]
+# `admin`: a participant like an operator in rooms, who may also use the admin API
+# (docs/admin.md: rooms at runtime, invites, the live overview).
+Role = Literal["ncs", "operator", "listener", "admin"]
 Mode = Literal["mesh", "sfu"]
 SignalType = Literal["offer", "answer", "ice-candidate"]
 AudioSource = Literal["microphone", "radio", "janus", "http-stream", "system"]
 # Why a participant left: left, logout, removed (by net control), timeout (its grace period
-# ran out) or no_media (its seat never started media).
-LeaveReason = Literal["left", "logout", "removed", "timeout", "no_media"]
+# ran out), no_media (its seat never started media), room_closed (an admin removed the
+# room), revoked (an admin revoked the invite it came in with).
+LeaveReason = Literal["left", "logout", "removed", "timeout", "no_media", "room_closed", "revoked"]
 # Net control (docs/protocol.md "Net control").
 FloorKind = Literal["checkin", "traffic", "comment", "priority"]
 # A role net control appoints for one net (room), on top of the token's role.
@@ -451,6 +454,98 @@ class JoinAnswer(Answer):
 
 class Success(Answer):
     success: bool = True
+
+
+# ---------------------------------------------------------------- admin (docs/admin.md)
+# Room definitions travel as a `rooms:` entry of the configuration file (core/config.py
+# RoomConfig, snake_case like the YAML); the rest of the admin API is here.
+
+InviteId = Annotated[str, StringConstraints(pattern=r"^i-[0-9a-f]{20}$")]
+InviteState = Literal["active", "expired", "revoked"]
+# The longest invite an admin may mint (seconds): 90 days.
+MAX_INVITE_TTL = 90 * 86400
+
+
+class InviteRequest(Strict):
+    """POST /api/admin/invites: a link for one callsign, one room (or "*": every room),
+    one role, valid for `ttl` seconds."""
+
+    callsign: str = Field(min_length=1, max_length=32)
+    room: RoomId | Literal["*"]
+    role: Role = "operator"
+    ttl: int = Field(default=12 * 3600, ge=60, le=MAX_INVITE_TTL)
+    note: str = Field(default="", max_length=200)
+
+
+class InviteInfo(Answer):
+    id: str
+    callsign: str
+    participantId: str
+    room: str
+    role: Role
+    note: str
+    createdAt: str
+    createdBy: str
+    expiresAt: str
+    state: InviteState
+    revokedAt: str | None = None
+    revokedBy: str | None = None
+
+
+class InviteMinted(Answer):
+    """The token and link are shown once: the server keeps neither."""
+
+    invite: InviteInfo
+    token: str
+    link: str
+
+
+class InviteList(Answer):
+    invites: list[InviteInfo]
+    maxInvites: int
+
+
+class OverviewParticipant(Answer):
+    id: str
+    callsign: str
+    role: Role
+    isActive: bool
+    canPublish: bool
+    worker: str | None = None
+
+
+class OverviewRoom(Answer):
+    id: str
+    name: str
+    floor: Literal["open", "directed"]
+    kind: Literal["voice", "parrot"]
+    maxParticipants: int
+    participantCount: int
+    mode: Mode
+    worker: str | None = None
+    edges: list[str]
+    participants: list[OverviewParticipant]
+
+
+class OverviewWorker(Answer):
+    id: str
+    slots: int
+    lastSeen: str
+    rooms: int
+    peers: int
+    streams: int
+    cpu: float
+    host: str | None = None
+
+
+class AdminOverview(Answer):
+    """GET /api/admin/overview: every room with its people, mode and worker; every live
+    SFU worker with its load."""
+
+    rooms: list[OverviewRoom]
+    workers: list[OverviewWorker]
+    store: str
+    maxRooms: int
 
 
 class SignalAnswer(Answer):

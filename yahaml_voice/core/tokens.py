@@ -21,7 +21,7 @@ from .protocol import IceConfigAnswer, IceServer, Role, is_role
 
 ALGORITHM = "HS256"
 WORKER_ROLE = "sfu"
-ROLES: tuple[Role, ...] = ("ncs", "operator", "listener")
+ROLES: tuple[Role, ...] = ("ncs", "operator", "listener", "admin")
 # Audience claims: a participant token never passes as a worker token, nor the reverse,
 # even if an operator gave both secrets the same value.
 PARTICIPANT_AUDIENCE = "yahaml-voice"
@@ -73,14 +73,16 @@ def issue_token(
     ttl: float | None = None,
     participant_id: str | None = None,
     now: float | None = None,
+    session_id: str | None = None,
 ) -> tuple[str, Identity]:
-    """Sign a token for a (fresh unless given) participant id."""
+    """Sign a token for a (fresh unless given) participant id; `session_id` is its `jti`
+    (an admin's invite id: what revoking the invite denies), fresh unless given."""
     if not is_role(role):  # from an untyped caller (the CLI)
         raise ValueError(f"unknown role {role!r}")
     now = time.time() if now is None else now
     ttl = config.auth.session_ttl if ttl is None else ttl
     pid = participant_id or new_participant_id()
-    session_id = uuid.uuid4().hex
+    session_id = session_id or uuid.uuid4().hex
     exp = int(now + ttl)
     claims: dict[str, Any] = {
         "sub": pid,

@@ -13,25 +13,6 @@ from tests.servers import ServerProcess
 from tests.voiceclient import VoiceClient
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-# Tests that change the machine itself (network namespaces, NAT rules, an Ansible converge
-# with its before/after check of the host's networking) must never overlap each other.
-HOST_MARKS = ("natlab", "deploy")
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for `make test`'s parallel run (pytest-xdist, `--dist loadgroup`).
-
-    A whole file goes to one worker, so module fixtures (a lab, a built wheel, a browser)
-    start once; every test that touches the host shares one group, so one worker runs
-    them one after another while the other worker runs the rest.
-    """
-    for item in items:
-        if any(item.get_closest_marker(mark) for mark in HOST_MARKS):
-            group = "host"
-        else:
-            group = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture

@@ -17,11 +17,18 @@ run: $(STAMP)
 	$(BIN)/yahaml-voice serve --host 127.0.0.1 --port 8080 $(if $(CONFIG),--config $(CONFIG))
 
 ## Install what the tests need (Debian packages when root) and run the whole suite.
+# Two pytest workers (pytest-xdist): the suite mostly waits on real audio, browsers and
+# Ansible. A whole file goes to one worker (module fixtures start once); the files that
+# touch the machine (natlab, cascade hosts: their own namespaces and subnets; the deploy
+# test: the host's own stack) do not collide with each other. JOBS=0: one process.
+JOBS ?= 2
+XDIST = $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadfile)
+
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) --durations=25 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not browser and not natlab and not deploy" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) -m "not browser and not natlab and not deploy" $(PYTEST_ARGS)
 
 system-deps:
 	bash .ci/system-deps

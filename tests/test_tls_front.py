@@ -77,9 +77,17 @@ async function relayedCall(iceServers) {
   await b.setLocalDescription(await b.createAnswer());
   await a.setRemoteDescription(b.localDescription);
   const message = await got;
-  const stats = [...(await a.getStats()).values()];
-  const pair = stats.find((s) => s.type === "candidate-pair" && s.nominated && s.state === "succeeded");
-  const local = stats.find((s) => s.id === pair.localCandidateId);
+  // The selected pair can show in the stats a moment after the first message arrives.
+  let local = null;
+  for (let i = 0; i < 50 && !local; i++) {
+    const report = await a.getStats();
+    let pairId = null;
+    report.forEach((s) => { if (s.type === "transport" && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId; });
+    const pair = pairId ? report.get(pairId) : null;
+    local = pair ? report.get(pair.localCandidateId) : null;
+    if (!local) await new Promise((r) => setTimeout(r, 100));
+  }
+  if (!local) throw new Error("no selected candidate pair after 5 s");
   a.close(); b.close();
   return {message, type: local.candidateType, relayProtocol: local.relayProtocol};
 }

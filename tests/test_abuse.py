@@ -165,14 +165,15 @@ def test_a_client_that_never_reads_cannot_grow_the_server(
     base = rss(server.proc.pid)
     results = {}
     for name, payload in (("1 MiB", b"x" * MiB), ("60 KiB", b"x" * 60_000), ("ping", b"")):
-        cut, sent, peak = _flood(server.port, token, payload, 15, server.proc.pid)
+        # 3 s write timeout; the rest is headroom for a loaded machine (it stops at the cut).
+        cut, sent, peak = _flood(server.port, token, payload, 30, server.proc.pid)
         results[name] = (cut, sent, peak)
         print(
             f"{name} frames: attacker pushed {sent / MiB:.1f} MiB; server RSS"
             f" {base / MiB:.0f} -> peak {peak / MiB:.0f} MiB; cut off: {cut}"
         )
     for name, (cut, _, peak) in results.items():
-        assert cut, f"{name}: the server kept a socket that reads nothing open for 15 s"
+        assert cut, f"{name}: the server kept a socket that reads nothing open for 30 s"
         assert peak - base < 40 * MiB, f"{name}: server grew by {(peak - base) / MiB:.0f} MiB"
     # The sockets are gone: the seat waits out its grace period instead of staying active.
     deadline = time.monotonic() + 10

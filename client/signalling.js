@@ -305,9 +305,12 @@ export class Signalling {
     this.attempts = 0;
   }
 
-  /** Close a socket whose reconnect failed half-way, without reporting its close. */
+  /** Close a socket whose reconnect failed half-way (or one being opened), without
+   * reporting its close. */
   discard() {
     const ws = this.ws;
+    if (this.abortOpen) this.abortOpen(new VoiceError('aborted', 'the socket was replaced'));
+    this.abortOpen = null;
     if (!ws) return;
     this.ws = null;
     this._failPending();

@@ -184,8 +184,8 @@ export class VoiceRoom {
     this.seatJoinedAt = '';
     this.listenOnly = false;
     this.disconnectedAt = 0;
-    /** A reconnect attempt is under way (its socket opening or its join in flight). */
-    this.reconnecting = false;
+    /** Reconnect attempts made (only the latest one's socket and outcome count). */
+    this.reconnectAttempt = 0;
     /** The network changed: restart ICE everywhere once the socket and seat are back. */
     this.iceRestartPending = false;
     /** The room's floor as last heard (highest version), null until then. @type {FloorState|null} */
@@ -746,7 +746,7 @@ export class VoiceRoom {
     this.emitted.clear();
     this.signalling.close();
     this.network.stop();
-    this.reconnecting = this.iceRestartPending = false;
+    this.iceRestartPending = false;
     for (const timer of [this.tickTimer, this.statsTimer]) if (timer) clearInterval(timer);
     if (this.iceTimer) clearTimeout(this.iceTimer);
     this.tickTimer = this.statsTimer = this.iceTimer = null;
@@ -795,15 +795,20 @@ export class VoiceRoom {
   /** @param {number} session */
   async _reconnect(session) {
     if (session !== this.session) return;
-    this.reconnecting = true;
+    // A network change starts a new attempt over one still under way (which may be stuck
+    // on the address that went away): the older one's socket and outcome are dropped.
+    const attempt = ++this.reconnectAttempt;
+    const current = () => session === this.session && attempt === this.reconnectAttempt;
     try {
-      await this.signalling.open(() => session === this.session);
+      await this.signalling.open(current);
+      if (!current()) return;
       await this._join(session);
+      if (!current()) return;
       this.signalling.reconnected();
       this.disconnectedAt = 0;
-      if (this.iceRestartPending && session === this.session) this._restartAllIce();
+      if (this.iceRestartPending) this._restartAllIce();
     } catch (err) {
-      if (session !== this.session) return;
+      if (!current()) return;
       const error = asVoiceError(err);
       this.signalling.discard();
       if (error.kind === 'auth' || error.kind === 'room-full' || error.kind === 'forbidden') {
@@ -814,8 +819,6 @@ export class VoiceRoom {
       }
       if (error.kind === 'unreachable' && this.signalling.attempts >= 2) this._error(error);
       this._scheduleReconnect();
-    } finally {
-      if (session === this.session) this.reconnecting = false;
     }
   }
 
@@ -1052,7 +1055,6 @@ export class VoiceRoom {
     // an address the machine no longer has (it would look silent for DEAD_AFTER_MS, and
     // answers sent to it are lost). A new socket subscribes before the offers go out.
     this.iceRestartPending = true;
-    if (this.reconnecting) return; // the attempt under way restarts ICE when it succeeds
     this.signalling.cancelRetry();
     this.signalling.discard();
     if (!this.disconnectedAt) this.disconnectedAt = Date.now();

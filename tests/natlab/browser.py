@@ -20,7 +20,7 @@ from typing import Any
 from playwright.async_api import Browser, async_playwright
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS
-from tests.browser.pages import DESKTOP, Operator, until
+from tests.browser.pages import DESKTOP, TONE_MICROPHONE, Operator, until
 from tests.natlab.lab import PUBLIC_IP, WEB_PORT
 from tests.natlab.netns import NetnsLoop
 from tests.natlab.scenarios import (
@@ -105,10 +105,16 @@ def _pair_text(chosen: dict[str, Any]) -> str:
 TRACE_JS = (Path(__file__).parent / "trace.js").read_text()
 
 
-async def open_traced(browser: Browser, url: str, callsign: str) -> Operator:
-    """An operator's page (signed in) whose RTCPeerConnections log into window.yvTrace."""
+async def open_traced(
+    browser: Browser, url: str, callsign: str, tone: float | None = None
+) -> Operator:
+    """An operator's page (signed in) whose RTCPeerConnections log into window.yvTrace.
+    `tone`: its microphone says that frequency steadily (Chromium's fake device beeps
+    about three frames every half second, which makes "N loud frames heard" slow)."""
     context = await browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
     await context.add_init_script(TRACE_JS)
+    if tone is not None:
+        await context.add_init_script(f"({TONE_MICROPHONE})({float(tone)})")
     page = await context.new_page()
     operator = Operator(page, callsign)
     await page.goto(url + "/")

@@ -50,6 +50,10 @@ SELECTED_PAIRS_JS = """async () => {
     report.forEach((r) => {
       if (r.type === 'transport' && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId;
     });
+    // Firefox has no transport stats: its candidate pair in use says selected (nominated).
+    report.forEach((r) => {
+      if (!pairId && r.type === 'candidate-pair' && (r.selected || (r.nominated && r.state === 'succeeded'))) pairId = r.id;
+    });
     const pair = pairId ? report.get(pairId) : null;
     const local = pair ? report.get(pair.localCandidateId) : null;
     const remote = pair ? report.get(pair.remoteCandidateId) : null;
@@ -67,6 +71,16 @@ SELECTED_PAIRS_JS = """async () => {
 
 def chromium_available() -> bool:
     return os.path.exists(CHROMIUM)
+
+
+def browser_in(name: str, ns: str) -> contextlib.AbstractAsyncContextManager[Any]:
+    """A launcher (Playwright Browser, or tests/browser/firefox.py's stand-in) of browser
+    `name` ("chromium" or "firefox") whose processes run in namespace `ns`."""
+    if name == "firefox":
+        from tests.browser.firefox import firefox_in, secure_hosts
+
+        return firefox_in(ns, secure_hosts([PUBLIC_IP]))
+    return chromium_in(ns)
 
 
 @contextlib.asynccontextmanager
@@ -150,9 +164,11 @@ async def browser_pair(
     loop: NetnsLoop,
     sfu: bool = False,
     timeout: float = 30.0,
+    browser_name: str = "chromium",
 ) -> Outcome:
-    """An aiortc VoiceClient in `loop` is in `room`; Chromium (client/ in a page) in
-    `browser_ns` joins it (the newcomer, as an operator opening the page would).
+    """An aiortc VoiceClient in `loop` is in `room`; Chromium or Firefox (client/ in a
+    page) in `browser_ns` joins it (the newcomer, as an operator opening the page would).
+    The browser's start is not timed (the clock starts at the click on Join).
 
     Outcome.seconds / audio_seconds: from the click on Join to both ends connected / both
     ends receiving audio. Outcome.pairs: [Chromium's selected pair, aiortc's];
@@ -163,7 +179,7 @@ async def browser_pair(
     async def make() -> VoiceClient:
         return LabClient(url, tone=660.0)
 
-    async with chromium_in(browser_ns) as browser:
+    async with browser_in(browser_name, browser_ns) as browser:
         operator = await open_traced(browser, url, "W1AW")
         client = await loop.call(make())
         try:

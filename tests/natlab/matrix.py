@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tests.browser.firefox import firefox_available
 from tests.fixtures.turn import turnserver_available
 from tests.natlab.browser import chromium_available
 from tests.natlab.netns import unavailable_reason
@@ -32,7 +33,7 @@ from tests.natlab.session import LabSession, Mode, Turn
 PAIRS = [("sym1", "sym2"), ("sym1", "cone1"), ("cone1", "cone2"), ("udp", "sym1")]
 TURNS: list[Turn] = ["off", "on", "relay"]
 MODES: list[Mode] = ["mesh", "sfu"]
-CLIENTS = ["aiortc", "chromium"]
+CLIENTS = ["aiortc", "chromium", "firefox"]
 # A cell that cannot connect (STUN only between symmetric NATs) ends in ICE `failed` for
 # aiortc in ~8 s; Chromium keeps trying longer, so its rows stop waiting here.
 BROWSER_TIMEOUT = 15.0
@@ -65,8 +66,10 @@ async def one(session: LabSession, client: str, a: str, b: str, turn: Turn, mode
     try:
         if client == "aiortc":
             return await session.case(a, b, turn, mode)
+        if client == "firefox" and turn == "off":  # TURN-on cells only (issue 16's target)
+            return Outcome(f"{client} {a}<->{b} {turn} {mode}", error="not run (TURN off)")
         timeout = BROWSER_TIMEOUT if turn == "off" else 30.0
-        return await session.browser_case(a, b, turn, mode, timeout=timeout)
+        return await session.browser_case(a, b, turn, mode, timeout=timeout, browser=client)
     except Exception as exc:
         return Outcome(f"{client} {a}<->{b} {turn} {mode}", error=repr(exc)[:60])
 
@@ -80,7 +83,7 @@ async def roam_rows(
           f"{'back: mover':>11} {'partner':>8}  how")  # fmt: skip
     print("-" * 124)
     results = []
-    for client in clients:
+    for client in [c for c in clients if c != "firefox"]:  # the roaming page is Chromium's
         for mode in modes:
             try:
                 if client == "aiortc":
@@ -152,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     clients = args.client or CLIENTS
     if args.no_browser or not chromium_available():
         clients = [c for c in clients if c == "aiortc"]
+    if not firefox_available():
+        clients = [c for c in clients if c != "firefox"]
     turns, modes = args.turn or TURNS, args.mode or MODES
     results = asyncio.run(run(turns, modes, clients, max(1, args.repeat), not args.no_roam))
     print(f"({time.monotonic() - start:.0f} s)")

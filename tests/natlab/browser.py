@@ -179,8 +179,10 @@ async def browser_pair(
     async def make() -> VoiceClient:
         return LabClient(url, tone=660.0)
 
+    launched = time.monotonic()
     async with browser_in(browser_name, browser_ns) as browser:
         operator = await open_traced(browser, url, "W1AW")
+        outcome.browser_start = time.monotonic() - launched
         client = await loop.call(make())
         try:
             await loop.call(join_room(client, "G4ABC", room), 30)

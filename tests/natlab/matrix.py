@@ -59,6 +59,9 @@ def row(runs: list[Outcome], cell: str, client: str) -> str:
     pairs = " | ".join(last.pairs) if last.pairs else "-"
     conn = _seconds(_median([o.seconds for o in runs]))
     heard = _seconds(_median([o.audio_seconds for o in runs]))
+    started = _median([o.browser_start for o in runs])
+    if started is not None:
+        pairs += f"  (browser start {started:.1f} s, not in t_conn)"
     return f"{cell:<34} {client:<9} {state:<18} {conn:>6} {heard:>6}  {audio:<5} {pairs}"
 
 
@@ -66,8 +69,6 @@ async def one(session: LabSession, client: str, a: str, b: str, turn: Turn, mode
     try:
         if client == "aiortc":
             return await session.case(a, b, turn, mode)
-        if client == "firefox" and turn == "off":  # TURN-on cells only (issue 16's target)
-            return Outcome(f"{client} {a}<->{b} {turn} {mode}", error="not run (TURN off)")
         timeout = BROWSER_TIMEOUT if turn == "off" else 30.0
         return await session.browser_case(a, b, turn, mode, timeout=timeout, browser=client)
     except Exception as exc:
@@ -118,6 +119,8 @@ async def run(
                 for mode in modes:
                     cell = f"{kinds[a]}<->{kinds[b]} {turn} {mode}"
                     for client in clients:
+                        if client == "firefox" and turn == "off":
+                            continue  # Firefox rows: the TURN-on cells (issue 16's target)
                         runs = [await one(session, client, a, b, turn, mode) for _ in range(repeat)]
                         print(row(runs, cell, client), flush=True)
                         results.append({
@@ -125,6 +128,7 @@ async def run(
                             "client": client,
                             "seconds_median": _median([o.seconds for o in runs]),
                             "audio_seconds_median": _median([o.audio_seconds for o in runs]),
+                            "browser_start_median": _median([o.browser_start for o in runs]),
                             "runs": [{k: v for k, v in asdict(o).items() if k != "trace"}
                                      for o in runs],
                         })  # fmt: skip

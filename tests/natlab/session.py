@@ -33,7 +33,7 @@ SITES = [
 ROAM = ("mob", "sym2", "sym1")
 Turn = Literal["off", "on", "relay"]
 Mode = Literal["mesh", "sfu"]
-ROOMS_PER_MODE = 40
+ROOMS_PER_MODE = 200  # a fresh room per case: 3 clients x --repeat 3 x every cell
 # Server variants: (TURN setting, SFU workers) -> port on the public address.
 PORTS: dict[tuple[str, int], int] = {
     ("off", 0): WEB_PORT,

@@ -1,9 +1,10 @@
 """`python -m tests.natlab.matrix` (what `make natlab` runs): the NAT lab as a table.
 
 Every cell (site pair x TURN off = STUN only / on / relay = force_relay x mode mesh / SFU)
-gets a row per client at the first site: `aiortc` (tests/voiceclient.py) and `chromium`
-(client/ in a page; the other end is always an aiortc client). Columns: connected?, seconds
-from the second operator's join (Chromium: the click on Join) to both ends connected and to
+gets a row per client at the first site: `aiortc` (tests/voiceclient.py), `chromium` and
+`firefox` (client/ in a page; Firefox in the TURN cells only; the other end is always an
+aiortc client). Columns: connected?, seconds from the second operator's join (a browser:
+the click on Join; its start is shown apart) to both ends connected and to
 both ends receiving audio (medians over `--repeat` runs), and the selected candidate pair of
 each end (`local>remote`; `relay/tcp` = TURN over TCP). Then the network change: the host
 at one site moves to another NAT mid-call (tests/natlab/roaming.py); seconds until audio is

@@ -7,18 +7,17 @@
  * `disconnected`, which peer-link.js handles. Window and navigator events only, no DOM.
  */
 
-/** Events within this long are one change (`online` and `change` often come together). */
+/** Events within this long after a report are the same change (`online` and `change`
+ * often come together, `change` twice). */
 const SETTLE_MS = 200;
 
 export class NetworkWatch {
   /** @param {(reason: string) => void} onchange */
   constructor(onchange) {
     this.onchange = onchange;
-    /** @type {ReturnType<typeof setTimeout>|null} */
-    this.timer = null;
     this.started = false;
-    /** @type {string[]} what fired since the last report */
-    this.reasons = [];
+    /** When the last change was reported (Date.now(); 0: none yet). */
+    this.reportedAt = 0;
     this._online = () => this._fire('online');
     this._connection = () => this._fire('connection change');
   }
@@ -44,20 +43,20 @@ export class NetworkWatch {
     window.removeEventListener('online', this._online);
     const connection = this.connection;
     if (connection) connection.removeEventListener('change', this._connection);
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    this.reasons = [];
+    this.reportedAt = 0;
   }
 
-  /** @param {string} reason */
+  /**
+   * Report at once (every millisecond counts: the room reopens its socket on it), unless
+   * offline (the `online` event that follows reports) or a `change` just after a report.
+   * @param {string} reason
+   */
   _fire(reason) {
-    if (!this.reasons.includes(reason)) this.reasons.push(reason);
-    if (this.timer) return;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      const reasons = this.reasons.join(', ');
-      this.reasons = [];
-      if (this.started) this.onchange(reasons);
-    }, SETTLE_MS);
+    if (!this.started) return;
+    if (typeof navigator !== 'undefined' && navigator.onLine === false) return;
+    const now = Date.now();
+    if (reason !== 'online' && now - this.reportedAt < SETTLE_MS) return;
+    this.reportedAt = now;
+    this.onchange(reason);
   }
 }

@@ -34,9 +34,6 @@ const DEAD_AFTER_MS = 45_000;
 /** Reconnect backoff: first delay, cap. */
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 10_000;
-/** After a network change, a socket that answers no ping within this long is dropped (its
- * TCP connection may be bound to an address the machine no longer has). */
-const PROBE_MS = 3_000;
 /** A signal frame not answered within this long fails (the socket is likely dead). */
 const REQUEST_TIMEOUT_MS = 15_000;
 /** Close codes that mean "this token is done": do not reconnect with it. */
@@ -87,8 +84,6 @@ export class Signalling {
     /** Rejects the socket being opened (close() while joining). @type {((e: Error) => void)|null} */
     this.abortOpen = null;
     this.lastMessageAt = 0;
-    /** When a probe ping was sent (0: none pending). */
-    this.probeAt = 0;
     /** Reconnect attempts since the last success. */
     this.attempts = 0;
     /** @type {ReturnType<typeof setTimeout>|null} */
@@ -185,7 +180,6 @@ export class Signalling {
         return;
       }
       this.ws = ws;
-      this.probeAt = 0;
       this.abortOpen = reject;
       let opened = false;
       /** @type {VoiceError|null} */
@@ -269,25 +263,11 @@ export class Signalling {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
   }
 
-  /** The network changed: ping now, and drop the socket if nothing answers soon (keepalive). */
-  probe() {
-    if (!this.isOpen || this.probeAt) return;
-    this.probeAt = Date.now();
-    this.send({ type: 'ping' });
-  }
-
   /** Once a second: ping a quiet socket, drop a dead one (its close reconnects). */
   keepalive() {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
     const now = Date.now();
-    if (this.probeAt && this.lastMessageAt >= this.probeAt) this.probeAt = 0;
-    if (this.probeAt && now - this.probeAt > PROBE_MS) {
-      this.probeAt = 0;
-      this.log('no answer to a ping after a network change; reconnecting');
-      ws.close(4000, 'network changed');
-      return;
-    }
     const quiet = now - this.lastMessageAt;
     if (quiet > DEAD_AFTER_MS) {
       this.log('socket silent for', quiet, 'ms; reconnecting');
@@ -314,14 +294,23 @@ export class Signalling {
     return delay;
   }
 
+  /** Drop a pending reconnect attempt (one is being made now instead). */
+  cancelRetry() {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+  }
+
   /** A reconnect succeeded: the next loss starts the backoff afresh. */
   reconnected() {
     this.attempts = 0;
   }
 
-  /** Close a socket whose reconnect failed half-way, without reporting its close. */
+  /** Close a socket whose reconnect failed half-way (or one being opened), without
+   * reporting its close. */
   discard() {
     const ws = this.ws;
+    if (this.abortOpen) this.abortOpen(new VoiceError('aborted', 'the socket was replaced'));
+    this.abortOpen = null;
     if (!ws) return;
     this.ws = null;
     this._failPending();

@@ -184,6 +184,10 @@ export class VoiceRoom {
     this.seatJoinedAt = '';
     this.listenOnly = false;
     this.disconnectedAt = 0;
+    /** Reconnect attempts made (only the latest one's socket and outcome count). */
+    this.reconnectAttempt = 0;
+    /** The network changed: restart ICE everywhere once the socket and seat are back. */
+    this.iceRestartPending = false;
     /** The room's floor as last heard (highest version), null until then. @type {FloorState|null} */
     this.floor = null;
     /** Asking for the floor, and running the net (net control): netcontrol.js. */
@@ -742,6 +746,7 @@ export class VoiceRoom {
     this.emitted.clear();
     this.signalling.close();
     this.network.stop();
+    this.iceRestartPending = false;
     for (const timer of [this.tickTimer, this.statsTimer]) if (timer) clearInterval(timer);
     if (this.iceTimer) clearTimeout(this.iceTimer);
     this.tickTimer = this.statsTimer = this.iceTimer = null;
@@ -791,13 +796,20 @@ export class VoiceRoom {
   /** @param {number} session */
   async _reconnect(session) {
     if (session !== this.session) return;
+    // A network change starts a new attempt over one still under way (which may be stuck
+    // on the address that went away): the older one's socket and outcome are dropped.
+    const attempt = ++this.reconnectAttempt;
+    const current = () => session === this.session && attempt === this.reconnectAttempt;
     try {
-      await this.signalling.open(() => session === this.session);
+      await this.signalling.open(current);
+      if (!current()) return;
       await this._join(session);
+      if (!current()) return;
       this.signalling.reconnected();
       this.disconnectedAt = 0;
+      if (this.iceRestartPending) this._restartAllIce();
     } catch (err) {
-      if (session !== this.session) return;
+      if (!current()) return;
       const error = asVoiceError(err);
       this.signalling.discard();
       if (error.kind === 'auth' || error.kind === 'room-full' || error.kind === 'forbidden') {
@@ -1036,13 +1048,27 @@ export class VoiceRoom {
    * restart ICE on every connection without leaving the room. Mesh links restart through
    * perfect negotiation; the SFU link sends an ICE-restart offer on the same connection
    * (docs/protocol.md; a new connection if that does not complete within SFU_RESTART_MS).
-   * The socket is probed too: one bound to a lost address is replaced within seconds.
+   * First a new socket and the seat again (kept within the grace period), so that the
+   * restart offers go out, and their answers come back, on a socket that works.
    * @param {string} [reason]
    */
   restartIce(reason = 'asked') {
     if (this.status !== 'joined' && this.status !== 'reconnecting') return;
-    this._log('network change (', reason, '): restarting ICE');
-    this.signalling.probe();
+    this._log('network change (', reason, '): new socket, seat, then ICE restarts');
+    // The restart offers and their answers need a live socket: the old one may be bound to
+    // an address the machine no longer has (it would look silent for DEAD_AFTER_MS, and
+    // answers sent to it are lost). A new socket subscribes before the offers go out.
+    this.iceRestartPending = true;
+    this.signalling.cancelRetry();
+    this.signalling.discard();
+    if (!this.disconnectedAt) this.disconnectedAt = Date.now();
+    this._setStatus('reconnecting', 'the network changed');
+    this._reconnect(this.session);
+  }
+
+  /** ICE restart on every connection (after a network change, on the new socket). */
+  _restartAllIce() {
+    this.iceRestartPending = false;
     for (const link of this.links.values()) link.restartIce();
     const sfu = this.sfu;
     if (sfu) sfu.restartIce();

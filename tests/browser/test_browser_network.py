@@ -148,11 +148,16 @@ async def test_sfu_network_change_restarts_ice_and_keeps_the_seat(
     assert not page.errors
 
 
+@pytest.mark.parametrize("socket_dies", [False, True], ids=["socket-lives", "socket-dies"])
 async def test_mesh_network_change_restarts_ice_on_the_same_connection(
-    browser: Browser, voice_server: ServerProcess
+    browser: Browser, voice_server: ServerProcess, socket_dies: bool
 ) -> None:
     """Mesh: an `online` event restarts ICE on the page's existing link (perfect
-    negotiation); both still hear each other and nobody rejoined."""
+    negotiation); both still hear each other and nobody rejoined. `socket-dies`: the
+    signalling socket goes silent at the change (what a socket bound to the lost address
+    does: nothing it sends arrives, nothing arrives on it, no close): the page opens a new
+    one and keeps its seat before it sends the restart offer, whose answer comes back on
+    the new socket."""
     a = await Operator.open(browser, voice_server, "W1AW")
     b = await Operator.open(browser, voice_server, "G4ABC")
     await a.join("field-day")
@@ -162,6 +167,11 @@ async def test_mesh_network_change_restarts_ice_on_the_same_connection(
     a_id, b_id = await a.participant_id, await b.participant_id
     seat = await b.page.evaluate("yv.room.seatJoinedAt")
     await b.page.evaluate(f"window.yvBefore = yv.room.links.get('{a_id}').pc")
+    if socket_dies:
+        await b.page.evaluate(
+            """() => { const ws = yv.room.signalling.ws; window.yvDeadSocket = ws;
+                       ws.send = () => {}; ws.onmessage = null; ws.onclose = null; }"""
+        )
 
     await b.page.evaluate("window.dispatchEvent(new Event('online'))")
 
@@ -187,6 +197,10 @@ async def test_mesh_network_change_restarts_ice_on_the_same_connection(
 
         await until(grows, f"{listener.callsign} hears the other page after the restart")
     assert await b.page.evaluate("yv.room.seatJoinedAt") == seat
+    if socket_dies:
+        assert await b.page.evaluate("yv.room.signalling.ws !== window.yvDeadSocket")
+    assert await b.page.evaluate("yv.room.status") == "joined"
+    assert set(await a.roster()) == {"W1AW", "G4ABC"}
     assert (await a.roster())["G4ABC"]["state"] == "connected"
     assert (await b.roster())["W1AW"]["state"] == "connected"
     assert not a.errors and not b.errors

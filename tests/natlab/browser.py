@@ -20,7 +20,7 @@ from typing import Any
 from playwright.async_api import Browser, async_playwright
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS
-from tests.browser.pages import DESKTOP, Operator, until
+from tests.browser.pages import DESKTOP, TONE_MICROPHONE, Operator, until
 from tests.natlab.lab import PUBLIC_IP, WEB_PORT
 from tests.natlab.netns import NetnsLoop
 from tests.natlab.scenarios import (
@@ -50,6 +50,10 @@ SELECTED_PAIRS_JS = """async () => {
     report.forEach((r) => {
       if (r.type === 'transport' && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId;
     });
+    // Firefox has no transport stats: its candidate pair in use says selected (nominated).
+    report.forEach((r) => {
+      if (!pairId && r.type === 'candidate-pair' && (r.selected || (r.nominated && r.state === 'succeeded'))) pairId = r.id;
+    });
     const pair = pairId ? report.get(pairId) : null;
     const local = pair ? report.get(pair.localCandidateId) : null;
     const remote = pair ? report.get(pair.remoteCandidateId) : null;
@@ -67,6 +71,16 @@ SELECTED_PAIRS_JS = """async () => {
 
 def chromium_available() -> bool:
     return os.path.exists(CHROMIUM)
+
+
+def browser_in(name: str, ns: str) -> contextlib.AbstractAsyncContextManager[Any]:
+    """A launcher (Playwright Browser, or tests/browser/firefox.py's stand-in) of browser
+    `name` ("chromium" or "firefox") whose processes run in namespace `ns`."""
+    if name == "firefox":
+        from tests.browser.firefox import firefox_in, secure_hosts
+
+        return firefox_in(ns, secure_hosts([PUBLIC_IP]))
+    return chromium_in(ns)
 
 
 @contextlib.asynccontextmanager
@@ -105,10 +119,16 @@ def _pair_text(chosen: dict[str, Any]) -> str:
 TRACE_JS = (Path(__file__).parent / "trace.js").read_text()
 
 
-async def open_traced(browser: Browser, url: str, callsign: str) -> Operator:
-    """An operator's page (signed in) whose RTCPeerConnections log into window.yvTrace."""
+async def open_traced(
+    browser: Browser, url: str, callsign: str, tone: float | None = None
+) -> Operator:
+    """An operator's page (signed in) whose RTCPeerConnections log into window.yvTrace.
+    `tone`: its microphone says that frequency steadily (Chromium's fake device beeps
+    about three frames every half second, which makes "N loud frames heard" slow)."""
     context = await browser.new_context(viewport=DESKTOP)  # type: ignore[arg-type]
     await context.add_init_script(TRACE_JS)
+    if tone is not None:
+        await context.add_init_script(f"({TONE_MICROPHONE})({float(tone)})")
     page = await context.new_page()
     operator = Operator(page, callsign)
     await page.goto(url + "/")
@@ -144,9 +164,11 @@ async def browser_pair(
     loop: NetnsLoop,
     sfu: bool = False,
     timeout: float = 30.0,
+    browser_name: str = "chromium",
 ) -> Outcome:
-    """An aiortc VoiceClient in `loop` is in `room`; Chromium (client/ in a page) in
-    `browser_ns` joins it (the newcomer, as an operator opening the page would).
+    """An aiortc VoiceClient in `loop` is in `room`; Chromium or Firefox (client/ in a
+    page) in `browser_ns` joins it (the newcomer, as an operator opening the page would).
+    The browser's start is not timed (the clock starts at the click on Join).
 
     Outcome.seconds / audio_seconds: from the click on Join to both ends connected / both
     ends receiving audio. Outcome.pairs: [Chromium's selected pair, aiortc's];
@@ -157,8 +179,10 @@ async def browser_pair(
     async def make() -> VoiceClient:
         return LabClient(url, tone=660.0)
 
-    async with chromium_in(browser_ns) as browser:
+    launched = time.monotonic()
+    async with browser_in(browser_name, browser_ns) as browser:
         operator = await open_traced(browser, url, "W1AW")
+        outcome.browser_start = time.monotonic() - launched
         client = await loop.call(make())
         try:
             await loop.call(join_room(client, "G4ABC", room), 30)

@@ -1,9 +1,10 @@
 """`python -m tests.natlab.matrix` (what `make natlab` runs): the NAT lab as a table.
 
 Every cell (site pair x TURN off = STUN only / on / relay = force_relay x mode mesh / SFU)
-gets a row per client at the first site: `aiortc` (tests/voiceclient.py) and `chromium`
-(client/ in a page; the other end is always an aiortc client). Columns: connected?, seconds
-from the second operator's join (Chromium: the click on Join) to both ends connected and to
+gets a row per client at the first site: `aiortc` (tests/voiceclient.py), `chromium` and
+`firefox` (client/ in a page; Firefox in the TURN cells only; the other end is always an
+aiortc client). Columns: connected?, seconds from the second operator's join (a browser:
+the click on Join; its start is shown apart) to both ends connected and to
 both ends receiving audio (medians over `--repeat` runs), and the selected candidate pair of
 each end (`local>remote`; `relay/tcp` = TURN over TCP). Then the network change: the host
 at one site moves to another NAT mid-call (tests/natlab/roaming.py); seconds until audio is
@@ -22,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tests.browser.firefox import firefox_available
 from tests.fixtures.turn import turnserver_available
 from tests.natlab.browser import chromium_available
 from tests.natlab.netns import unavailable_reason
@@ -32,7 +34,7 @@ from tests.natlab.session import LabSession, Mode, Turn
 PAIRS = [("sym1", "sym2"), ("sym1", "cone1"), ("cone1", "cone2"), ("udp", "sym1")]
 TURNS: list[Turn] = ["off", "on", "relay"]
 MODES: list[Mode] = ["mesh", "sfu"]
-CLIENTS = ["aiortc", "chromium"]
+CLIENTS = ["aiortc", "chromium", "firefox"]
 # A cell that cannot connect (STUN only between symmetric NATs) ends in ICE `failed` for
 # aiortc in ~8 s; Chromium keeps trying longer, so its rows stop waiting here.
 BROWSER_TIMEOUT = 15.0
@@ -58,6 +60,9 @@ def row(runs: list[Outcome], cell: str, client: str) -> str:
     pairs = " | ".join(last.pairs) if last.pairs else "-"
     conn = _seconds(_median([o.seconds for o in runs]))
     heard = _seconds(_median([o.audio_seconds for o in runs]))
+    started = _median([o.browser_start for o in runs])
+    if started is not None:
+        pairs += f"  (browser start {started:.1f} s, not in t_conn)"
     return f"{cell:<34} {client:<9} {state:<18} {conn:>6} {heard:>6}  {audio:<5} {pairs}"
 
 
@@ -66,7 +71,7 @@ async def one(session: LabSession, client: str, a: str, b: str, turn: Turn, mode
         if client == "aiortc":
             return await session.case(a, b, turn, mode)
         timeout = BROWSER_TIMEOUT if turn == "off" else 30.0
-        return await session.browser_case(a, b, turn, mode, timeout=timeout)
+        return await session.browser_case(a, b, turn, mode, timeout=timeout, browser=client)
     except Exception as exc:
         return Outcome(f"{client} {a}<->{b} {turn} {mode}", error=repr(exc)[:60])
 
@@ -80,7 +85,7 @@ async def roam_rows(
           f"{'back: mover':>11} {'partner':>8}  how")  # fmt: skip
     print("-" * 124)
     results = []
-    for client in clients:
+    for client in [c for c in clients if c != "firefox"]:  # the roaming page is Chromium's
         for mode in modes:
             try:
                 if client == "aiortc":
@@ -115,6 +120,8 @@ async def run(
                 for mode in modes:
                     cell = f"{kinds[a]}<->{kinds[b]} {turn} {mode}"
                     for client in clients:
+                        if client == "firefox" and turn == "off":
+                            continue  # Firefox rows: the TURN-on cells (issue 16's target)
                         runs = [await one(session, client, a, b, turn, mode) for _ in range(repeat)]
                         print(row(runs, cell, client), flush=True)
                         results.append({
@@ -122,6 +129,7 @@ async def run(
                             "client": client,
                             "seconds_median": _median([o.seconds for o in runs]),
                             "audio_seconds_median": _median([o.audio_seconds for o in runs]),
+                            "browser_start_median": _median([o.browser_start for o in runs]),
                             "runs": [{k: v for k, v in asdict(o).items() if k != "trace"}
                                      for o in runs],
                         })  # fmt: skip
@@ -152,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     clients = args.client or CLIENTS
     if args.no_browser or not chromium_available():
         clients = [c for c in clients if c == "aiortc"]
+    if not firefox_available():
+        clients = [c for c in clients if c != "firefox"]
     turns, modes = args.turn or TURNS, args.mode or MODES
     results = asyncio.run(run(turns, modes, clients, max(1, args.repeat), not args.no_roam))
     print(f"({time.monotonic() - start:.0f} s)")

@@ -272,7 +272,7 @@ async def browser_roam(
     try:
         await loop_partner.call(join_room(a, "W1AW", room), 30)
         async with chromium_in(lab.site(mover).ns) as browser:
-            operator = await open_traced(browser, url, "G4ABC")
+            operator = await open_traced(browser, url, "G4ABC", tone=660.0)
             await operator.join(room)
             pid = await operator.participant_id
             joined = await operator.page.evaluate("yv.room.seatJoinedAt")

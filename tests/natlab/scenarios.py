@@ -67,6 +67,9 @@ class Outcome:
     audio: list[int] = field(default_factory=list)
     error: str | None = None
     trace: str = ""  # a browser end's RTCPeerConnection events (tests/natlab/trace.js)
+    # A browser case: seconds from launching the browser to its page signed in (not timed
+    # in `seconds`, whose clock starts at the click on Join).
+    browser_start: float | None = None
 
     @property
     def relayed(self) -> bool:

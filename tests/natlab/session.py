@@ -33,7 +33,7 @@ SITES = [
 ROAM = ("mob", "sym2", "sym1")
 Turn = Literal["off", "on", "relay"]
 Mode = Literal["mesh", "sfu"]
-ROOMS_PER_MODE = 40
+ROOMS_PER_MODE = 200  # a fresh room per case: 3 clients x --repeat 3 x every cell
 # Server variants: (TURN setting, SFU workers) -> port on the public address.
 PORTS: dict[tuple[str, int], int] = {
     ("off", 0): WEB_PORT,
@@ -111,14 +111,21 @@ class LabSession:
         )
 
     async def browser_case(
-        self, browser_site: str, client_site: str, turn: Turn, mode: Mode, timeout: float = 30.0
+        self,
+        browser_site: str,
+        client_site: str,
+        turn: Turn,
+        mode: Mode,
+        timeout: float = 30.0,
+        browser: str = "chromium",
     ) -> Outcome:
-        """Chromium with the real client/ at `browser_site`, an aiortc client at the other."""
+        """A browser (chromium/firefox) with the real client/ at `browser_site`, an aiortc
+        client at the other."""
         from tests.natlab.browser import browser_pair  # Playwright only where a case needs it
 
         server = self.server(turn, mode)
         kinds = {name: site.kind for name, site in self.lab.sites.items()}
-        label = f"chromium@{kinds[browser_site]}<->{kinds[client_site]} turn={turn} {mode}"
+        label = f"{browser}@{kinds[browser_site]}<->{kinds[client_site]} turn={turn} {mode}"
         return await browser_pair(
             label,
             server.url,
@@ -127,6 +134,7 @@ class LabSession:
             self.loops[client_site],
             sfu=mode == "sfu",
             timeout=timeout,
+            browser_name=browser,
         )
 
     async def roam_case(self, mode: Mode, turn: Turn = "on", timeout: float = 10.0) -> RoamOutcome:

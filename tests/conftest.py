@@ -13,6 +13,23 @@ from tests.servers import ServerProcess
 from tests.voiceclient import VoiceClient
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+# The longest files run first, so on two workers (`make test`) they overlap the rest
+# instead of ending the run alone (the deploy converge alone takes minutes).
+LONG_FIRST = (
+    "tests/deploy/test_deploy.py",
+    "tests/test_fuzz.py",
+    "tests/test_packaging.py",
+    "tests/test_soak.py",
+    "tests/browser/test_browser_net.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LONG_FIRST.index(path) if path in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file and among the rest stays
 
 
 @pytest.fixture

@@ -233,7 +233,7 @@ unchanged() { # log name: the run's recap says changed=0
 # be as before the converge (an older run may have left the deploy's names: not compared).
 # yv-direct itself stays while specs of services other than the deploy's are left in
 # /etc/yv-direct; the deploy's own specs must go.
-OURS='yahaml-voice|yahaml_voice|/etc/yv-direct/(redis-|nginx|coturn)|/usr/local/sbin/yv-direct|/etc/turnserver\.conf|/etc/coturn|/var/log/turnserver|/etc/nginx/tls|/var/www/acme|before-yahaml-voice'
+OURS='yahaml-voice|yahaml_voice|/etc/yv-direct/(redis-|nginx|coturn|cron)|/usr/local/sbin/yv-direct|/etc/turnserver\.conf|/etc/coturn|/var/log/turnserver|/etc/nginx/tls|/var/www/acme|before-yahaml-voice'
 host_state() {
   {
     getent passwd | cut -d: -f1 | sed 's/^/user /'

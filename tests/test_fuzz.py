@@ -362,7 +362,13 @@ def test_raw_http_requests_never_get_a_5xx(fuzz_server: ServerProcess) -> None:
             RAN["http"] += 1
             headers = {"Content-Type": content_type, "Authorization": authorization}
             headers["Connection"] = "close"  # a refused body may end a keep-alive connection
-            response = http.request(method, path + query, content=body, headers=headers)
+            try:
+                response = http.request(method, path + query, content=body, headers=headers)
+            except httpx.TransportError:
+                # A body the handler never reads, on a connection that closes after the
+                # answer, can race that close (a reset; seen once on GET /openapi.json under
+                # load): a transport matter, not an answer. The same request must then work.
+                response = http.request(method, path + query, content=body, headers=headers)
             statuses[response.status_code] += 1
             assert response.status_code < 500, (method, path, body[:80], response.text[:300])
             if path.startswith("/api/") and response.status_code >= 400 and method != "HEAD":

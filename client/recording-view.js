@@ -41,6 +41,8 @@ export class RecordingView {
     this.audio = /** @type {HTMLAudioElement} */ ($('replay-audio'));
     /** The transmission playing (its index), -1: none. */
     this.playing = -1;
+    /** The blob: url the <audio> element plays, '' before the first. */
+    this.blobUrl = '';
     /** What the status line last announced (it is aria-live: only changes are read). */
     this.announced = '';
     $('rec-start').addEventListener('click', () => this.host.act(() => this.room.recording.start()));
@@ -104,11 +106,27 @@ export class RecordingView {
     $('replay-empty').hidden = txs.length > 0;
   }
 
-  /** @param {Transmission} tx */
-  play(tx) {
-    this.audio.src = this.room.recording.replayUrl(tx);
+  /**
+   * Fetch the transmission (Authorization header, no token in any URL) and play it from a
+   * blob: url; the previous one is released.
+   * @param {Transmission} tx
+   */
+  async play(tx) {
     this.playing = tx.index;
     this.renderList();
+    let blob;
+    try {
+      blob = await this.room.recording.replayBlob(tx);
+    } catch (err) {
+      this.room._log('replay fetch failed', err);
+      if (this.playing === tx.index) this.playing = -1;
+      this.renderList();
+      return;
+    }
+    if (this.playing !== tx.index) return; // another one was asked for meanwhile
+    if (this.blobUrl) URL.revokeObjectURL(this.blobUrl);
+    this.blobUrl = URL.createObjectURL(blob);
+    this.audio.src = this.blobUrl;
     this.audio.play().catch(() => {
       this.playing = -1;
       this.renderList();

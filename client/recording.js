@@ -4,8 +4,9 @@
  * being recorded now (join answer, then `recordingChanged`), its last transmissions for
  * "say again" (GET .../transmissions, then `transmissionRecorded`), net control's start
  * and stop in `record: ncs` rooms. `room.recording` holds one. No DOM here: the page
- * assigns `onchange` and plays `replayUrl(tx)` in an <audio> element, which cannot send
- * headers: the url carries the token as `?token=`.
+ * assigns `onchange` and plays `replayBlob(tx)` in an <audio> element (as a blob: url).
+ * The file is fetched with the Authorization header rather than an <audio src> carrying
+ * `?token=`, so the seat's token never lands in a proxy's or browser's URL history.
  */
 
 import { roomPath } from './api.js';
@@ -84,13 +85,14 @@ export class Recording {
   }
 
   /**
-   * Where an <audio> element plays a transmission (with this seat's token).
+   * A transmission's audio (Ogg Opus, a few seconds), fetched with this seat's token in
+   * the Authorization header; the page plays it from a blob: url.
    * @param {Transmission} tx
+   * @returns {Promise<Blob>}
    */
-  replayUrl(tx) {
-    const identity = this.room.identity;
-    const base = this.room.api.baseUrl + (tx.url || '');
-    return identity ? `${base}?token=${encodeURIComponent(identity.token)}` : base;
+  async replayBlob(tx) {
+    const { blob } = await this.room.api.download(tx.url || '', `transmission-${tx.index}.ogg`);
+    return blob;
   }
 
   /** Left the room: forget it all. */

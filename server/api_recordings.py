@@ -4,8 +4,11 @@ and net control's downloads of a whole recording. Importing this module adds the
 (app.py does, before registering the blueprint).
 
 Files are served with Range support (an <audio> element seeks with it) and the usual
-token, which an <audio src> can only carry as `?token=`. Which file is read is decided
-by recording_files.py from ids and a fixed list of names, never from a path in the URL.
+token. The own client fetches them with the Authorization header and plays a blob: url
+(a token in a URL ends up in access logs); `?token=` still works, as on every route, for
+clients that can only give an <audio src>, and the proxy role logs no query strings.
+Which file is read is decided by recording_files.py from ids and a fixed list of names,
+never from a path in the URL.
 """
 
 from __future__ import annotations
@@ -125,7 +128,8 @@ async def transmissions(room_id: str, recording_id: str) -> TransmissionList:
 )
 async def transmission_file(room_id: str, recording_id: str, index: str) -> Any:
     """One transmission as Ogg Opus ("say again"; members of the room; 403
-    `not_in_room`). Takes `?token=` (an <audio src> sends no header)."""
+    `not_in_room`). The own client sends the Authorization header; `?token=` is taken
+    too (an <audio src> sends no header)."""
     await _member(identity(), room_id)
     files = services().rooms.recordings.files
     path = await asyncio.to_thread(files.transmission_file, room_id, recording_id, index)

@@ -4,9 +4,11 @@ A real server with a recorded room, placed on a worker whose control side is a w
 client (tests/test_worker_identity.py's FakeWorker: it never touches media here, only
 tells the server a transmission is on disk). The files are Ogg Opus tones written the way
 the worker leaves them. The member's page shows the notice before joining and the REC
-badge after, lists the transmission, and plays it from the route in its <audio> element:
-the element ends, and the file it played decodes (in the page, WebAudio) to the talker's
-tone. A signed-in station that did not join gets 403 for the same url.
+badge after, lists the transmission, fetches it from the route with the Authorization
+header (no `?token=` in any URL the page requests: URLs end up in access logs) and plays
+it from a blob: url in its <audio> element: the element ends, and the file it played
+decodes (in the page, WebAudio) to the talker's tone. A signed-in station that did not
+join gets 403 for the same url.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ pytestmark = pytest.mark.browser
 __all__ = ["fake_workers"]
 
 ROOM = "rec-net"
-# Power of the tone at 440 Hz and at 880 Hz in what the <audio> element played.
-TONE_OF_SOURCE = """async () => {
-    const audio = document.getElementById('replay-audio');
-    const data = await (await fetch(audio.currentSrc)).arrayBuffer();
+# Power of the tone at 440 Hz and at 880 Hz in the transmission the <audio> element played
+# (the page's CSP keeps blob: out of connect-src, so the bytes come from the client's own
+# fetch of the same route once more, not from the element's blob: url).
+TONE_OF_SOURCE = """async (index) => {
+    const tx = yv.room.recording.transmissions.find((t) => t.index === index);
+    const data = await (await yv.room.recording.replayBlob(tx)).arrayBuffer();
     const context = new OfflineAudioContext(1, 48000, 48000);
     const pcm = (await context.decodeAudioData(data)).getChannelData(0);
     const power = (f) => {
@@ -89,6 +93,8 @@ async def test_a_member_replays_the_last_transmission_and_a_non_member_is_refuse
     play = page.locator("#replay-list li[data-index='1'] .replay-play")
     await play.wait_for()
     assert await page.inner_text("#replay-list li[data-index='1'] .replay-call") == "K1ABC"
+    requests: list[tuple[str, str | None]] = []
+    page.on("request", lambda r: requests.append((r.url, r.headers.get("authorization"))))
     await play.click()
 
     async def ended() -> bool:
@@ -97,7 +103,12 @@ async def test_a_member_replays_the_last_transmission_and_a_non_member_is_refuse
     await until(ended, "the replay to play to its end")
     played = await page.evaluate("document.getElementById('replay-audio').played.length")
     assert played >= 1
-    power = await page.evaluate(TONE_OF_SOURCE)
+    # Fetched once with the header; the element played a blob: url; no token in any url.
+    fetched = [(url, auth) for url, auth in requests if url.endswith(last_url(ROOM, rec_id, 1))]
+    assert len(fetched) == 1 and (fetched[0][1] or "").startswith("Bearer "), requests
+    assert (await page.evaluate("document.getElementById('replay-audio').src")).startswith("blob:")
+    assert not [url for url, _ in requests if "token=" in url], requests
+    power = await page.evaluate(TONE_OF_SOURCE, 1)
     assert power["880"] > 20 * power["440"], power
     assert not member.errors
 
@@ -106,7 +117,7 @@ async def test_a_member_replays_the_last_transmission_and_a_non_member_is_refuse
     status = await outsider.page.evaluate(
         """async (path) => {
             const token = yv.room.identity.token;
-            const answer = await fetch(`${path}?token=${encodeURIComponent(token)}`);
+            const answer = await fetch(path, {headers: {Authorization: `Bearer ${token}`}});
             return [answer.status, (await answer.json()).error];
         }""",
         last_url(ROOM, rec_id, 1),

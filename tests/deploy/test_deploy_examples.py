@@ -199,7 +199,8 @@ def test_multi_host_server_ice_urls_follow_the_turn_hosts_own_settings(tmp_path:
     The TURN host's host_vars move its ports, name, realm and alt_tls_443 away from the
     site's values; the server configuration rendered on the signaling host (whose own
     merged settings still say 3478/5349 and no 443) must hand out exactly what the TURN
-    host's coturn serves.
+    host's coturn serves, followed by a second TURN host's URLs (its own name, the site's
+    ports, no 443), with the quotas summed.
     """
     site = tmp_path / "site"
     shutil.copytree(DEPLOY / "inventories" / "multi-host", site)
@@ -208,6 +209,18 @@ def test_multi_host_server_ice_urls_follow_the_turn_hosts_own_settings(tmp_path:
     assert "yahaml_voice_turn_overrides:\n  alt_tls_443: true\n" in text
     site_vars.write_text(text.replace("yahaml_voice_turn_overrides:\n  alt_tls_443: true\n", ""))
     (site / "host_vars" / "turn.club.example.org.yml").write_text("---\n" + TURN_HOST_VARS)
+    # A second TURN host with the site's settings but a name of its own.
+    hosts = (site / "hosts.ini").read_text()
+    second = "turn2.club.example.org ansible_host=198.51.100.21 yahaml_voice_private_ip=10.0.0.21\n"
+    hosts = hosts.replace("[coturn]\nturn.club.example.org ansible_host=198.51.100.20 "
+                          "yahaml_voice_private_ip=10.0.0.20\n",
+                          "[coturn]\nturn.club.example.org ansible_host=198.51.100.20 "
+                          "yahaml_voice_private_ip=10.0.0.20\n" + second)  # fmt: skip
+    assert second in hosts
+    (site / "hosts.ini").write_text(hosts)
+    (site / "host_vars" / "turn2.club.example.org.yml").write_text(
+        "---\nyahaml_voice_turn_domain: turn2.club.example.org\n"
+    )
 
     # The TURN host's own mapping (what its coturn and firewall get).
     local = _ansible(site / "hosts.ini", tmp_path, "yahaml_voice_turn_local")
@@ -224,15 +237,22 @@ def test_multi_host_server_ice_urls_follow_the_turn_hosts_own_settings(tmp_path:
     assert set(configs) == {"signal.club.example.org"}
     ice = configs["signal.club.example.org"]["ice"]
     assert isinstance(ice, dict)
+    # Every TURN host's own URLs, in inventory order: the second one without 443.
     assert ice["turn"]["urls"] == [
         "turn:relay.club.example.org:3479?transport=udp",
         "turn:relay.club.example.org:3479?transport=tcp",
         "turns:relay.club.example.org:5350?transport=tcp",
         "turns:relay.club.example.org:443?transport=tcp",
+        "turn:turn2.club.example.org:3478?transport=udp",
+        "turn:turn2.club.example.org:3478?transport=tcp",
+        "turns:turn2.club.example.org:5349?transport=tcp",
     ]
-    assert ice["turn"]["urls"] == turn_host["urls"]
-    assert ice["stun_urls"] == ["stun:relay.club.example.org:3479"]
+    assert ice["turn"]["urls"][:4] == turn_host["urls"]
+    assert ice["stun_urls"] == [
+        "stun:relay.club.example.org:3479",
+        "stun:turn2.club.example.org:3478",
+    ]
     assert ice["turn"]["realm"] == "relay.club.example.org"
-    assert ice["turn"]["total_quota"] == 3000
+    assert ice["turn"]["total_quota"] == 3000 + 1200
     assert ice["turn"]["secret"] == turn_host["secret"]
     assert len(ice["turn"]["secret"]) >= 32

@@ -1013,8 +1013,10 @@ async def serve(
             started = time.monotonic()
             try:
                 headers = {"Authorization": f"Bearer {worker_token(config)}"}
+                # close_timeout: a stop (a second SIGTERM) never waits long for a server
+                # that does not answer the closing handshake.
                 async with websockets.connect(
-                    url, additional_headers=headers, max_size=2**20
+                    url, additional_headers=headers, max_size=2**20, close_timeout=1.0
                 ) as ws:
                     logger.info("worker %s connected to %s", worker_id, url)
                     await ws.send(json.dumps(wire(worker.hello())))

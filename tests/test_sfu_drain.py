@@ -161,10 +161,18 @@ async def test_sigterm_moves_the_room_to_the_other_worker_then_exits_0(
     seats = (alice.participant_id, bob.participant_id)
     epoch = bob.epoch
 
+    gone: list[float] = []
+
+    async def watch_exit() -> None:
+        await asyncio.to_thread(w1.proc.wait)
+        gone.append(time.monotonic())
+
     os.kill(w1.proc.pid, signal.SIGTERM)
     sigterm = time.monotonic()
+    watcher = asyncio.create_task(watch_exit())
     await until(lambda: alice.epoch > epoch and bob.epoch > epoch, 5, "a new epoch")
     moved_while_running = w1.proc.poll() is None
+    epoch_ms = (time.monotonic() - sigterm) * 1000
     await until(lambda: sfu_up(alice) and sfu_up(bob), 10, "both on the SFU again")
     since = time.monotonic()
     await until(
@@ -174,10 +182,14 @@ async def test_sigterm_moves_the_room_to_the_other_worker_then_exits_0(
     )
     moved_ms = (time.monotonic() - sigterm) * 1000
     assert await exited(w1, 10) == 0
-    exit_ms = (time.monotonic() - sigterm) * 1000
+    await watcher
+    exit_ms = (gone[0] - sigterm) * 1000
     await bob.wait_tone(440, frames=25, timeout=5)
     await alice.wait_tone(660, frames=25, timeout=5)
-    print(f"[{store}] SIGTERM -> audio through w2 {moved_ms:.0f} ms; w1 gone by {exit_ms:.0f} ms")
+    print(
+        f"[{store}] SIGTERM -> new epoch at the clients {epoch_ms:.0f} ms (w1 running: "
+        f"{moved_while_running}), audio through w2 {moved_ms:.0f} ms, w1 exited {exit_ms:.0f} ms"
+    )
 
     assert w2.proc.poll() is None and w2.udp_sockets() > 0, "the room is on w2"
     assert "drained in" in w1.log(), w1.log()[-2000:]

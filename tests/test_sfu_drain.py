@@ -25,6 +25,7 @@ import websockets
 
 from tests.redis_fixture import RedisServer
 from tests.servers import ROOT, TEST_SECRET, TEST_SFU_SECRET, ServerProcess
+from tests.test_sfu_cascade import _worker_of, speaker_and_listeners
 from tests.voiceclient import SFU, VoiceClient
 from yahaml_voice.core.config import load_config
 from yahaml_voice.core.processes import kill_process, stop_process
@@ -308,3 +309,36 @@ async def test_metrics_show_a_draining_worker_and_no_room_is_placed_on_it(
         r'yahaml_voice_placements_total\{result="no_worker"\} (\S+)', server.metrics()
     )
     assert placed and float(placed.group(1)) >= 1
+
+
+async def test_draining_an_edge_moves_only_its_listeners(
+    server_factory: Callable[..., ServerProcess],
+    worker_factory: Callable[[str, ServerProcess], WorkerProcess],
+    client_factory: Callable[..., VoiceClient],
+    loopback_ice: None,
+) -> None:
+    config = {**CONFIG, "sfu": {**CONFIG["sfu"], "max_listeners_per_worker": 2}}
+    server = server_factory(config)
+    workers = [worker_factory(name, server) for name in ("w1", "w2")]
+    server.wait_healthy(timeout=30, workers=2)
+    alice, listeners = await speaker_and_listeners(client_factory, server.url, 3, TEST_SECRET)
+    procs = [psutil.Process(w.proc.pid) for w in workers]
+    origin = _worker_of(alice, procs)
+    edge = next(w for w in workers if w.proc.pid != origin.pid)
+    on_edge = [c for c in listeners if _worker_of(c, procs).pid == edge.proc.pid]
+    on_origin = [c for c in listeners if c not in on_edge]
+    assert on_edge and on_origin
+    epochs = {c.callsign: c.epoch for c in listeners}
+
+    os.kill(edge.proc.pid, signal.SIGTERM)
+    sigterm = time.monotonic()
+    for client in on_edge:
+        await until(lambda c=client: c.epoch > epochs[c.callsign], 5, "a new epoch")
+        await client.wait_audio(SFU, frames=5, timeout=max(0.1, 5 - (time.monotonic() - sigterm)))
+    moved_ms = (time.monotonic() - sigterm) * 1000
+    assert await exited(edge, 10) == 0
+    # The origin's listeners were told nothing and kept hearing.
+    for client in on_origin:
+        assert client.epoch == epochs[client.callsign]
+        await client.wait_audio(SFU, frames=5, timeout=2)
+    print(f"edge drained: its listeners heard the origin again {moved_ms:.0f} ms after SIGTERM")

@@ -63,6 +63,8 @@ class RoomModes:
         # Placements this process made ("placed") and could not make for want of a live
         # worker ("no_worker"), for /metrics: an alert's signal that rooms stay in mesh.
         self.placements: collections.Counter[str] = collections.Counter()
+        # Re-placements of draining workers' rooms, running on their own (see drain()).
+        self._drains: set[asyncio.Task[None]] = set()
 
     def _lock(self, room_id: str) -> asyncio.Lock:
         return self._locks.setdefault(room_id, asyncio.Lock())
@@ -202,6 +204,23 @@ class RoomModes:
                 await self.place(room.id, reason=f"worker {worker_id} {why}", avoid=worker_id)
             elif worker_id in state.edges:
                 await self.drop_edge(room.id, worker_id, f"worker {why}")
+
+    async def drain(self, worker_id: str) -> None:
+        """Re-place the rooms of a draining worker (its `draining` frame).
+
+        Runs as its own task, shielded: the worker exits as soon as its last room got
+        roomClosed, which ends its connection and cancels the handler that called this,
+        often before the members were told roomModeChanged; the move must finish anyway."""
+        task = asyncio.ensure_future(self.worker_lost(worker_id, "draining"))
+        self._drains.add(task)
+        task.add_done_callback(self._drain_done)
+        await asyncio.shield(task)
+
+    def _drain_done(self, task: asyncio.Task[None]) -> None:
+        self._drains.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The worker check of every process retries it (draining workers hold no rooms).
+            log.warning("re-placing a draining worker's rooms failed: %r", task.exception())
 
     async def check_workers(self) -> None:
         """Re-place rooms whose worker's registration expired (no heartbeat) or that drains

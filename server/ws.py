@@ -199,7 +199,7 @@ async def worker_socket() -> None:
             # In the record every process reads: none of them places a room here again.
             record.draining = True
             await svc.store.worker_seen(record, ttl)
-            await svc.rooms.modes.worker_lost(record.id, "draining")
+            await svc.rooms.modes.drain(record.id)
         elif isinstance(message, WorkerSignal):
             await svc.rooms.signals.worker_signal(
                 record.id, message.roomId, message.to, message.type, message.data

@@ -30,6 +30,8 @@ from tests.voiceclient import SFU, VoiceClient
 from yahaml_voice.core.config import load_config
 from yahaml_voice.core.processes import kill_process, stop_process
 from yahaml_voice.core.tokens import issue_worker_token
+from yahaml_voice.server.placement import choose_worker
+from yahaml_voice.server.store import WorkerRecord
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -136,7 +138,14 @@ async def two_on_the_sfu(
     return alice, bob
 
 
-@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def store(request: pytest.FixtureRequest) -> str:
+    """The store of the servers; requested before server_factory, so a Redis outlives them."""
+    if request.param == "redis":
+        request.getfixturevalue("redis_server")
+    return str(request.param)
+
+
 async def test_sigterm_moves_the_room_to_the_other_worker_then_exits_0(
     store: str,
     request: pytest.FixtureRequest,
@@ -236,7 +245,7 @@ async def test_a_second_sigterm_exits_at_once(
     os.kill(server.proc.pid, signal.SIGSTOP)
     try:
         os.kill(w1.proc.pid, signal.SIGTERM)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.5)
         assert w1.proc.poll() is None, "draining: still running"
         os.kill(w1.proc.pid, signal.SIGTERM)
         second = time.monotonic()
@@ -342,3 +351,10 @@ async def test_draining_an_edge_moves_only_its_listeners(
         assert client.epoch == epochs[client.callsign]
         await client.wait_audio(SFU, frames=5, timeout=2)
     print(f"edge drained: its listeners heard the origin again {moved_ms:.0f} ms after SIGTERM")
+
+
+def test_placement_skips_draining_workers() -> None:
+    idle = WorkerRecord(id="a", slots=3, last_seen=0.0, draining=True)
+    busy = WorkerRecord(id="b", slots=3, last_seen=0.0, load={"streams": 40})
+    assert choose_worker([idle, busy]) is busy
+    assert choose_worker([idle]) is None

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import pytest
@@ -32,6 +32,7 @@ from yahaml_voice.core.processes import kill_process, stop_process
 from yahaml_voice.core.tokens import issue_worker_token
 from yahaml_voice.server.placement import choose_worker
 from yahaml_voice.server.store import WorkerRecord
+from yahaml_voice.sfu.worker import Worker, _drain
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -358,3 +359,26 @@ def test_placement_skips_draining_workers() -> None:
     busy = WorkerRecord(id="b", slots=3, last_seen=0.0, load={"streams": 40})
     assert choose_worker([idle, busy]) is busy
     assert choose_worker([idle]) is None
+
+
+async def test_a_drain_gives_up_after_the_timeout_and_stops_at_once_when_disconnected() -> None:
+    """The worker's side alone: rooms that never move (the server does not answer) hold
+    the drain for sfu.drain_timeout, not longer; without a control connection, not at all."""
+    sent: list[Any] = []
+    worker = Worker(
+        load_config(environ={}, overrides={"sfu.drain_timeout": "0.3s"}), "w", sent.append
+    )
+    worker.rooms["net"] = cast(Any, object())  # a room nobody moves
+    drain, connected, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    drain.set()
+    connected.set()
+    started = time.monotonic()
+    await _drain(worker, drain, connected, stop)
+    took = time.monotonic() - started
+    assert stop.is_set() and 0.3 <= took < 1.0, took
+    assert [frame.type for frame in sent] == ["draining"] and sent[0].data.timeout == 0.3
+    connected.clear()
+    stop.clear()
+    started = time.monotonic()
+    await _drain(worker, drain, connected, stop)
+    assert stop.is_set() and time.monotonic() - started < 0.1

@@ -189,7 +189,7 @@ export class AdminView {
         h('span', { className: 'muted admin-people' }, people || 'nobody'));
     }));
     $('adm-workers').replaceChildren(...view.workers.map((w) => h('li', { className: 'admin-item', 'data-worker': w.id },
-      h('span', { className: 'admin-name' }, w.id),
+      h('span', { className: 'admin-name' }, w.id), w.draining && h('span', { className: 'badge' }, 'draining'),
       h('span', { className: 'muted' }, `${w.host || ''} · ${w.rooms} rooms · ${w.peers} peers · ${w.streams} streams · CPU ${Math.round(w.cpu)} %`))));
     $('adm-workers-empty').hidden = view.workers.length > 0;
   }

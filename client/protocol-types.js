@@ -548,6 +548,7 @@
  * @property {number} streams
  * @property {number} cpu
  * @property {string|null} host
+ * @property {boolean} draining
  */
 
 /**
@@ -1099,8 +1100,25 @@
  */
 
 /**
+ * worker -> server: the worker got SIGTERM and stops once its rooms moved.
+ *
+ * The server places no new room on it and re-places every room it serves (origin or
+ * edge) on another worker, as for a dead worker but while this one still forwards; the
+ * worker exits once it holds no rooms, or after `timeout` seconds (`sfu.drain_timeout`).
+ * Sent again after every hello while draining.
+ * @typedef {Object} WorkerDraining
+ * @property {number} timeout
+ */
+
+/**
+ * @typedef {Object} WorkerDrainingFrame
+ * @property {"draining"} type
+ * @property {WorkerDraining} data
+ */
+
+/**
  * Every frame an SFU worker sends on /sfu/ws.
- * @typedef {WorkerHelloFrame|WorkerLoadFrame|WorkerSignalFrame|WorkerSlotsFrame|WorkerRoomStateFrame|WorkerLinksFrame|WorkerTalkerFrame|WorkerCascadeReadyFrame|WorkerRecordingFrame|WorkerTransmissionFrame|ControlErrorFrame} WorkerFrame
+ * @typedef {WorkerHelloFrame|WorkerLoadFrame|WorkerDrainingFrame|WorkerSignalFrame|WorkerSlotsFrame|WorkerRoomStateFrame|WorkerLinksFrame|WorkerTalkerFrame|WorkerCascadeReadyFrame|WorkerRecordingFrame|WorkerTransmissionFrame|ControlErrorFrame} WorkerFrame
  */
 
 /**

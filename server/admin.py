@@ -283,6 +283,7 @@ class AdminService:
                 streams=int(w.load.get("streams", 0)),
                 cpu=float(w.load.get("cpu", 0.0)),
                 host=w.info.get("host"),
+                draining=w.draining,
             )
             for w in sorted(await self.store.workers(), key=lambda w: w.id)
         ]

@@ -178,7 +178,20 @@ async def _store_metrics(svc: Services, registry: CollectorRegistry) -> None:
     allocations.set(connections * urls)
     live = await svc.store.workers()
     workers.set(len(live))
+    draining = Gauge(
+        "yahaml_voice_sfu_workers_draining",
+        "Live SFU workers that drain (SIGTERM: their rooms move away, then they exit)",
+        registry=registry,
+    )
+    draining.set(sum(1 for w in live if w.draining))
+    drains = Gauge(
+        "yahaml_voice_sfu_worker_draining",
+        "1 while the worker drains, 0 otherwise",
+        ["worker"],
+        registry=registry,
+    )
     for worker in live:
+        drains.labels(worker.id).set(1.0 if worker.draining else 0.0)
         streams.labels(worker.id).set(float(worker.load.get("streams", 0)))
         native.labels(worker.id).set(1.0 if worker.load.get("fanout") == "native" else 0.0)
         resident = _rss(worker)

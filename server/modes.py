@@ -63,6 +63,8 @@ class RoomModes:
         # Placements this process made ("placed") and could not make for want of a live
         # worker ("no_worker"), for /metrics: an alert's signal that rooms stay in mesh.
         self.placements: collections.Counter[str] = collections.Counter()
+        # Re-placements of draining workers' rooms, running on their own (see drain()).
+        self._drains: set[asyncio.Task[None]] = set()
 
     def _lock(self, room_id: str) -> asyncio.Lock:
         return self._locks.setdefault(room_id, asyncio.Lock())
@@ -88,6 +90,8 @@ class RoomModes:
             state = await self.store.room_state(room_id)
             if avoid is None and state.mode == "sfu" and state.worker_id:
                 return state  # placed meanwhile (a join and the worker check at once)
+            if avoid is not None and state.worker_id != avoid:
+                return state  # moved off `avoid` meanwhile (another process, a drain)
             workers = [w for w in await self.store.workers() if w.id != avoid]
             worker = choose_worker(workers)
             if worker is None:
@@ -174,6 +178,9 @@ class RoomModes:
                 return await self.store.room_state(room_id)
         log.warning("room=%s lost edge worker=%s (%s)", room_id, worker_id, reason)
         assert new.worker_id is not None
+        # A draining edge still runs: it closes the room (a dead one hears nothing).
+        closed = ToWorkerRoomClosedFrame(data=ToWorkerRoomClosed(roomId=room_id))
+        await self.delivery.to_worker(worker_id, closed)
         unlink = ToWorkerCascadeUnlink(roomId=room_id, edge=worker_id)
         await self.delivery.to_worker(new.worker_id, ToWorkerCascadeUnlinkFrame(data=unlink))
         frame = RoomModeChangedFrame(
@@ -187,19 +194,40 @@ class RoomModes:
         await self.delivery.broadcast(room_id, SfuLinksFrame(data=gone))
         return new
 
-    async def worker_lost(self, worker_id: str) -> None:
-        """Re-place every room of a worker that died or stopped reporting (its edge rooms:
-        move their listeners only)."""
+    async def worker_lost(self, worker_id: str, why: str = "lost") -> None:
+        """Re-place every room of a worker that died, stopped reporting or drains (its edge
+        rooms: move their listeners only). The old worker is told roomClosed for each, and
+        the participants roomModeChanged: they offer the new worker."""
         for room in self.config.rooms:
             state = await self.store.room_state(room.id)
             if state.mode == "sfu" and state.worker_id == worker_id:
-                await self.place(room.id, reason=f"worker {worker_id} lost", avoid=worker_id)
+                await self.place(room.id, reason=f"worker {worker_id} {why}", avoid=worker_id)
             elif worker_id in state.edges:
-                await self.drop_edge(room.id, worker_id, "worker lost")
+                await self.drop_edge(room.id, worker_id, f"worker {why}")
+
+    async def drain(self, worker_id: str) -> None:
+        """Re-place the rooms of a draining worker (its `draining` frame).
+
+        Runs as its own task, shielded: the worker exits as soon as its last room got
+        roomClosed, which ends its connection and cancels the handler that called this,
+        often before the members were told roomModeChanged; the move must finish anyway."""
+        task = asyncio.ensure_future(self.worker_lost(worker_id, "draining"))
+        self._drains.add(task)
+        task.add_done_callback(self._drain_done)
+        await asyncio.shield(task)
+
+    def _drain_done(self, task: asyncio.Task[None]) -> None:
+        self._drains.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The worker check of every process retries it (draining workers hold no rooms).
+            log.warning("re-placing a draining worker's rooms failed: %r", task.exception())
 
     async def check_workers(self) -> None:
-        """Re-place rooms whose worker's registration expired (no heartbeat)."""
-        live = {w.id for w in await self.store.workers()}
+        """Re-place rooms whose worker's registration expired (no heartbeat) or that drains
+        (a room another process placed there just before it heard of the drain)."""
+        workers = await self.store.workers()
+        live = {w.id for w in workers}
+        draining = {w.id for w in workers if w.draining}
         for room in self.config.rooms:
             state = await self.store.room_state(room.id)
             if state.mode == "sfu" and state.worker_id and state.worker_id not in live:
@@ -207,9 +235,16 @@ class RoomModes:
                     room.id, reason=f"worker {state.worker_id} silent", avoid=state.worker_id
                 )
                 continue
+            if state.mode == "sfu" and state.worker_id in draining:
+                await self.place(
+                    room.id, reason=f"worker {state.worker_id} draining", avoid=state.worker_id
+                )
+                continue
             for edge in state.edges:
                 if edge not in live:
                     await self.drop_edge(room.id, edge, "worker silent")
+                elif edge in draining:
+                    await self.drop_edge(room.id, edge, "worker draining")
             if state.mode == "mesh":
                 count = await self.store.count(room.id)
                 if count >= (1 if room.always_sfu else room.sfu_threshold):

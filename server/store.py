@@ -122,6 +122,9 @@ class WorkerRecord:
     last_seen: float
     load: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    # Set by the worker's `draining` frame (SIGTERM): it gets no new rooms and its rooms
+    # move away. In the record, so every server process sees it.
+    draining: bool = False
 
     @property
     def score(self) -> float:

@@ -19,6 +19,7 @@ from yahaml_voice.core.protocol import (
     ToWorkerRoomClosed,
     ToWorkerRoomClosedFrame,
     WorkerCascadeReady,
+    WorkerDraining,
     WorkerHello,
     WorkerLinks,
     WorkerLoad,
@@ -192,6 +193,13 @@ async def worker_socket() -> None:
             record.load = message.model_dump()
             record.last_seen = time.time()
             await svc.store.worker_seen(record, ttl)
+        elif isinstance(message, WorkerDraining):
+            if not record.draining:
+                log.info("sfu worker %s draining (exits within %.0f s)", record.id, message.timeout)
+            # In the record every process reads: none of them places a room here again.
+            record.draining = True
+            await svc.store.worker_seen(record, ttl)
+            await svc.rooms.modes.drain(record.id)
         elif isinstance(message, WorkerSignal):
             await svc.rooms.signals.worker_signal(
                 record.id, message.roomId, message.to, message.type, message.data

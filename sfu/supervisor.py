@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -84,7 +85,10 @@ class Supervisor:
         self._stopping = True
         await cancel_and_wait(*self._tasks)
         self._tasks = []
-        await asyncio.gather(*(stop_child(p, STOP_GRACE) for p in self.processes.values()))
+        # SIGINT, not SIGTERM: the workers stop with their server, there is nowhere to drain to.
+        await asyncio.gather(
+            *(stop_child(p, STOP_GRACE, signal.SIGINT) for p in self.processes.values())
+        )
         self.processes.clear()
 
     async def _spawn(self) -> asyncio.subprocess.Process:
@@ -113,7 +117,7 @@ class Supervisor:
                 try:
                     code = await process.wait()
                 except asyncio.CancelledError:
-                    await stop_child(process, STOP_GRACE)
+                    await stop_child(process, STOP_GRACE, signal.SIGINT)
                     raise
                 logger.warning("SFU worker %d (pid %d) exited with %s", index, process.pid, code)
                 self.restarts += 1

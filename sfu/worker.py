@@ -66,6 +66,8 @@ from yahaml_voice.core.protocol import (
     ToWorkerSignal,
     WorkerCascadeReady,
     WorkerCascadeReadyFrame,
+    WorkerDraining,
+    WorkerDrainingFrame,
     WorkerFrame,
     WorkerHello,
     WorkerHelloFrame,
@@ -787,6 +789,9 @@ class Worker:
         # before its first peer), and the one writer thread of every recording here.
         self.records: dict[str, ToWorkerRecord] = {}
         self.recorder = RecordingWriter()
+        # Draining (SIGTERM): set by start_drain(); `drained` once no room is left here.
+        self.draining = False
+        self.drained = asyncio.Event()
         guard_receive_path()
         gather_every_turn_url()
         self.fanout = native.load(config.sfu.native)
@@ -802,6 +807,16 @@ class Worker:
             host=socket.gethostname(),
         )
         return WorkerHelloFrame(data=hello)
+
+    def start_drain(self, timeout: float) -> None:
+        """Tell the server to move this worker's rooms away (sent again after each hello)."""
+        self.draining = True
+        self.emit(WorkerDrainingFrame(data=WorkerDraining(timeout=timeout)))
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self.draining and not self.rooms:
+            self.drained.set()
 
     def report_rooms(self) -> None:
         """roomState for every room, after the hello of each (re)connect: rooms re-placed
@@ -934,6 +949,7 @@ class Worker:
         room = self.rooms.pop(room_id, None)
         if room is not None:
             await room.stop()
+        self._check_drained()
 
     async def stop(self) -> None:
         for room_id in list(self.rooms):
@@ -968,9 +984,15 @@ def worker_token(config: Config) -> str:
 
 
 async def serve(
-    config: Config, url: str, worker_id: str, stop: asyncio.Event, reconnect_delay: float = 1.0
+    config: Config,
+    url: str,
+    worker_id: str,
+    stop: asyncio.Event,
+    reconnect_delay: float = 1.0,
+    drain: asyncio.Event | None = None,
 ) -> None:
-    """Stay connected to the server (reconnecting with backoff) until `stop` is set."""
+    """Stay connected to the server (reconnecting with backoff) until `stop` is set, or
+    until the worker drained once `drain` is set (see _drain)."""
     import websockets
     from websockets.exceptions import WebSocketException
 
@@ -983,21 +1005,36 @@ async def serve(
             logger.warning("control queue full: dropping %s", frame.type)
 
     worker = Worker(config, worker_id, emit)
+    connected = asyncio.Event()
+    drainer = asyncio.ensure_future(_drain(worker, drain, connected, stop)) if drain else None
     delay = reconnect_delay
     try:
         while not stop.is_set():
             started = time.monotonic()
             try:
                 headers = {"Authorization": f"Bearer {worker_token(config)}"}
+                # close_timeout: a stop (a second SIGTERM) never waits long for a server
+                # that does not answer the closing handshake.
                 async with websockets.connect(
-                    url, additional_headers=headers, max_size=2**20
+                    url, additional_headers=headers, max_size=2**20, close_timeout=1.0
                 ) as ws:
                     logger.info("worker %s connected to %s", worker_id, url)
                     await ws.send(json.dumps(wire(worker.hello())))
                     worker.report_rooms()
-                    await _session(ws, worker, outbox, stop)
+                    if worker.draining:
+                        worker.start_drain(config.sfu.drain_timeout)
+                    connected.set()
+                    try:
+                        await _session(ws, worker, outbox, stop)
+                    finally:
+                        connected.clear()
             except (TimeoutError, OSError, WebSocketException) as exc:
                 logger.warning("control connection to %s: %s", url, exc)
+            if worker.draining:
+                # The server re-places the rooms of a worker whose connection dropped
+                # anyway: nothing left to wait for.
+                logger.info("worker %s: control connection lost while draining", worker_id)
+                stop.set()
             if stop.is_set():
                 break
             if time.monotonic() - started > 30:
@@ -1006,7 +1043,42 @@ async def serve(
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, 15.0)
     finally:
+        if drainer is not None:
+            await cancel_and_wait(drainer)
         await worker.stop()
+
+
+async def _drain(
+    worker: Worker, drain: asyncio.Event, connected: asyncio.Event, stop: asyncio.Event
+) -> None:
+    """On `drain` (the first SIGTERM): ask the server to move the rooms away and set `stop`
+    once none is left here, after sfu.drain_timeout at the latest, or at once when the
+    control connection is down (the server re-places the rooms of a lost worker itself)."""
+    await drain.wait()
+    timeout = worker.config.sfu.drain_timeout
+    started = time.monotonic()
+    if not connected.is_set():
+        logger.info("worker %s: SIGTERM while not connected: stopping", worker.id)
+        stop.set()
+        return
+    logger.info(
+        "worker %s draining: %d room(s) to move, %.0f s at most",
+        worker.id,
+        len(worker.rooms),
+        timeout,
+    )
+    worker.start_drain(timeout)
+    try:
+        await asyncio.wait_for(worker.drained.wait(), timeout)
+        logger.info("worker %s drained in %.3f s", worker.id, time.monotonic() - started)
+    except TimeoutError:
+        logger.warning(
+            "worker %s: drain timeout (%.0f s): stopping with %d room(s)",
+            worker.id,
+            timeout,
+            len(worker.rooms),
+        )
+    stop.set()
 
 
 async def _session(
@@ -1040,7 +1112,7 @@ async def _session(
 
 
 def main(config: Config, server_url: str | None = None, worker_id: str | None = None) -> int:
-    """`yahaml-voice sfu`: run one worker until SIGTERM/SIGINT."""
+    """`yahaml-voice sfu`: run one worker until SIGTERM (drained first) or SIGINT (at once)."""
     logging.basicConfig(
         level=getattr(logging, config.server.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -1050,11 +1122,19 @@ def main(config: Config, server_url: str | None = None, worker_id: str | None = 
     url = worker_url(config, server_url)
 
     async def run() -> None:
-        stop = asyncio.Event()
+        stop, drain = asyncio.Event(), asyncio.Event()
+
+        def terminate() -> None:
+            # The first SIGTERM drains, a second one stops at once.
+            if drain.is_set():
+                logger.warning("worker %s: second SIGTERM: stopping now", worker_id)
+                stop.set()
+            drain.set()
+
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(config, url, worker_id, stop)
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        await serve(config, url, worker_id, stop, drain=drain)
 
     asyncio.run(run())
     return 0

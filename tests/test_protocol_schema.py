@@ -326,6 +326,7 @@ EXAMPLES: list[BaseModel] = [
     p.WorkerHelloFrame(data=p.WorkerHello(workerId="host-1", slots=3, pid=7, host="host")),
     p.WorkerHelloFrame(data=p.WorkerHello(workerId="host-1", slots=3)),
     p.WorkerLoadFrame(data=p.WorkerLoad(rooms=1, peers=3, streams=9, cpu=0.25)),
+    p.WorkerDrainingFrame(data=p.WorkerDraining(timeout=20.0)),
     p.WorkerSignalFrame(
         data=p.WorkerSignal(
             roomId="net", to="p-1", type="answer", data=p.SessionDescription(type="answer")
@@ -575,6 +576,7 @@ def test_worker_frames_parse_with_the_frame_type_in_errors() -> None:
     assert set(p.WORKER_FRAMES) == {
         "hello",
         "load",
+        "draining",
         "signal",
         "slots",
         "roomState",

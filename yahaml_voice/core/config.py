@@ -311,6 +311,10 @@ class SfuConfig(_Section):
     slot_hold: Duration = 1.5
     # A worker that sent no heartbeat for this long is dead.
     heartbeat_timeout: Duration = 2.5
+    # SIGTERM drains a worker: its rooms move to other workers while it still forwards,
+    # and it exits once it holds none, or after this long at the latest (a second SIGTERM:
+    # at once). The systemd unit's TimeoutStopSec must be above it.
+    drain_timeout: Duration = Field(default=20.0, ge=0, le=3600)
     # Server URL a worker connects to (ws://host:port); default: this server.
     server_url: Text | None = None
     # Interfaces/addresses the worker's ICE gathers on (empty: all of aioice's choice).

@@ -536,6 +536,8 @@ class OverviewWorker(Answer):
     streams: int
     cpu: float
     host: str | None = None
+    # True while the worker drains (SIGTERM): no new rooms, its rooms move away.
+    draining: bool = False
 
 
 class AdminOverview(Answer):
@@ -1094,6 +1096,17 @@ class WorkerLoad(Frame):
     fanout: Literal["native", "python"] = "python"
 
 
+class WorkerDraining(Frame):
+    """worker -> server: the worker got SIGTERM and stops once its rooms moved.
+
+    The server places no new room on it and re-places every room it serves (origin or
+    edge) on another worker, as for a dead worker but while this one still forwards; the
+    worker exits once it holds no rooms, or after `timeout` seconds (`sfu.drain_timeout`).
+    Sent again after every hello while draining."""
+
+    timeout: float = Field(ge=0, le=3600)
+
+
 class WorkerSignal(Frame):
     """worker -> server: an answer (or candidate) for participant `to`."""
 
@@ -1195,6 +1208,11 @@ class WorkerLoadFrame(Frame):
     data: WorkerLoad
 
 
+class WorkerDrainingFrame(Frame):
+    type: Literal["draining"] = "draining"
+    data: WorkerDraining
+
+
 class WorkerSignalFrame(Frame):
     type: Literal["signal"] = "signal"
     data: WorkerSignal
@@ -1245,6 +1263,7 @@ class ControlErrorFrame(Frame):
 WorkerFrame = Annotated[
     WorkerHelloFrame
     | WorkerLoadFrame
+    | WorkerDrainingFrame
     | WorkerSignalFrame
     | WorkerSlotsFrame
     | WorkerRoomStateFrame
@@ -1425,6 +1444,7 @@ def _data_models(*frames: type[Frame]) -> dict[str, type[Frame]]:
 WORKER_FRAMES = _data_models(
     WorkerHelloFrame,
     WorkerLoadFrame,
+    WorkerDrainingFrame,
     WorkerSignalFrame,
     WorkerSlotsFrame,
     WorkerRoomStateFrame,

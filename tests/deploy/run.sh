@@ -44,7 +44,7 @@ export ANSIBLE_CONFIG=$ROOT/deploy/ansible.cfg
 export ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 export PATH=$BIN:$PATH
 
-declare -a TIMES=()
+declare -a TIMES=() MEASURES=()
 T0=$(date +%s.%N)
 LAST=$T0
 lap() { # name: record the time since the previous lap
@@ -90,6 +90,10 @@ cleanup() {
     json+="\"${t%%=*}\": ${t#*=}, "
   done
   printf '  %-22s %6.1f\n' total "$total"
+  for m in "${MEASURES[@]}"; do
+    printf '  %-22s %6s\n' "${m%%=*}" "${m#*=}"
+    json+="\"${m%%=*}\": ${m#*=}, "
+  done
   echo "{${json}\"total\": $total, \"result\": $rc}" >"$ARTIFACTS/timings.json"
   if [ "$rc" = 0 ]; then echo "deploy-test: PASSED"; else echo "deploy-test: FAILED (logs in $ARTIFACTS)"; fi
   exit "$rc"
@@ -349,7 +353,7 @@ wait "$WATCH" || WATCH_RC=$?
 cat "$WORK/upgrade-watch.log"
 GAP_MS=$("$BIN/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["upgrade_audio_gap_ms"])' \
   "$WORK/upgrade-result.json" 2>/dev/null || echo -1)
-TIMES+=("upgrade_audio_gap_ms=$GAP_MS")
+MEASURES+=("upgrade_audio_gap_ms=$GAP_MS")
 [ "$WATCH_RC" = 0 ] || { echo "FAIL the upgrade lost a seat or the audio" >&2; exit 1; }
 expect_release "upgraded" "$CUR_VERSION" "$CUR_VERSION"
 lap upgrade

@@ -773,6 +773,11 @@ class _Ear:
                 self.heard.append(latest)
             await asyncio.sleep(0.01)
 
+    def silences(self, since: float, longer: float = 0.25) -> list[tuple[float, float]]:
+        """(start, length) of every silence after `since` longer than `longer` s."""
+        times = [t for t in self.heard if t >= since]
+        return [(a, b - a) for a, b in itertools.pairwise(times) if b - a > longer]
+
     def gap(self, since: float) -> tuple[float, float]:
         """(longest silence after `since` in s, when it began)."""
         before = [t for t in self.heard if t < since][-1:]
@@ -886,7 +891,17 @@ async def upgrade_watch(cfg: dict[str, Any]) -> int:
             "; ".join(log),
         )
         gap, began = ear.gap(started)
+        timeline = [
+            (at - started, f"{c.callsign} {e['type']} {e.get('data', {}).get('epoch', '')}".strip())
+            for c in clients
+            for e, at in zip(c.events, c.event_times, strict=True)
+            if at >= started and e["type"] in ("_closed", "connected", "roomModeChanged")
+        ] + [(at - started, f"silence {length:.2f}s") for at, length in ear.silences(started)]
         print(f"info upgrade: {'; '.join(log)}")
+        print(
+            "info upgrade timeline (s into the converge): "
+            + ", ".join(f"{at:.2f} {what}" for at, what in sorted(timeline))
+        )
         report.check(
             "upgrade: audio gap measured",
             back and gap > 0,

@@ -894,7 +894,7 @@ async def upgrade_watch(cfg: dict[str, Any]) -> int:
         timeline = [
             (at - started, f"{c.callsign} {e['type']} {e.get('data', {}).get('epoch', '')}".strip())
             for c in clients
-            for e, at in zip(c.events, c.event_times, strict=True)
+            for e, at in zip(c.events, c.event_times, strict=False)
             if at >= started and e["type"] in ("_closed", "connected", "roomModeChanged")
         ] + [(at - started, f"silence {length:.2f}s") for at, length in ear.silences(started)]
         print(f"info upgrade: {'; '.join(log)}")

@@ -4,9 +4,15 @@
 #   2. a real converge of deploy/site.yml on THIS machine (local connection, services run
 #      by yv-direct because systemd is not PID 1 here), bound to loopback on free ports;
 #      the firewall is only rendered and checked with `nft -c`, never loaded
-#      under `umask 077` (the roles set every owner and mode themselves)
-#   3. a second converge that must report changed=0, then `--check --diff` that must too
-#   4. verify.py against what was deployed, plus coturn rendered with the production rules
+#      under `umask 077` (the roles set every owner and mode themselves). It installs
+#      the PREVIOUS release (v0.1.0 built as `make release` does, install source
+#      `release`) over a faked older layout (/opt/yahaml-voice/venv, dist/: migrated)
+#   3. the upgrade to the checkout's release (install source wheel) with two clients in an
+#      SFU room: seats kept, audio back, the audio gap measured; then a second converge
+#      that must report changed=0, then `--check --diff` that must too
+#   4. verify.py against what was deployed, plus coturn rendered with the production rules;
+#      then a rollback (-e yahaml_voice_rollback=true) to the previous release and the
+#      roll forward (the same again) with yahaml_voice_keep_releases=1 (pruned to one)
 #   5. deploy/uninstall.yml, then `--check --diff` on the uninstalled host (a fresh host
 #      but for the Debian packages), then nothing of the deploy may be left (users,
 #      units, directories, configs; the ruleset file back from the firewall's backup)
@@ -38,7 +44,7 @@ export ANSIBLE_CONFIG=$ROOT/deploy/ansible.cfg
 export ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 export PATH=$BIN:$PATH
 
-declare -a TIMES=()
+declare -a TIMES=() MEASURES=()
 T0=$(date +%s.%N)
 LAST=$T0
 lap() { # name: record the time since the previous lap
@@ -84,6 +90,10 @@ cleanup() {
     json+="\"${t%%=*}\": ${t#*=}, "
   done
   printf '  %-22s %6.1f\n' total "$total"
+  for m in "${MEASURES[@]}"; do
+    printf '  %-22s %6s\n' "${m%%=*}" "${m#*=}"
+    json+="\"${m%%=*}\": ${m#*=}, "
+  done
   echo "{${json}\"total\": $total, \"result\": $rc}" >"$ARTIFACTS/timings.json"
   if [ "$rc" = 0 ]; then echo "deploy-test: PASSED"; else echo "deploy-test: FAILED (logs in $ARTIFACTS)"; fi
   exit "$rc"
@@ -97,6 +107,29 @@ if [ ! -e "$POLICY_RC" ]; then
   chmod 0755 "$POLICY_RC"
   OWN_POLICY=1
 fi
+
+# The previous release for the upgrade: v0.1.0 built as `make release` builds it (sdist,
+# wheel, SHA256SUMS), in the background while the linters run. Without the tag (a shallow
+# clone), the checkout itself numbered 0.1.99 stands in for it.
+PREV_SRC=$WORK/prev-src
+PREV_REL=$WORK/prev-release
+mkdir -p "$PREV_SRC" "$PREV_REL"
+if git rev-parse -q --verify 'v0.1.0^{commit}' >/dev/null; then
+  PREV_VERSION=0.1.0
+  git archive v0.1.0 | tar -x -C "$PREV_SRC"
+else
+  PREV_VERSION=0.1.99
+  cp -a pyproject.toml README.md yahaml_voice server sfu client coturn "$PREV_SRC/"
+  rm -rf "$PREV_SRC/client/node_modules"
+  sed -i 's/^version = .*/version = "0.1.99"/' "$PREV_SRC/pyproject.toml"
+fi
+(
+  umask 022 && cd "$PREV_SRC" && SOURCE_DATE_EPOCH=315532800 "$BIN/python" -m build -q --outdir "$PREV_REL" . \
+    && cd "$PREV_REL" \
+    && sha256sum "yahaml_voice-$PREV_VERSION.tar.gz" "yahaml_voice-$PREV_VERSION-py3-none-any.whl" >SHA256SUMS
+) >"$WORK/prev-build.log" 2>&1 &
+PREV_BUILD=$!
+CUR_VERSION=$("$BIN/python" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 
 echo "--- 1. ansible-lint (production profile) and syntax checks"
 (cd deploy && ansible-lint -c .ansible-lint --project-dir . --offline --nocolor -q)
@@ -189,6 +222,11 @@ cat >"$WORK/vars.json" <<EOF
   "yahaml_voice_public_url": "https://voice.test:$HTTPS_PORT",
   "yahaml_voice_redis_port": $REDIS_PORT,
   "yahaml_voice_sfu_ice_addresses": ["127.0.0.1"],
+  "yahaml_voice_rooms": [
+    {"id": "shack", "name": "Shack", "max_participants": 100},
+    {"id": "net", "name": "Club net", "max_participants": 300, "sfu_threshold": 8},
+    {"id": "upgrade", "name": "Upgrade test", "sfu_threshold": 2}
+  ],
   "yahaml_voice_turn_overrides": {
     "listening_port": $TURN_PORT, "tls_listening_port": $TURN_TLS_PORT,
     "min_port": $RELAY_MIN, "max_port": $RELAY_MAX,
@@ -251,11 +289,75 @@ HOST_BEFORE=$(host_state | grep -Ev "$OURS" || true)
 echo "# the host's own ruleset (deploy test)" >"$WORK/nftables.test.conf"
 chmod 0640 "$WORK/nftables.test.conf"
 
-echo "--- 2. converge this machine under umask 077 (loopback, ports $SERVER_PORT/$REDIS_PORT/$HTTPS_PORT/$TURN_PORT)"
-(umask 077 && converge converge1)
+# /healthz's version (v0.1.0 did not say it: "none"), and which release `current` names.
+healthz_version() {
+  curl -fsS --max-time 5 "http://127.0.0.1:$SERVER_PORT/healthz" \
+    | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin).get("version", "none"))'
+}
+current_release() { basename "$(readlink /opt/yahaml-voice/current)"; }
+expect_release() { # label version-prefix healthz-version
+  local release version
+  release=$(current_release)
+  version=$(healthz_version)
+  if [[ $release != "$2"-* ]] || [ "$version" != "$3" ]; then
+    echo "FAIL $1: current -> $release, /healthz version $version (wanted $2-*, $3)" >&2
+    exit 1
+  fi
+  echo "ok   $1: current -> $release, /healthz version $version"
+}
+
+echo "--- 2. converge this machine under umask 077 with the previous release $PREV_VERSION (loopback, ports $SERVER_PORT/$REDIS_PORT/$HTTPS_PORT/$TURN_PORT)"
+wait "$PREV_BUILD" || { cat "$WORK/prev-build.log"; echo "FAIL building release $PREV_VERSION" >&2; exit 1; }
+# An older deploy's layout (one venv, wheels in dist/): migrated, then removed.
+if [ ! -e /opt/yahaml-voice ]; then
+  mkdir -p /opt/yahaml-voice/venv/bin /opt/yahaml-voice/dist
+  touch /opt/yahaml-voice/dist/yahaml_voice-0.0.1-py3-none-any.whl
+  echo "wheel sha1:0" >/opt/yahaml-voice/INSTALLED
+fi
+(umask 077 && converge converge1 deploy/site.yml -e yahaml_voice_install_source=release \
+  -e "yahaml_voice_release_dir=$PREV_REL" -e "yahaml_voice_version=$PREV_VERSION")
+PREV_HEALTH=$([ "$PREV_VERSION" = 0.1.0 ] && echo none || echo "$PREV_VERSION")
+expect_release "release $PREV_VERSION installed from $PREV_REL (SHA256SUMS checked)" "$PREV_VERSION" "$PREV_HEALTH"
+for old in venv dist INSTALLED; do
+  [ ! -e "/opt/yahaml-voice/$old" ] || { echo "FAIL the older layout's $old is still there" >&2; exit 1; }
+done
+echo "ok   the older layout (venv, dist, INSTALLED) is gone"
 lap converge1
 
-echo "--- 3. second converge and --check --diff: nothing may change"
+echo "--- 3. upgrade to $CUR_VERSION with two clients in a room; second converge and --check --diff: nothing may change"
+cat >"$WORK/upgrade.json" <<EOF
+{
+  "work": "$WORK",
+  "server_port": $SERVER_PORT,
+  "room": "upgrade",
+  "cli": "/opt/yahaml-voice/current/venv/bin/yahaml-voice",
+  "config_file": "/etc/yahaml-voice/yahaml-voice.yaml"
+}
+EOF
+"$BIN/python" tests/deploy/verify.py --upgrade-watch "$WORK/upgrade.json" >"$WORK/upgrade-watch.log" 2>&1 &
+WATCH=$!
+for _ in $(seq 300); do
+  { [ -e "$WORK/upgrade.ready" ] || ! kill -0 "$WATCH" 2>/dev/null; } && break
+  sleep 0.2
+done
+if [ ! -e "$WORK/upgrade.ready" ]; then
+  kill "$WATCH" 2>/dev/null
+  cat "$WORK/upgrade-watch.log"
+  echo "FAIL the clients did not hear each other before the upgrade" >&2
+  exit 1
+fi
+(umask 077 && converge upgrade)
+touch "$WORK/upgrade.done"
+WATCH_RC=0
+wait "$WATCH" || WATCH_RC=$?
+cat "$WORK/upgrade-watch.log"
+GAP_MS=$("$BIN/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["upgrade_audio_gap_ms"])' \
+  "$WORK/upgrade-result.json" 2>/dev/null || echo -1)
+MEASURES+=("upgrade_audio_gap_ms=$GAP_MS")
+[ "$WATCH_RC" = 0 ] || { echo "FAIL the upgrade lost a seat or the audio" >&2; exit 1; }
+expect_release "upgraded" "$CUR_VERSION" "$CUR_VERSION"
+lap upgrade
+
 converge converge2
 unchanged converge2
 echo "ok   idempotent: changed=0"
@@ -300,7 +402,7 @@ cat >"$WORK/verify.json" <<EOF
   "https_port": $HTTPS_PORT,
   "redis_port": $REDIS_PORT,
   "sfu_workers": $WORKERS,
-  "cli": "/opt/yahaml-voice/venv/bin/yahaml-voice",
+  "cli": "/opt/yahaml-voice/current/venv/bin/yahaml-voice",
   "config_file": "/etc/yahaml-voice/yahaml-voice.yaml",
   "proxy_cert": "/etc/nginx/tls/voice.test.selfsigned.crt",
   "turn_cert": "/etc/coturn/tls/fullchain.pem",
@@ -322,6 +424,21 @@ if unreadable=$(find /opt/yahaml-voice ! -perm -o+r -print -quit) && [ -n "$unre
   exit 1
 fi
 echo "ok   the install is readable (converged under umask 077)"
+
+CUR_RELEASE=$(current_release)
+converge rollback deploy/site.yml -e yahaml_voice_rollback=true
+grep -qE 'changed=[1-9]' "$WORK/rollback.recap" || { echo "FAIL the rollback reported no change" >&2; exit 1; }
+expect_release "rolled back (-e yahaml_voice_rollback=true)" "$PREV_VERSION" "$PREV_HEALTH"
+lap rollback
+converge rollforward deploy/site.yml -e yahaml_voice_rollback=true -e yahaml_voice_keep_releases=1
+expect_release "rolled forward (the same again), keep_releases=1" "$CUR_VERSION" "$CUR_VERSION"
+releases=$(cd /opt/yahaml-voice/releases && ls -d -- */ | tr -d / | tr '\n' ' ')
+if [ "$releases" != "$CUR_RELEASE " ] || [ "$(current_release)" != "$CUR_RELEASE" ]; then
+  echo "FAIL keep_releases=1 left: $releases" >&2
+  exit 1
+fi
+echo "ok   pruned to keep_releases=1: releases/ holds $releases"
+lap rollforward
 
 echo "--- 5. uninstall, --check --diff on the uninstalled host, nothing left behind"
 converge uninstall deploy/uninstall.yml

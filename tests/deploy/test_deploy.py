@@ -35,8 +35,10 @@ def test_every_role_knob_is_documented_in_group_vars() -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="deploy converge needs root (converges this machine)")
 @pytest.mark.timeout(1500)
 def test_deploy_converges_this_machine_idempotently_and_verifies() -> None:
-    """lint + syntax, converge (umask 077), converge and --check with changed=0, verify,
-    uninstall, --check on the uninstalled host, nothing left behind (see run.sh)."""
+    """lint + syntax, converge of the previous release (umask 077), the upgrade with two
+    clients in a room (seats kept, audio back, gap measured), converge and --check with
+    changed=0, verify, rollback and roll forward, uninstall, --check on the uninstalled
+    host, nothing left behind (see run.sh)."""
     proc = subprocess.run(
         ["bash", str(ROOT / "tests" / "deploy" / "run.sh")],
         capture_output=True,

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import re
@@ -744,10 +745,194 @@ async def network_checks(cfg: dict[str, Any], report: Report) -> None:
     await check_production_turn(cfg, report)
 
 
+# ------------------------------------------------------------------ upgrade with a client
+
+
+class _Ear:
+    """When `client` last heard a loud frame, sampled every 10 ms; the longest silence
+    between two heard frames in a window is the audio gap."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.heard: list[float] = []
+        self._task = asyncio.create_task(self._run())
+
+    def _latest(self) -> float:
+        times = [
+            stats.last_loud_at
+            for peer in list(self.client.peers.values())
+            for stats in peer.audio
+            if stats.last_loud_at is not None
+        ]
+        return max(times, default=0.0)
+
+    async def _run(self) -> None:
+        while True:
+            latest = self._latest()
+            if latest and (not self.heard or latest > self.heard[-1]):
+                self.heard.append(latest)
+            await asyncio.sleep(0.01)
+
+    def silences(self, since: float, longer: float = 0.25) -> list[tuple[float, float]]:
+        """(start, length) of every silence after `since` longer than `longer` s."""
+        times = [t for t in self.heard if t >= since]
+        return [(a, b - a) for a, b in itertools.pairwise(times) if b - a > longer]
+
+    def gap(self, since: float) -> tuple[float, float]:
+        """(longest silence after `since` in s, when it began)."""
+        before = [t for t in self.heard if t < since][-1:]
+        times = before + [t for t in self.heard if t >= since]
+        gaps = [(b - a, a) for a, b in itertools.pairwise(times)]
+        return max(gaps, default=(0.0, since))
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+async def _stay(client: Any, log: list[str]) -> None:
+    """Reconnect (and rejoin: the seat is kept for server.grace_period) whenever the
+    server closes the socket, as the browser client does."""
+    seen = 0
+    while True:
+        await client.wait_event("_closed", since=seen, timeout=3600)
+        seen = len(client.events)
+        closed_at = time.monotonic()
+        while True:
+            try:
+                answer = await client.reconnect(timeout=5)
+                log.append(
+                    f"{client.callsign} rejoined after {time.monotonic() - closed_at:.2f}s "
+                    f"as {answer.get('participant', {}).get('id')}"
+                )
+                if answer.get("participant", {}).get("id") != client.participant_id:
+                    log.append(f"{client.callsign} got another seat")
+                break
+            except Exception as exc:  # the server is still down: retry
+                if time.monotonic() - closed_at > 60:
+                    log.append(f"{client.callsign} could not rejoin: {exc!r}")
+                    return
+                await asyncio.sleep(0.2)
+        seen = len(client.events)
+
+
+def _wait_for(path: Path) -> None:
+    while not path.exists():
+        time.sleep(0.2)
+
+
+async def upgrade_watch(cfg: dict[str, Any]) -> int:
+    """Two clients in an SFU room (cfg["room"]) while run.sh upgrades the host: Alice talks,
+    Bob listens. Writes `<work>/upgrade.ready` once Bob hears Alice, waits for
+    `<work>/upgrade.done` (the converge finished), then checks that both kept their seats
+    (same participant, no participantLeft), that Bob hears Alice again, and writes the
+    audio gap (ms from the last frame heard before the restart to the first after) to
+    `<work>/upgrade-result.json`."""
+    from tests.voiceclient import SFU, VoiceClient
+
+    report = Report()
+    work = Path(cfg["work"])
+    base = f"http://127.0.0.1:{cfg['server_port']}"
+    clients = []
+    for callsign, publish in (("W1UPG", True), ("K1UPG", False)):
+        out = subprocess.run(
+            [
+                *(cfg["cli"], "--config", cfg["config_file"], "token"),
+                *("--callsign", callsign, "--room", cfg["room"]),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        client = VoiceClient(base, publish=publish, tone=440.0)
+        client.use_token(out.stdout.splitlines()[0])
+        clients.append(client)
+    bob = clients[1]  # Alice (clients[0]) talks
+    log: list[str] = []
+    stays: list[asyncio.Task[None]] = []
+    ear: _Ear | None = None
+    try:
+        for client in clients:
+            await client.connect()
+            await client.join(cfg["room"])
+        await bob.wait_audio(frames=25, timeout=30)
+        report.check(
+            "upgrade: Bob hears Alice through an SFU worker before the upgrade",
+            bob.mode == "sfu" and SFU in bob.peers,
+            f"mode={bob.mode}",
+        )
+        ids = {c.callsign: c.participant_id for c in clients}
+        ear = _Ear(bob)
+        stays = [asyncio.create_task(_stay(c, log)) for c in clients]
+        (work / "upgrade.ready").write_text("ready\n")
+        started = time.monotonic()
+        await asyncio.to_thread(_wait_for, work / "upgrade.done")
+        restarted = any(e["type"] == "_closed" for c in clients for e in c.events)
+        report.check("upgrade: the server restarted under the clients", restarted)
+        try:
+            await bob.wait_audio(frames=25, timeout=30)
+            back = True
+        except TimeoutError:
+            back = False
+        report.check("upgrade: Bob hears Alice again after the upgrade", back)
+        left = [
+            e["data"].get("participantId")
+            for c in clients
+            for e in c.events
+            if e["type"] == "participantLeft"
+        ]
+        report.check("upgrade: nobody was told that a participant left", not left, str(left))
+        report.check(
+            "upgrade: both kept their seats (the same participant ids)",
+            {c.callsign: c.participant_id for c in clients} == ids
+            and not any("another seat" in line or "could not" in line for line in log),
+            "; ".join(log),
+        )
+        gap, began = ear.gap(started)
+        timeline = [
+            (at - started, f"{c.callsign} {e['type']} {e.get('data', {}).get('epoch', '')}".strip())
+            for c in clients
+            for e, at in zip(c.events, c.event_times, strict=False)
+            if at >= started and e["type"] in ("_closed", "connected", "roomModeChanged")
+        ] + [(at - started, f"silence {length:.2f}s") for at, length in ear.silences(started)]
+        print(f"info upgrade: {'; '.join(log)}")
+        print(
+            "info upgrade timeline (s into the converge): "
+            + ", ".join(f"{at:.2f} {what}" for at, what in sorted(timeline))
+        )
+        report.check(
+            "upgrade: audio gap measured",
+            back and gap > 0,
+            f"{gap * 1000:.0f} ms (silence began {began - started:.1f}s into the converge)",
+        )
+        (work / "upgrade-result.json").write_text(
+            json.dumps({"upgrade_audio_gap_ms": round(gap * 1000), "ok": report.ok})
+        )
+    finally:
+        for task in stays:
+            task.cancel()
+        if ear is not None:
+            await ear.stop()
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), 10)
+    return 0 if report.ok else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("config", help="JSON written by run.sh (ports, paths)")
-    cfg = json.loads(Path(parser.parse_args().config).read_text())
+    parser.add_argument(
+        "--upgrade-watch",
+        action="store_true",
+        help="join two clients, then watch them through an upgrade (see upgrade_watch)",
+    )
+    args = parser.parse_args()
+    if args.upgrade_watch:
+        return asyncio.run(upgrade_watch(json.loads(Path(args.config).read_text())))
+    cfg = json.loads(Path(args.config).read_text())
     secrets = Path(cfg["secrets_dir"])
     cfg["turn_secret"] = (secrets / "turn_secret").read_text().strip()
     cfg["redis_password"] = (secrets / "redis_password").read_text().strip()

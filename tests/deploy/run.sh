@@ -266,6 +266,45 @@ unchanged() { # log name: the run's recap says changed=0
   fi
 }
 
+# watched PHASE converge-args...: two clients in the `upgrade` room (an SFU room) hear each
+# other while the converge switches the release under them; seats must be kept and the
+# audio come back; the longest silence goes to MEASURES as <phase>_audio_gap_ms.
+watched() {
+  local phase=$1
+  shift
+  cat >"$WORK/$phase.json" <<EOF
+{
+  "work": "$WORK",
+  "phase": "$phase",
+  "server_port": $SERVER_PORT,
+  "room": "upgrade",
+  "cli": "/opt/yahaml-voice/current/venv/bin/yahaml-voice",
+  "config_file": "/etc/yahaml-voice/yahaml-voice.yaml"
+}
+EOF
+  "$BIN/python" tests/deploy/verify.py --upgrade-watch "$WORK/$phase.json" >"$WORK/$phase-watch.log" 2>&1 &
+  local watch=$! watch_rc=0 gap
+  for _ in $(seq 300); do
+    { [ -e "$WORK/$phase.ready" ] || ! kill -0 "$watch" 2>/dev/null; } && break
+    sleep 0.2
+  done
+  if [ ! -e "$WORK/$phase.ready" ]; then
+    kill "$watch" 2>/dev/null
+    cat "$WORK/$phase-watch.log"
+    echo "FAIL the clients did not hear each other before the $phase" >&2
+    exit 1
+  fi
+  converge "$@"
+  touch "$WORK/$phase.done"
+  wait "$watch" || watch_rc=$?
+  cat "$WORK/$phase-watch.log"
+  gap=$("$BIN/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
+    "$WORK/$phase-result.json" "${phase}_audio_gap_ms" 2>/dev/null || echo -1)
+  MEASURES+=("${phase}_audio_gap_ms=$gap")
+  [ "$watch_rc" = 0 ] || { echo "FAIL the $phase lost a seat or the audio" >&2; exit 1; }
+}
+
+
 # What the deploy leaves on a host: users, groups, units, directories, configs. After the
 # uninstall none of the deploy's own names may be left, and the rest of the listing must
 # be as before the converge (an older run may have left the deploy's names: not compared).
@@ -325,36 +364,11 @@ echo "ok   the older layout (venv, dist, INSTALLED) is gone"
 lap converge1
 
 echo "--- 3. upgrade to $CUR_VERSION with two clients in a room; second converge and --check --diff: nothing may change"
-cat >"$WORK/upgrade.json" <<EOF
-{
-  "work": "$WORK",
-  "server_port": $SERVER_PORT,
-  "room": "upgrade",
-  "cli": "/opt/yahaml-voice/current/venv/bin/yahaml-voice",
-  "config_file": "/etc/yahaml-voice/yahaml-voice.yaml"
-}
-EOF
-"$BIN/python" tests/deploy/verify.py --upgrade-watch "$WORK/upgrade.json" >"$WORK/upgrade-watch.log" 2>&1 &
-WATCH=$!
-for _ in $(seq 300); do
-  { [ -e "$WORK/upgrade.ready" ] || ! kill -0 "$WATCH" 2>/dev/null; } && break
-  sleep 0.2
-done
-if [ ! -e "$WORK/upgrade.ready" ]; then
-  kill "$WATCH" 2>/dev/null
-  cat "$WORK/upgrade-watch.log"
-  echo "FAIL the clients did not hear each other before the upgrade" >&2
-  exit 1
-fi
-(umask 077 && converge upgrade)
-touch "$WORK/upgrade.done"
-WATCH_RC=0
-wait "$WATCH" || WATCH_RC=$?
-cat "$WORK/upgrade-watch.log"
-GAP_MS=$("$BIN/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["upgrade_audio_gap_ms"])' \
-  "$WORK/upgrade-result.json" 2>/dev/null || echo -1)
-MEASURES+=("upgrade_audio_gap_ms=$GAP_MS")
-[ "$WATCH_RC" = 0 ] || { echo "FAIL the upgrade lost a seat or the audio" >&2; exit 1; }
+# Under umask 077 as the first converge (not in a subshell: MEASURES must keep the gap).
+saved_umask=$(umask)
+umask 077
+watched upgrade upgrade
+umask "$saved_umask"
 expect_release "upgraded" "$CUR_VERSION" "$CUR_VERSION"
 lap upgrade
 
@@ -426,7 +440,7 @@ fi
 echo "ok   the install is readable (converged under umask 077)"
 
 CUR_RELEASE=$(current_release)
-converge rollback deploy/site.yml -e yahaml_voice_rollback=true
+watched rollback rollback deploy/site.yml -e yahaml_voice_rollback=true
 grep -qE 'changed=[1-9]' "$WORK/rollback.recap" || { echo "FAIL the rollback reported no change" >&2; exit 1; }
 expect_release "rolled back (-e yahaml_voice_rollback=true)" "$PREV_VERSION" "$PREV_HEALTH"
 lap rollback

@@ -823,16 +823,17 @@ def _wait_for(path: Path) -> None:
 
 
 async def upgrade_watch(cfg: dict[str, Any]) -> int:
-    """Two clients in an SFU room (cfg["room"]) while run.sh upgrades the host: Alice talks,
-    Bob listens. Writes `<work>/upgrade.ready` once Bob hears Alice, waits for
-    `<work>/upgrade.done` (the converge finished), then checks that both kept their seats
-    (same participant, no participantLeft), that Bob hears Alice again, and writes the
-    audio gap (ms from the last frame heard before the restart to the first after) to
-    `<work>/upgrade-result.json`."""
+    """Two clients in an SFU room (cfg["room"]) while run.sh switches the host's release
+    (cfg["phase"]: `upgrade` or `rollback`): Alice talks, Bob listens. Writes
+    `<work>/<phase>.ready` once Bob hears Alice, waits for `<work>/<phase>.done` (the
+    converge finished), then checks that both kept their seats (same participant, no
+    participantLeft), that Bob hears Alice again, and writes the audio gap (ms from the
+    last frame heard before the restart to the first after) to `<work>/<phase>-result.json`."""
     from tests.voiceclient import SFU, VoiceClient
 
     report = Report()
     work = Path(cfg["work"])
+    phase = cfg.get("phase", "upgrade")
     base = f"http://127.0.0.1:{cfg['server_port']}"
     clients = []
     for callsign, publish in (("W1UPG", True), ("K1UPG", False)):
@@ -859,33 +860,33 @@ async def upgrade_watch(cfg: dict[str, Any]) -> int:
             await client.join(cfg["room"])
         await bob.wait_audio(frames=25, timeout=30)
         report.check(
-            "upgrade: Bob hears Alice through an SFU worker before the upgrade",
+            f"{phase}: Bob hears Alice through an SFU worker before the upgrade",
             bob.mode == "sfu" and SFU in bob.peers,
             f"mode={bob.mode}",
         )
         ids = {c.callsign: c.participant_id for c in clients}
         ear = _Ear(bob)
         stays = [asyncio.create_task(_stay(c, log)) for c in clients]
-        (work / "upgrade.ready").write_text("ready\n")
+        (work / f"{phase}.ready").write_text("ready\n")
         started = time.monotonic()
-        await asyncio.to_thread(_wait_for, work / "upgrade.done")
+        await asyncio.to_thread(_wait_for, work / f"{phase}.done")
         restarted = any(e["type"] == "_closed" for c in clients for e in c.events)
-        report.check("upgrade: the server restarted under the clients", restarted)
+        report.check(f"{phase}: the server restarted under the clients", restarted)
         try:
             await bob.wait_audio(frames=25, timeout=30)
             back = True
         except TimeoutError:
             back = False
-        report.check("upgrade: Bob hears Alice again after the upgrade", back)
+        report.check(f"{phase}: Bob hears Alice again after the upgrade", back)
         left = [
             e["data"].get("participantId")
             for c in clients
             for e in c.events
             if e["type"] == "participantLeft"
         ]
-        report.check("upgrade: nobody was told that a participant left", not left, str(left))
+        report.check(f"{phase}: nobody was told that a participant left", not left, str(left))
         report.check(
-            "upgrade: both kept their seats (the same participant ids)",
+            f"{phase}: both kept their seats (the same participant ids)",
             {c.callsign: c.participant_id for c in clients} == ids
             and not any("another seat" in line or "could not" in line for line in log),
             "; ".join(log),
@@ -897,18 +898,18 @@ async def upgrade_watch(cfg: dict[str, Any]) -> int:
             for e, at in zip(c.events, c.event_times, strict=False)
             if at >= started and e["type"] in ("_closed", "connected", "roomModeChanged")
         ] + [(at - started, f"silence {length:.2f}s") for at, length in ear.silences(started)]
-        print(f"info upgrade: {'; '.join(log)}")
+        print(f"info {phase}: {'; '.join(log)}")
         print(
-            "info upgrade timeline (s into the converge): "
+            f"info {phase} timeline (s into the converge): "
             + ", ".join(f"{at:.2f} {what}" for at, what in sorted(timeline))
         )
         report.check(
-            "upgrade: audio gap measured",
+            f"{phase}: audio gap measured",
             back and gap > 0,
             f"{gap * 1000:.0f} ms (silence began {began - started:.1f}s into the converge)",
         )
-        (work / "upgrade-result.json").write_text(
-            json.dumps({"upgrade_audio_gap_ms": round(gap * 1000), "ok": report.ok})
+        (work / f"{phase}-result.json").write_text(
+            json.dumps({f"{phase}_audio_gap_ms": round(gap * 1000), "ok": report.ok})
         )
     finally:
         for task in stays:

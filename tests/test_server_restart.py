@@ -161,6 +161,7 @@ async def test_a_server_restart_keeps_seats_and_the_sfu_room(
         timeout=20,
         what="the worker reconnected",
     )
+    worker_back = time.monotonic() - t0
     # Audio after the restart, then the silence it caused (listener side, both ways).
     await bob.wait_tone(440, frames=50)
     await alice.wait_tone(660, frames=50)
@@ -170,7 +171,8 @@ async def test_a_server_restart_keeps_seats_and_the_sfu_room(
     mode_changes = _after(alice, t0, "roomModeChanged") + _after(bob, t0, "roomModeChanged")
     print(
         f"\nserver stop {stopping:.2f} s, new server healthy {starting:.2f} s later, clients "
-        f"reconnected {reconnected:.2f} s after SIGTERM (refused attempts "
+        f"reconnected {reconnected:.2f} s, the worker {worker_back:.2f} s after SIGTERM "
+        f"(refused attempts "
         f"{[r.refused for r in reconnectors]}, sockets opened {[len(r.opened) for r in reconnectors]}); "
         f"roomModeChanged: {[e['data'] for e in mode_changes]}; longest audio gap "
         f"{max(gaps) * 1000:.0f} ms (per listener {[round(g * 1000) for g in gaps]})"

@@ -345,9 +345,11 @@ def serve(config: Config, companions: Callable[[str], Sequence[Service]] | None 
             log.info("shutting down")
             # First: sockets opened from now on would be cut again in a moment; refused,
             # clients and workers go to the next process at once.
-            app.extensions[EXTENSION].stopping = True
-            await stop_companions()
             svc = app.extensions[EXTENSION]
+            svc.stopping = True
+            await stop_companions()
+            # Only now: the embedded workers' rooms were re-placed as they died.
+            svc.keep_worker_rooms = True
             with contextlib.suppress(StoreError):  # then they expire: rooms are re-placed
                 await hold_workers(svc)
             # Tell clients to reconnect (1012) rather than have hypercorn cut them off.

@@ -40,8 +40,11 @@ class Services:
     # The expiry of the deployment's TLS certificates (metrics.certificates), for /metrics.
     certificates: CertificateWatch | None = None
     # Set when the process begins to stop (SIGTERM: a restart, an upgrade): it takes no new
-    # sockets, and a worker socket it closes leaves the worker registered (ws.py).
+    # sockets (ws.py).
     stopping: bool = False
+    # Set once its own embedded workers (which die with it) are stopped: a worker socket
+    # closed from then on is closed by the stop, the worker lives on and keeps its rooms.
+    keep_worker_rooms: bool = False
     # The workers registered through this process's sockets, by connection id.
     local_workers: dict[str, WorkerRecord] = field(default_factory=dict)
 

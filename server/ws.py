@@ -200,7 +200,7 @@ async def worker_socket() -> None:
 
     async def process(message: BaseModel) -> None:
         if isinstance(message, WorkerLoad):
-            if svc.stopping:
+            if svc.keep_worker_rooms:
                 return  # hold_workers() renewed it for longer; keep that
             if not await svc.store.claim_worker(record.id, owner, ttl):
                 conn.send(conn.error("worker_id_taken", "another connection took this worker id"))
@@ -259,10 +259,12 @@ async def worker_socket() -> None:
     try:
         await conn.serve(subscription, deadline=None)
     finally:
+        # Decided now, before any await: whether the socket closed by this process's stop.
+        keep_rooms = svc.keep_worker_rooms and not record.draining
         svc.local_workers.pop(conn.id, None)
         await lanes.stop()
         svc.local_sockets.pop(conn.id, None)
-        await _worker_gone(svc, record, owner)
+        await _worker_gone(svc, record, owner, keep_rooms)
 
 
 def _hold_for(svc: Services) -> float:
@@ -284,21 +286,22 @@ async def hold_workers(svc: Services) -> None:
             )
 
 
-async def _worker_gone(svc: Services, record: WorkerRecord, owner: str) -> None:
+async def _worker_gone(svc: Services, record: WorkerRecord, owner: str, keep_rooms: bool) -> None:
     """A worker's control socket closed: re-place its rooms, unless only this process stops.
 
-    A restart or upgrade of the server (SIGTERM, `stopping`) closes every worker socket,
+    A restart or upgrade of the server (SIGTERM, `keep_worker_rooms`) closes every worker
+    socket,
     but the workers run on and media flows client <-> worker without the server. Their
     rooms stay put: the worker reconnects to the next process (or another one sharing the
     store), and its roomState after the hello reconciles. Its registration is renewed for
     the seats' grace period so the new process finds it live meanwhile; a worker that
     never comes back expires then and the worker check (modes.check_workers) re-places its
-    rooms as for any silent worker. A draining worker (an embedded one stopping with us)
-    goes for good: its rooms move at once, as before."""
+    rooms as for any silent worker. A draining worker goes for good, and so do the
+    embedded ones, stopped before `keep_worker_rooms` is set: their rooms move at once."""
     if not await svc.store.release_worker(record.id, owner):
         log.warning("sfu worker %s disconnected (another connection holds it)", record.id)
         return
-    if svc.stopping and not record.draining:
+    if keep_rooms:
         log.info("sfu worker %s disconnected by this process stopping; its rooms stay", record.id)
         await svc.store.worker_seen(record, _hold_for(svc))
         return

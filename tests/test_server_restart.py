@@ -219,3 +219,34 @@ async def test_a_worker_dead_across_the_restart_is_replaced_by_the_liveness_chec
     for r in reconnectors:
         await r.stop()
     assert not _after(alice, t0, "participantLeft") and not _after(bob, t0, "participantLeft")
+
+
+async def test_embedded_workers_die_with_the_server_and_their_rooms_move_at_once(
+    redis_server: RedisServer,
+    server_factory: Callable[..., ServerProcess],
+    client_factory: Callable[..., VoiceClient],
+    loopback_ice: None,
+    shared: RedisStore,
+) -> None:
+    """`serve --workers 1`: the worker is the server's child and stops with it, so its
+    rooms are not held for it; the new process's own worker takes the room."""
+    server = server_factory(CONFIG, env=_env(redis_server), name="node", workers=1)
+    server.wait_healthy(timeout=30, workers=1)
+    alice = await ready(client_factory(server.url, tone=440), "W1AW", "net")
+    bob = await ready(client_factory(server.url, tone=660), "G4ABC", "net")
+    await bob.wait_tone(440, frames=25)
+    old = await shared.room_state("net")
+    reconnectors = [Reconnector(alice), Reconnector(bob)]
+    await asyncio.to_thread(server.stop)
+    # Re-placed as the worker died, before the process exited (no worker left: mesh).
+    assert (await shared.room_state("net")).mode == "mesh"
+    await asyncio.to_thread(server.start, 30)
+    await until(
+        lambda: SFU in bob.peers and bob.epoch > old.epoch, timeout=30, what="on the new worker"
+    )
+    new = await shared.room_state("net")
+    assert new.mode == "sfu" and new.worker_id != old.worker_id
+    await bob.wait_tone(440, frames=25)
+    await alice.wait_tone(660, frames=25)
+    for r in reconnectors:
+        await r.stop()

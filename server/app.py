@@ -4,6 +4,7 @@ with the embedded SFU workers as children."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import signal
@@ -43,6 +44,7 @@ from .store import StoreError, StoreUnavailable
 from .stores import make_catalog, make_store
 from .transport import BoundedWebsocketConnection, hypercorn_settings, install
 from .ws import blueprint as ws_blueprint
+from .ws import hold_workers
 
 log = logging.getLogger(__name__)
 
@@ -341,9 +343,17 @@ def serve(config: Config, companions: Callable[[str], Sequence[Service]] | None 
         async def shutdown() -> None:
             await stop.wait()
             log.info("shutting down")
+            # First: sockets opened from now on would be cut again in a moment; refused,
+            # clients and workers go to the next process at once.
+            svc = app.extensions[EXTENSION]
+            svc.stopping = True
             await stop_companions()
+            # Only now: the embedded workers' rooms were re-placed as they died.
+            svc.keep_worker_rooms = True
+            with contextlib.suppress(StoreError):  # then they expire: rooms are re-placed
+                await hold_workers(svc)
             # Tell clients to reconnect (1012) rather than have hypercorn cut them off.
-            app.extensions[EXTENSION].close_sockets(1012, "server restarting")
+            svc.close_sockets(1012, "server restarting")
             await asyncio.sleep(0.2)
 
         try:

@@ -17,7 +17,7 @@ from .admin import AdminService
 from .certs import CertificateWatch
 from .limits import Limits
 from .rooms import RoomService
-from .store import Bus, Store
+from .store import Bus, Store, WorkerRecord
 
 if TYPE_CHECKING:
     from .connections import Connection
@@ -39,6 +39,14 @@ class Services:
     local_sockets: dict[str, Connection] = field(default_factory=dict)
     # The expiry of the deployment's TLS certificates (metrics.certificates), for /metrics.
     certificates: CertificateWatch | None = None
+    # Set when the process begins to stop (SIGTERM: a restart, an upgrade): it takes no new
+    # sockets (ws.py).
+    stopping: bool = False
+    # Set once its own embedded workers (which die with it) are stopped: a worker socket
+    # closed from then on is closed by the stop, the worker lives on and keeps its rooms.
+    keep_worker_rooms: bool = False
+    # The workers registered through this process's sockets, by connection id.
+    local_workers: dict[str, WorkerRecord] = field(default_factory=dict)
 
     @property
     def limits(self) -> Limits:

@@ -39,7 +39,7 @@ from yahaml_voice.core.tokens import AuthError, verify_worker_token
 
 from .auth import authenticate, ensure_not_revoked, presented_token
 from .connections import CLOSE_TIMEOUT, ClientConnection, WorkerConnection
-from .context import services
+from .context import Services, services
 from .delivery import participant_channel, worker_channel
 from .errors import ApiError
 from .limits import WORKER_BACKLOG, RateLimited
@@ -73,6 +73,18 @@ def _check_capacity() -> None:
         )
 
 
+def _check_running() -> None:
+    """A stopping process refuses new sockets before the upgrade: the caller retries and
+    reaches the process that replaces it (or another one), not one about to cut it off."""
+    if services().stopping:
+        raise ApiError(
+            503,
+            "restarting",
+            "this server process is stopping; connect again shortly",
+            {"Retry-After": "1"},
+        )
+
+
 def _subprotocol() -> str | None:
     """The subprotocol to accept (the token may travel as another one, see auth.py)."""
     return WS_SUBPROTOCOL if WS_SUBPROTOCOL in websocket.requested_subprotocols else None
@@ -81,6 +93,7 @@ def _subprotocol() -> str | None:
 @blueprint.websocket("/ws")
 async def client_socket() -> None:
     svc = services()
+    _check_running()
     _check_origin()
     _check_capacity()
     # An AuthError refuses it before the upgrade: nothing is held for a caller without a
@@ -128,6 +141,7 @@ async def worker_socket() -> None:
         verify_worker_token(svc.config, token)
     except AuthError:
         abort(401)
+    _check_running()
     _check_capacity()
     await websocket.accept()
     try:
@@ -186,6 +200,8 @@ async def worker_socket() -> None:
 
     async def process(message: BaseModel) -> None:
         if isinstance(message, WorkerLoad):
+            if svc.keep_worker_rooms:
+                return  # hold_workers() renewed it for longer; keep that
             if not await svc.store.claim_worker(record.id, owner, ttl):
                 conn.send(conn.error("worker_id_taken", "another connection took this worker id"))
                 conn.close(4409, "worker id in use")
@@ -238,17 +254,60 @@ async def worker_socket() -> None:
     subscription = await svc.bus.subscribe(worker_channel(record.id))
     await svc.store.worker_seen(record, ttl)
     svc.local_sockets[conn.id] = conn
+    svc.local_workers[conn.id] = record
     log.info("sfu worker %s registered (slots=%d pid=%s)", record.id, record.slots, hello.pid)
     try:
         await conn.serve(subscription, deadline=None)
     finally:
+        # Decided now, before any await: whether the socket closed by this process's stop.
+        keep_rooms = svc.keep_worker_rooms and not record.draining
+        svc.local_workers.pop(conn.id, None)
         await lanes.stop()
         svc.local_sockets.pop(conn.id, None)
-        log.warning("sfu worker %s disconnected", record.id)
-        if await svc.store.release_worker(record.id, owner) and await svc.store.remove_worker(
-            record.id
-        ):
-            await svc.rooms.modes.worker_lost(record.id)
+        await _worker_gone(svc, record, owner, keep_rooms)
+
+
+def _hold_for(svc: Services) -> float:
+    """How long a worker of a stopping process stays registered without a connection."""
+    return max(svc.config.sfu.heartbeat_timeout, svc.config.server.grace_period)
+
+
+async def hold_workers(svc: Services) -> None:
+    """Before a stopping process closes its worker sockets: renew every (not draining)
+    worker's registration for the grace period, so that the next process finds it live
+    while it reconnects (the socket's own cleanup may be cut short by the shutdown)."""
+    for record in list(svc.local_workers.values()):
+        if not record.draining:
+            await svc.store.worker_seen(record, _hold_for(svc))
+            log.info(
+                "sfu worker %s: registration held %.0f s for the next process",
+                record.id,
+                _hold_for(svc),
+            )
+
+
+async def _worker_gone(svc: Services, record: WorkerRecord, owner: str, keep_rooms: bool) -> None:
+    """A worker's control socket closed: re-place its rooms, unless only this process stops.
+
+    A restart or upgrade of the server (SIGTERM, `keep_worker_rooms`) closes every worker
+    socket,
+    but the workers run on and media flows client <-> worker without the server. Their
+    rooms stay put: the worker reconnects to the next process (or another one sharing the
+    store), and its roomState after the hello reconciles. Its registration is renewed for
+    the seats' grace period so the new process finds it live meanwhile; a worker that
+    never comes back expires then and the worker check (modes.check_workers) re-places its
+    rooms as for any silent worker. A draining worker goes for good, and so do the
+    embedded ones, stopped before `keep_worker_rooms` is set: their rooms move at once."""
+    if not await svc.store.release_worker(record.id, owner):
+        log.warning("sfu worker %s disconnected (another connection holds it)", record.id)
+        return
+    if keep_rooms:
+        log.info("sfu worker %s disconnected by this process stopping; its rooms stay", record.id)
+        await svc.store.worker_seen(record, _hold_for(svc))
+        return
+    log.warning("sfu worker %s disconnected", record.id)
+    if await svc.store.remove_worker(record.id):
+        await svc.rooms.modes.worker_lost(record.id)
 
 
 async def _receive_hello() -> WorkerHello:

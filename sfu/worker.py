@@ -123,6 +123,9 @@ TOKEN_ENV = SFU_TOKEN_ENV
 PARENT_ENV = "YV_SFU_PARENT_PID"
 # Slot selection runs this often; a speaker change shows up within one tick + hold.
 TICK = 0.1
+# After the server closed the control connection with 1012 (restarting): how long to
+# retry without backoff (a restart, an upgrade, takes seconds).
+RESTART_RETRY_WINDOW = 30.0
 # A publisher "carries audio" (roomState.audioFrom) while its last packet is this recent.
 AUDIO_FRESH = 2.0
 # The room's links (who is not connected; WorkerLinks) are looked at, and reported when they
@@ -1008,6 +1011,10 @@ async def serve(
     connected = asyncio.Event()
     drainer = asyncio.ensure_future(_drain(worker, drain, connected, stop)) if drain else None
     delay = reconnect_delay
+    # Until then the server is restarting (it closed us with 1012): retry every
+    # reconnect_delay, no backoff, so the worker is back before its registration (held
+    # for server.grace_period by the stopping process) expires and its rooms move.
+    restarting_until = 0.0
     try:
         while not stop.is_set():
             started = time.monotonic()
@@ -1028,6 +1035,8 @@ async def serve(
                         await _session(ws, worker, outbox, stop)
                     finally:
                         connected.clear()
+                        if ws.close_code == 1012:
+                            restarting_until = time.monotonic() + RESTART_RETRY_WINDOW
             except (TimeoutError, OSError, WebSocketException) as exc:
                 logger.warning("control connection to %s: %s", url, exc)
             if worker.draining:
@@ -1038,6 +1047,8 @@ async def serve(
             if stop.is_set():
                 break
             if time.monotonic() - started > 30:
+                delay = reconnect_delay
+            if time.monotonic() < restarting_until:
                 delay = reconnect_delay
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)

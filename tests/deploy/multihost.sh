@@ -13,7 +13,9 @@
 #      machine's ruleset, addresses and routes must be as before.
 # Timings go to tests/artifacts/deploy/multihost-timings.json and are printed at the end.
 set -euo pipefail
-
+# The whole script is one compound command: bash reads it before running any of it, so an
+# edit of this file during a run does not change the run.
+{
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BIN=$ROOT/.venv/bin
@@ -32,7 +34,7 @@ done
 # Podman networks change this machine's ruleset and addresses: the same lock as run.sh,
 # which compares them before and after (waits while another deploy test runs).
 exec 9>/run/yahaml-voice-deploy-test.lock
-flock 9
+flock -n 9 || { echo "deploy-test-multihost: waiting for another deploy test"; flock 9; }
 
 WORK=$(mktemp -d /tmp/yv-multihost.XXXXXX)
 mkdir -p "$ARTIFACTS"
@@ -206,3 +208,5 @@ cat >"$WORK/verify.json" <<JSON
 JSON
 "$BIN/python" tests/deploy/podman/verify_multihost.py "$WORK/verify.json"
 lap verify
+exit
+}

@@ -122,12 +122,16 @@ lap hosts
 
 echo "--- 3. the example inventory, copied out and pointed at the containers"
 cp -r deploy/inventories/multi-host "$WORK/inventory"
-# An operator's edit: each host's ansible_host becomes its container.
+# An operator's edit: each host is its container, reached by podman as root (not by
+# ssh as admin). In hosts.ini, not in -e: extra vars would send the playbook's
+# delegate_to: localhost tasks into a container too.
 for entry in "${HOSTS[@]}"; do
   read -r name hostname public _ <<<"$entry"
-  sed -i "s/^$hostname ansible_host=$public /$hostname ansible_host=$name /" "$WORK/inventory/hosts.ini"
+  sed -i "s/^$hostname ansible_host=$public /$hostname ansible_host=$name ansible_connection=containers.podman.podman /" \
+    "$WORK/inventory/hosts.ini"
 done
-if grep -q 'ansible_host=198' "$WORK/inventory/hosts.ini"; then
+sed -i 's/^ansible_user=admin$/ansible_user=root/' "$WORK/inventory/hosts.ini"
+if grep -q 'ansible_host=198' "$WORK/inventory/hosts.ini" || ! grep -q '^ansible_user=root$' "$WORK/inventory/hosts.ini"; then
   echo "FAIL hosts.ini of the example does not list the hosts as expected" >&2
   exit 1
 fi
@@ -141,8 +145,6 @@ rm -rf "$WORK/src/client/node_modules"
 # no external_ip mapping.
 cat >"$WORK/vars.json" <<JSON
 {
-  "ansible_connection": "containers.podman.podman",
-  "ansible_user": "root",
   "ansible_become": false,
   "ansible_python_interpreter": "/usr/bin/python3",
   "yahaml_voice_service_manager": "direct",

@@ -62,6 +62,13 @@ hosts_up() { # work dir (CA certificate in $1/tls/ca.crt)
     # What the site's hosts have before the playbook: the site CA in the trust store (a
     # real site's certificates come from a public CA), apt that may write the shared cache.
     "${PODMAN[@]}" cp "$work/tls/ca.crt" "$name:/usr/local/share/ca-certificates/yvmh-test-ca.crt"
+    # This machine's own extra CAs (an egress proxy's) too, for pip and apt through it;
+    # pip uses the system store, as this machine's does.
+    for ca in /usr/local/share/ca-certificates/*.crt; do
+      [ -f "$ca" ] && "${PODMAN[@]}" cp "$ca" "$name:/usr/local/share/ca-certificates/host-$(basename "$ca")"
+    done
+    printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$work/pip.conf"
+    "${PODMAN[@]}" cp "$work/pip.conf" "$name:/etc/pip.conf"
     # and package lists as fresh as a new cloud host's.
     "${PODMAN[@]}" exec "$name" sh -c \
       'echo "APT::Sandbox::User \"root\";" >/etc/apt/apt.conf.d/90sandbox

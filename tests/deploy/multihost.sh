@@ -190,9 +190,6 @@ fi
 echo "ok   idempotent: changed=0 on every host"
 lap converge2
 
-# Debugging: YVMH_HOLD=<file> keeps the converged hosts (and the lock) while the file exists.
-while [ -n "${YVMH_HOLD:-}" ] && [ -e "$YVMH_HOLD" ]; do sleep 5; done
-
 echo "--- 5. verify from this machine"
 cat >"$WORK/verify.json" <<JSON
 {
@@ -208,7 +205,12 @@ cat >"$WORK/verify.json" <<JSON
   "private_peer": "10.0.0.11"
 }
 JSON
-"$BIN/python" tests/deploy/podman/verify_multihost.py "$WORK/verify.json"
+VERIFIED=0
+"$BIN/python" tests/deploy/podman/verify_multihost.py "$WORK/verify.json" || VERIFIED=$?
 lap verify
+# Debugging: YVMH_HOLD=<file> keeps the hosts (and the lock) after a failed verify while
+# the file exists: `python tests/deploy/podman/verify_multihost.py <work>/verify.json`.
+while [ "$VERIFIED" != 0 ] && [ -n "${YVMH_HOLD:-}" ] && [ -e "$YVMH_HOLD" ]; do sleep 5; done
+[ "$VERIFIED" = 0 ] || exit 1
 exit
 }

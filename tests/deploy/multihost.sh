@@ -197,7 +197,7 @@ cat >"$WORK/verify.json" <<JSON
   "secrets_dir": "$WORK/secrets",
   "podman": ["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"],
   "signal": "yvmh-signal",
-  "sfu_hosts": {"yvmh-sfu1": "198.51.100.11", "yvmh-sfu2": "198.51.100.12"},
+  "sfu_hosts": {"yvmh-sfu1": ["198.51.100.11", "10.0.0.11"], "yvmh-sfu2": ["198.51.100.12", "10.0.0.12"]},
   "proxy": "198.51.100.10",
   "turn": "198.51.100.20",
   "redis": "10.0.0.10",

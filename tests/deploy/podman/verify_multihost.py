@@ -163,7 +163,9 @@ async def check_clients(cfg: dict[str, Any], report: Report) -> dict[str, Any] |
         # The SFU hosts' addresses, public and private: this machine has the private
         # network's gateway address too (podman's bridge), so ICE may pick either path.
         sfu_addresses = {
-            address: host for host, addresses in cfg["sfu_hosts"].items() for address in addresses
+            address: host
+            for host, addresses in cfg["sfu_hosts"].items()
+            for address in ([addresses] if isinstance(addresses, str) else addresses)
         }
         for client in clients:
             address = remote_address(client)

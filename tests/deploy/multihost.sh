@@ -95,6 +95,7 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT  # a stopped run still tears the hosts and networks down
 # Left over from an interrupted run: containers and networks of this test only.
 hosts_down
 

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: release run test test-fast bench screenshots soak natlab deploy-test turn lint typecheck schema system-deps clean
+.PHONY: release run test test-fast bench screenshots soak natlab deploy-test deploy-test-multihost turn lint typecheck schema system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ natlab: $(STAMP) system-deps
 
 deploy-test: $(STAMP) system-deps
 	bash tests/deploy/run.sh
+	bash tests/deploy/multihost.sh
+
+## The multi-host example on podman containers as hosts (tests/deploy/multihost.sh).
+deploy-test-multihost: $(STAMP) system-deps
+	bash tests/deploy/multihost.sh
 
 ## Release artifacts of the version in pyproject.toml (the one place it is written): the
 ## sdist, the wheel built from that sdist (so a file the sdist misses fails here, not on a

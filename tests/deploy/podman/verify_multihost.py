@@ -3,7 +3,8 @@
 Everything is checked from this machine, through the podman networks, as the site's users
 would reach it: the proxy's HTTPS (the test CA's certificate verified), two real aiortc
 clients (tests/voiceclient.py) that join one room and hear each other's tone through an
-SFU worker on an SFU host (not the signaling host), coturn's allocations on the TURN host
+SFU worker on an SFU host (not the signaling host) and through a rolling restart of that
+host's workers (each drained: the room moves before the worker stops), coturn's allocations on the TURN host
 relaying to this machine, and Redis on the signaling host refusing a client without the
 password (asked from an SFU host on the private network: the firewall lets nothing else
 reach it). The TURN and Redis probes are verify.py's (the single-host deploy test).
@@ -174,7 +175,9 @@ async def check_clients(cfg: dict[str, Any], report: Report) -> dict[str, Any] |
                 address in sfu_addresses,
                 f"{address} ({sfu_addresses.get(str(address), 'not an SFU host')})",
             )
-        return await alice.request("GET", "/api/ice-servers")
+        answer = await alice.request("GET", "/api/ice-servers")
+        await check_rolling_restart(cfg, clients, sfu_addresses, report)
+        return answer
     except Exception as exc:  # the check reports whatever went wrong
         report.check("clients through the proxy and an SFU host", False, repr(exc))
         return None
@@ -184,6 +187,61 @@ async def check_clients(cfg: dict[str, Any], report: Report) -> dict[str, Any] |
                 await client.close()
             with contextlib.suppress(Exception):
                 await client.http.aclose()
+
+
+async def check_rolling_restart(
+    cfg: dict[str, Any],
+    clients: list[VoiceClient],
+    sfu_addresses: dict[str, str],
+    report: Report,
+) -> None:
+    """What an upgrade's handlers do on the SFU host carrying the room: stop and start each
+    worker in turn (yv-direct, SIGTERM: a drain). The room must leave a worker before that
+    worker has stopped (a roomModeChanged while its stop still runs), and after each restart
+    both clients keep their seats and hear each other again."""
+    host = sfu_addresses.get(str(remote_address(clients[0])))
+    if not report.check("the SFU host carrying the room is known", host is not None):
+        return
+    ids = [c.participant_id for c in clients]
+    moved_in_time = False
+    for instance in range(1, int(podman(cfg, "exec", host, "nproc").stdout) + 1):
+        unit = f"yahaml-voice-sfu@{instance}"
+        seen = [len(c.events) for c in clients]
+        began = time.monotonic()
+        stop = await asyncio.to_thread(podman, cfg, "exec", host, "yv-direct", "stop", unit)
+        stopped = time.monotonic()
+        report.check(f"{host}: {unit} stopped (drained)", stop.returncode == 0, stop.stderr[-300:])
+        moves = [
+            at
+            for c, since in zip(clients, seen, strict=True)
+            for e, at in zip(c.events[since:], c.event_times[since:], strict=False)
+            if e["type"] == "roomModeChanged"
+        ]
+        moved_in_time = moved_in_time or any(began <= at <= stopped for at in moves)
+        start = await asyncio.to_thread(podman, cfg, "exec", host, "yv-direct", "start", unit)
+        report.check(f"{host}: {unit} started again", start.returncode == 0, start.stderr[-300:])
+        for listener, talker in ((clients[0], "G4ABC"), (clients[1], "W1AW")):
+            try:
+                took = await listener.wait_tone(TONES[talker], frames=25, timeout=30)
+                report.check(
+                    f"after {unit} on {host}: {listener.callsign} hears {talker} again",
+                    True,
+                    f"25 loud frames in {took:.1f}s",
+                )
+            except TimeoutError as exc:
+                report.check(
+                    f"after {unit} on {host}: {listener.callsign} hears {talker}", False, str(exc)
+                )
+    report.check(
+        "rolling restart: the room moved off a worker before that worker stopped (drain)",
+        moved_in_time,
+    )
+    left = [e for c in clients for e in c.events if e["type"] == "participantLeft"]
+    report.check(
+        "rolling restart: seats kept (same participant ids, nobody left)",
+        [c.participant_id for c in clients] == ids and not left,
+        str(left),
+    )
 
 
 async def relay_roundtrip(proto: Any, address: str) -> str:

@@ -1158,6 +1158,7 @@
  * @property {number} streams
  * @property {number} cpu
  * @property {"native"|"python"} fanout
+ * @property {number|null} rss
  */
 
 /**

@@ -102,7 +102,11 @@ def _turn_urls(svc: Services) -> int:
 
 
 def _rss(worker: WorkerRecord) -> float | None:
-    """The resident memory of a worker that runs on this host (its hello names host and pid)."""
+    """A worker's resident memory: as it reports it in `load` (any host), else read from
+    the OS when it runs on this host (its hello names host and pid)."""
+    reported = worker.load.get("rss")
+    if isinstance(reported, int) and reported > 0:
+        return float(reported)
     pid = worker.info.get("pid")
     if worker.info.get("host") != socket.gethostname() or not isinstance(pid, int):
         return None
@@ -150,7 +154,7 @@ async def _store_metrics(svc: Services, registry: CollectorRegistry) -> None:
     )
     rss = Gauge(
         "yahaml_voice_sfu_worker_resident_memory_bytes",
-        "Resident memory of the SFU workers that run on this host",
+        "Resident memory of each SFU worker (as it reports it)",
         ["worker"],
         registry=registry,
     )

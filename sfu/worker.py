@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+import psutil
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
@@ -142,6 +143,14 @@ MAX_QUEUED_SIGNALS = 64
 
 class SignalError(Exception):
     """An offer or candidate the worker cannot use (logged; the client gets no answer)."""
+
+
+def _resident_memory() -> int | None:
+    """This process's resident memory (bytes), for the server's /metrics."""
+    try:
+        return int(psutil.Process().memory_info().rss)
+    except psutil.Error:
+        return None
 
 
 def _opus_only(transceiver: RTCRtpTransceiver) -> int:
@@ -841,6 +850,7 @@ class Worker:
             streams=sum(r.stream_count for r in self.rooms.values()),
             cpu=round(max(share, 0.0), 4),
             fanout="native" if self.fanout is not None else "python",
+            rss=_resident_memory(),
         )
 
     def rtc_configuration(self) -> RTCConfiguration:

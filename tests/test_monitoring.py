@@ -205,3 +205,17 @@ def test_certificate_targets_default_to_the_turns_urls_and_the_public_url() -> N
     assert targets(explicit) == ["/etc/x.pem"]
     with pytest.raises(ValueError, match="neither an absolute path"):
         load_config(environ={}, overrides={"metrics.certificates": ["relative.pem"]})
+
+
+def test_worker_memory_comes_from_its_own_report_on_any_host() -> None:
+    """A worker on another host (the multi-host layout) is measured by itself: its `load`
+    carries `rss`; the server reads the OS only for same-host workers of older versions."""
+    from yahaml_voice.core.protocol import WorkerLoad
+    from yahaml_voice.server.metrics import _rss
+    from yahaml_voice.server.store import WorkerRecord
+
+    load = WorkerLoad(rooms=1, peers=2, streams=2, cpu=0.1, rss=123_456_789).model_dump()
+    remote = WorkerRecord("sfu2-1", 3, 0.0, load=load, info={"host": "sfu2", "pid": 4242})
+    assert _rss(remote) == 123_456_789
+    silent = WorkerRecord("sfu2-2", 3, 0.0, load={"rooms": 0}, info={"host": "sfu2", "pid": 1})
+    assert _rss(silent) is None

@@ -1094,6 +1094,9 @@ class WorkerLoad(Frame):
     # How the worker fans packets out: one C call per packet and group, or a Python loop
     # (no compiler where it runs, or `sfu.native: false`).
     fanout: Literal["native", "python"] = "python"
+    # Resident memory in bytes as the worker measures itself, so a worker on another host
+    # than the server's shows in /metrics too (older workers: the server asks the OS).
+    rss: int | None = Field(default=None, ge=0)
 
 
 class WorkerDraining(Frame):

@@ -860,7 +860,7 @@ async def upgrade_watch(cfg: dict[str, Any]) -> int:
             await client.join(cfg["room"])
         await bob.wait_audio(frames=25, timeout=30)
         report.check(
-            f"{phase}: Bob hears Alice through an SFU worker before the upgrade",
+            f"{phase}: Bob hears Alice through an SFU worker before the switch",
             bob.mode == "sfu" and SFU in bob.peers,
             f"mode={bob.mode}",
         )
@@ -877,7 +877,7 @@ async def upgrade_watch(cfg: dict[str, Any]) -> int:
             back = True
         except TimeoutError:
             back = False
-        report.check(f"{phase}: Bob hears Alice again after the upgrade", back)
+        report.check(f"{phase}: Bob hears Alice again after the switch", back)
         left = [
             e["data"].get("participantId")
             for c in clients

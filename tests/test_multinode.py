@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from tests.redis_fixture import RedisServer
@@ -83,7 +84,13 @@ def nodes(
 class WorkerProcess:
     """`yahaml-voice sfu --server ws://...` as a child in its own process group."""
 
-    def __init__(self, workdir: Path, worker_id: str, server: ServerProcess) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        worker_id: str,
+        server: ServerProcess,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.id = worker_id
         self.log_path = workdir / f"worker-{worker_id}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("YAHAML_VOICE_")}
@@ -93,6 +100,7 @@ class WorkerProcess:
                 "YAHAML_VOICE_SFU__SECRET": TEST_SFU_SECRET,
                 "YAHAML_VOICE_SFU__ICE_ADDRESSES": '["127.0.0.1"]',
                 "PYTHONUNBUFFERED": "1",
+                **(extra_env or {}),
             }
         )
         with open(self.log_path, "ab") as log:
@@ -110,6 +118,12 @@ class WorkerProcess:
 
     def stop(self) -> None:
         stop_process(self.proc, 10, group=True)
+
+    def udp_sockets(self) -> int:
+        return len(psutil.Process(self.proc.pid).net_connections(kind="udp"))
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
 
 @pytest.fixture

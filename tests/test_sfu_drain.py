@@ -12,8 +12,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -24,7 +22,8 @@ import pytest
 import websockets
 
 from tests.redis_fixture import RedisServer
-from tests.servers import ROOT, TEST_SECRET, TEST_SFU_SECRET, ServerProcess
+from tests.servers import TEST_SECRET, TEST_SFU_SECRET, ServerProcess
+from tests.test_multinode import WorkerProcess
 from tests.test_sfu_cascade import _worker_of, speaker_and_listeners
 from tests.voiceclient import SFU, VoiceClient
 from yahaml_voice.core.config import load_config
@@ -36,7 +35,6 @@ from yahaml_voice.sfu.worker import Worker, _drain
 
 pytestmark = pytest.mark.timeout(90)
 
-SFU_CLI = [sys.executable, "-m", "yahaml_voice", "sfu"]
 CONFIG: dict[str, Any] = {
     "server": {"grace_period": "5s"},
     "rooms": [{"id": "net", "sfu_threshold": 2, "max_participants": 10}],
@@ -44,44 +42,14 @@ CONFIG: dict[str, Any] = {
 }
 
 
-class WorkerProcess:
-    """`yahaml-voice sfu --server ws://... --id <id>` in its own process group."""
-
-    def __init__(self, workdir: Path, worker_id: str, server: ServerProcess) -> None:
-        self.id = worker_id
-        self.log_path = workdir / f"worker-{worker_id}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("YAHAML_VOICE_")}
-        env.update(
-            {
-                "YAHAML_VOICE_SFU__SECRET": TEST_SFU_SECRET,
-                "YAHAML_VOICE_SFU__ICE_ADDRESSES": '["127.0.0.1"]',
-                "YAHAML_VOICE_SFU__DRAIN_TIMEOUT": "15s",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [*SFU_CLI, "--server", server.ws_url, "--id", worker_id],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def udp_sockets(self) -> int:
-        return len(psutil.Process(self.proc.pid).net_connections(kind="udp"))
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
 @pytest.fixture
 def worker_factory(tmp_path: Path) -> Iterator[Callable[[str, ServerProcess], WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(worker_id: str, server: ServerProcess) -> WorkerProcess:
-        started.append(WorkerProcess(tmp_path, worker_id, server))
+        started.append(
+            WorkerProcess(tmp_path, worker_id, server, {"YAHAML_VOICE_SFU__DRAIN_TIMEOUT": "15s"})
+        )
         return started[-1]
 
     try:

@@ -181,10 +181,14 @@ class _Receiver(asyncio.DatagramProtocol):
         self.got.put_nowait((data, addr))
 
 
-async def relay_roundtrip(proto: TurnClientUdpProtocol | TurnClientTcpProtocol) -> str:
-    """Send through the relay to a UDP echo peer on loopback; the echo must come back."""
+async def relay_roundtrip(
+    proto: TurnClientUdpProtocol | TurnClientTcpProtocol, address: str = "127.0.0.1"
+) -> str:
+    """Send through the relay to a UDP echo peer on `address` (loopback on one host; the
+    test machine's address on the hosts' network in the multi-host test); the echo must
+    come back."""
     loop = asyncio.get_running_loop()
-    echo_transport, _ = await loop.create_datagram_endpoint(_Echo, local_addr=("127.0.0.1", 0))
+    echo_transport, _ = await loop.create_datagram_endpoint(_Echo, local_addr=(address, 0))
     try:
         peer = echo_transport.get_extra_info("sockname")
         receiver = _Receiver()

@@ -34,12 +34,11 @@ sys.path.insert(0, str(ROOT))
 
 from tests.deploy.verify import (  # noqa: E402
     Report,
-    _Echo,
-    _Receiver,
     allocate_error,
     allocation,
     ice_turn,
     permission,
+    relay_roundtrip,
     stun_binding,
     url_port,
 )
@@ -242,23 +241,6 @@ async def check_rolling_restart(
         [c.participant_id for c in clients] == ids and not left,
         str(left),
     )
-
-
-async def relay_roundtrip(proto: Any, address: str) -> str:
-    """Through the relay to a UDP echo on this machine's address on the public network."""
-    loop = asyncio.get_running_loop()
-    echo_transport, _ = await loop.create_datagram_endpoint(_Echo, local_addr=(address, 0))
-    try:
-        peer = echo_transport.get_extra_info("sockname")
-        receiver = _Receiver()
-        proto.receiver = receiver
-        for i in range(5):
-            await proto.send_data(f"ping {i}".encode(), peer)
-        got = {(await asyncio.wait_for(receiver.got.get(), 5))[0] for _ in range(5)}
-        expected = {f"echo:ping {i}".encode() for i in range(5)}
-        return "" if got == expected else f"unexpected payloads {got!r}"
-    finally:
-        echo_transport.close()
 
 
 async def check_turn(cfg: dict[str, Any], answer: dict[str, Any], report: Report) -> None:

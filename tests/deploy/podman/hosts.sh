@@ -48,6 +48,16 @@ hosts_up() { # work dir (CA certificate in $1/tls/ca.crt)
   "${PODMAN[@]}" network create --subnet "$SUBNET_PUBLIC" --gateway "$GATEWAY_PUBLIC" "$NET_PUBLIC" >/dev/null
   "${PODMAN[@]}" network create --internal --subnet "$SUBNET_PRIVATE" "$NET_PRIVATE" >/dev/null
   mkdir -p "$YV_CACHE/pip"
+  # PID 1 reaps orphans as a host's init does: yv-direct's services are daemons (their
+  # parent is PID 1), and with `sleep infinity` there a stopped worker stayed a zombie, so
+  # `yv-direct stop` waited out its whole TERM/KILL schedule and failed.
+  local REAPER='import os, signal, time
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        time.sleep(1)'
   for entry in "${HOSTS[@]}"; do
     read -r name hostname public private <<<"$entry"
     # apt's archive lock is not shared between hosts: one archive directory per host.
@@ -58,7 +68,7 @@ hosts_up() { # work dir (CA certificate in $1/tls/ca.crt)
       --cap-add NET_ADMIN \
       --network "$NET_PUBLIC:ip=$public" --network "$NET_PRIVATE:ip=$private" \
       -v "$YV_CACHE/apt-$name:/var/cache/apt/archives" -v "$YV_CACHE/pip:/root/.cache/pip" \
-      "$YV_IMAGE" >/dev/null
+      "$YV_IMAGE" python3 -c "$REAPER" >/dev/null
     # What the site's hosts have before the playbook: the site CA in the trust store (a
     # real site's certificates come from a public CA), apt that may write the shared cache.
     "${PODMAN[@]}" cp "$work/tls/ca.crt" "$name:/usr/local/share/ca-certificates/yvmh-test-ca.crt"

@@ -4,11 +4,12 @@ tests/deploy/multihost.sh builds the hosts' image from Debian packages, starts f
 containers at the example's addresses on their own podman networks, converges
 deploy/site.yml twice (the second must change nothing on any host) and verifies from this
 machine: a client through the proxy, two clients hearing each other through an SFU worker
-on an SFU host, TURN relaying, Redis refusing clients without the password.
+on an SFU host and through a rolling restart of that host's workers, TURN relaying, Redis
+refusing clients without the password.
 
-It takes minutes, so `make test` runs it only with YV_DEPLOY_MULTIHOST=1 (the coordinator
-decides from tests/artifacts/deploy/multihost-timings.json); `make deploy-test` runs the
-script itself.
+It takes about 11-15 minutes on a 2-core machine, more than `make test`'s budget has left,
+so the suite runs it only with YV_DEPLOY_MULTIHOST=1; `make deploy-test` runs the script
+itself (timings in tests/artifacts/deploy/multihost-timings.json).
 """
 
 from __future__ import annotations

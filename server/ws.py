@@ -276,13 +276,12 @@ async def hold_workers(svc: Services) -> None:
     """Before a stopping process closes its worker sockets: renew every (not draining)
     worker's registration for the grace period, so that the next process finds it live
     while it reconnects (the socket's own cleanup may be cut short by the shutdown)."""
+    hold = _hold_for(svc)
     for record in list(svc.local_workers.values()):
         if not record.draining:
-            await svc.store.worker_seen(record, _hold_for(svc))
+            await svc.store.worker_seen(record, hold)
             log.info(
-                "sfu worker %s: registration held %.0f s for the next process",
-                record.id,
-                _hold_for(svc),
+                "sfu worker %s: registration held %.0f s for the next process", record.id, hold
             )
 
 
@@ -290,8 +289,7 @@ async def _worker_gone(svc: Services, record: WorkerRecord, owner: str, keep_roo
     """A worker's control socket closed: re-place its rooms, unless only this process stops.
 
     A restart or upgrade of the server (SIGTERM, `keep_worker_rooms`) closes every worker
-    socket,
-    but the workers run on and media flows client <-> worker without the server. Their
+    socket, but the workers run on and media flows client <-> worker without the server. Their
     rooms stay put: the worker reconnects to the next process (or another one sharing the
     store), and its roomState after the hello reconciles. Its registration is renewed for
     the seats' grace period so the new process finds it live meanwhile; a worker that
